@@ -1,0 +1,36 @@
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: venv run test test-unit test-integration bench schema clean
+
+venv: $(INSTALLED)
+
+# Reinstall only when the dependencies may have changed.
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+run: venv
+	$(PY) -m shared.localstack.run
+
+test: venv
+	$(PYTEST)
+
+test-unit: venv
+	$(PYTEST) tests/unit
+
+test-integration: venv
+	$(PYTEST) tests/integration
+
+bench: venv
+	$(PY) -m bench
+
+schema: venv
+	$(PY) -m shared.schema
+
+clean:
+	rm -rf var $(VENV)

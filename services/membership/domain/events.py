@@ -1,0 +1,199 @@
+"""The facts an organization records, and how each changes its state.
+
+Every event carries the envelope's provenance (`event_id`, `actor`, `command_id`, ...).
+`result` is set on the last event of a command: the reply a repeat of that command gets.
+`secret_hash` on ApiKeyCreated stays inside the store: the relay never publishes it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.domain import Aggregate
+
+if TYPE_CHECKING:
+    from .organization import Organization
+
+
+class OrganizationEvent(Aggregate.Event):
+    org_id: str
+    event_id: str
+    actor: dict[str, str]
+    command_id: str
+    correlation_id: str | None
+    result: dict[str, Any] | None
+
+    def apply(self, org: Organization) -> None:
+        self.change(org)
+        org.remember_command(self.command_id, self.event_id, self.result)
+
+    def change(self, org: Organization) -> None:
+        raise NotImplementedError
+
+
+class OrganizationCreated(Aggregate.Created):
+    org_id: str
+    event_id: str
+    actor: dict[str, str]
+    command_id: str
+    correlation_id: str | None
+    result: dict[str, Any] | None
+    name: str
+    plan: str
+    owner_user_id: str
+    owner_email: str
+    seats_included: int
+    unit_price_cents: int
+    billing_anchor: datetime
+
+    def apply(self, org: Organization) -> None:
+        org.org_id = self.org_id
+        org.name = self.name
+        org.plan = self.plan
+        org.seats_included = self.seats_included
+        org.seats_purchased = 0
+        org.unit_price_cents = self.unit_price_cents
+        org.billing_anchor = self.billing_anchor
+        org.members = {self.owner_user_id: _member(self.owner_user_id, self.owner_email, "owner", self.timestamp)}
+        org.invitations = {}
+        org.api_keys = {}
+        org.commands = {}
+        org.remember_command(self.command_id, self.event_id, self.result)
+
+
+class PlanChanged(OrganizationEvent):
+    from_plan: str
+    to_plan: str
+    seats_included: int
+    billing_anchor: datetime
+
+    def change(self, org: Organization) -> None:
+        org.plan = self.to_plan
+        org.seats_included = self.seats_included
+        org.billing_anchor = self.billing_anchor
+
+
+class MemberInvited(OrganizationEvent):
+    invitation_id: str
+    email: str
+    role: str
+    invited_by: dict[str, str]
+    expires_at: datetime
+
+    def change(self, org: Organization) -> None:
+        org.invitations[self.invitation_id] = {
+            "invitation_id": self.invitation_id,
+            "email": self.email,
+            "role": self.role,
+            "expires_at": self.expires_at,
+            "status": "pending",
+        }
+
+
+class InvitationResent(OrganizationEvent):
+    invitation_id: str
+    email: str
+    expires_at: datetime
+
+    def change(self, org: Organization) -> None:
+        org.invitations[self.invitation_id]["expires_at"] = self.expires_at
+
+
+class InvitationRevoked(OrganizationEvent):
+    invitation_id: str
+    email: str
+
+    def change(self, org: Organization) -> None:
+        org.invitations[self.invitation_id]["status"] = "revoked"
+
+
+class InvitationAccepted(OrganizationEvent):
+    invitation_id: str
+    user_id: str
+    email: str
+    role: str
+
+    def change(self, org: Organization) -> None:
+        org.invitations[self.invitation_id]["status"] = "accepted"
+        org.members[self.user_id] = _member(self.user_id, self.email, self.role, self.timestamp)
+
+
+class RoleChanged(OrganizationEvent):
+    user_id: str
+    email: str
+    from_role: str
+    to_role: str
+
+    def change(self, org: Organization) -> None:
+        org.members[self.user_id]["role"] = self.to_role
+
+
+class MemberRemoved(OrganizationEvent):
+    user_id: str
+    email: str
+    role: str
+
+    def change(self, org: Organization) -> None:
+        del org.members[self.user_id]
+
+
+class SeatAdded(OrganizationEvent):
+    quantity: int
+    seats_total: int
+    unit_price_cents: int
+    charge_cents: int
+    billing_period_start: datetime
+    billing_period_end: datetime
+
+    def change(self, org: Organization) -> None:
+        org.seats_purchased += self.quantity
+
+
+class SeatRemoved(OrganizationEvent):
+    quantity: int
+    seats_total: int
+    unit_price_cents: int
+    credit_cents: int
+    billing_period_start: datetime
+    billing_period_end: datetime
+
+    def change(self, org: Organization) -> None:
+        org.seats_purchased -= self.quantity
+
+
+class ApiKeyCreated(OrganizationEvent):
+    key_id: str
+    name: str
+    prefix: str
+    owner_user_id: str | None
+    permissions: list[str]
+    expires_at: datetime | None
+    secret_hash: str
+
+    def change(self, org: Organization) -> None:
+        org.api_keys[self.key_id] = {
+            "key_id": self.key_id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "owner_user_id": self.owner_user_id,
+            "permissions": list(self.permissions),
+            "expires_at": self.expires_at,
+            "secret_hash": self.secret_hash,
+            "revoked": False,
+        }
+
+
+class ApiKeyRevoked(OrganizationEvent):
+    key_id: str
+    reason: str
+
+    def change(self, org: Organization) -> None:
+        org.api_keys[self.key_id]["revoked"] = True
+
+
+PRIVATE_FIELDS = frozenset({"secret_hash", "result"})
+
+
+def _member(user_id: str, email: str, role: str, joined_at: datetime) -> dict[str, Any]:
+    return {"user_id": user_id, "email": email, "role": role, "joined_at": joined_at}

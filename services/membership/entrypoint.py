@@ -1,0 +1,73 @@
+"""NATS subscribers: parse the request, hand it to the application, reply once."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from faststream.nats import NatsBroker
+
+from shared import subjects
+from shared.contract import commands as cmd
+from shared.contract import queries as q
+from shared.contract.replies import Reply
+from shared.requests import reply_handler
+from shared.version import health
+
+from .application import MembershipApplication, org_id_for
+from .keyed_lock import KeyedLock
+
+QUEUE_GROUP = "membership"
+
+
+class MembershipEndpoints:
+    def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor) -> None:
+        self.app = app
+        self.executor = executor
+        self.org_locks = KeyedLock()
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def command_handler(self, name: str) -> Any:
+        async def handle(command: cmd.Command) -> Reply:
+            org_id = command.org_id or org_id_for(command.command_id)
+            with structlog.contextvars.bound_contextvars(
+                command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
+            ):
+                async with self.org_locks.hold(org_id):
+                    reply = await self._in_thread(self.app.execute, name, command)
+                structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
+                return reply
+
+        return reply_handler(cmd.COMMANDS[name], handle)
+
+    def query_handlers(self) -> dict[str, Any]:
+        async def get_organization(query: q.GetOrganization) -> Any:
+            return await self._in_thread(self.app.view_organization, query.org_id)
+
+        async def seat_quote(query: q.SeatQuoteQuery) -> Any:
+            return await self._in_thread(self.app.seat_quote, query.org_id)
+
+        async def authorize(query: q.Authorize) -> Any:
+            if query.api_key is not None:
+                return await self._in_thread(self.app.authorize_key, query.api_key, query.permission)
+            return await self._in_thread(self.app.authorize_user, query.org_id, query.user_id, query.permission)
+
+        async def healthy(_: q.Health) -> Any:
+            return health("membership")
+
+        return {
+            "get_organization": reply_handler(q.GetOrganization, get_organization),
+            "seat_quote": reply_handler(q.SeatQuoteQuery, seat_quote),
+            "authorize": reply_handler(q.Authorize, authorize),
+            "health": reply_handler(q.Health, healthy),
+        }
+
+    def subscribe(self, broker: NatsBroker) -> None:
+        for name in cmd.COMMANDS:
+            broker.subscriber(subjects.command(name), queue=QUEUE_GROUP)(self.command_handler(name))
+        for name, handler in self.query_handlers().items():
+            broker.subscriber(subjects.query("membership", name), queue=QUEUE_GROUP)(handler)

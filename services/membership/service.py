@@ -1,0 +1,47 @@
+"""Composition root: the application on PostgreSQL, its NATS endpoints and the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+import nats
+import structlog
+
+from shared.bus import declare_streams, new_broker
+from shared.clock import SystemClock
+from shared.settings import Settings, postgres_env
+
+from .application import MembershipApplication
+from .entrypoint import MembershipEndpoints
+from .relay import Relay
+from .secrets import Secrets
+
+
+def build_application(settings: Settings) -> MembershipApplication:
+    env = postgres_env(settings.database_url, pool_size=settings.worker_threads + 2)
+    return MembershipApplication(SystemClock(), Secrets(settings.server_secret), env=env)
+
+
+async def serve(settings: Settings, stopping: asyncio.Event) -> None:
+    log = structlog.get_logger()
+    await declare_streams(settings.nats_url, settings.stream_replicas)
+    app = await asyncio.to_thread(build_application, settings)
+    executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="membership")
+    broker = new_broker(settings.nats_url)
+    MembershipEndpoints(app, executor).subscribe(broker)
+    await broker.start()
+    relay_connection = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, settings.relay_batch_size).run())
+    log.info("membership ready")
+    try:
+        await stopping.wait()
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        await relay_connection.close()
+        await broker.stop()
+        executor.shutdown(wait=True)
+        app.close()

@@ -1,0 +1,64 @@
+"""NATS plumbing every service shares: connection, the event stream, FastStream broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from faststream.nats import NatsBroker, NatsMessage
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from . import subjects
+
+DUPLICATE_WINDOW_SECONDS = 15 * 60.0
+
+
+def event_stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=subjects.STREAM,
+        subjects=[subjects.EVENTS_WILDCARD],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        max_age=0,
+        num_replicas=replicas,
+    )
+
+
+def dead_letter_stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=subjects.DEAD_LETTER_STREAM,
+        subjects=["deadletter.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        max_age=0,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_stream(js: Any, config: StreamConfig) -> None:
+    """Creates the stream, or brings an existing one to this configuration."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)
+
+
+async def declare_streams(nats_url: str, replicas: int = 1) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, event_stream_config(replicas))
+        await ensure_stream(js, dead_letter_stream_config(replicas))
+    finally:
+        await nc.close()
+
+
+async def raw_body(msg: NatsMessage) -> bytes:
+    """FastStream decoder that leaves the body to msgspec."""
+    return msg.body
+
+
+def new_broker(nats_url: str) -> NatsBroker:
+    return NatsBroker(nats_url, decoder=raw_body, logger=None, graceful_timeout=10.0, max_reconnect_attempts=-1)

@@ -1,0 +1,1 @@
+"""The wire contract (contract.md) as msgspec types."""

@@ -1,0 +1,110 @@
+"""Commands accepted on `membership.cmd.<name>`, decoded strictly."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from .common import Actor, Cents, Identifier, NonEmptyText, Permission, Plan, Quantity, Role, UtcTime, normalize_email
+
+CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    command_id: CommandId
+    org_id: Identifier
+    actor: Actor
+    correlation_id: CommandId | None = None
+
+
+def _normalized_email(command: msgspec.Struct, field: str = "email") -> None:
+    msgspec.structs.force_setattr(command, field, normalize_email(getattr(command, field)))
+
+
+class NewOwner(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    user_id: Identifier
+    email: str
+
+    def __post_init__(self) -> None:
+        _normalized_email(self)
+
+
+class CreateOrganization(Command, frozen=True, kw_only=True):
+    org_id: Identifier | None = None  # type: ignore[assignment]
+    name: NonEmptyText
+    plan: Plan
+    owner: NewOwner
+
+
+class ChangePlan(Command, frozen=True, kw_only=True):
+    plan: Plan
+
+
+class InviteMember(Command, frozen=True, kw_only=True):
+    email: str
+    role: Role
+    accept_charge_cents: Cents | None = None
+
+    def __post_init__(self) -> None:
+        _normalized_email(self)
+
+
+class ResendInvitation(Command, frozen=True, kw_only=True):
+    invitation_id: Identifier
+
+
+class RevokeInvitation(Command, frozen=True, kw_only=True):
+    invitation_id: Identifier
+
+
+class AcceptInvitation(Command, frozen=True, kw_only=True):
+    invitation_id: Identifier
+    token: Token
+    user_id: Identifier
+
+
+class ChangeRole(Command, frozen=True, kw_only=True):
+    user_id: Identifier
+    role: Role
+
+
+class RemoveMember(Command, frozen=True, kw_only=True):
+    user_id: Identifier
+
+
+class AddSeats(Command, frozen=True, kw_only=True):
+    quantity: Quantity
+    accept_charge_cents: Cents
+
+
+class RemoveSeats(Command, frozen=True, kw_only=True):
+    quantity: Quantity
+
+
+class CreateApiKey(Command, frozen=True, kw_only=True):
+    name: NonEmptyText
+    permissions: Annotated[list[Permission], msgspec.Meta(min_length=1)]
+    owner_user_id: Identifier | None = None
+    expires_at: UtcTime | None = None
+
+
+class RevokeApiKey(Command, frozen=True, kw_only=True):
+    key_id: Identifier
+
+
+COMMANDS: dict[str, type[Command]] = {
+    "create_organization": CreateOrganization,
+    "change_plan": ChangePlan,
+    "invite_member": InviteMember,
+    "resend_invitation": ResendInvitation,
+    "revoke_invitation": RevokeInvitation,
+    "accept_invitation": AcceptInvitation,
+    "change_role": ChangeRole,
+    "remove_member": RemoveMember,
+    "add_seats": AddSeats,
+    "remove_seats": RemoveSeats,
+    "create_api_key": CreateApiKey,
+    "revoke_api_key": RevokeApiKey,
+}

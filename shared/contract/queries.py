@@ -1,0 +1,131 @@
+"""Queries on `<service>.query.<name>` and the shapes of their results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from .common import Identifier, Permission, Plan, Role, UtcTime
+
+ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+Cursor = Annotated[str, msgspec.Meta(max_length=512)]
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Health(Query, frozen=True, kw_only=True):
+    pass
+
+
+class OrgQuery(Query, frozen=True, kw_only=True):
+    org_id: Identifier
+
+
+class GetOrganization(OrgQuery, frozen=True, kw_only=True):
+    pass
+
+
+class SeatQuoteQuery(OrgQuery, frozen=True, kw_only=True):
+    pass
+
+
+class Authorize(Query, frozen=True, kw_only=True):
+    permission: Permission
+    api_key: ApiKeySecret | None = None
+    org_id: Identifier | None = None
+    user_id: Identifier | None = None
+
+    def __post_init__(self) -> None:
+        by_key = self.api_key is not None
+        by_user = self.org_id is not None and self.user_id is not None
+        if by_key == by_user:
+            raise ValueError("give either `api_key`, or `org_id` and `user_id`")
+
+
+class ChargesQuery(OrgQuery, frozen=True, kw_only=True):
+    pass
+
+
+class UpcomingInvoiceQuery(OrgQuery, frozen=True, kw_only=True):
+    pass
+
+
+class AuditSearch(OrgQuery, frozen=True, kw_only=True):
+    from_: UtcTime | None = msgspec.field(default=None, name="from")
+    to: UtcTime | None = None
+    action: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    actor_id: Identifier | None = None
+    target_id: Identifier | None = None
+    cursor: Cursor | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class AuditVerify(OrgQuery, frozen=True, kw_only=True):
+    pass
+
+
+class DeliveriesQuery(OrgQuery, frozen=True, kw_only=True):
+    pass
+
+
+# Results
+
+
+class SeatQuote(msgspec.Struct, frozen=True, kw_only=True):
+    seats_included: int
+    seats_purchased: int
+    seats_total: int
+    seats_used: int
+    seats_available: int
+    unit_price_cents: int
+    next_seat_charge_cents: int
+    billing_period_start: datetime
+    billing_period_end: datetime
+    quoted_at: datetime
+
+
+class MemberView(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    email: str
+    role: Role
+    joined_at: datetime
+
+
+class InvitationView(msgspec.Struct, frozen=True, kw_only=True):
+    invitation_id: str
+    email: str
+    role: Role
+    expires_at: datetime
+    status: Literal["pending", "accepted", "revoked", "expired"]
+
+
+class OrganizationView(msgspec.Struct, frozen=True, kw_only=True):
+    org_id: str
+    name: str
+    plan: Plan
+    members: list[MemberView]
+    invitations: list[InvitationView]
+    seats: SeatQuote
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    type: Literal["user", "api_key"]
+    id: str
+
+
+class AuthorizeResult(msgspec.Struct, frozen=True, kw_only=True):
+    allowed: bool
+    org_id: str | None
+    principal: Principal | None
+    role: Role | None
+    permissions: list[Permission]
+
+
+class HealthResult(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool
+    service: str
+    version: str

@@ -1,0 +1,63 @@
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from shared.localstack.ports import LOOPBACK
+from shared.localstack.process import ChildProcess
+
+# The directory that holds the `shared` package, so `python -m shared...` works from any cwd.
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SmtpSink:
+    """The SMTP sink as a child process of ours, so a test can stop or kill it."""
+
+    def __init__(self, mail_dir: Path, port: int, host: str = LOOPBACK) -> None:
+        self.mail_dir = Path(mail_dir)
+        self.port = port
+        self.host = host
+        self._process = ChildProcess(f"smtp-sink:{port}", self.mail_dir / ".smtp-sink.log")
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self._process.log_path
+
+    def is_running(self) -> bool:
+        return self._process.is_running()
+
+    def messages(self) -> list[Path]:
+        """The .eml files received so far, oldest first."""
+        return sorted(self.mail_dir.glob("*.eml"))
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "shared.localstack.smtp_sink",
+            "--port", str(self.port),
+            "--dir", str(self.mail_dir),
+            "--host", self.host,
+        ]
+        self._process.launch(argv, cwd=IMPORT_ROOT)
+        self._process.wait_until_ready(self._greets, timeout, "greeting on its port")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._process.stop(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def _greets(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1) as connection:
+                return connection.recv(3) == b"220"
+        except OSError:
+            return False

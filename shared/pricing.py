@@ -1,0 +1,64 @@
+"""The contract's pricing rule: monthly billing periods from an anchor, integer proration.
+
+All datetimes are timezone-aware UTC; money is integer cents; no floats anywhere.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime, timedelta, timezone
+
+UNIT_PRICE_CENTS = 1000
+INCLUDED_SEATS = {"free": 1, "pro": 3, "enterprise": 3}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def add_months(anchor: datetime, months: int) -> datetime:
+    """`anchor` moved by whole calendar months, clamped to the month's last day."""
+    month_index = anchor.month - 1 + months
+    year, month = anchor.year + month_index // 12, month_index % 12 + 1
+    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    return anchor.replace(year=year, month=month, day=day)
+
+
+def billing_period(anchor: datetime, at: datetime) -> tuple[datetime, datetime]:
+    """The period [start, end) that contains `at`, period k starting at anchor + k months."""
+    _require_utc(anchor, at)
+    months = (at.year - anchor.year) * 12 + (at.month - anchor.month)
+    while add_months(anchor, months) > at:
+        months -= 1
+    while add_months(anchor, months + 1) <= at:
+        months += 1
+    return add_months(anchor, months), add_months(anchor, months + 1)
+
+
+def period_starts(anchor: datetime, after: datetime, until: datetime) -> list[datetime]:
+    """Every period start s with after < s <= until."""
+    starts, k = [], 1
+    while (start := add_months(anchor, k)) <= until:
+        if start > after:
+            starts.append(start)
+        k += 1
+    return starts
+
+
+def microseconds(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def prorate(unit_price_cents: int, quantity: int, start: datetime, end: datetime, at: datetime) -> int:
+    """round_half_up(unit * quantity * (end - at) / (end - start)) in integers."""
+    _require_utc(start, end, at)
+    if not start <= at < end:
+        raise ValueError("`at` must lie within [start, end)")
+    numerator = unit_price_cents * quantity * (microseconds(end) - microseconds(at))
+    denominator = microseconds(end) - microseconds(start)
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def _require_utc(*moments: datetime) -> None:
+    for moment in moments:
+        if moment.tzinfo is None or moment.utcoffset() != timedelta(0):
+            raise ValueError(f"expected a timezone-aware UTC datetime, got {moment!r}")

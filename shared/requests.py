@@ -1,0 +1,56 @@
+"""Request/reply plumbing: strict decoding, exactly one reply, never a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+
+from .contract.replies import Reply, failure, success
+from .errors import Refused
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+log = structlog.get_logger()
+_encoder = msgspec.json.Encoder()
+
+
+def decode_strictly(body: bytes, kind: type[T]) -> T:
+    """Raises Refused(validation_error) with a message a person can act on."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as invalid:
+        raise Invalid(str(invalid)) from None
+    except msgspec.DecodeError as malformed:
+        raise Invalid(f"body is not valid JSON: {malformed}") from None
+
+
+class Invalid(Refused):
+    code = "validation_error"
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return _encoder.encode(reply)
+
+
+def reply_handler(kind: type[T], handle: Callable[[T], Awaitable[Reply | Any]]) -> Callable[[bytes], Awaitable[bytes]]:
+    """Wraps `handle` so that every request gets exactly one encoded reply.
+
+    `handle` returns a Reply, or a plain result that becomes a success reply.
+    """
+
+    async def respond(body: bytes) -> bytes:
+        try:
+            request = decode_strictly(body, kind)
+            outcome = await handle(request)
+            reply = outcome if isinstance(outcome, Reply) else success(outcome)
+        except Refused as refused:
+            reply = failure(refused.code, refused.message, refused.details)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("request failed", request_type=kind.__name__)
+            reply = failure("internal", "the service could not complete the request")
+        return encode_reply(reply)
+
+    return respond

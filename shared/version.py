@@ -1,0 +1,16 @@
+"""The running version, for health replies."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+
+def package_version() -> str:
+    try:
+        return version("team-members")
+    except PackageNotFoundError:
+        return "0.0.0+source"
+
+
+def health(service: str) -> dict[str, object]:
+    return {"ok": True, "service": service, "version": package_version()}

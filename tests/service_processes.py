@@ -1,0 +1,98 @@
+"""The project's services as real child processes for tests: started, health-checked, killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+import nats
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ServiceProcess:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> ServiceProcess:
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.name}"],
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.output()}")
+            if answers_health(self.env["NATS_URL"], self.name):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not healthy after {timeout}s:\n{self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as in a crash."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait()
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+
+def answers_health(nats_url: str, name: str) -> bool:
+    """Callable from sync code and from inside a running event loop alike."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, _answers_health(nats_url, name)).result()
+
+
+async def _answers_health(nats_url: str, name: str) -> bool:
+    try:
+        nc = await nats.connect(nats_url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
+    except Exception:
+        return False
+    try:
+        reply = await nc.request(f"{name}.query.health", b"{}", timeout=1)
+        return msgspec.json.decode(reply.data).get("ok") is True
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
+
+@contextmanager
+def running_service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(name, env, log_dir)
+    try:
+        yield service.start()
+    finally:
+        service.stop()
