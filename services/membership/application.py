@@ -71,10 +71,27 @@ class MembershipApplication(Application):
         org = self.organization(command.org_id)
         if (outcome := org.outcome_of(command.command_id)) is not None:
             return self._reply(org.org_id, outcome["result"], outcome["events"])
-        result = self._decide(org, ctx, command)
+        try:
+            result = self._decide(org, ctx, command)
+        except BaseException:
+            if org.pending_events:
+                self._forget(org)
+            raise
         recorded = org.collect_events()
-        self.save(*recorded)
+        try:
+            self.save(*recorded)
+        except BaseException:
+            self._forget(org)
+            raise
         return self._reply(org.org_id, result, [e.event_id for e in recorded])
+
+    def _forget(self, org: Organization) -> None:
+        """The cached aggregate may hold changes that were not saved: reload it next time."""
+        if self.repository.cache is not None:
+            try:
+                self.repository.cache.get(org.id, evict=True)
+            except KeyError:
+                pass
 
     def _create_organization(self, ctx: CommandContext, command: cmd.CreateOrganization) -> Reply:
         org_id = command.org_id or org_id_for(command.command_id)
@@ -139,8 +156,9 @@ class MembershipApplication(Application):
     # -- queries ------------------------------------------------------------------
 
     def organization(self, org_id: str) -> Organization:
+        """The cached aggregate itself, not a copy: callers serialize per organization."""
         try:
-            return self.repository.get(org_uuid(org_id))
+            return self.repository.get(org_uuid(org_id), deepcopy_from_cache=False)
         except AggregateNotFoundError:
             raise NotFound(f"organization {org_id} does not exist") from None
 

@@ -18,6 +18,7 @@ from shared.version import health
 
 from .application import MembershipApplication, org_id_for
 from .keyed_lock import KeyedLock
+from .secrets import parse_api_key
 
 QUEUE_GROUP = "membership"
 
@@ -28,8 +29,10 @@ class MembershipEndpoints:
         self.executor = executor
         self.org_locks = KeyedLock()
 
-    async def _in_thread(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def _for_org(self, org_id: str, fn: Any, *args: Any) -> Any:
+        """One piece of work per organization at a time: the application shares its cached aggregate."""
+        async with self.org_locks.hold(org_id):
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def command_handler(self, name: str) -> Any:
         async def handle(command: cmd.Command) -> Reply:
@@ -37,8 +40,7 @@ class MembershipEndpoints:
             with structlog.contextvars.bound_contextvars(
                 command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
             ):
-                async with self.org_locks.hold(org_id):
-                    reply = await self._in_thread(self.app.execute, name, command)
+                reply = await self._for_org(org_id, self.app.execute, name, command)
                 structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
 
@@ -46,15 +48,17 @@ class MembershipEndpoints:
 
     def query_handlers(self) -> dict[str, Any]:
         async def get_organization(query: q.GetOrganization) -> Any:
-            return await self._in_thread(self.app.view_organization, query.org_id)
+            return await self._for_org(query.org_id, self.app.view_organization, query.org_id)
 
         async def seat_quote(query: q.SeatQuoteQuery) -> Any:
-            return await self._in_thread(self.app.seat_quote, query.org_id)
+            return await self._for_org(query.org_id, self.app.seat_quote, query.org_id)
 
         async def authorize(query: q.Authorize) -> Any:
             if query.api_key is not None:
-                return await self._in_thread(self.app.authorize_key, query.api_key, query.permission)
-            return await self._in_thread(self.app.authorize_user, query.org_id, query.user_id, query.permission)
+                named = parse_api_key(query.api_key)
+                org_id = named[0] if named else "-"
+                return await self._for_org(org_id, self.app.authorize_key, query.api_key, query.permission)
+            return await self._for_org(query.org_id, self.app.authorize_user, query.org_id, query.user_id, query.permission)
 
         async def healthy(_: q.Health) -> Any:
             return health("membership")

@@ -3,6 +3,7 @@
 import email
 import email.policy
 import socket
+from email.message import EmailMessage
 
 import aiosmtplib
 import nats
@@ -119,7 +120,7 @@ def test_postgres_killed_and_restarted_keeps_committed_row() -> None:
 
 async def test_smtp_sink_writes_each_message_as_eml_file(smtp_sink: SmtpSink) -> None:
     before = set(smtp_sink.messages())
-    message = email.message.EmailMessage()
+    message = EmailMessage()
     message["From"] = "billing@example.com"
     message["To"] = "ada@example.com"
     message["Subject"] = "You are invited"

@@ -1,0 +1,177 @@
+"""The contract's pricing rule: calendar-month billing periods and integer half-up proration."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+
+import pytest
+
+from shared.pricing import add_months, billing_period, prorate
+
+UTC = timezone.utc
+
+
+def at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+def micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# -- the calendar rule --------------------------------------------------------------
+
+
+def test_anchor_on_the_31st_falls_back_to_february_28_in_a_common_year() -> None:
+    anchor = at(2023, 1, 31, 10, 15, 30, 123456)
+
+    assert billing_period(anchor, at(2023, 2, 15)) == (anchor, at(2023, 2, 28, 10, 15, 30, 123456))
+    assert billing_period(anchor, at(2023, 3, 1)) == (at(2023, 2, 28, 10, 15, 30, 123456), at(2023, 3, 31, 10, 15, 30, 123456))
+
+
+def test_anchor_on_the_31st_falls_back_to_february_29_in_a_leap_year_then_returns_to_the_31st() -> None:
+    anchor = at(2024, 1, 31, 8)
+
+    assert billing_period(anchor, at(2024, 2, 29, 7, 59)) == (at(2024, 1, 31, 8), at(2024, 2, 29, 8))
+    assert billing_period(anchor, at(2024, 2, 29, 8)) == (at(2024, 2, 29, 8), at(2024, 3, 31, 8))
+    assert billing_period(anchor, at(2024, 4, 1)) == (at(2024, 3, 31, 8), at(2024, 4, 30, 8))
+
+
+def test_periods_are_counted_from_the_anchor_not_chained_from_the_previous_short_month() -> None:
+    anchor = at(2023, 1, 31, 0)
+
+    # after Feb 28 and Apr 30, the period still starts on the 31st where the month has one
+    assert billing_period(anchor, at(2023, 5, 31, 0)) == (at(2023, 5, 31), at(2023, 6, 30))
+    assert billing_period(anchor, at(2023, 7, 1)) == (at(2023, 6, 30), at(2023, 7, 31))
+
+
+def test_add_months_clamps_to_the_last_day_of_the_month_and_keeps_the_time_of_day() -> None:
+    anchor = at(2024, 1, 31, 23, 59, 59, 999999)
+
+    assert add_months(anchor, 1) == at(2024, 2, 29, 23, 59, 59, 999999)
+    assert add_months(anchor, 2) == at(2024, 3, 31, 23, 59, 59, 999999)
+    assert add_months(anchor, 13) == at(2025, 2, 28, 23, 59, 59, 999999)
+
+
+def test_the_time_of_day_of_the_anchor_is_kept_for_every_period() -> None:
+    anchor = at(2024, 3, 10, 17, 45, 12, 500)
+
+    start, end = billing_period(anchor, at(2024, 11, 2, 3))
+
+    assert (start, end) == (at(2024, 10, 10, 17, 45, 12, 500), at(2024, 11, 10, 17, 45, 12, 500))
+
+
+def test_an_instant_equal_to_a_period_start_belongs_to_that_period() -> None:
+    anchor = at(2024, 3, 10, 9, 30)
+
+    assert billing_period(anchor, anchor) == (anchor, at(2024, 4, 10, 9, 30))
+    assert billing_period(anchor, at(2024, 4, 10, 9, 30)) == (at(2024, 4, 10, 9, 30), at(2024, 5, 10, 9, 30))
+
+
+def test_an_instant_equal_to_a_period_end_belongs_to_the_next_period_and_one_microsecond_before_does_not() -> None:
+    anchor = at(2024, 3, 10, 9, 30)
+    end = at(2024, 4, 10, 9, 30)
+
+    assert billing_period(anchor, end)[0] == end
+    assert billing_period(anchor, end - timedelta(microseconds=1)) == (anchor, end)
+
+
+def test_periods_roll_over_from_december_into_january_of_the_next_year() -> None:
+    assert billing_period(at(2023, 12, 15, 6), at(2024, 1, 1)) == (at(2023, 12, 15, 6), at(2024, 1, 15, 6))
+    # anchor Nov 30: Dec 30 then Jan 30, across the year
+    assert billing_period(at(2023, 11, 30, 6), at(2024, 1, 10)) == (at(2023, 12, 30, 6), at(2024, 1, 30, 6))
+    assert billing_period(at(2023, 12, 31, 6), at(2024, 1, 31, 5)) == (at(2023, 12, 31, 6), at(2024, 1, 31, 6))
+
+
+@pytest.mark.parametrize(
+    "anchor, moment",
+    [
+        (datetime(2024, 1, 31), at(2024, 2, 1)),
+        (at(2024, 1, 31), datetime(2024, 2, 1)),
+    ],
+    ids=["naive anchor", "naive instant"],
+)
+def test_billing_period_rejects_naive_datetimes(anchor: datetime, moment: datetime) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        billing_period(anchor, moment)
+
+
+# -- proration ------------------------------------------------------------------------
+
+# A 30-day period: d = 2_592_000_000_000 microseconds.
+START = at(2024, 4, 10, 9, 30)
+END = at(2024, 5, 10, 9, 30)
+# 1000 * r / d == 122.5 exactly when r = 122.5 * d / 1000 = 317_520_000_000 microseconds.
+EXACT_HALF_REMAINING = timedelta(microseconds=317_520_000_000)
+
+
+def test_an_exact_half_cent_rounds_up() -> None:
+    assert micros(END - START) * 1225 == micros(EXACT_HALF_REMAINING) * 10_000  # the construction really is x.5
+
+    # 122.5 -> 123 (half-up; floor and banker's rounding would both give 122)
+    assert prorate(1000, 1, START, END, END - EXACT_HALF_REMAINING) == 123
+
+
+def test_just_below_a_half_cent_rounds_down() -> None:
+    moment = END - EXACT_HALF_REMAINING + timedelta(microseconds=1)  # 122.49999996...
+
+    assert prorate(1000, 1, START, END, moment) == 122
+
+
+def test_just_above_a_half_cent_rounds_up() -> None:
+    moment = END - EXACT_HALF_REMAINING - timedelta(microseconds=1)  # 122.50000004...
+
+    assert prorate(1000, 1, START, END, moment) == 123
+
+
+def test_an_exact_half_with_quantity_rounds_up_once_on_the_total_not_per_seat() -> None:
+    # 3 seats: 3000 * r / d == 122.5 when r = 122.5 * d / 3000 = 105_840_000_000
+    moment = END - timedelta(microseconds=105_840_000_000)
+
+    assert prorate(1000, 3, START, END, moment) == 123
+
+
+def test_a_change_at_the_period_start_costs_the_full_period() -> None:
+    assert prorate(1000, 1, START, END, START) == 1000
+    assert prorate(1000, 7, START, END, START) == 7000
+
+
+def test_half_of_a_february_in_a_common_and_a_leap_year_costs_half() -> None:
+    common_start, common_end = billing_period(at(2023, 1, 31), at(2023, 2, 10))  # Jan 31 -> Feb 28: 28 days
+    leap_start, leap_end = billing_period(at(2024, 1, 31), at(2024, 2, 10))  # Jan 31 -> Feb 29: 29 days
+
+    assert prorate(1000, 2, common_start, common_end, common_start + timedelta(days=14)) == 1000
+    assert prorate(1000, 2, leap_start, leap_end, leap_start + timedelta(days=14, hours=12)) == 1000
+
+
+def test_a_seat_bought_sixteen_days_before_the_end_of_a_31_day_period() -> None:
+    start, end = at(2024, 3, 10, 9, 30), at(2024, 4, 10, 9, 30)
+
+    # 1000 * 16 / 31 = 516.13 -> 516
+    assert prorate(1000, 1, start, end, end - timedelta(days=16)) == 516
+
+
+def test_proration_is_an_integer_and_matches_exact_rational_half_up_rounding() -> None:
+    rng = random.Random(20240310)
+    for _ in range(500):
+        start = at(2020, 1, 1) + timedelta(microseconds=rng.randrange(10**15))
+        end = start + timedelta(microseconds=rng.randrange(1, 32 * 86_400 * 10**6))
+        moment = start + timedelta(microseconds=rng.randrange(micros(end - start)))
+        unit, quantity = rng.choice([1, 999, 1000, 1001, 123_457]), rng.randrange(1, 10_001)
+
+        amount = prorate(unit, quantity, start, end, moment)
+
+        exact = Fraction(unit * quantity * micros(end - moment), micros(end - start))
+        assert type(amount) is int
+        assert amount == int(exact + Fraction(1, 2)), (start, end, moment, unit, quantity)
+
+
+@pytest.mark.parametrize("naive", ["start", "end", "at"])
+def test_prorate_rejects_naive_datetimes(naive: str) -> None:
+    moments = {"start": START, "end": END, "at": START + timedelta(days=1)}
+    moments[naive] = moments[naive].replace(tzinfo=None)
+
+    with pytest.raises((ValueError, TypeError)):
+        prorate(1000, 1, moments["start"], moments["end"], moments["at"])
