@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,16 @@ from .domain.organization import CommandContext, Organization, org_uuid
 from .secrets import Secrets, parse_api_key, secrets_match
 
 CONFLICT_RETRIES = 5
+CONCURRENT_CHANGE = failure("conflict", "the organization changed concurrently; retry the command")
+
+
+@dataclass
+class Decision:
+    """A command's reply, and the events to save before it may be sent (none for a refusal or a repeat)."""
+
+    org: Organization | None
+    reply: Reply
+    recorded: list[Any] = field(default_factory=list)
 
 
 def random_id(prefix: str) -> str:
@@ -54,46 +65,59 @@ class MembershipApplication(Application):
     # -- commands ---------------------------------------------------------------
 
     def execute(self, name: str, command: cmd.Command) -> Reply:
-        """Runs a decoded command; a repeat of a `command_id` gets the first reply."""
+        """Decides and records one command; a repeat of a `command_id` gets the first reply."""
         for _ in range(CONFLICT_RETRIES):
+            decision = self.decide(name, command)
+            if not decision.recorded:
+                return decision.reply
             try:
-                return self._execute_once(name, command)
+                self.record([decision])
+                return decision.reply
             except IntegrityError:
-                continue  # another instance wrote first: reload and decide again
-            except DomainError as refused:
-                return failure(refused.code, refused.message, refused.details)
-        return failure("conflict", "the organization changed concurrently; retry the command")
+                self.forget(decision.org)  # another instance wrote first: reload and decide again
+        return CONCURRENT_CHANGE
 
-    def _execute_once(self, name: str, command: cmd.Command) -> Reply:
+    def decide(self, name: str, command: cmd.Command) -> Decision:
+        """Checks the command against the organization; the events it would record are not saved yet."""
         ctx = CommandContext(command.actor, command.command_id, command.correlation_id, self.clock.now(), self.new_id)
-        if isinstance(command, cmd.CreateOrganization):
-            return self._create_organization(ctx, command)
-        org = self.organization(command.org_id)
-        if (outcome := org.outcome_of(command.command_id)) is not None:
-            return self._reply(org.org_id, outcome["result"], outcome["events"])
+        org: Organization | None = None
         try:
+            if isinstance(command, cmd.CreateOrganization):
+                return self._decide_creation(ctx, command)
+            org = self.organization(command.org_id)
+            if (outcome := org.outcome_of(command.command_id)) is not None:
+                return Decision(org, self._reply(org.org_id, outcome["result"], outcome["events"]))
             result = self._decide(org, ctx, command)
-        except BaseException:
-            if org.pending_events:
-                self._forget(org)
-            raise
-        recorded = org.collect_events()
-        try:
-            self.save(*recorded)
-        except BaseException:
-            self._forget(org)
-            raise
-        return self._reply(org.org_id, result, [e.event_id for e in recorded])
+        except DomainError as refused:
+            if org is not None and org.pending_events:
+                self.forget(org)
+            return Decision(org, failure(refused.code, refused.message, refused.details))
+        recorded = list(org.pending_events)
+        return Decision(org, self._reply(org.org_id, result, [e.event_id for e in recorded]), recorded)
 
-    def _forget(self, org: Organization) -> None:
+    def record(self, decisions: list[Decision]) -> None:
+        """Saves the events of several decisions in one transaction (group commit)."""
+        # An aggregate still holding its events is saved as such, so that snapshots are taken;
+        # after a failed save they were taken from it, and the events themselves are saved.
+        items: list[Any] = []
+        for decision in decisions:
+            items.extend([decision.org] if decision.org.pending_events else decision.recorded)
+        try:
+            self.save(*items)
+        except BaseException:
+            for decision in decisions:
+                self.forget(decision.org)
+            raise
+
+    def forget(self, org: Organization | None) -> None:
         """The cached aggregate may hold changes that were not saved: reload it next time."""
-        if self.repository.cache is not None:
+        if org is not None and self.repository.cache is not None:
             try:
                 self.repository.cache.get(org.id, evict=True)
             except KeyError:
                 pass
 
-    def _create_organization(self, ctx: CommandContext, command: cmd.CreateOrganization) -> Reply:
+    def _decide_creation(self, ctx: CommandContext, command: cmd.CreateOrganization) -> Decision:
         org_id = command.org_id or org_id_for(command.command_id)
         try:
             existing = self.organization(org_id)
@@ -103,11 +127,10 @@ class MembershipApplication(Application):
             outcome = existing.outcome_of(command.command_id)
             if outcome is None:
                 raise Conflict(f"organization {org_id} already exists")
-            return self._reply(org_id, outcome["result"], outcome["events"])
+            return Decision(existing, self._reply(org_id, outcome["result"], outcome["events"]))
         org = Organization.create(ctx, org_id, command.name, command.plan, command.owner.user_id, command.owner.email)
-        recorded = org.collect_events()
-        self.save(*recorded)
-        return self._reply(org_id, recorded[-1].result, [e.event_id for e in recorded])
+        recorded = list(org.pending_events)
+        return Decision(org, self._reply(org_id, recorded[-1].result, [e.event_id for e in recorded]), recorded)
 
     def _decide(self, org: Organization, ctx: CommandContext, command: cmd.Command) -> dict[str, Any]:
         match command:

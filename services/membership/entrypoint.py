@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
+from eventsourcing.persistence import IntegrityError
 from faststream.nats import NatsBroker
 
 from shared import subjects
@@ -16,11 +17,13 @@ from shared.contract.replies import Reply
 from shared.requests import reply_handler
 from shared.version import health
 
-from .application import MembershipApplication, org_id_for
+from .application import CONCURRENT_CHANGE, CONFLICT_RETRIES, Decision, MembershipApplication, org_id_for
+from .group_commit import GroupCommit
 from .keyed_lock import KeyedLock
 from .secrets import parse_api_key
 
 QUEUE_GROUP = "membership"
+CONCURRENT_REQUESTS = 64  # per subject: commands to different organizations overlap (group commit)
 
 
 class MembershipEndpoints:
@@ -28,11 +31,28 @@ class MembershipEndpoints:
         self.app = app
         self.executor = executor
         self.org_locks = KeyedLock()
+        self.group_commit = GroupCommit(self._record)
+
+    async def _record(self, decisions: list[Decision]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.app.record, decisions)
 
     async def _for_org(self, org_id: str, fn: Any, *args: Any) -> Any:
         """One piece of work per organization at a time: the application shares its cached aggregate."""
         async with self.org_locks.hold(org_id):
             return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _decide_and_record(self, name: str, command: cmd.Command) -> Reply:
+        loop = asyncio.get_running_loop()
+        for _ in range(CONFLICT_RETRIES):
+            decision = await loop.run_in_executor(self.executor, self.app.decide, name, command)
+            if not decision.recorded:
+                return decision.reply
+            try:
+                await self.group_commit.submit(decision)
+                return decision.reply
+            except IntegrityError:
+                continue  # another instance wrote first: the application reloads the organization
+        return CONCURRENT_CHANGE
 
     def command_handler(self, name: str) -> Any:
         async def handle(command: cmd.Command) -> Reply:
@@ -40,7 +60,8 @@ class MembershipEndpoints:
             with structlog.contextvars.bound_contextvars(
                 command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
             ):
-                reply = await self._for_org(org_id, self.app.execute, name, command)
+                async with self.org_locks.hold(org_id):
+                    reply = await self._decide_and_record(name, command)
                 structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
 
@@ -72,6 +93,6 @@ class MembershipEndpoints:
 
     def subscribe(self, broker: NatsBroker) -> None:
         for name in cmd.COMMANDS:
-            broker.subscriber(subjects.command(name), queue=QUEUE_GROUP)(self.command_handler(name))
+            broker.subscriber(subjects.command(name), queue=QUEUE_GROUP, max_workers=CONCURRENT_REQUESTS)(self.command_handler(name))
         for name, handler in self.query_handlers().items():
-            broker.subscriber(subjects.query("membership", name), queue=QUEUE_GROUP)(handler)
+            broker.subscriber(subjects.query("membership", name), queue=QUEUE_GROUP, max_workers=CONCURRENT_REQUESTS)(handler)

@@ -44,12 +44,13 @@ class Principal:
     name: str
     user_id: str | None  # a member or non-member user, or None for a service key
     permissions: frozenset[str]  # what the contract says it holds
-    key_permissions: tuple[str, ...] = ()  # for a service key: what it is created with
+    key_permissions: tuple[str, ...] = ()  # for a key: what it is created with
+    key_owner: str | None = None  # for a member's key: whose it is (created for them by owner1)
 
     def actor(self, world: World) -> dict[str, str]:
         if self.user_id is not None:
             return user(self.user_id)
-        return api_key(world.create_key(f"service:{self.name}", list(self.key_permissions)))
+        return api_key(world.create_key(f"key:{self.name}", list(self.key_permissions), owner_user_id=self.key_owner))
 
     @property
     def is_member(self) -> bool:
@@ -58,6 +59,11 @@ class Principal:
 
 def _service_key(name: str, *permissions: str) -> Principal:
     return Principal(name, None, frozenset(permissions), tuple(permissions))
+
+
+def _members_key(name: str, owner_user_id: str, owner_role: str, *permissions: str) -> Principal:
+    """A key owned by a member: the contract caps it at its owner's role."""
+    return Principal(name, None, frozenset(permissions) & CONTRACT_ROLES[owner_role], tuple(permissions), owner_user_id)
 
 
 PRINCIPALS = [
@@ -73,6 +79,9 @@ PRINCIPALS = [
     _service_key("key_api_keys", "api_keys:manage", "gateway:use"),
     _service_key("key_api_keys_own", "api_keys:own", "api_keys:read", "gateway:use"),
     _service_key("key_everything", *sorted(ALL_PERMISSIONS)),
+    _members_key("admins_key_with_owner_rights", "admin1", "admin", *sorted(ALL_PERMISSIONS)),
+    _members_key("developers_key_with_manager_rights", "dev1", "developer", "members:invite", "members:manage", "api_keys:manage", "gateway:use"),
+    _members_key("owners_billing_key", "owner2", "owner", "billing:manage", "gateway:use"),
 ]
 
 # -- what is asked -------------------------------------------------------------------
@@ -297,6 +306,16 @@ def test_demoting_the_owner_of_a_key_takes_the_lost_permissions_from_the_key() -
     assert world.authorize_key(key_id, "members:invite")["allowed"] is False
     refused = world.run("add_seats", api_key(key_id), quantity=1, accept_charge_cents=100_000)
     assert refused.error is not None and refused.error.code == "permission_denied"
+    refused = world.run("invite_member", api_key(key_id), email="x@example.com", role="developer")
+    assert refused.error is not None and refused.error.code == "permission_denied"
+
+
+def test_a_key_made_for_a_developer_by_an_admin_acts_only_within_the_developers_role() -> None:
+    world = full_org()
+    key_id = world.create_key("for-dev2", ["members:invite", "gateway:use"], by=user("admin1"), owner_user_id="dev2")
+
+    assert world.authorize_key(key_id, "gateway:use")["allowed"] is True
+    assert world.authorize_key(key_id, "members:invite")["allowed"] is False
     refused = world.run("invite_member", api_key(key_id), email="x@example.com", role="developer")
     assert refused.error is not None and refused.error.code == "permission_denied"
 

@@ -294,7 +294,7 @@ class Organization(Aggregate):
     def change_role(self, ctx: CommandContext, user_id: str, role: str) -> dict[str, Any]:
         self.require(ctx, "members:manage")
         member = self.members.get(user_id)
-        if member is not None and "owner" in (member["role"], role):
+        if role == "owner" or (member is not None and member["role"] == "owner"):
             self.require(ctx, "owners:manage")
         member = self._member(user_id)
         result = {"user_id": user_id, "role": role}

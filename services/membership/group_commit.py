@@ -1,0 +1,63 @@
+"""Group commit: the events of commands decided meanwhile are saved in one transaction.
+
+The event store serializes its writers (the library locks the table per insert), so one
+transaction for many commands is the way past one commit per command. At most one save
+is in flight; whatever arrives during it goes into the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from eventsourcing.persistence import IntegrityError
+
+from .application import Decision
+
+MAX_BATCH = 64
+
+
+class GroupCommit:
+    def __init__(self, record: Callable[[list[Decision]], Awaitable[None]]) -> None:
+        self._record = record
+        self._waiting: list[tuple[Decision, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def submit(self, decision: Decision) -> None:
+        """Returns once the decision's events are saved; raises what the save raised."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((decision, done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                await self._record([decision for decision, _ in batch])
+            except IntegrityError:
+                await self._record_one_by_one(batch)  # find the one that conflicted
+            except Exception as failure:
+                _settle(batch, failure)
+            else:
+                _settle(batch, None)
+
+    async def _record_one_by_one(self, batch: list[tuple[Decision, asyncio.Future[None]]]) -> None:
+        for decision, done in batch:
+            try:
+                await self._record([decision])
+            except Exception as failure:
+                _settle([(decision, done)], failure)
+            else:
+                _settle([(decision, done)], None)
+
+
+def _settle(batch: list[tuple[Decision, asyncio.Future[None]]], failure: Exception | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if failure is None:
+            done.set_result(None)
+        else:
+            done.set_exception(failure)
