@@ -1,0 +1,112 @@
+"""teamctl: talk to the running stack from a terminal.
+
+  teamctl cmd create_organization '{"name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "me@acme.io"}}'
+  teamctl query membership seat_quote '{"org_id": "..."}'
+  teamctl events --org ORG_ID
+  teamctl health
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+import msgspec
+import nats
+from nats.js.api import DeliverPolicy
+
+from . import subjects
+from .client import Client
+
+SERVICES = ("membership", "billing", "audit", "notifier")
+
+
+def _print(document: object) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+async def _cmd(client: Client, args: argparse.Namespace) -> int:
+    reply = await client.command(args.name, **json.loads(args.body))
+    _print(reply)
+    return 0 if reply.get("ok") else 1
+
+
+async def _query(client: Client, args: argparse.Namespace) -> int:
+    reply = await client.query(args.service, args.name, **json.loads(args.body))
+    _print(reply)
+    return 0 if reply.get("ok") else 1
+
+
+async def _health(client: Client, _: argparse.Namespace) -> int:
+    healthy = True
+    for service in SERVICES:
+        try:
+            reply = await client.query(service, "health")
+            status = "ok" if reply.get("ok") else "failing"
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            status = "not running"
+        healthy &= status == "ok" or status == "not running" and service != "membership"
+        sys.stdout.write(f"{service:<12} {status}\n")
+    return 0 if healthy else 1
+
+
+async def _events(client: Client, args: argparse.Namespace) -> int:
+    js = client.nc.jetstream()
+    subject = f"membership.events.{args.org}.>" if args.org else subjects.EVENTS_WILDCARD
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while True:
+            try:
+                message = await sub.next_msg(timeout=None if args.follow else 1.0)
+            except nats.errors.TimeoutError:
+                return 0
+            envelope = msgspec.json.decode(message.data)
+            sys.stdout.write(f"{envelope['org_id']} #{envelope['sequence']:<4} {envelope['event_type']:<20} {json.dumps(envelope['data'])}\n")
+    finally:
+        await sub.unsubscribe()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="teamctl", description="Operate the team-membership stack over NATS.")
+    parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    commands = parser.add_subparsers(dest="action", required=True)
+
+    cmd = commands.add_parser("cmd", help="send membership.cmd.NAME; command_id and a system actor are added unless given")
+    cmd.add_argument("name")
+    cmd.add_argument("body", nargs="?", default="{}", help="the command's fields as JSON")
+    cmd.set_defaults(run=_cmd)
+
+    query = commands.add_parser("query", help="send SERVICE.query.NAME")
+    query.add_argument("service", choices=SERVICES)
+    query.add_argument("name")
+    query.add_argument("body", nargs="?", default="{}")
+    query.set_defaults(run=_query)
+
+    events = commands.add_parser("events", help="print the events on the MEMBERSHIP stream")
+    events.add_argument("--org", help="only this organization's events")
+    events.add_argument("--follow", action="store_true", help="keep printing new events")
+    events.set_defaults(run=_events)
+
+    health = commands.add_parser("health", help="ask every service for its health")
+    health.set_defaults(run=_health)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    async def run() -> int:
+        client = await Client.connect(args.nats_url)
+        try:
+            return await args.run(client, args)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
