@@ -11,7 +11,7 @@ from typing import Any
 import nats
 
 from shared.localstack.ports import LOOPBACK, free_port, port_accepts_connections
-from shared.localstack.process import ChildProcess
+from shared.localstack.process import ChildProcess, OwnsAChildProcess
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class NatsClusterNode:
     peer_route_ports: Sequence[int]
 
 
-class NatsServer:
+class NatsServer(OwnsAChildProcess):
     def __init__(
         self,
         data_dir: Path,
@@ -41,17 +41,6 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    @property
-    def log_path(self) -> Path:
-        return self._process.log_path
-
-    def is_running(self) -> bool:
-        return self._process.is_running()
 
     def start(self, timeout: float = 30.0) -> None:
         self.launch()

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import errors, sql
 
 from shared.localstack.ports import LOOPBACK
-from shared.localstack.process import ChildProcess, ServerStartError
+from shared.localstack.process import ChildProcess, OwnsAChildProcess, ServerStartError
 from shared.localstack.unprivileged_user import (
     ensure_system_user,
     give_directory_to,
@@ -37,7 +37,7 @@ SERVER_SETTINGS = {
 }
 
 
-class PostgresServer:
+class PostgresServer(OwnsAChildProcess):
     def __init__(self, data_dir: Path, port: int, host: str = LOOPBACK) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
@@ -50,17 +50,6 @@ class PostgresServer:
             # and the next start would refuse to run.
             kill_descendants=True,
         )
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    @property
-    def log_path(self) -> Path:
-        return self._process.log_path
-
-    def is_running(self) -> bool:
-        return self._process.is_running()
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"

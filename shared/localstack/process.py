@@ -157,3 +157,20 @@ def pid_is_alive(pid: int) -> bool:
         return _is_alive(psutil.Process(pid))
     except psutil.NoSuchProcess:
         return False
+
+
+class OwnsAChildProcess:
+    """The PID, log and liveness of a server run as a ChildProcess in `self._process`."""
+
+    _process: ChildProcess
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self._process.log_path
+
+    def is_running(self) -> bool:
+        return self._process.is_running()

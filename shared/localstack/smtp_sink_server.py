@@ -4,13 +4,13 @@ import sys
 from pathlib import Path
 
 from shared.localstack.ports import LOOPBACK
-from shared.localstack.process import ChildProcess
+from shared.localstack.process import ChildProcess, OwnsAChildProcess
 
 # The directory that holds the `shared` package, so `python -m shared...` works from any cwd.
 IMPORT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class SmtpSink:
+class SmtpSink(OwnsAChildProcess):
     """The SMTP sink as a child process of ours, so a test can stop or kill it."""
 
     def __init__(self, mail_dir: Path, port: int, host: str = LOOPBACK) -> None:
@@ -22,17 +22,6 @@ class SmtpSink:
     @property
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    @property
-    def log_path(self) -> Path:
-        return self._process.log_path
-
-    def is_running(self) -> bool:
-        return self._process.is_running()
 
     def messages(self) -> list[Path]:
         """The .eml files received so far, oldest first."""
