@@ -17,6 +17,10 @@ log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
 
 
+class Invalid(Refused):
+    code = "validation_error"
+
+
 def decode_strictly(body: bytes, kind: type[T]) -> T:
     """Raises Refused(validation_error) with a message a person can act on."""
     try:
@@ -25,10 +29,6 @@ def decode_strictly(body: bytes, kind: type[T]) -> T:
         raise Invalid(str(invalid)) from None
     except msgspec.DecodeError as malformed:
         raise Invalid(f"body is not valid JSON: {malformed}") from None
-
-
-class Invalid(Refused):
-    code = "validation_error"
 
 
 def encode_reply(reply: Reply) -> bytes:
