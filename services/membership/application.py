@@ -24,6 +24,7 @@ from .domain.organization import CommandContext, Organization, org_uuid
 from .secrets import Secrets, parse_api_key, secrets_match
 
 CONFLICT_RETRIES = 5
+SNAPSHOT_INTERVAL = 200
 CONCURRENT_CHANGE = failure("conflict", "the organization changed concurrently; retry the command")
 
 
@@ -47,8 +48,7 @@ def org_id_for(command_id: str) -> str:
 
 class MembershipApplication(Application):
     name = "membership"
-    env = {"AGGREGATE_CACHE_MAXSIZE": "2000", "COMPRESSOR_TOPIC": ""}
-    snapshotting_intervals = {Organization: 200}
+    env = {"AGGREGATE_CACHE_MAXSIZE": "2000", "IS_SNAPSHOTTING_ENABLED": "y"}
 
     def __init__(
         self,
@@ -72,6 +72,7 @@ class MembershipApplication(Application):
                 return decision.reply
             try:
                 self.record([decision])
+                self.snapshot_if_due(decision)
                 return decision.reply
             except IntegrityError:
                 self.forget(decision.org)  # another instance wrote first: reload and decide again
@@ -97,17 +98,22 @@ class MembershipApplication(Application):
 
     def record(self, decisions: list[Decision]) -> None:
         """Saves the events of several decisions in one transaction (group commit)."""
-        # An aggregate still holding its events is saved as such, so that snapshots are taken;
-        # after a failed save they were taken from it, and the events themselves are saved.
-        items: list[Any] = []
-        for decision in decisions:
-            items.extend([decision.org] if decision.org.pending_events else decision.recorded)
         try:
-            self.save(*items)
+            self.save(*(event for decision in decisions for event in decision.recorded))
         except BaseException:
             for decision in decisions:
                 self.forget(decision.org)
             raise
+        for decision in decisions:
+            decision.org.collect_events()
+
+    def snapshot_if_due(self, decision: Decision) -> None:
+        """Snapshots the cached organization when the decision crossed an interval.
+
+        Taken from memory after the save, not rebuilt from the store inside it, so that a
+        snapshot never holds up the group commit."""
+        if decision.org is not None and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded):
+            self.snapshots.put([Organization.Snapshot.take(decision.org)])
 
     def forget(self, org: Organization | None) -> None:
         """The cached aggregate may hold changes that were not saved: reload it next time."""

@@ -32,6 +32,7 @@ class MembershipEndpoints:
         self.executor = executor
         self.org_locks = KeyedLock()
         self.group_commit = GroupCommit(self._record)
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def _record(self, decisions: list[Decision]) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.app.record, decisions)
@@ -41,7 +42,18 @@ class MembershipEndpoints:
         async with self.org_locks.hold(org_id):
             return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _decide_and_record(self, name: str, command: cmd.Command) -> Reply:
+    def _in_background(self, work: Any) -> None:
+        """Work after the reply (a snapshot): its failure is logged, never the command's."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._finished_in_background)
+
+    def _finished_in_background(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            structlog.get_logger().error("background work failed", exc_info=task.exception())
+
+    async def _decide_and_record(self, name: str, org_id: str, command: cmd.Command) -> Reply:
         loop = asyncio.get_running_loop()
         for _ in range(CONFLICT_RETRIES):
             decision = await loop.run_in_executor(self.executor, self.app.decide, name, command)
@@ -49,9 +61,10 @@ class MembershipEndpoints:
                 return decision.reply
             try:
                 await self.group_commit.submit(decision)
-                return decision.reply
             except IntegrityError:
                 continue  # another instance wrote first: the application reloads the organization
+            self._in_background(self._for_org(org_id, self.app.snapshot_if_due, decision))
+            return decision.reply
         return CONCURRENT_CHANGE
 
     def command_handler(self, name: str) -> Any:
@@ -61,7 +74,7 @@ class MembershipEndpoints:
                 command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
             ):
                 async with self.org_locks.hold(org_id):
-                    reply = await self._decide_and_record(name, command)
+                    reply = await self._decide_and_record(name, org_id, command)
                 structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
 
