@@ -8,13 +8,13 @@ from typing import Any
 
 import structlog
 from eventsourcing.persistence import IntegrityError
-from faststream.nats import NatsBroker
 
 from shared import subjects
 from shared.contract import commands as cmd
 from shared.contract import queries as q
 from shared.contract.replies import Reply
 from shared.requests import reply_handler
+from shared.responder import Responder
 from shared.version import health
 
 from .application import CONCURRENT_CHANGE, CONFLICT_RETRIES, Decision, MembershipApplication, org_id_for
@@ -23,7 +23,6 @@ from .keyed_lock import KeyedLock
 from .secrets import parse_api_key
 
 QUEUE_GROUP = "membership"
-CONCURRENT_REQUESTS = 64  # per subject: commands to different organizations overlap (group commit)
 
 
 class MembershipEndpoints:
@@ -104,8 +103,8 @@ class MembershipEndpoints:
             "health": reply_handler(q.Health, healthy),
         }
 
-    def subscribe(self, broker: NatsBroker) -> None:
+    async def subscribe(self, responder: Responder) -> None:
         for name in cmd.COMMANDS:
-            broker.subscriber(subjects.command(name), queue=QUEUE_GROUP, max_workers=CONCURRENT_REQUESTS)(self.command_handler(name))
+            await responder.serve(subjects.command(name), QUEUE_GROUP, self.command_handler(name))
         for name, handler in self.query_handlers().items():
-            broker.subscriber(subjects.query("membership", name), queue=QUEUE_GROUP, max_workers=CONCURRENT_REQUESTS)(handler)
+            await responder.serve(subjects.query("membership", name), QUEUE_GROUP, handler)

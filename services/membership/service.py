@@ -9,14 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 import nats
 import structlog
 
-from shared.bus import declare_streams, new_broker
+from shared.bus import declare_streams
 from shared.clock import SystemClock
+from shared.responder import Responder
 from shared.settings import Settings, postgres_env
 
 from .application import MembershipApplication
 from .entrypoint import MembershipEndpoints
 from .relay import Relay
 from .secrets import Secrets
+
+
+CONCURRENT_REQUESTS = 128  # commands to different organizations overlap, and share a group commit
 
 
 def build_application(settings: Settings) -> MembershipApplication:
@@ -29,19 +33,20 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     await declare_streams(settings.nats_url, settings.stream_replicas)
     app = await asyncio.to_thread(build_application, settings)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="membership")
-    broker = new_broker(settings.nats_url)
-    MembershipEndpoints(app, executor).subscribe(broker)
-    await broker.start()
+    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
+    await MembershipEndpoints(app, executor).subscribe(responder)
     relay_connection = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
     relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, settings.relay_batch_size).run())
     log.info("membership ready")
     try:
         await stopping.wait()
     finally:
+        await responder.stop()
+        await nc.drain()
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay
         await relay_connection.close()
-        await broker.stop()
         executor.shutdown(wait=True)
         app.close()

@@ -1,0 +1,47 @@
+"""Request/reply on core NATS with nats-py: many requests in flight, exactly one reply each.
+
+Used instead of a FastStream subscriber on the command path: measured on this machine, FastStream's
+per-message machinery (dependency injection, middlewares) cost about an eighth of the service's CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.msg import Msg
+
+Respond = Callable[[bytes], Awaitable[bytes]]
+
+
+class Responder:
+    def __init__(self, nc: nats.NATS, concurrency: int = 64) -> None:
+        self.nc = nc
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._subscriptions: list[object] = []
+
+    async def serve(self, subject: str, queue: str, respond: Respond) -> None:
+        async def on_request(msg: Msg) -> None:
+            await self._slots.acquire()  # back-pressure: the subscription waits for a free slot
+            task = asyncio.create_task(self._answer(msg, respond))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        self._subscriptions.append(await self.nc.subscribe(subject, queue=queue, cb=on_request))
+
+    async def _answer(self, msg: Msg, respond: Respond) -> None:
+        try:
+            reply = await respond(msg.data)
+            if msg.reply:
+                await msg.respond(reply)
+        finally:
+            self._slots.release()
+
+    async def stop(self) -> None:
+        """Takes no new request, and answers every one already taken."""
+        for subscription in self._subscriptions:
+            await subscription.unsubscribe()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))

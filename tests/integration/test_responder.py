@@ -1,0 +1,34 @@
+"""The responder answers many requests at once, each exactly once, and finishes them on stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+
+from shared.responder import Responder
+
+
+async def test_requests_overlap_and_stop_answers_those_already_taken(clean_nats):
+    server_side = await nats.connect(clean_nats)
+    client = await nats.connect(clean_nats)
+    started = asyncio.Event()
+    in_handler = 0
+
+    async def slow_echo(body: bytes) -> bytes:
+        nonlocal in_handler
+        in_handler += 1
+        if in_handler == 10:
+            started.set()
+        await asyncio.sleep(0.3)
+        return body.upper()
+
+    responder = Responder(server_side, concurrency=10)
+    await responder.serve("test.echo", "q", slow_echo)
+    requests = [asyncio.create_task(client.request("test.echo", f"r{i}".encode(), timeout=5)) for i in range(10)]
+    await asyncio.wait_for(started.wait(), 2)  # all ten are in the handler at once
+    await responder.stop()
+    replies = await asyncio.gather(*requests)
+    assert sorted(r.data for r in replies) == sorted(f"R{i}".encode() for i in range(10))
+    await client.close()
+    await server_side.close()
