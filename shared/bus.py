@@ -1,11 +1,10 @@
-"""NATS plumbing every service shares: connection, the event stream, FastStream broker."""
+"""NATS plumbing every service shares: the event stream and the dead-letter stream."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import nats
-from faststream.nats import NatsBroker, NatsMessage
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
@@ -53,12 +52,3 @@ async def declare_streams(nats_url: str, replicas: int = 1) -> None:
         await ensure_stream(js, dead_letter_stream_config(replicas))
     finally:
         await nc.close()
-
-
-async def raw_body(msg: NatsMessage) -> bytes:
-    """FastStream decoder that leaves the body to msgspec."""
-    return msg.body
-
-
-def new_broker(nats_url: str) -> NatsBroker:
-    return NatsBroker(nats_url, decoder=raw_body, logger=None, graceful_timeout=10.0, max_reconnect_attempts=-1)

@@ -1,0 +1,215 @@
+"""Projecting the MEMBERSHIP stream into PostgreSQL: the discipline every consumer shares.
+
+A durable pull consumer with explicit acks, read in stream order. One asyncpg transaction per
+batch applies the projection and records, per organization, the last `sequence` applied:
+`sequence <= last` is a duplicate (acked, skipped), `last + 1` is applied, a gap is nacked with a
+delay. Acks go out only after the commit, so a crash between the two redelivers what the next
+run recognises as duplicates. A message that keeps failing goes to the dead-letter stream with its
+error after `max_attempts`, and the organization's position moves past it so later events apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from . import subjects
+from .contract.events import Envelope, decode_envelope
+
+log = structlog.get_logger()
+
+ACK, WAIT, FAIL = "ack", "wait", "fail"
+
+
+class Projection(Protocol):
+    """A read model: its PostgreSQL schema, and how one event changes it (inside a transaction)."""
+
+    schema: str
+
+    async def create_tables(self, connection: asyncpg.Connection) -> None: ...
+
+    async def apply(self, connection: asyncpg.Connection, event: Envelope) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    durable: str
+    service: str
+    batch_size: int = 100
+    max_attempts: int = 5
+    retry_delay: float = 1.0
+    gap_delay: float = 0.5
+    ack_wait: float = 30.0
+
+
+@dataclass
+class Outcome:
+    verdict: str
+    error: str = ""
+
+
+async def prepare(connection: asyncpg.Connection, projection: Projection) -> None:
+    """The projection's schema, its tables and its per-organization positions."""
+    async with connection.transaction():
+        await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{projection.schema}"')
+        await connection.execute(
+            f'CREATE TABLE IF NOT EXISTS "{projection.schema}".positions '
+            "(org_id text PRIMARY KEY, last_sequence bigint NOT NULL)"
+        )
+        await projection.create_tables(connection)
+
+
+class ProjectionConsumer:
+    def __init__(self, js: Any, pool: asyncpg.Pool, projection: Projection, settings: ConsumerSettings) -> None:
+        self.js = js
+        self.pool = pool
+        self.projection = projection
+        self.settings = settings
+
+    async def subscribe(self) -> Any:
+        config = ConsumerConfig(
+            durable_name=self.settings.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.settings.ack_wait,
+            max_ack_pending=self.settings.batch_size * 10,
+            filter_subject=subjects.EVENTS_WILDCARD,
+        )
+        return await self.js.pull_subscribe(
+            subjects.EVENTS_WILDCARD, durable=self.settings.durable, stream=subjects.STREAM, config=config
+        )
+
+    async def run(self) -> None:
+        """Consumes until cancelled."""
+        async with self.pool.acquire() as connection:
+            await prepare(connection, self.projection)
+        subscription = await self.subscribe()
+        while True:
+            try:
+                messages = await subscription.fetch(self.settings.batch_size, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            try:
+                await self.handle(messages)
+            except Exception:
+                # What was committed but not acked comes back after ack_wait and is skipped then.
+                log.exception("batch not settled; its messages will be redelivered")
+                await asyncio.sleep(self.settings.retry_delay)
+
+    async def handle(self, messages: list[Msg]) -> None:
+        """Applies a fetched batch in order, then acknowledges each message as its outcome says."""
+        events: list[tuple[Msg, Envelope]] = []
+        for message in messages:
+            try:
+                events.append((message, decode_envelope(message.data)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as undecodable:
+                await self._dead_letter(message, None, f"undecodable envelope: {undecodable}")
+        try:
+            outcomes = await self._apply_in_one_transaction(events)
+        except Exception:
+            outcomes = await self._apply_one_by_one(events)
+        for message, event in events:
+            await self._settle(message, event, outcomes[id(message)])
+
+    async def _apply_in_one_transaction(self, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
+        async with self.pool.acquire() as connection, connection.transaction():
+            return await self._apply(connection, events)
+
+    async def _apply_one_by_one(self, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        failed_orgs: set[str] = set()
+        for message, event in events:
+            if event.org_id in failed_orgs:
+                outcomes[id(message)] = Outcome(WAIT)
+                continue
+            try:
+                outcomes.update(await self._apply_in_one_transaction([(message, event)]))
+            except Exception as failure:
+                log.warning("projection failed", event_id=event.event_id, org_id=event.org_id, error=repr(failure))
+                outcomes[id(message)] = Outcome(FAIL, repr(failure))
+                failed_orgs.add(event.org_id)
+        return outcomes
+
+    async def _apply(self, connection: asyncpg.Connection, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
+        positions = await self._positions(connection, {event.org_id for _, event in events})
+        changed: dict[str, int] = {}
+        outcomes: dict[int, Outcome] = {}
+        for message, event in events:
+            last = positions.get(event.org_id, 0)
+            if event.sequence <= last:
+                outcomes[id(message)] = Outcome(ACK)
+            elif event.sequence == last + 1:
+                await self.projection.apply(connection, event)
+                positions[event.org_id] = changed[event.org_id] = event.sequence
+                outcomes[id(message)] = Outcome(ACK)
+            else:
+                outcomes[id(message)] = Outcome(WAIT)
+        await self._save_positions(connection, changed)
+        return outcomes
+
+    async def _positions(self, connection: asyncpg.Connection, org_ids: set[str]) -> dict[str, int]:
+        rows = await connection.fetch(
+            f'SELECT org_id, last_sequence FROM "{self.projection.schema}".positions WHERE org_id = ANY($1) FOR UPDATE',
+            list(org_ids),
+        )
+        return {row["org_id"]: row["last_sequence"] for row in rows}
+
+    async def _save_positions(self, connection: asyncpg.Connection, changed: dict[str, int]) -> None:
+        if changed:
+            await connection.executemany(
+                f'INSERT INTO "{self.projection.schema}".positions (org_id, last_sequence) VALUES ($1, $2) '
+                "ON CONFLICT (org_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+                list(changed.items()),
+            )
+
+    async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> None:
+        if outcome.verdict == ACK:
+            await message.ack()
+        elif outcome.verdict == WAIT:
+            await message.nak(delay=self.settings.gap_delay)
+        elif message.metadata.num_delivered >= self.settings.max_attempts:
+            await self._dead_letter(message, event, outcome.error)
+        else:
+            await message.nak(delay=self.settings.retry_delay * 2 ** (message.metadata.num_delivered - 1))
+
+    async def _dead_letter(self, message: Msg, event: Envelope | None, error: str) -> None:
+        """Parks the message with its error, and moves the organization past it."""
+        headers = {
+            "Nats-Msg-Id": f"{self.settings.service}:{message.metadata.sequence.stream}",
+            "Dead-Letter-Service": self.settings.service,
+            "Dead-Letter-Error": error[:1000],
+            "Original-Subject": message.subject,
+            "Original-Stream-Sequence": str(message.metadata.sequence.stream),
+        }
+        await self.js.publish(subjects.dead_letter(self.settings.service), message.data, headers=headers)
+        if event is not None:
+            async with self.pool.acquire() as connection, connection.transaction():
+                positions = await self._positions(connection, {event.org_id})
+                if positions.get(event.org_id, 0) < event.sequence:
+                    await self._save_positions(connection, {event.org_id: event.sequence})
+        await message.term()
+        log.error("dead-lettered", subject=message.subject, error=error)
+
+
+async def dead_letters(js: Any, service: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The parked messages of one service, oldest first."""
+    info = await js.stream_info(subjects.DEAD_LETTER_STREAM)
+    parked = []
+    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            message = await js.get_msg(subjects.DEAD_LETTER_STREAM, sequence)
+        except nats.js.errors.NotFoundError:
+            continue
+        if message.subject == subjects.dead_letter(service):
+            parked.append({"sequence": sequence, "headers": dict(message.headers or {}), "data": message.data})
+        if len(parked) >= limit:
+            break
+    return parked

@@ -1,0 +1,151 @@
+"""The consumer discipline on real NATS and PostgreSQL, with a small projection that logs what it applies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import msgspec
+import nats
+import pytest
+
+from shared import subjects
+from shared.bus import declare_streams
+from shared.consumer import ConsumerSettings, ProjectionConsumer, dead_letters, prepare
+
+POISON = "poison@example.com"
+
+
+class AppliedLog:
+    """Records each applied event; refuses to apply one whose email is POISON."""
+
+    schema = "applied_log"
+
+    async def create_tables(self, connection):
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS applied_log.applied "
+            "(position bigserial PRIMARY KEY, org_id text, sequence int, event_id text)"
+        )
+
+    async def apply(self, connection, event):
+        if event.data.get("email") == POISON:
+            raise ValueError("this event cannot be projected")
+        await connection.execute(
+            "INSERT INTO applied_log.applied (org_id, sequence, event_id) VALUES ($1, $2, $3)",
+            event.org_id,
+            event.sequence,
+            event.event_id,
+        )
+
+
+def envelope(org_id: str, sequence: int, email: str = "a@example.com") -> dict:
+    return {
+        "event_id": f"evt_{uuid.uuid4().hex}",
+        "event_type": "InvitationRevoked",
+        "schema_version": 1,
+        "org_id": org_id,
+        "sequence": sequence,
+        "occurred_at": "2026-03-01T00:00:00Z",
+        "actor": {"type": "system", "id": "platform"},
+        "command_id": "c",
+        "correlation_id": None,
+        "data": {"invitation_id": "inv_1", "email": email},
+    }
+
+
+async def publish(js, event: dict, msg_id: str | None = None, body: bytes | None = None) -> None:
+    headers = {"Nats-Msg-Id": msg_id or event["event_id"]}
+    await js.publish(subjects.event(event["org_id"], event["event_type"]), body or msgspec.json.encode(event), headers=headers)
+
+
+@pytest.fixture
+async def stack(clean_nats, database_url):
+    await declare_streams(clean_nats)
+    nc = await nats.connect(clean_nats)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    settings = ConsumerSettings(durable="applied-log", service="applied-log", max_attempts=3, retry_delay=0.1, gap_delay=0.1, ack_wait=1.0)
+    consumer = ProjectionConsumer(nc.jetstream(), pool, AppliedLog(), settings)
+    async with pool.acquire() as connection:
+        await prepare(connection, consumer.projection)
+    task = asyncio.create_task(consumer.run())
+    yield nc.jetstream(), pool, consumer
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await pool.close()
+    await nc.close()
+
+
+async def applied(pool, expected: int, timeout: float = 15.0) -> list[tuple[str, int]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await pool.fetch("SELECT org_id, sequence FROM applied_log.applied ORDER BY position")
+        if len(rows) >= expected or time.monotonic() > deadline:
+            return [(r["org_id"], r["sequence"]) for r in rows]
+        await asyncio.sleep(0.05)
+
+
+async def test_an_event_delivered_twice_is_applied_once(stack):
+    js, pool, _ = stack
+    event = envelope("org-a", 1)
+    await publish(js, event)
+    await publish(js, event, msg_id="a-second-copy")  # a redelivery JetStream cannot deduplicate
+    await publish(js, envelope("org-a", 2))
+    assert await applied(pool, 3, timeout=3) == [("org-a", 1), ("org-a", 2)]
+
+
+async def test_events_out_of_order_are_applied_in_order(stack):
+    js, pool, _ = stack
+    second, first = envelope("org-b", 2), envelope("org-b", 1)
+    await publish(js, envelope("org-c", 1))
+    await publish(js, second)
+    await publish(js, first)
+    rows = await applied(pool, 3)
+    assert [row for row in rows if row[0] == "org-b"] == [("org-b", 1), ("org-b", 2)]
+    assert ("org-c", 1) in rows
+
+
+async def test_a_poison_event_is_dead_lettered_and_later_events_still_apply(stack):
+    js, pool, _ = stack
+    await publish(js, envelope("org-d", 1))
+    await publish(js, envelope("org-d", 2, email=POISON))
+    await publish(js, envelope("org-d", 3))
+    await publish(js, envelope("org-e", 1), body=b"not an envelope")
+    assert await applied(pool, 2) == [("org-d", 1), ("org-d", 3)]
+    parked = await dead_letters(js, "applied-log")
+    errors = sorted(p["headers"]["Dead-Letter-Error"].split(":")[0] for p in parked)
+    assert len(parked) == 2 and errors[0].startswith("ValueError") and errors[1] == "undecodable envelope"
+
+
+async def test_a_crash_between_commit_and_ack_applies_once(stack, monkeypatch):
+    js, pool, consumer = stack
+    from nats.aio.msg import Msg
+
+    real_ack = Msg.ack
+    lost = {"count": 0}
+
+    async def lose_the_first_ack(self):
+        if lost["count"] == 0:
+            lost["count"] += 1
+            raise ConnectionError("the process died before its ack")
+        await real_ack(self)
+
+    monkeypatch.setattr(Msg, "ack", lose_the_first_ack)
+    deliveries = []
+    real_handle = consumer.handle
+
+    async def noting_deliveries(messages):
+        deliveries.extend(m.metadata.num_delivered for m in messages)
+        await real_handle(messages)
+
+    monkeypatch.setattr(consumer, "handle", noting_deliveries)
+    await publish(js, envelope("org-f", 1))
+    await publish(js, envelope("org-f", 2))
+    assert await applied(pool, 2) == [("org-f", 1), ("org-f", 2)]
+    await asyncio.sleep(2.5)  # the unacked message comes back after ack_wait, and is skipped
+    assert lost["count"] == 1
+    assert await applied(pool, 3, timeout=0.5) == [("org-f", 1), ("org-f", 2)]
+    assert max(deliveries) >= 2  # it did come back
+    state = await js.consumer_info(subjects.STREAM, "applied-log")
+    assert state.num_ack_pending == 0
