@@ -30,13 +30,16 @@ ACK, WAIT, FAIL = "ack", "wait", "fail"
 
 
 class Projection(Protocol):
-    """A read model: its PostgreSQL schema, and how one event changes it (inside a transaction)."""
+    """A read model: its PostgreSQL schema, and how events change it.
+
+    `apply` gets, inside one transaction, the events to apply in stream order (duplicates and
+    events behind a gap already left out), so that it can write them in bulk."""
 
     schema: str
 
     async def create_tables(self, connection: asyncpg.Connection) -> None: ...
 
-    async def apply(self, connection: asyncpg.Connection, event: Envelope) -> None: ...
+    async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -139,36 +142,10 @@ class ProjectionConsumer:
         return outcomes
 
     async def _apply(self, connection: asyncpg.Connection, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
-        positions = await self._positions(connection, {event.org_id for _, event in events})
-        changed: dict[str, int] = {}
-        outcomes: dict[int, Outcome] = {}
-        for message, event in events:
-            last = positions.get(event.org_id, 0)
-            if event.sequence <= last:
-                outcomes[id(message)] = Outcome(ACK)
-            elif event.sequence == last + 1:
-                await self.projection.apply(connection, event)
-                positions[event.org_id] = changed[event.org_id] = event.sequence
-                outcomes[id(message)] = Outcome(ACK)
-            else:
-                outcomes[id(message)] = Outcome(WAIT)
-        await self._save_positions(connection, changed)
-        return outcomes
-
-    async def _positions(self, connection: asyncpg.Connection, org_ids: set[str]) -> dict[str, int]:
-        rows = await connection.fetch(
-            f'SELECT org_id, last_sequence FROM "{self.projection.schema}".positions WHERE org_id = ANY($1) FOR UPDATE',
-            list(org_ids),
-        )
-        return {row["org_id"]: row["last_sequence"] for row in rows}
-
-    async def _save_positions(self, connection: asyncpg.Connection, changed: dict[str, int]) -> None:
-        if changed:
-            await connection.executemany(
-                f'INSERT INTO "{self.projection.schema}".positions (org_id, last_sequence) VALUES ($1, $2) '
-                "ON CONFLICT (org_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
-                list(changed.items()),
-            )
+        verdicts, to_apply = await sort_out(connection, self.projection.schema, [event for _, event in events])
+        await self.projection.apply(connection, to_apply)
+        await save_positions(connection, self.projection.schema, to_apply)
+        return {id(message): Outcome(verdict) for (message, _), verdict in zip(events, verdicts)}
 
     async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> None:
         if outcome.verdict == ACK:
@@ -192,11 +169,41 @@ class ProjectionConsumer:
         await self.js.publish(subjects.dead_letter(self.settings.service), message.data, headers=headers)
         if event is not None:
             async with self.pool.acquire() as connection, connection.transaction():
-                positions = await self._positions(connection, {event.org_id})
-                if positions.get(event.org_id, 0) < event.sequence:
-                    await self._save_positions(connection, {event.org_id: event.sequence})
+                _, skipped = await sort_out(connection, self.projection.schema, [event])
+                await save_positions(connection, self.projection.schema, skipped)
         await message.term()
         log.error("dead-lettered", subject=message.subject, error=error)
+
+
+async def sort_out(connection: asyncpg.Connection, schema: str, events: list[Envelope]) -> tuple[list[str], list[Envelope]]:
+    """Each event's verdict against the positions (locked for this transaction), and those to apply."""
+    rows = await connection.fetch(
+        f'SELECT org_id, last_sequence FROM "{schema}".positions WHERE org_id = ANY($1) FOR UPDATE',
+        list({event.org_id for event in events}),
+    )
+    positions = {row["org_id"]: row["last_sequence"] for row in rows}
+    verdicts, to_apply = [], []
+    for event in events:
+        last = positions.get(event.org_id, 0)
+        if event.sequence <= last:
+            verdicts.append(ACK)
+        elif event.sequence == last + 1:
+            verdicts.append(ACK)
+            to_apply.append(event)
+            positions[event.org_id] = event.sequence
+        else:
+            verdicts.append(WAIT)
+    return verdicts, to_apply
+
+
+async def save_positions(connection: asyncpg.Connection, schema: str, applied: list[Envelope]) -> None:
+    last = {event.org_id: event.sequence for event in applied}
+    if last:
+        await connection.executemany(
+            f'INSERT INTO "{schema}".positions (org_id, last_sequence) VALUES ($1, $2) '
+            "ON CONFLICT (org_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+            list(last.items()),
+        )
 
 
 async def dead_letters(js: Any, service: str, limit: int = 1000) -> list[dict[str, Any]]:

@@ -29,14 +29,12 @@ class AppliedLog:
             "(position bigserial PRIMARY KEY, org_id text, sequence int, event_id text)"
         )
 
-    async def apply(self, connection, event):
-        if event.data.get("email") == POISON:
+    async def apply(self, connection, events):
+        if any(event.data.get("email") == POISON for event in events):
             raise ValueError("this event cannot be projected")
-        await connection.execute(
+        await connection.executemany(
             "INSERT INTO applied_log.applied (org_id, sequence, event_id) VALUES ($1, $2, $3)",
-            event.org_id,
-            event.sequence,
-            event.event_id,
+            [(event.org_id, event.sequence, event.event_id) for event in events],
         )
 
 
