@@ -11,6 +11,8 @@ error after `max_attempts`, and the organization's position moves past it so lat
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +24,8 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import subjects
+from .clock import Clock, SystemClock
+from .metrics import LagRecorder
 from .contract.events import Envelope, decode_envelope
 
 log = structlog.get_logger()
@@ -50,7 +54,7 @@ class ConsumerSettings:
     max_attempts: int = 5
     retry_delay: float = 1.0
     gap_delay: float = 0.5
-    ack_wait: float = 30.0
+    ack_wait: float = 5.0  # how long a crashed batch waits before it is delivered again
 
 
 @dataclass
@@ -71,11 +75,22 @@ async def prepare(connection: asyncpg.Connection, projection: Projection) -> Non
 
 
 class ProjectionConsumer:
-    def __init__(self, js: Any, pool: asyncpg.Pool, projection: Projection, settings: ConsumerSettings) -> None:
+    def __init__(
+        self, js: Any, pool: asyncpg.Pool, projection: Projection, settings: ConsumerSettings, clock: Clock | None = None
+    ) -> None:
         self.js = js
         self.pool = pool
         self.projection = projection
         self.settings = settings
+        self.clock = clock or SystemClock()
+        self.lag = LagRecorder()
+        self._turn = asyncio.Lock()
+
+    @asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No batch is in progress, and none starts, while this is held."""
+        async with self._turn:
+            yield
 
     async def subscribe(self) -> Any:
         config = ConsumerConfig(
@@ -96,16 +111,20 @@ class ProjectionConsumer:
             await prepare(connection, self.projection)
         subscription = await self.subscribe()
         while True:
-            try:
-                messages = await subscription.fetch(self.settings.batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            try:
-                await self.handle(messages)
-            except Exception:
-                # What was committed but not acked comes back after ack_wait and is skipped then.
-                log.exception("batch not settled; its messages will be redelivered")
-                await asyncio.sleep(self.settings.retry_delay)
+            async with self._turn:
+                await self._take_a_turn(subscription)
+
+    async def _take_a_turn(self, subscription: Any) -> None:
+        try:
+            messages = await subscription.fetch(self.settings.batch_size, timeout=1.0)
+        except nats.errors.TimeoutError:
+            return
+        try:
+            await self.handle(messages)
+        except Exception:
+            # What was committed but not acked comes back after ack_wait and is skipped then.
+            log.exception("batch not settled; its messages will be redelivered")
+            await asyncio.sleep(self.settings.retry_delay)
 
     async def handle(self, messages: list[Msg]) -> None:
         """Applies a fetched batch in order, then acknowledges each message as its outcome says."""
@@ -142,14 +161,13 @@ class ProjectionConsumer:
         return outcomes
 
     async def _apply(self, connection: asyncpg.Connection, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
-        verdicts, to_apply = await sort_out(connection, self.projection.schema, [event for _, event in events])
-        await self.projection.apply(connection, to_apply)
-        await save_positions(connection, self.projection.schema, to_apply)
+        verdicts = await apply_in_order(connection, self.projection, [event for _, event in events])
         return {id(message): Outcome(verdict) for (message, _), verdict in zip(events, verdicts)}
 
     async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> None:
         if outcome.verdict == ACK:
             await message.ack()
+            self.lag.record(self.clock.now() - event.occurred_at)
         elif outcome.verdict == WAIT:
             await message.nak(delay=self.settings.gap_delay)
         elif message.metadata.num_delivered >= self.settings.max_attempts:
@@ -173,6 +191,14 @@ class ProjectionConsumer:
                 await save_positions(connection, self.projection.schema, skipped)
         await message.term()
         log.error("dead-lettered", subject=message.subject, error=error)
+
+
+async def apply_in_order(connection: asyncpg.Connection, projection: Projection, events: list[Envelope]) -> list[str]:
+    """Applies what is next for each organization and moves its position; a verdict per event."""
+    verdicts, to_apply = await sort_out(connection, projection.schema, events)
+    await projection.apply(connection, to_apply)
+    await save_positions(connection, projection.schema, to_apply)
+    return verdicts
 
 
 async def sort_out(connection: asyncpg.Connection, schema: str, events: list[Envelope]) -> tuple[list[str], list[Envelope]]:

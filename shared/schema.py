@@ -24,6 +24,7 @@ _QUERIES: dict[str, type] = {
     "membership.query.authorize": queries.Authorize,
     "billing.query.charges": queries.ChargesQuery,
     "billing.query.upcoming_invoice": queries.UpcomingInvoiceQuery,
+    "billing.query.invoices": queries.InvoicesQuery,
     "audit.query.search": queries.AuditSearch,
     "audit.query.verify": queries.AuditVerify,
     "notifier.query.deliveries": queries.DeliveriesQuery,

@@ -19,6 +19,8 @@ class Settings:
     stream_replicas: int = 1
     worker_threads: int = 8
     relay_batch_size: int = 256
+    renewal_grace_seconds: float = 300.0
+    renewal_interval_seconds: float = 30.0
     log_level: str = "info"
 
     @classmethod
@@ -34,6 +36,8 @@ class Settings:
             stream_replicas=int(env.get("STREAM_REPLICAS", defaults.stream_replicas)),
             worker_threads=int(env.get("WORKER_THREADS", defaults.worker_threads)),
             relay_batch_size=int(env.get("RELAY_BATCH_SIZE", defaults.relay_batch_size)),
+            renewal_grace_seconds=float(env.get("RENEWAL_GRACE_SECONDS", defaults.renewal_grace_seconds)),
+            renewal_interval_seconds=float(env.get("RENEWAL_INTERVAL_SECONDS", defaults.renewal_interval_seconds)),
             log_level=env.get("LOG_LEVEL", defaults.log_level),
         )
 

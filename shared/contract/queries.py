@@ -54,6 +54,10 @@ class UpcomingInvoiceQuery(OrgQuery, frozen=True, kw_only=True):
     pass
 
 
+class InvoicesQuery(OrgQuery, frozen=True, kw_only=True):
+    pass
+
+
 class AuditSearch(OrgQuery, frozen=True, kw_only=True):
     from_: UtcTime | None = msgspec.field(default=None, name="from")
     to: UtcTime | None = None

@@ -49,3 +49,9 @@ async def nc(clean_nats: str) -> AsyncIterator[nats.NATS]:
     connection = await nats.connect(clean_nats)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+def billing(service_env: dict[str, str], tmp_path: Path, membership: ServiceProcess) -> Iterator[ServiceProcess]:
+    with running_service("billing", service_env, tmp_path) as service:
+        yield service

@@ -1,0 +1,80 @@
+"""Billing's requests: the queries of the contract, and the operators' rebuild and renewal run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared import subjects
+from shared.clock import Clock
+from shared.contract import queries as q
+from shared.errors import Refused
+from shared.rebuild import rebuild
+from shared.requests import reply_handler
+from shared.responder import Responder
+from shared.version import health
+
+from .projection import LIVE_SCHEMA, BillingProjection
+from .read_model import BillingReadModel
+from .renewals import RenewalScheduler
+
+QUEUE_GROUP = "billing"
+SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
+
+
+class RebuildRunning(Refused):
+    code = "conflict"
+
+
+class BillingEndpoints:
+    def __init__(self, read_model: BillingReadModel, consumer: Any, renewals: RenewalScheduler, clock: Clock) -> None:
+        self.read_model = read_model
+        self.consumer = consumer
+        self.renewals = renewals
+        self.clock = clock
+        self._rebuilding = asyncio.Lock()
+
+    async def charges(self, query: q.ChargesQuery) -> Any:
+        return {"charges": await self.read_model.charges(query.org_id)}
+
+    async def upcoming_invoice(self, query: q.UpcomingInvoiceQuery) -> Any:
+        return await self.read_model.upcoming_invoice(query.org_id, self.clock.now())
+
+    async def invoices(self, query: q.InvoicesQuery) -> Any:
+        return {"invoices": await self.read_model.invoices(query.org_id, self.clock.now())}
+
+    async def projection_status(self, _: q.Health) -> Any:
+        return self.consumer.lag.summary()
+
+    async def healthy(self, _: q.Health) -> Any:
+        return health("billing")
+
+    async def rebuild(self, _: q.Health) -> Any:
+        if self._rebuilding.locked():
+            raise RebuildRunning("a rebuild is already running")
+        async with self._rebuilding:
+            report = await rebuild(
+                self.consumer.js,
+                self.consumer.pool,
+                BillingProjection(SHADOW_SCHEMA),
+                LIVE_SCHEMA,
+                self.consumer.paused,
+                finish=self.renewals.renew_in,
+            )
+        return report.as_dict()
+
+    async def renew(self, _: q.Health) -> Any:
+        return {"renewals_charged": await self.renewals.tick()}
+
+    async def subscribe(self, responder: Responder) -> None:
+        handlers = {
+            subjects.query("billing", "charges"): reply_handler(q.ChargesQuery, self.charges),
+            subjects.query("billing", "upcoming_invoice"): reply_handler(q.UpcomingInvoiceQuery, self.upcoming_invoice),
+            subjects.query("billing", "invoices"): reply_handler(q.InvoicesQuery, self.invoices),
+            subjects.query("billing", "projection_status"): reply_handler(q.Health, self.projection_status),
+            subjects.query("billing", "health"): reply_handler(q.Health, self.healthy),
+            "billing.admin.rebuild": reply_handler(q.Health, self.rebuild),
+            "billing.admin.renew": reply_handler(q.Health, self.renew),
+        }
+        for subject, handler in handlers.items():
+            await responder.serve(subject, QUEUE_GROUP, handler)

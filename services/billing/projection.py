@@ -1,0 +1,155 @@
+"""The billing read model in PostgreSQL: accounts, the charges ledger, and mismatches found.
+
+Invoices are not stored: an invoice is its period's charges, grouped when asked for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+from shared.contract.events import Envelope
+
+from .ledger import Account, Charge, Entry, Mismatch, record, renewals_until
+
+LIVE_SCHEMA = "billing"
+CHARGE_COLUMNS = (
+    "charge_id",
+    "org_id",
+    "kind",
+    "quantity",
+    "unit_price_cents",
+    "amount_cents",
+    "billing_period_start",
+    "billing_period_end",
+    "occurred_at",
+    "event_id",
+)
+
+log = structlog.get_logger()
+
+
+class BillingProjection:
+    def __init__(self, schema: str = LIVE_SCHEMA) -> None:
+        self.schema = schema
+
+    async def create_tables(self, connection: asyncpg.Connection) -> None:
+        s = self.schema
+        await connection.execute(
+            f"""
+            CREATE TABLE IF NOT EXISTS "{s}".accounts (
+                org_id text PRIMARY KEY,
+                plan text NOT NULL,
+                billing_anchor timestamptz NOT NULL,
+                unit_price_cents integer NOT NULL,
+                seats_purchased integer NOT NULL,
+                renewed_through timestamptz NOT NULL,
+                next_period_start timestamptz NOT NULL,
+                last_seat_event_id text
+            );
+            CREATE INDEX IF NOT EXISTS accounts_due ON "{s}".accounts (next_period_start);
+            CREATE TABLE IF NOT EXISTS "{s}".charges (
+                charge_id text PRIMARY KEY,
+                org_id text NOT NULL,
+                kind text NOT NULL CHECK (kind IN ('seat_proration', 'seat_credit', 'seat_renewal')),
+                quantity integer NOT NULL,
+                unit_price_cents integer NOT NULL,
+                amount_cents bigint NOT NULL,
+                billing_period_start timestamptz NOT NULL,
+                billing_period_end timestamptz NOT NULL,
+                occurred_at timestamptz NOT NULL,
+                event_id text
+            );
+            CREATE INDEX IF NOT EXISTS charges_by_org ON "{s}".charges (org_id, occurred_at, charge_id);
+            CREATE TABLE IF NOT EXISTS "{s}".mismatches (
+                event_id text PRIMARY KEY,
+                org_id text NOT NULL,
+                recorded_cents bigint NOT NULL,
+                expected_cents bigint NOT NULL,
+                reason text NOT NULL
+            );
+            """
+        )
+
+    async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
+        accounts = await self.accounts(connection, {event.org_id for event in events})
+        entries = []
+        for event in events:
+            entry = record(accounts.get(event.org_id), event)
+            if entry.account is not None:
+                accounts[event.org_id] = entry.account
+            entries.append(entry)
+        await self.write(connection, entries, accounts)
+
+    async def renew(self, connection: asyncpg.Connection, until: datetime) -> int:
+        """Charges every renewal due by `until`, whether or not an event has come since."""
+        rows = await connection.fetch(
+            f'SELECT * FROM "{self.schema}".accounts WHERE next_period_start <= $1 ORDER BY org_id FOR UPDATE', until
+        )
+        accounts = {row["org_id"]: _account(row) for row in rows}
+        entries = [Entry(account, renewals_until(account, until)) for account in accounts.values()]
+        await self.write(connection, entries, accounts)
+        return sum(len(entry.charges) for entry in entries)
+
+    async def accounts(self, connection: asyncpg.Connection, org_ids: set[str]) -> dict[str, Account]:
+        rows = await connection.fetch(
+            f'SELECT * FROM "{self.schema}".accounts WHERE org_id = ANY($1) FOR UPDATE', list(org_ids)
+        )
+        return {row["org_id"]: _account(row) for row in rows}
+
+    async def write(self, connection: asyncpg.Connection, entries: list[Entry], accounts: dict[str, Account]) -> None:
+        charges = [charge for entry in entries for charge in entry.charges]
+        mismatches = [mismatch for entry in entries for mismatch in entry.mismatches]
+        if charges:
+            await connection.copy_records_to_table(
+                "charges", schema_name=self.schema, columns=CHARGE_COLUMNS, records=[_row(c) for c in charges]
+            )
+        if mismatches:
+            await self._record_mismatches(connection, mismatches)
+        touched = {entry.account.org_id for entry in entries if entry.account is not None}
+        if touched:
+            await connection.executemany(
+                f"""INSERT INTO "{self.schema}".accounts AS a VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    ON CONFLICT (org_id) DO UPDATE SET plan = $2, billing_anchor = $3, unit_price_cents = $4,
+                    seats_purchased = $5, renewed_through = $6, next_period_start = $7, last_seat_event_id = $8""",
+                [_account_row(accounts[org_id]) for org_id in sorted(touched)],
+            )
+
+    async def _record_mismatches(self, connection: asyncpg.Connection, mismatches: list[Mismatch]) -> None:
+        for mismatch in mismatches:
+            log.warning("charge differs from the pricing rule", **vars(mismatch))
+        await connection.executemany(
+            f'INSERT INTO "{self.schema}".mismatches VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING',
+            [(m.event_id, m.org_id, m.recorded_cents, m.expected_cents, m.reason) for m in mismatches],
+        )
+
+
+def _row(charge: Charge) -> tuple:
+    return tuple(getattr(charge, column) for column in CHARGE_COLUMNS)
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(
+        org_id=row["org_id"],
+        plan=row["plan"],
+        billing_anchor=row["billing_anchor"],
+        unit_price_cents=row["unit_price_cents"],
+        seats_purchased=row["seats_purchased"],
+        renewed_through=row["renewed_through"],
+        last_seat_event_id=row["last_seat_event_id"],
+    )
+
+
+def _account_row(account: Account) -> tuple:
+    return (
+        account.org_id,
+        account.plan,
+        account.billing_anchor,
+        account.unit_price_cents,
+        account.seats_purchased,
+        account.renewed_through,
+        account.next_period_start,
+        account.last_seat_event_id,
+    )

@@ -1,0 +1,128 @@
+"""Rebuilding a projection from the first message of the stream, while the live one keeps answering.
+
+The events are replayed into a shadow schema; then, with the live consumer paused, the shadow
+catches up with the stream's end and takes the live schema's name in one transaction. The live
+consumer resumes on the rebuilt positions and skips what the rebuild already applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+import nats.errors
+import structlog
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from . import subjects
+from .consumer import Projection, apply_in_order, prepare
+from .contract.events import decode_envelope
+
+log = structlog.get_logger()
+
+REPLAY_BATCH = 2000
+Finish = Callable[[asyncpg.Connection, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    events: int
+    undecodable: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.events / self.seconds if self.seconds else 0.0
+        return {"events": self.events, "undecodable": self.undecodable, "seconds": round(self.seconds, 3), "events_per_second": round(rate, 1)}
+
+
+async def rebuild(
+    js: Any,
+    pool: asyncpg.Pool,
+    shadow: Projection,
+    live_schema: str,
+    pause_live: Callable[[], AbstractAsyncContextManager[None]],
+    finish: Finish | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RebuildReport:
+    started = time.perf_counter()
+    async with pool.acquire() as connection:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{shadow.schema}" CASCADE')
+        await prepare(connection, shadow)
+    replay = Replay(js, pool, shadow, on_progress)
+    await replay.start()
+    try:
+        await replay.until(await _last_sequence(js))
+        async with pause_live():
+            await replay.until(await _last_sequence(js))
+            async with pool.acquire() as connection, connection.transaction():
+                if finish is not None:
+                    await finish(connection, shadow)
+                await _swap(connection, shadow.schema, live_schema)
+    finally:
+        await replay.stop()
+    report = RebuildReport(replay.events, replay.undecodable, time.perf_counter() - started)
+    log.info("rebuilt", schema=live_schema, **report.as_dict())
+    return report
+
+
+class Replay:
+    """Every message of the stream, in order, through an ephemeral consumer without acks."""
+
+    def __init__(self, js: Any, pool: asyncpg.Pool, projection: Projection, on_progress: Callable[[int], None] | None) -> None:
+        self.js = js
+        self.pool = pool
+        self.projection = projection
+        self.on_progress = on_progress
+        self.events = 0
+        self.undecodable = 0
+        self.position = 0
+        self._subscription: Any = None
+
+    async def start(self) -> None:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0, max_ack_pending=-1
+        )
+        self._subscription = await self.js.pull_subscribe(subjects.EVENTS_WILDCARD, stream=subjects.STREAM, config=config)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+
+    async def until(self, last_sequence: int) -> None:
+        while self.position < last_sequence:
+            try:
+                messages = await self._subscription.fetch(REPLAY_BATCH, timeout=2.0)
+            except nats.errors.TimeoutError:
+                continue
+            await self._apply(messages)
+
+    async def _apply(self, messages: list[Any]) -> None:
+        events = []
+        for message in messages:
+            try:
+                events.append(decode_envelope(message.data))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.undecodable += 1
+        async with self.pool.acquire() as connection, connection.transaction():
+            await apply_in_order(connection, self.projection, events)
+        self.events += len(events)
+        self.position = messages[-1].metadata.sequence.stream
+        if self.on_progress is not None:
+            self.on_progress(self.events)
+
+
+async def _last_sequence(js: Any) -> int:
+    return (await js.stream_info(subjects.STREAM)).state.last_seq
+
+
+async def _swap(connection: asyncpg.Connection, shadow_schema: str, live_schema: str) -> None:
+    retired = f"{live_schema}_retired"
+    await connection.execute(f'DROP SCHEMA IF EXISTS "{retired}" CASCADE')
+    await connection.execute(f'ALTER SCHEMA "{live_schema}" RENAME TO "{retired}"')
+    await connection.execute(f'ALTER SCHEMA "{shadow_schema}" RENAME TO "{live_schema}"')
+    await connection.execute(f'DROP SCHEMA "{retired}" CASCADE')
