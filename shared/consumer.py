@@ -105,12 +105,14 @@ class ProjectionConsumer:
             subjects.EVENTS_WILDCARD, durable=self.settings.durable, stream=subjects.STREAM, config=config
         )
 
-    async def run(self) -> None:
-        """Consumes until cancelled."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consumes until `stop` is set (within a second: the fetch timeout).
+
+        Not by cancelling: nats-py turns a cancellation inside `fetch` into a timeout."""
         async with self.pool.acquire() as connection:
             await prepare(connection, self.projection)
         subscription = await self.subscribe()
-        while True:
+        while not stop.is_set():
             async with self._turn:
                 await self._take_a_turn(subscription)
 

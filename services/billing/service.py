@@ -43,16 +43,17 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     )
     responder = Responder(nc)
     await BillingEndpoints(BillingReadModel(pool, LIVE_SCHEMA), consumer, renewals, clock).subscribe(responder)
-    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(renewals.run())]
+    consuming = asyncio.create_task(consumer.run(stopping))
+    renewing = asyncio.create_task(renewals.run())
     structlog.get_logger().info("billing ready")
     try:
         await stopping.wait()
     finally:
         await responder.stop()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await nc.drain()
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await consuming
+        await nc.flush(timeout=2)  # acks out; no drain: an idle pull subscription never drains
+        await nc.close()
         await pool.close()

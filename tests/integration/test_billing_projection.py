@@ -58,10 +58,11 @@ async def billing(clean_nats, database_url):
     service = Billing(nc.jetstream(), pool, FixedClock(datetime(2024, 1, 31, 10, tzinfo=UTC)))
     async with pool.acquire() as connection:
         await prepare(connection, service.projection)
-    task = asyncio.create_task(service.consumer.run())
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.consumer.run(stop))
     yield service
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    stop.set()
+    await task
     await pool.close()
     await nc.close()
 

@@ -77,3 +77,14 @@ async def test_billing_killed_between_commit_and_ack_charges_once(billing, nc):
     await asyncio.sleep(1.0)
     charges = (await client.query("billing", "charges", org_id=org_id))["result"]["charges"]
     assert sorted(c["event_id"] for c in charges) == sorted(r["events"][0] for r in replies)
+
+
+async def test_billing_stops_cleanly_and_promptly_on_sigterm(billing, nc):
+    client = Client(nc)
+    org_id = await new_org(client)
+    await client.command("add_seats", org_id=org_id, actor=OWNER, quantity=1, accept_charge_cents=5000)
+    assert await charges_of(client, org_id, 1)
+    started = time.monotonic()
+    billing.stop()
+    assert billing.popen.returncode == 0, billing.output()
+    assert time.monotonic() - started < 5

@@ -67,10 +67,11 @@ async def stack(clean_nats, database_url):
     consumer = ProjectionConsumer(nc.jetstream(), pool, AppliedLog(), settings)
     async with pool.acquire() as connection:
         await prepare(connection, consumer.projection)
-    task = asyncio.create_task(consumer.run())
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
     yield nc.jetstream(), pool, consumer
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    stop.set()
+    await task
     await pool.close()
     await nc.close()
 
