@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import nats
@@ -42,3 +43,36 @@ async def jetstream_publish_rate(nats_url: str, messages: int = 50_000) -> Figur
     finally:
         await nc.close()
     return Figure("baseline: JetStream async publish, file, R1", messages / elapsed, "msgs/s")
+
+
+async def asyncpg_batched_insert_rate(database_url: str, rows: int = 100_000, batch: int = 1000) -> list[Figure]:
+    """Small rows in batches of `batch`, one transaction per batch: by COPY, then by executemany."""
+    anchor = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    records = [(f"org_{i % 1000:04d}", "seat_proration", 1, 1000, anchor + timedelta(milliseconds=i)) for i in range(rows)]
+    columns = ("org_id", "kind", "quantity", "amount_cents", "occurred_at")
+    connection = await asyncpg.connect(database_url)
+    figures = []
+    try:
+        for method in ("copy_records_to_table", "executemany"):
+            await connection.execute(
+                "DROP TABLE IF EXISTS bench_rows; CREATE TABLE bench_rows (id bigserial PRIMARY KEY, org_id text NOT NULL, "
+                "kind text NOT NULL, quantity integer NOT NULL, amount_cents bigint NOT NULL, occurred_at timestamptz NOT NULL)"
+            )
+            started = time.perf_counter()
+            for offset in range(0, rows, batch):
+                chunk = records[offset : offset + batch]
+                async with connection.transaction():
+                    if method == "executemany":
+                        await connection.executemany(
+                            "INSERT INTO bench_rows (org_id, kind, quantity, amount_cents, occurred_at) VALUES ($1, $2, $3, $4, $5)",
+                            chunk,
+                        )
+                    else:
+                        await connection.copy_records_to_table("bench_rows", columns=columns, records=chunk)
+            elapsed = time.perf_counter() - started
+            label = "COPY" if method == "copy_records_to_table" else method
+            figures.append(Figure(f"baseline: asyncpg {label}, {batch}-row txns, 1 conn", rows / elapsed, "rows/s", f"({rows:,} rows)"))
+        await connection.execute("DROP TABLE bench_rows")
+    finally:
+        await connection.close()
+    return figures
