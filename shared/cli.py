@@ -3,6 +3,7 @@
   teamctl cmd create_organization '{"name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "me@acme.io"}}'
   teamctl query membership seat_quote '{"org_id": "..."}'
   teamctl events --org ORG_ID
+  teamctl replay billing
   teamctl health
 """
 
@@ -69,6 +70,15 @@ async def _events(client: Client, args: argparse.Namespace) -> int:
         await sub.unsubscribe()
 
 
+async def _replay(client: Client, args: argparse.Namespace) -> int:
+    """Rebuilds a service's projection from the stream; the service keeps answering meanwhile."""
+    sys.stdout.write(f"replaying the stream into {args.service}; this may take a while...\n")
+    client.timeout = args.timeout
+    reply = await client.request(f"{args.service}.admin.rebuild", {})
+    _print(reply)
+    return 0 if reply.get("ok") else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teamctl", description="Operate the team-membership stack over NATS.")
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
@@ -89,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--org", help="only this organization's events")
     events.add_argument("--follow", action="store_true", help="keep printing new events")
     events.set_defaults(run=_events)
+
+    replay = commands.add_parser("replay", help="rebuild a service's projection from the first event")
+    replay.add_argument("service", choices=["billing"])
+    replay.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the rebuild")
+    replay.set_defaults(run=_replay)
 
     health = commands.add_parser("health", help="ask every service for its health")
     health.set_defaults(run=_health)

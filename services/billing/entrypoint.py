@@ -44,7 +44,7 @@ class BillingEndpoints:
         return {"invoices": await self.read_model.invoices(query.org_id, self.clock.now())}
 
     async def projection_status(self, _: q.Health) -> Any:
-        return self.consumer.lag.summary()
+        return {**self.consumer.lag.summary(), "pricing_mismatches": await self.read_model.mismatch_count()}
 
     async def healthy(self, _: q.Health) -> Any:
         return health("billing")

@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 
 from shared.contract.events import Envelope
+from shared.migrations import migrate
 
 from .ledger import Account, Charge, Entry, Mismatch, record, renewals_until
 
@@ -30,48 +31,52 @@ CHARGE_COLUMNS = (
 
 log = structlog.get_logger()
 
+MIGRATIONS = [
+    (
+        1,
+        """
+        CREATE TABLE {schema}.accounts (
+            org_id text PRIMARY KEY,
+            plan text NOT NULL,
+            billing_anchor timestamptz NOT NULL,
+            unit_price_cents integer NOT NULL,
+            seats_purchased integer NOT NULL,
+            renewed_through timestamptz NOT NULL,
+            next_period_start timestamptz NOT NULL,
+            last_seat_event_id text
+        );
+        CREATE INDEX accounts_due ON {schema}.accounts (next_period_start);
+        CREATE TABLE {schema}.charges (
+            charge_id text PRIMARY KEY,
+            org_id text NOT NULL,
+            kind text NOT NULL CHECK (kind IN ('seat_proration', 'seat_credit', 'seat_renewal')),
+            quantity integer NOT NULL,
+            unit_price_cents integer NOT NULL,
+            amount_cents bigint NOT NULL,
+            billing_period_start timestamptz NOT NULL,
+            billing_period_end timestamptz NOT NULL,
+            occurred_at timestamptz NOT NULL,
+            event_id text
+        );
+        CREATE INDEX charges_by_org ON {schema}.charges (org_id, occurred_at, charge_id);
+        CREATE TABLE {schema}.mismatches (
+            event_id text PRIMARY KEY,
+            org_id text NOT NULL,
+            recorded_cents bigint NOT NULL,
+            expected_cents bigint NOT NULL,
+            reason text NOT NULL
+        );
+        """,
+    ),
+]
+
 
 class BillingProjection:
     def __init__(self, schema: str = LIVE_SCHEMA) -> None:
         self.schema = schema
 
     async def create_tables(self, connection: asyncpg.Connection) -> None:
-        s = self.schema
-        await connection.execute(
-            f"""
-            CREATE TABLE IF NOT EXISTS "{s}".accounts (
-                org_id text PRIMARY KEY,
-                plan text NOT NULL,
-                billing_anchor timestamptz NOT NULL,
-                unit_price_cents integer NOT NULL,
-                seats_purchased integer NOT NULL,
-                renewed_through timestamptz NOT NULL,
-                next_period_start timestamptz NOT NULL,
-                last_seat_event_id text
-            );
-            CREATE INDEX IF NOT EXISTS accounts_due ON "{s}".accounts (next_period_start);
-            CREATE TABLE IF NOT EXISTS "{s}".charges (
-                charge_id text PRIMARY KEY,
-                org_id text NOT NULL,
-                kind text NOT NULL CHECK (kind IN ('seat_proration', 'seat_credit', 'seat_renewal')),
-                quantity integer NOT NULL,
-                unit_price_cents integer NOT NULL,
-                amount_cents bigint NOT NULL,
-                billing_period_start timestamptz NOT NULL,
-                billing_period_end timestamptz NOT NULL,
-                occurred_at timestamptz NOT NULL,
-                event_id text
-            );
-            CREATE INDEX IF NOT EXISTS charges_by_org ON "{s}".charges (org_id, occurred_at, charge_id);
-            CREATE TABLE IF NOT EXISTS "{s}".mismatches (
-                event_id text PRIMARY KEY,
-                org_id text NOT NULL,
-                recorded_cents bigint NOT NULL,
-                expected_cents bigint NOT NULL,
-                reason text NOT NULL
-            );
-            """
-        )
+        await migrate(connection, self.schema, MIGRATIONS)
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
         accounts = await self.accounts(connection, {event.org_id for event in events})

@@ -45,6 +45,10 @@ class BillingReadModel:
         del invoice["status"]
         return invoice
 
+    async def mismatch_count(self) -> int:
+        async with self.pool.acquire() as connection:
+            return await connection.fetchval(f'SELECT count(*) FROM "{self.schema}".mismatches')
+
     async def _require_account(self, connection: asyncpg.Connection, org_id: str) -> asyncpg.Record:
         account = await connection.fetchrow(f'SELECT * FROM "{self.schema}".accounts WHERE org_id = $1', org_id)
         if account is None:
