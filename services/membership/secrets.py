@@ -1,4 +1,4 @@
-"""Invitation tokens and API key secrets, derived with HMAC from the server secret.
+"""API key secrets (and, through shared.invitations, invitation tokens), derived with HMAC from the server secret.
 
 Neither is stored: a token is recomputed to check it, a key secret is kept only as its
 SHA-256 hash. Derivation makes a repeated `create_api_key` reply carry the same secret.
@@ -11,6 +11,8 @@ import hashlib
 import hmac
 from datetime import datetime
 
+from shared import invitations
+
 from .domain.organization import NewApiKey
 
 KEY_SCHEME = "tmk"
@@ -18,6 +20,7 @@ KEY_SCHEME = "tmk"
 
 class Secrets:
     def __init__(self, server_secret: str) -> None:
+        self._server_secret = server_secret
         self._key = server_secret.encode()
 
     def _mac(self, *parts: str) -> str:
@@ -25,10 +28,10 @@ class Secrets:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def invitation_token(self, invitation_id: str, expires_at: datetime) -> str:
-        return self._mac("invitation", invitation_id, expires_at.isoformat())
+        return invitations.invitation_token(self._server_secret, invitation_id, expires_at)
 
     def token_matches(self, token: str, invitation_id: str, expires_at: datetime) -> bool:
-        return hmac.compare_digest(token.encode(), self.invitation_token(invitation_id, expires_at).encode())
+        return invitations.token_matches(self._server_secret, token, invitation_id, expires_at)
 
     def api_key_secret(self, org_id: str, key_id: str) -> str:
         return f"{KEY_SCHEME}_{org_id}.{key_id}.{self._mac('api-key', org_id, key_id)}"
