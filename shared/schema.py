@@ -27,6 +27,8 @@ _QUERIES: dict[str, type] = {
     "billing.query.invoices": queries.InvoicesQuery,
     "audit.query.search": queries.AuditSearch,
     "audit.query.verify": queries.AuditVerify,
+    "audit.query.get_event": queries.AuditGetEvent,
+    "audit.query.export": queries.AuditExport,
     "notifier.query.deliveries": queries.DeliveriesQuery,
     "<service>.query.health": queries.Health,
 }

@@ -72,6 +72,17 @@ class AuditVerify(OrgQuery, frozen=True, kw_only=True):
     pass
 
 
+class AuditGetEvent(Query, frozen=True, kw_only=True):
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class AuditExport(OrgQuery, frozen=True, kw_only=True):
+    from_: UtcTime | None = msgspec.field(default=None, name="from")
+    to: UtcTime | None = None
+    format: Literal["ndjson", "csv"] = "ndjson"
+    cursor: Cursor | None = None
+
+
 class DeliveriesQuery(OrgQuery, frozen=True, kw_only=True):
     pass
 

@@ -1,0 +1,185 @@
+"""What auditors ask: search, verify the chain, fetch the raw event, export a time range."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.contract import queries as q
+from shared.errors import Refused
+
+from .entries import GENESIS_HASH, chain_hash, rfc3339
+from .projection import ENTRY_COLUMNS, JSON_COLUMNS
+
+EXPORT_CHUNK_ENTRIES = 2000
+EXPORT_CHUNK_BYTES = 700_000  # a reply stays under NATS's default 1 MB payload
+
+
+class NotFound(Refused):
+    code = "not_found"
+
+
+class BadCursor(Refused):
+    code = "validation_error"
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        kind, _, seq = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind == "seq" and seq.isdigit():
+            return int(seq)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise BadCursor("cursor is not one this service gave out")
+
+
+def entry_of(row: asyncpg.Record) -> dict[str, Any]:
+    entry = dict(row)
+    entry["occurred_at"] = rfc3339(row["occurred_at"])
+    for column in JSON_COLUMNS:
+        entry[column] = json.loads(row[column])
+    return entry
+
+
+class AuditReadModel:
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+
+    async def search(self, query: q.AuditSearch) -> dict[str, Any]:
+        rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), query.limit, query)
+        entries = [entry_of(row) for row in rows]
+        next_cursor = encode_cursor(entries[-1]["seq"]) if len(entries) == query.limit else None
+        return {"entries": entries, "next_cursor": next_cursor}
+
+    async def export(self, query: q.AuditExport) -> dict[str, Any]:
+        rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), EXPORT_CHUNK_ENTRIES)
+        lines, size = [], 0
+        for row in rows:
+            entry = entry_of(row)
+            line = json.dumps(entry, ensure_ascii=False) if query.format == "ndjson" else _csv_line(entry)
+            lines.append((entry["seq"], line))
+            size += len(line)
+            if size >= EXPORT_CHUNK_BYTES:
+                break
+        full = len(lines) == EXPORT_CHUNK_ENTRIES or size >= EXPORT_CHUNK_BYTES
+        header = _csv_header() if query.format == "csv" and not query.cursor else ""
+        return {
+            "format": query.format,
+            "entries": len(lines),
+            "data": header + "".join(line if query.format == "csv" else line + "\n" for _, line in lines),
+            "next_cursor": encode_cursor(lines[-1][0]) if lines and full else None,
+        }
+
+    async def _page(
+        self, org_id: str, start: datetime | None, end: datetime | None, after_seq: int, limit: int, filters: Any = None
+    ) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as connection:
+            if start is not None:
+                first = await connection.fetchval(
+                    f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at >= $2 '
+                    "ORDER BY occurred_at, seq LIMIT 1",
+                    org_id,
+                    start,
+                )
+                if first is None:
+                    return []
+                after_seq = max(after_seq, first - 1)
+            conditions, args = ["org_id = $1", "seq > $2"], [org_id, after_seq]
+
+            def where(sql: str, value: Any) -> None:
+                args.append(value)
+                conditions.append(sql.format(f"${len(args)}"))
+
+            if end is not None:
+                where("occurred_at < {}", end)
+            if filters is not None and filters.action:
+                if filters.action.endswith(".*"):
+                    where("action LIKE {}", filters.action[:-1].replace("%", r"\%").replace("_", r"\_") + "%")
+                else:
+                    where("action = {}", filters.action)
+            if filters is not None and filters.actor_id:
+                where("actor->>'id' = {}", filters.actor_id)
+            if filters is not None and filters.target_id:
+                where("targets @> {}::jsonb", json.dumps([{"id": filters.target_id}]))
+            args.append(limit)
+            return await connection.fetch(
+                f'SELECT {", ".join(ENTRY_COLUMNS)} FROM "{self.schema}".entries WHERE {" AND ".join(conditions)} '
+                f"ORDER BY seq LIMIT ${len(args)}",
+                *args,
+            )
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        async with self.pool.acquire() as connection:
+            body = await connection.fetchval(f'SELECT body FROM "{self.schema}".raw_events WHERE event_id = $1', event_id)
+        if body is None:
+            raise NotFound(f"no event {event_id} in the audit log")
+        return json.loads(body)
+
+    async def verify(self, org_id: str) -> dict[str, Any]:
+        """Walks the chain from the last checkpoint (or the start); names the first bad `seq`."""
+        async with self.pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+            chain = await connection.fetchrow(f'SELECT * FROM "{self.schema}".chains WHERE org_id = $1', org_id)
+            if chain is None:
+                raise NotFound(f"no audit log for organization {org_id}")
+            checkpoint = await connection.fetchrow(f'SELECT * FROM "{self.schema}".checkpoints WHERE org_id = $1', org_id)
+            expected_seq = (checkpoint["seq"] if checkpoint else 0) + 1
+            prev_hash = checkpoint["hash"] if checkpoint else GENESIS_HASH
+            checked = 0
+            cursor = connection.cursor(
+                f'SELECT {", ".join(ENTRY_COLUMNS)} FROM "{self.schema}".entries WHERE org_id = $1 ORDER BY seq',
+                org_id,
+                prefetch=5000,
+            )
+            async for row in cursor:
+                entry = entry_of(row)
+                problem = _problem(entry, expected_seq, prev_hash)
+                if problem:
+                    return _broken(checked, prev_hash, expected_seq if problem == MISSING else entry["seq"], problem)
+                prev_hash, expected_seq, checked = entry["hash"], expected_seq + 1, checked + 1
+            if (chain["last_seq"], chain["last_hash"]) != (expected_seq - 1, prev_hash):
+                return _broken(checked, prev_hash, expected_seq, "entries are missing at the end of the chain")
+        return {"ok": True, "entries_checked": checked, "head_hash": prev_hash}
+
+
+MISSING = "an entry is missing: the sequence skips it"
+
+
+def _problem(entry: dict[str, Any], expected_seq: int, prev_hash: str) -> str | None:
+    if entry["seq"] != expected_seq:
+        return MISSING
+    if entry["prev_hash"] != prev_hash:
+        return "prev_hash does not continue the chain"
+    if chain_hash(prev_hash, entry) != entry["hash"]:
+        return "hash does not match the entry's content"
+    return None
+
+
+def _broken(checked: int, head: str, seq: int, reason: str) -> dict[str, Any]:
+    return {"ok": False, "entries_checked": checked, "head_hash": head, "first_bad_seq": seq, "reason": reason}
+
+
+def _csv_header() -> str:
+    return _csv_row(ENTRY_COLUMNS)
+
+
+def _csv_line(entry: dict[str, Any]) -> str:
+    return _csv_row(json.dumps(entry[c], ensure_ascii=False, sort_keys=True) if c in JSON_COLUMNS else entry[c] for c in ENTRY_COLUMNS)
+
+
+def _csv_row(values: Any) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(values)
+    return out.getvalue()
