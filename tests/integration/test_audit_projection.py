@@ -106,8 +106,8 @@ async def test_each_event_is_one_entry_whose_hash_anyone_can_recompute(audit):
         prev = entry["hash"]
     assert await audit.read_model.verify("acme") == {"ok": True, "entries_checked": len(entries), "head_hash": prev}
     raw = await audit.read_model.get_event(history.events[5]["event_id"])
-    assert (raw["event_id"], raw["event_type"], raw["sequence"]) == (history.events[5]["event_id"], "SeatAdded", 6)
-    assert raw["data"]["quantity"] == 1
+    assert (raw["event_id"], raw["event_type"], raw["sequence"]) == (history.events[5]["event_id"], "MemberInvited", 6)
+    assert raw["data"]["email"] == history.events[5]["data"]["email"]
 
 
 async def test_the_database_refuses_to_change_or_delete_an_entry(audit):
