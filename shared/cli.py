@@ -4,6 +4,8 @@
   teamctl query membership seat_quote '{"org_id": "..."}'
   teamctl events --org ORG_ID
   teamctl replay billing
+  teamctl audit verify --org ORG_ID
+  teamctl audit export --org ORG_ID --from 2026-01-01T00:00:00Z --format csv --output audit.csv
   teamctl health
 """
 
@@ -79,6 +81,37 @@ async def _replay(client: Client, args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
+async def _audit_verify(client: Client, args: argparse.Namespace) -> int:
+    reply = await client.query("audit", "verify", org_id=args.org)
+    _print(reply)
+    return 0 if reply.get("ok") and reply["result"]["ok"] else 1
+
+
+async def _audit_export(client: Client, args: argparse.Namespace) -> int:
+    """Fetches the export chunk by chunk, with a running count on stderr."""
+    window = {key: value for key, value in (("from", args.start), ("to", args.end)) if value}
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    exported, cursor = 0, None
+    try:
+        while True:
+            body = {"org_id": args.org, "format": args.format, **window, **({"cursor": cursor} if cursor else {})}
+            reply = await client.request(subjects.query("audit", "export"), body)
+            if not reply.get("ok"):
+                _print(reply)
+                return 1
+            out.write(reply["result"]["data"])
+            exported += reply["result"]["entries"]
+            sys.stderr.write(f"\rexported {exported:,} entries")
+            cursor = reply["result"]["next_cursor"]
+            if cursor is None:
+                break
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    sys.stderr.write("\n")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teamctl", description="Operate the team-membership stack over NATS.")
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
@@ -101,9 +134,22 @@ def _parser() -> argparse.ArgumentParser:
     events.set_defaults(run=_events)
 
     replay = commands.add_parser("replay", help="rebuild a service's projection from the first event")
-    replay.add_argument("service", choices=["billing"])
+    replay.add_argument("service", choices=["billing", "audit"])
     replay.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the rebuild")
     replay.set_defaults(run=_replay)
+
+    audit = commands.add_parser("audit", help="for auditors: verify the chain, export a time range")
+    audit_actions = audit.add_subparsers(dest="audit_action", required=True)
+    verify = audit_actions.add_parser("verify", help="recompute an organization's hash chain")
+    verify.add_argument("--org", required=True)
+    verify.set_defaults(run=_audit_verify)
+    export = audit_actions.add_parser("export", help="an organization's entries as NDJSON or CSV")
+    export.add_argument("--org", required=True)
+    export.add_argument("--from", dest="start", help="RFC 3339 time, inclusive")
+    export.add_argument("--to", dest="end", help="RFC 3339 time, exclusive")
+    export.add_argument("--format", choices=["ndjson", "csv"], default="ndjson")
+    export.add_argument("--output", help="a file (default: standard output)")
+    export.set_defaults(run=_audit_export)
 
     health = commands.add_parser("health", help="ask every service for its health")
     health.set_defaults(run=_health)

@@ -12,3 +12,7 @@ class Refused(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+class Conflict(Refused):
+    code = "conflict"

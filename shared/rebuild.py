@@ -7,6 +7,7 @@ consumer resumes on the rebuilt positions and skips what the rebuild already app
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -22,6 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from . import subjects
 from .consumer import Projection, apply_in_order, prepare
 from .contract.events import decode_envelope
+from .errors import Conflict
 
 log = structlog.get_logger()
 
@@ -68,6 +70,26 @@ async def rebuild(
     report = RebuildReport(replay.events, replay.undecodable, time.perf_counter() - started)
     log.info("rebuilt", schema=live_schema, **report.as_dict())
     return report
+
+
+class Rebuilder:
+    """A service's rebuild request: one at a time, the live consumer paused only for the swap."""
+
+    def __init__(self, consumer: Any, make_shadow: Callable[[], Projection], live_schema: str, finish: Finish | None = None) -> None:
+        self.consumer = consumer
+        self.make_shadow = make_shadow
+        self.live_schema = live_schema
+        self.finish = finish
+        self._running = asyncio.Lock()
+
+    async def __call__(self, _: Any = None) -> dict[str, Any]:
+        if self._running.locked():
+            raise Conflict("a rebuild is already running")
+        async with self._running:
+            report = await rebuild(
+                self.consumer.js, self.consumer.pool, self.make_shadow(), self.live_schema, self.consumer.paused, self.finish
+            )
+        return report.as_dict()
 
 
 class Replay:

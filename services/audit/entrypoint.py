@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from shared import subjects
 from shared.clock import Clock
 from shared.contract import queries as q
-from shared.errors import Refused
-from shared.rebuild import rebuild
+from shared.rebuild import Rebuilder
 from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
@@ -22,16 +20,12 @@ QUEUE_GROUP = "audit"
 SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
 
 
-class RebuildRunning(Refused):
-    code = "conflict"
-
-
 class AuditEndpoints:
     def __init__(self, read_model: AuditReadModel, consumer: Any, clock: Clock) -> None:
         self.read_model = read_model
         self.consumer = consumer
         self.clock = clock
-        self._rebuilding = asyncio.Lock()
+        self.rebuild = Rebuilder(consumer, lambda: AuditProjection(SHADOW_SCHEMA), LIVE_SCHEMA, self._apply_retention)
 
     async def search(self, query: q.AuditSearch) -> Any:
         return await self.read_model.search(query)
@@ -55,18 +49,8 @@ class AuditEndpoints:
         async with self.consumer.pool.acquire() as connection:
             return {"entries_removed": await purge(connection, LIVE_SCHEMA, self.clock.now())}
 
-    async def rebuild(self, _: q.Health) -> Any:
-        if self._rebuilding.locked():
-            raise RebuildRunning("a rebuild is already running")
-
-        async def apply_retention(connection: Any, shadow: AuditProjection) -> None:
-            await purge(connection, shadow.schema, self.clock.now())
-
-        async with self._rebuilding:
-            report = await rebuild(
-                self.consumer.js, self.consumer.pool, AuditProjection(SHADOW_SCHEMA), LIVE_SCHEMA, self.consumer.paused, apply_retention
-            )
-        return report.as_dict()
+    async def _apply_retention(self, connection: Any, shadow: AuditProjection) -> None:
+        await purge(connection, shadow.schema, self.clock.now())
 
     async def subscribe(self, responder: Responder) -> None:
         handlers = {

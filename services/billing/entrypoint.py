@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from shared import subjects
 from shared.clock import Clock
 from shared.contract import queries as q
-from shared.errors import Refused
-from shared.rebuild import rebuild
+from shared.rebuild import Rebuilder
 from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
@@ -22,17 +20,13 @@ QUEUE_GROUP = "billing"
 SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
 
 
-class RebuildRunning(Refused):
-    code = "conflict"
-
-
 class BillingEndpoints:
     def __init__(self, read_model: BillingReadModel, consumer: Any, renewals: RenewalScheduler, clock: Clock) -> None:
         self.read_model = read_model
         self.consumer = consumer
         self.renewals = renewals
         self.clock = clock
-        self._rebuilding = asyncio.Lock()
+        self.rebuild = Rebuilder(consumer, lambda: BillingProjection(SHADOW_SCHEMA), LIVE_SCHEMA, renewals.renew_in)
 
     async def charges(self, query: q.ChargesQuery) -> Any:
         return {"charges": await self.read_model.charges(query.org_id)}
@@ -48,20 +42,6 @@ class BillingEndpoints:
 
     async def healthy(self, _: q.Health) -> Any:
         return health("billing")
-
-    async def rebuild(self, _: q.Health) -> Any:
-        if self._rebuilding.locked():
-            raise RebuildRunning("a rebuild is already running")
-        async with self._rebuilding:
-            report = await rebuild(
-                self.consumer.js,
-                self.consumer.pool,
-                BillingProjection(SHADOW_SCHEMA),
-                LIVE_SCHEMA,
-                self.consumer.paused,
-                finish=self.renewals.renew_in,
-            )
-        return report.as_dict()
 
     async def renew(self, _: q.Health) -> Any:
         return {"renewals_charged": await self.renewals.tick()}

@@ -55,3 +55,9 @@ async def nc(clean_nats: str) -> AsyncIterator[nats.NATS]:
 def billing(service_env: dict[str, str], tmp_path: Path, membership: ServiceProcess) -> Iterator[ServiceProcess]:
     with running_service("billing", service_env, tmp_path) as service:
         yield service
+
+
+@pytest.fixture
+def audit(service_env: dict[str, str], tmp_path: Path, membership: ServiceProcess) -> Iterator[ServiceProcess]:
+    with running_service("audit", service_env, tmp_path) as service:
+        yield service
