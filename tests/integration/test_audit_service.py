@@ -39,3 +39,7 @@ async def test_an_auditor_searches_verifies_and_exports_a_teams_history(audit, n
     assert [json.loads(line)["hash"] for line in target.read_text().splitlines()] == [e["hash"] for e in entries]
     raw = await client.query("audit", "get_event", event_id=invited["events"][0])
     assert raw["result"]["data"]["email"] == "dev@acme.io"
+    replayed = teamctl(clean_nats, "replay", "audit")
+    assert replayed.returncode == 0, replayed.stdout
+    after = await client.query("audit", "search", org_id=org_id)
+    assert after["result"]["entries"] == entries
