@@ -7,6 +7,9 @@
   teamctl audit verify --org ORG_ID
   teamctl audit export --org ORG_ID --from 2026-01-01T00:00:00Z --format csv --output audit.csv
   teamctl health
+  teamctl status
+  teamctl dlq list [--service billing]
+  teamctl dlq retry billing SEQUENCE
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import sys
 
 import msgspec
 import nats
+import nats.js.errors
 from nats.js.api import DeliverPolicy
 
 from . import subjects
 from .client import Client
+from .dead_letters import parked
 
 SERVICES = ("membership", "billing", "audit", "notifier")
+PROJECTIONS = ("billing", "audit", "notifier")
 
 
 def _print(document: object) -> None:
@@ -46,11 +52,7 @@ async def _query(client: Client, args: argparse.Namespace) -> int:
 async def _health(client: Client, _: argparse.Namespace) -> int:
     healthy = True
     for service in SERVICES:
-        try:
-            reply = await client.query(service, "health")
-            status = "ok" if reply.get("ok") else "failing"
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-            status = "not running"
+        status = await _health_of(client, service)
         healthy &= status == "ok" or status == "not running" and service != "membership"
         sys.stdout.write(f"{service:<12} {status}\n")
     return 0 if healthy else 1
@@ -73,10 +75,63 @@ async def _events(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _replay(client: Client, args: argparse.Namespace) -> int:
-    """Rebuilds a service's projection from the stream; the service keeps answering meanwhile."""
-    sys.stdout.write(f"replaying the stream into {args.service}; this may take a while...\n")
+    """Rebuilds a service's projection from the stream, with progress; the service keeps answering."""
     client.timeout = args.timeout
-    reply = await client.request(f"{args.service}.admin.rebuild", {})
+    rebuild = asyncio.create_task(client.request(f"{args.service}.admin.rebuild", {}))
+    while not rebuild.done():
+        await asyncio.wait([rebuild], timeout=0.5)
+        try:
+            status = (await client.query_subject(f"{args.service}.admin.rebuild_status"))["result"]
+            sys.stderr.write(f"\rreplaying into {args.service}: {status['events_replayed']:,} of {status['stream_messages']:,} messages")
+        except (nats.errors.TimeoutError, KeyError, TypeError):
+            pass
+    sys.stderr.write("\n")
+    reply = rebuild.result()
+    _print(reply)
+    return 0 if reply.get("ok") else 1
+
+
+async def _status(client: Client, _: argparse.Namespace) -> int:
+    """Each service's health, each consumer's position and lag, the dead letters."""
+    js = client.nc.jetstream()
+    try:
+        stream = (await js.stream_info(subjects.STREAM)).state
+        sys.stdout.write(f"stream {subjects.STREAM}: {stream.messages:,} events, last sequence {stream.last_seq:,}\n")
+    except nats.js.errors.NotFoundError:
+        sys.stdout.write(f"stream {subjects.STREAM}: not there yet\n")
+    letters = await parked(js)
+    sys.stdout.write(f"{'service':<12} {'health':<12} {'position':>10} {'behind':>8} {'unacked':>8} {'dead letters':>13}\n")
+    healthy = True
+    for service in SERVICES:
+        health = await _health_of(client, service)
+        healthy &= health in ("ok", "not running")
+        position = behind = unacked = "-"
+        if service != "membership":
+            try:
+                consumer = await js.consumer_info(subjects.STREAM, service)
+                position, behind, unacked = consumer.delivered.stream_seq, consumer.num_pending, consumer.num_ack_pending
+            except nats.js.errors.NotFoundError:
+                pass
+        dead = sum(1 for letter in letters if letter["service"] == service)
+        sys.stdout.write(f"{service:<12} {health:<12} {position!s:>10} {behind!s:>8} {unacked!s:>8} {dead:>13}\n")
+    return 0 if healthy else 1
+
+
+async def _health_of(client: Client, service: str) -> str:
+    try:
+        reply = await client.query(service, "health")
+        return "ok" if reply.get("ok") else "failing"
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return "not running"
+
+
+async def _dlq_list(client: Client, args: argparse.Namespace) -> int:
+    _print(await parked(client.nc.jetstream(), args.service))
+    return 0
+
+
+async def _dlq_retry(client: Client, args: argparse.Namespace) -> int:
+    reply = await client.request(f"{args.service}.admin.retry_dead_letter", {"sequence": args.sequence})
     _print(reply)
     return 0 if reply.get("ok") else 1
 
@@ -134,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     events.set_defaults(run=_events)
 
     replay = commands.add_parser("replay", help="rebuild a service's projection from the first event")
-    replay.add_argument("service", choices=["billing", "audit"])
+    replay.add_argument("service", choices=PROJECTIONS)
     replay.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the rebuild")
     replay.set_defaults(run=_replay)
 
@@ -150,6 +205,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["ndjson", "csv"], default="ndjson")
     export.add_argument("--output", help="a file (default: standard output)")
     export.set_defaults(run=_audit_export)
+
+    status = commands.add_parser("status", help="health, consumer positions and lag, dead letters")
+    status.set_defaults(run=_status)
+
+    dlq = commands.add_parser("dlq", help="dead letters: list them, or apply one again")
+    dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    dlq_list = dlq_actions.add_parser("list")
+    dlq_list.add_argument("--service", choices=PROJECTIONS)
+    dlq_list.set_defaults(run=_dlq_list)
+    dlq_retry = dlq_actions.add_parser("retry")
+    dlq_retry.add_argument("service", choices=PROJECTIONS)
+    dlq_retry.add_argument("sequence", type=int, help="the dead letter's sequence, from `dlq list`")
+    dlq_retry.set_defaults(run=_dlq_retry)
 
     health = commands.add_parser("health", help="ask every service for its health")
     health.set_defaults(run=_health)

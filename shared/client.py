@@ -35,5 +35,10 @@ class Client:
         body = {"command_id": f"cmd_{uuid.uuid4().hex}", "actor": SYSTEM_ACTOR, **fields}
         return await self.request(subjects.command(command_name), body)
 
+    async def query_subject(self, subject: str, timeout: float = 2.0) -> dict[str, Any]:
+        """A short request with an empty body, whatever the client's own timeout."""
+        reply = await self.nc.request(subject, b"{}", timeout=timeout)
+        return msgspec.json.decode(reply.data)
+
     async def query(self, service: str, query_name: str, /, **fields: Any) -> dict[str, Any]:
         return await self.request(subjects.query(service, query_name), fields)

@@ -119,7 +119,7 @@ class ProjectionConsumer:
     async def _take_a_turn(self, subscription: Any) -> None:
         try:
             messages = await subscription.fetch(self.settings.batch_size, timeout=1.0)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
             return
         try:
             await self.handle(messages)
@@ -232,19 +232,3 @@ async def save_positions(connection: asyncpg.Connection, schema: str, applied: l
             "ON CONFLICT (org_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
             list(last.items()),
         )
-
-
-async def dead_letters(js: Any, service: str, limit: int = 1000) -> list[dict[str, Any]]:
-    """The parked messages of one service, oldest first."""
-    info = await js.stream_info(subjects.DEAD_LETTER_STREAM)
-    parked = []
-    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            message = await js.get_msg(subjects.DEAD_LETTER_STREAM, sequence)
-        except nats.js.errors.NotFoundError:
-            continue
-        if message.subject == subjects.dead_letter(service):
-            parked.append({"sequence": sequence, "headers": dict(message.headers or {}), "data": message.data})
-        if len(parked) >= limit:
-            break
-    return parked

@@ -81,15 +81,31 @@ class Rebuilder:
         self.live_schema = live_schema
         self.finish = finish
         self._running = asyncio.Lock()
+        self.replayed = 0
+        self.target = 0
 
     async def __call__(self, _: Any = None) -> dict[str, Any]:
         if self._running.locked():
             raise Conflict("a rebuild is already running")
         async with self._running:
+            self.replayed, self.target = 0, await _last_sequence(self.consumer.js)
             report = await rebuild(
-                self.consumer.js, self.consumer.pool, self.make_shadow(), self.live_schema, self.consumer.paused, self.finish
+                self.consumer.js,
+                self.consumer.pool,
+                self.make_shadow(),
+                self.live_schema,
+                self.consumer.paused,
+                self.finish,
+                on_progress=self._progress,
             )
         return report.as_dict()
+
+    def _progress(self, replayed: int) -> None:
+        self.replayed = replayed
+
+    async def status(self, _: Any = None) -> dict[str, Any]:
+        """For a progress display: how far a running rebuild is."""
+        return {"running": self._running.locked(), "events_replayed": self.replayed, "stream_messages": self.target}
 
 
 class Replay:
@@ -119,7 +135,7 @@ class Replay:
         while self.position < last_sequence:
             try:
                 messages = await self._subscription.fetch(REPLAY_BATCH, timeout=2.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
                 continue
             await self._apply(messages)
 

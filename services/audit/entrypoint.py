@@ -7,6 +7,7 @@ from typing import Any
 from shared import subjects
 from shared.clock import Clock
 from shared.contract import queries as q
+from shared.dead_letters import DeadLetterDesk
 from shared.rebuild import Rebuilder
 from shared.requests import reply_handler
 from shared.responder import Responder
@@ -61,6 +62,8 @@ class AuditEndpoints:
             subjects.query("audit", "projection_status"): reply_handler(q.Health, self.projection_status),
             subjects.query("audit", "health"): reply_handler(q.Health, self.healthy),
             "audit.admin.rebuild": reply_handler(q.Health, self.rebuild),
+            "audit.admin.rebuild_status": reply_handler(q.Health, self.rebuild.status),
+            "audit.admin.retry_dead_letter": reply_handler(q.RetryDeadLetter, DeadLetterDesk(self.consumer).retry),
             "audit.admin.purge": reply_handler(q.Health, self.purge),
         }
         for subject, handler in handlers.items():

@@ -7,6 +7,7 @@ from typing import Any
 from shared import subjects
 from shared.clock import Clock
 from shared.contract import queries as q
+from shared.dead_letters import DeadLetterDesk
 from shared.rebuild import Rebuilder
 from shared.requests import reply_handler
 from shared.responder import Responder
@@ -54,6 +55,8 @@ class BillingEndpoints:
             subjects.query("billing", "projection_status"): reply_handler(q.Health, self.projection_status),
             subjects.query("billing", "health"): reply_handler(q.Health, self.healthy),
             "billing.admin.rebuild": reply_handler(q.Health, self.rebuild),
+            "billing.admin.rebuild_status": reply_handler(q.Health, self.rebuild.status),
+            "billing.admin.retry_dead_letter": reply_handler(q.RetryDeadLetter, DeadLetterDesk(self.consumer).retry),
             "billing.admin.renew": reply_handler(q.Health, self.renew),
         }
         for subject, handler in handlers.items():

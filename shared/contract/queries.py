@@ -87,6 +87,12 @@ class DeliveriesQuery(OrgQuery, frozen=True, kw_only=True):
     pass
 
 
+class RetryDeadLetter(Query, frozen=True, kw_only=True):
+    """`<service>.admin.retry_dead_letter`: apply a parked message again, by its dead-letter sequence."""
+
+    sequence: Annotated[int, msgspec.Meta(ge=1)]
+
+
 # Results
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
+
+import nats as nats_client
+
+from tests.integration.histories import OrgHistory, publish
 
 from tests.service_processes import REPO
 
@@ -58,6 +64,33 @@ def test_an_operator_replays_billing_and_gets_the_same_charges(billing, clean_na
             break
     replayed = teamctl(clean_nats, "replay", "billing")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    report = json.loads(replayed.stdout.split("\n", 1)[1])["result"]
+    report = json.loads(replayed.stdout)["result"]
+    assert "replaying into billing" in replayed.stderr
     assert report["events"] == 2
     assert charges() == before and len(before) == 1
+
+
+def test_an_operator_sees_status_and_dead_letters(billing, clean_nats):
+    async def park_a_poison_event() -> None:
+        nc = await nats_client.connect(clean_nats)
+        history = OrgHistory("broken-org", datetime(2026, 1, 1, tzinfo=timezone.utc))
+        poison = history.seats_added(1, datetime(2026, 1, 2, tzinfo=timezone.utc))
+        poison["data"] = {"quantity": "many"}
+        for event in history.events:
+            await publish(nc.jetstream(), event)
+        await nc.close()
+
+    asyncio.run(park_a_poison_event())
+    for _ in range(200):
+        listed = teamctl(clean_nats, "dlq", "list", "--service", "billing")
+        assert listed.returncode == 0, listed.stderr
+        letters = json.loads(listed.stdout)
+        if letters:
+            break
+    assert [letter["original_subject"] for letter in letters] == ["membership.events.broken-org.SeatAdded"]
+    status = teamctl(clean_nats, "status")
+    assert status.returncode == 0, status.stdout
+    billing_line = next(line for line in status.stdout.splitlines() if line.startswith("billing"))
+    assert billing_line.split()[1] == "ok" and billing_line.split()[-1] == "1"
+    still_broken = teamctl(clean_nats, "dlq", "retry", "billing", str(letters[0]["sequence"]))
+    assert still_broken.returncode == 1 and json.loads(still_broken.stdout)["error"]["code"] == "internal"

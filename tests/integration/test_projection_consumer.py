@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 
@@ -13,7 +14,8 @@ import pytest
 
 from shared import subjects
 from shared.bus import declare_streams
-from shared.consumer import ConsumerSettings, ProjectionConsumer, dead_letters, prepare
+from shared.consumer import ConsumerSettings, ProjectionConsumer, prepare
+from shared.dead_letters import parked as dead_letters
 
 POISON = "poison@example.com"
 
@@ -113,7 +115,7 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_still_apply(stac
     await publish(js, envelope("org-e", 1), body=b"not an envelope")
     assert await applied(pool, 2) == [("org-d", 1), ("org-d", 3)]
     parked = await dead_letters(js, "applied-log")
-    errors = sorted(p["headers"]["Dead-Letter-Error"].split(":")[0] for p in parked)
+    errors = sorted(p["error"].split(":")[0] for p in parked)
     assert len(parked) == 2 and errors[0].startswith("ValueError") and errors[1] == "undecodable envelope"
 
 
@@ -148,3 +150,23 @@ async def test_a_crash_between_commit_and_ack_applies_once(stack, monkeypatch):
     assert max(deliveries) >= 2  # it did come back
     state = await js.consumer_info(subjects.STREAM, "applied-log")
     assert state.num_ack_pending == 0
+
+
+async def test_an_operator_retries_a_dead_letter_once_its_cause_is_fixed(stack, monkeypatch):
+    from shared.contract.queries import RetryDeadLetter
+    from shared.dead_letters import DeadLetterDesk
+
+    js, pool, consumer = stack
+    await publish(js, envelope("org-g", 1, email=POISON))
+    await publish(js, envelope("org-g", 2))
+    assert await applied(pool, 1) == [("org-g", 2)]
+    for _ in range(100):
+        letters = await dead_letters(js, "applied-log")
+        if letters:
+            break
+        await asyncio.sleep(0.05)
+    monkeypatch.setattr(sys.modules[__name__], "POISON", "nobody@example.com")  # the bug is fixed
+    retried = await DeadLetterDesk(consumer).retry(RetryDeadLetter(sequence=letters[0]["sequence"]))
+    assert retried["retried"] == letters[0]["sequence"]
+    assert await applied(pool, 2) == [("org-g", 2), ("org-g", 1)]
+    assert await dead_letters(js, "applied-log") == []
