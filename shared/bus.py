@@ -44,8 +44,14 @@ async def ensure_stream(js: Any, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
+async def connect(nats_url: str, **options: Any) -> nats.NATS:
+    """`NATS_URL` may list several servers of a cluster, separated by commas; reconnects for ever."""
+    servers = [url.strip() for url in nats_url.split(",") if url.strip()]
+    return await nats.connect(servers=servers, max_reconnect_attempts=-1, **options)
+
+
 async def declare_streams(nats_url: str, replicas: int = 1) -> None:
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         await ensure_stream(js, event_stream_config(replicas))

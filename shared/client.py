@@ -9,6 +9,7 @@ import msgspec
 import nats
 
 from . import subjects
+from .bus import connect
 
 SYSTEM_ACTOR = {"type": "system", "id": "platform"}
 
@@ -20,7 +21,7 @@ class Client:
 
     @classmethod
     async def connect(cls, nats_url: str, timeout: float = 10.0) -> Client:
-        return cls(await nats.connect(nats_url), timeout)
+        return cls(await connect(nats_url), timeout)
 
     async def close(self) -> None:
         await self.nc.close()

@@ -11,15 +11,7 @@ from . import subjects
 from .consumer import ProjectionConsumer
 from .contract.events import decode_envelope
 from .contract.queries import RetryDeadLetter
-from .errors import Refused
-
-
-class CannotRetry(Refused):
-    code = "conflict"
-
-
-class NotParked(Refused):
-    code = "not_found"
+from .errors import Conflict, NotFound
 
 
 async def parked(js: Any, service: str | None = None) -> list[dict[str, Any]]:
@@ -61,13 +53,13 @@ class DeadLetterDesk:
         try:
             message = await js.get_msg(subjects.DEAD_LETTER_STREAM, request.sequence)
         except nats.js.errors.NotFoundError:
-            raise NotParked(f"no dead letter #{request.sequence}") from None
+            raise NotFound(f"no dead letter #{request.sequence}") from None
         if message.subject != subjects.dead_letter(service):
-            raise NotParked(f"dead letter #{request.sequence} is not {service}'s")
+            raise NotFound(f"dead letter #{request.sequence} is not {service}'s")
         try:
             event = decode_envelope(message.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as undecodable:
-            raise CannotRetry(f"the message cannot be decoded: {undecodable}") from None
+            raise Conflict(f"the message cannot be decoded: {undecodable}") from None
         async with self.consumer.paused():
             async with self.consumer.pool.acquire() as connection, connection.transaction():
                 await self.consumer.projection.apply(connection, [event])

@@ -16,3 +16,11 @@ class Refused(Exception):
 
 class Conflict(Refused):
     code = "conflict"
+
+
+class NotFound(Refused):
+    code = "not_found"
+
+
+class Invalid(Refused):
+    code = "validation_error"

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import nats
 
-from .bus import declare_streams
+from .bus import connect, declare_streams
 from .clock import Clock
 from .consumer import ConsumerSettings, Projection, ProjectionConsumer, prepare
 from .responder import Responder
@@ -42,7 +42,7 @@ async def projection_runtime(
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
     async with pool.acquire() as connection:
         await prepare(connection, projection)
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    nc = await connect(settings.nats_url)
     consumer = ProjectionConsumer(nc.jetstream(), pool, projection, ConsumerSettings(durable=service, service=service), clock)
     runtime = ProjectionRuntime(pool, nc, consumer, Responder(nc), clock)
     consuming = asyncio.create_task(consumer.run(stopping))

@@ -9,16 +9,12 @@ import msgspec
 import structlog
 
 from .contract.replies import Reply, failure, success
-from .errors import Refused
+from .errors import Invalid, Refused
 
 T = TypeVar("T", bound=msgspec.Struct)
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
-
-
-class Invalid(Refused):
-    code = "validation_error"
 
 
 def decode_strictly(body: bytes, kind: type[T]) -> T:

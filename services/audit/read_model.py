@@ -12,21 +12,13 @@ from typing import Any
 import asyncpg
 
 from shared.contract import queries as q
-from shared.errors import Refused
+from shared.errors import Invalid, NotFound
 
 from .entries import GENESIS_HASH, chain_hash, rfc3339
 from .projection import ENTRY_COLUMNS, JSON_COLUMNS
 
 EXPORT_CHUNK_ENTRIES = 2000
 EXPORT_CHUNK_BYTES = 700_000  # a reply stays under NATS's default 1 MB payload
-
-
-class NotFound(Refused):
-    code = "not_found"
-
-
-class BadCursor(Refused):
-    code = "validation_error"
 
 
 def encode_cursor(seq: int) -> str:
@@ -42,7 +34,7 @@ def decode_cursor(cursor: str | None) -> int:
             return int(seq)
     except (ValueError, UnicodeDecodeError):
         pass
-    raise BadCursor("cursor is not one this service gave out")
+    raise Invalid("cursor is not one this service gave out")
 
 
 def entry_of(row: asyncpg.Record) -> dict[str, Any]:

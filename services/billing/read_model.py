@@ -8,13 +8,9 @@ from typing import Any
 import asyncpg
 
 from shared import pricing
-from shared.errors import Refused
+from shared.errors import NotFound
 
 from .projection import CHARGE_COLUMNS
-
-
-class UnknownOrganization(Refused):
-    code = "not_found"
 
 
 class BillingReadModel:
@@ -52,7 +48,7 @@ class BillingReadModel:
     async def _require_account(self, connection: asyncpg.Connection, org_id: str) -> asyncpg.Record:
         account = await connection.fetchrow(f'SELECT * FROM "{self.schema}".accounts WHERE org_id = $1', org_id)
         if account is None:
-            raise UnknownOrganization(f"billing knows no organization {org_id}")
+            raise NotFound(f"billing knows no organization {org_id}")
         return account
 
     async def _charges(self, connection: asyncpg.Connection, org_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import nats
 import structlog
 
-from shared.bus import declare_streams
+from shared.bus import connect, declare_streams
 from shared.clock import SystemClock
 from shared.responder import Responder
 from shared.settings import Settings, postgres_env
@@ -33,10 +33,10 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     await declare_streams(settings.nats_url, settings.stream_replicas)
     app = await asyncio.to_thread(build_application, settings)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="membership")
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    nc = await connect(settings.nats_url)
     responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
     await MembershipEndpoints(app, executor).subscribe(responder)
-    relay_connection = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    relay_connection = await connect(settings.nats_url)
     relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, settings.relay_batch_size).run())
     log.info("membership ready")
     try:

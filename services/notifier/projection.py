@@ -1,0 +1,256 @@
+"""The notifier's read model in PostgreSQL: what it needs to write an invitation email, and the
+delivery log.
+
+Each `MemberInvited` and `InvitationResent` becomes one delivery row, keyed by its `event_id`, in
+status `pending`. The projection never sends: the sender (`sender.py`) takes pending rows after
+the projection's transaction has committed. Revocations, acceptances and later resends turn the
+invitation's pending deliveries into `skipped`, so nothing is mailed late. Only the event data is
+used (never the clock), so a replay builds the same rows; statuses reached by sending are carried
+over from the live schema by `carry_over_delivery_state` when a rebuild swaps schemas.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from shared.contract import events as ev
+from shared.contract.common import Actor
+from shared.contract.events import Envelope
+from shared.migrations import migrate
+
+LIVE_SCHEMA = "notifier"
+WAKE_CHANNEL = "notifier_deliveries"  # NOTIFY on commit of new deliveries; the sender LISTENs
+
+PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
+
+MIGRATIONS = [
+    (
+        1,
+        """
+        CREATE TABLE {schema}.organizations (
+            org_id text PRIMARY KEY,
+            name text NOT NULL
+        );
+        CREATE TABLE {schema}.people (
+            org_id text NOT NULL,
+            user_id text NOT NULL,
+            email text NOT NULL,
+            PRIMARY KEY (org_id, user_id)
+        );
+        CREATE TABLE {schema}.api_keys (
+            org_id text NOT NULL,
+            key_id text NOT NULL,
+            name text NOT NULL,
+            PRIMARY KEY (org_id, key_id)
+        );
+        CREATE TABLE {schema}.invitations (
+            invitation_id text PRIMARY KEY,
+            org_id text NOT NULL,
+            email text NOT NULL,
+            status text NOT NULL CHECK (status IN ('pending', 'revoked', 'accepted')),
+            expires_at timestamptz NOT NULL,
+            current_event_id text NOT NULL
+        );
+        CREATE TABLE {schema}.deliveries (
+            event_id text PRIMARY KEY,
+            org_id text NOT NULL,
+            invitation_id text NOT NULL,
+            kind text NOT NULL CHECK (kind IN ('invited', 'resent')),
+            recipient text NOT NULL,
+            org_name text NOT NULL,
+            inviter text NOT NULL,
+            expires_at timestamptz NOT NULL,
+            occurred_at timestamptz NOT NULL,
+            status text NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
+            reason text,
+            attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL,
+            claimed_at timestamptz,
+            last_error text,
+            sent_at timestamptz,
+            dead_lettered boolean NOT NULL DEFAULT false
+        );
+        CREATE INDEX deliveries_by_org ON {schema}.deliveries (org_id, occurred_at, event_id);
+        CREATE INDEX deliveries_by_invitation ON {schema}.deliveries (invitation_id);
+        CREATE INDEX deliveries_to_send ON {schema}.deliveries (occurred_at, event_id)
+            WHERE status IN ('pending', 'sending');
+        CREATE INDEX deliveries_to_dead_letter ON {schema}.deliveries (event_id)
+            WHERE status = 'failed' AND NOT dead_lettered;
+        """,
+    ),
+]
+
+
+class NotifierProjection:
+    def __init__(self, schema: str = LIVE_SCHEMA) -> None:
+        self.schema = schema
+
+    async def create_tables(self, connection: asyncpg.Connection) -> None:
+        await migrate(connection, self.schema, MIGRATIONS)
+
+    async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
+        created = 0
+        for event in events:
+            handler = _HANDLERS.get(event.event_type)
+            if handler is not None:
+                created += await handler(self, connection, event)
+        if created:
+            await connection.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, self.schema)
+
+    # each returns the number of deliveries it created
+
+    async def _organization_created(self, connection: asyncpg.Connection, event: Envelope) -> int:
+        data = event.typed_data()
+        assert isinstance(data, ev.OrganizationCreated)
+        await connection.execute(
+            f'INSERT INTO "{self.schema}".organizations VALUES ($1, $2) ON CONFLICT (org_id) DO UPDATE SET name = $2',
+            event.org_id,
+            data.name,
+        )
+        await self._person(connection, event.org_id, data.owner_user_id, data.owner_email)
+        return 0
+
+    async def _member_invited(self, connection: asyncpg.Connection, event: Envelope) -> int:
+        data = event.typed_data()
+        assert isinstance(data, ev.MemberInvited)
+        await connection.execute(
+            f"""INSERT INTO "{self.schema}".invitations VALUES ($1, $2, $3, 'pending', $4, $5)
+                ON CONFLICT (invitation_id) DO NOTHING""",
+            data.invitation_id,
+            event.org_id,
+            data.email,
+            data.expires_at,
+            event.event_id,
+        )
+        return await self._delivery(connection, event, "invited", data.invitation_id, data.email, data.expires_at, data.invited_by)
+
+    async def _invitation_resent(self, connection: asyncpg.Connection, event: Envelope) -> int:
+        data = event.typed_data()
+        assert isinstance(data, ev.InvitationResent)
+        await connection.execute(
+            f"""UPDATE "{self.schema}".invitations SET expires_at = $2, current_event_id = $3
+                WHERE invitation_id = $1""",
+            data.invitation_id,
+            data.expires_at,
+            event.event_id,
+        )
+        await self._skip_pending(connection, data.invitation_id, "superseded by a later resend")
+        return await self._delivery(connection, event, "resent", data.invitation_id, data.email, data.expires_at, event.actor)
+
+    async def _invitation_revoked(self, connection: asyncpg.Connection, event: Envelope) -> int:
+        data = event.typed_data()
+        assert isinstance(data, ev.InvitationRevoked)
+        await self._close_invitation(connection, data.invitation_id, "revoked")
+        return 0
+
+    async def _invitation_accepted(self, connection: asyncpg.Connection, event: Envelope) -> int:
+        data = event.typed_data()
+        assert isinstance(data, ev.InvitationAccepted)
+        await self._close_invitation(connection, data.invitation_id, "accepted")
+        await self._person(connection, event.org_id, data.user_id, data.email)
+        return 0
+
+    async def _api_key_created(self, connection: asyncpg.Connection, event: Envelope) -> int:
+        data = event.typed_data()
+        assert isinstance(data, ev.ApiKeyCreated)
+        await connection.execute(
+            f'INSERT INTO "{self.schema}".api_keys VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+            event.org_id,
+            data.key_id,
+            data.name,
+        )
+        return 0
+
+    async def _close_invitation(self, connection: asyncpg.Connection, invitation_id: str, status: str) -> None:
+        await connection.execute(
+            f'UPDATE "{self.schema}".invitations SET status = $2 WHERE invitation_id = $1', invitation_id, status
+        )
+        await self._skip_pending(connection, invitation_id, f"invitation {status}")
+
+    async def _skip_pending(self, connection: asyncpg.Connection, invitation_id: str, reason: str) -> None:
+        """Pending deliveries are not sent any more; one being sent right now finishes."""
+        await connection.execute(
+            f"""UPDATE "{self.schema}".deliveries SET status = 'skipped', reason = $2
+                WHERE invitation_id = $1 AND status = 'pending'""",
+            invitation_id,
+            reason,
+        )
+
+    async def _person(self, connection: asyncpg.Connection, org_id: str, user_id: str, email: str) -> None:
+        await connection.execute(
+            f'INSERT INTO "{self.schema}".people VALUES ($1, $2, $3) ON CONFLICT (org_id, user_id) DO UPDATE SET email = $3',
+            org_id,
+            user_id,
+            email,
+        )
+
+    async def _delivery(
+        self,
+        connection: asyncpg.Connection,
+        event: Envelope,
+        kind: str,
+        invitation_id: str,
+        recipient: str,
+        expires_at: object,
+        inviter: Actor,
+    ) -> int:
+        org_name = await connection.fetchval(
+            f'SELECT name FROM "{self.schema}".organizations WHERE org_id = $1', event.org_id
+        )
+        status = await connection.execute(
+            f"""INSERT INTO "{self.schema}".deliveries
+                    (event_id, org_id, invitation_id, kind, recipient, org_name, inviter, expires_at, occurred_at,
+                     status, next_attempt_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $9)
+                ON CONFLICT (event_id) DO NOTHING""",
+            event.event_id,
+            event.org_id,
+            invitation_id,
+            kind,
+            recipient,
+            org_name or event.org_id,
+            await self._inviter_name(connection, event.org_id, inviter),
+            expires_at,
+            event.occurred_at,
+        )
+        return int(status.split()[-1])
+
+    async def _inviter_name(self, connection: asyncpg.Connection, org_id: str, actor: Actor) -> str:
+        """How the email names who invited: a person by email, a key by its name."""
+        if actor.type == "user":
+            email = await connection.fetchval(
+                f'SELECT email FROM "{self.schema}".people WHERE org_id = $1 AND user_id = $2', org_id, actor.id
+            )
+            return email or actor.id
+        if actor.type == "api_key":
+            name = await connection.fetchval(
+                f'SELECT name FROM "{self.schema}".api_keys WHERE org_id = $1 AND key_id = $2', org_id, actor.id
+            )
+            return f"API key {name or actor.id}"
+        if actor.type == "scim":
+            return "your identity provider"
+        return "the team"
+
+    async def carry_over_delivery_state(self, connection: asyncpg.Connection, live_schema: str) -> int:
+        """Before a rebuild's swap: the shadow's deliveries take the live ones' sending state, so a
+        rebuild never sends again what was sent, failed or skipped. A live `pending` row the
+        shadow already skipped (its revocation replayed, not yet applied live) stays skipped."""
+        status = await connection.execute(
+            f"""UPDATE "{self.schema}".deliveries AS s
+                SET status = l.status, reason = l.reason, attempts = l.attempts,
+                    next_attempt_at = l.next_attempt_at, claimed_at = l.claimed_at, last_error = l.last_error,
+                    sent_at = l.sent_at, dead_lettered = l.dead_lettered
+                FROM "{live_schema}".deliveries AS l
+                WHERE s.event_id = l.event_id AND NOT (l.status = 'pending' AND s.status = 'skipped')"""
+        )
+        return int(status.split()[-1])
+
+
+_HANDLERS = {
+    "OrganizationCreated": NotifierProjection._organization_created,
+    "MemberInvited": NotifierProjection._member_invited,
+    "InvitationResent": NotifierProjection._invitation_resent,
+    "InvitationRevoked": NotifierProjection._invitation_revoked,
+    "InvitationAccepted": NotifierProjection._invitation_accepted,
+    "ApiKeyCreated": NotifierProjection._api_key_created,
+}
