@@ -92,17 +92,23 @@ class ProjectionConsumer:
         async with self._turn:
             yield
 
-    async def subscribe(self) -> Any:
-        config = ConsumerConfig(
-            durable_name=self.settings.durable,
+    @staticmethod
+    def consumer_config(settings: ConsumerSettings) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=settings.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self.settings.ack_wait,
-            max_ack_pending=self.settings.batch_size * 10,
+            ack_wait=settings.ack_wait,
+            max_ack_pending=settings.batch_size * 10,
             filter_subject=subjects.EVENTS_WILDCARD,
         )
+
+    async def subscribe(self) -> Any:
         return await self.js.pull_subscribe(
-            subjects.EVENTS_WILDCARD, durable=self.settings.durable, stream=subjects.STREAM, config=config
+            subjects.EVENTS_WILDCARD,
+            durable=self.settings.durable,
+            stream=subjects.STREAM,
+            config=self.consumer_config(self.settings),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -120,6 +126,10 @@ class ProjectionConsumer:
         try:
             messages = await subscription.fetch(self.settings.batch_size, timeout=1.0)
         except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
+            return
+        except Exception as unavailable:  # NATS restarting, a cluster electing a leader: wait, fetch again
+            log.warning("fetch failed; retrying", error=repr(unavailable))
+            await asyncio.sleep(self.settings.retry_delay)
             return
         try:
             await self.handle(messages)

@@ -77,7 +77,8 @@ def answers_health(nats_url: str, name: str) -> bool:
 
 async def _answers_health(nats_url: str, name: str) -> bool:
     try:
-        nc = await nats.connect(nats_url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
+        servers = [url.strip() for url in nats_url.split(",")]
+        nc = await nats.connect(servers=servers, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
     except Exception:
         return False
     try:

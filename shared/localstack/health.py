@@ -22,7 +22,7 @@ async def report_readiness(nats_url: str, services: Sequence[str], timeout: floa
 
 
 async def _poll_until_healthy(nats_url: str, services: Sequence[str], timeout: float) -> None:
-    connection = await nats.connect(nats_url, name="make-run-health")
+    connection = await nats.connect(servers=[url.strip() for url in nats_url.split(",")], name="make-run-health")
     try:
         waiting = list(services)
         started = last_progress = time.monotonic()

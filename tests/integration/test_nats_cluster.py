@@ -1,0 +1,69 @@
+"""A 3-node NATS cluster on loopback, the stream at three replicas: a node stops under load, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from shared import subjects
+from shared.client import Client
+from shared.localstack import nats_cluster
+from tests.service_processes import ServiceProcess
+
+OWNER = {"type": "user", "id": "owner-1"}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    nodes = nats_cluster(tmp_path / "cluster", size=3)
+    try:
+        for node in nodes:
+            node.launch()
+        for node in nodes:
+            node.wait_until_ready()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+async def test_a_node_stops_during_the_load_and_nothing_is_lost(cluster, database_url, tmp_path):
+    urls = ",".join(node.url for node in cluster)
+    env = {"NATS_URL": urls, "DATABASE_URL": database_url, "STREAM_REPLICAS": "3", "SERVER_SECRET": "s"}
+    services = [ServiceProcess(name, env, tmp_path) for name in ("membership", "billing")]
+    for service in services:
+        service.start()
+    client = await Client.connect(urls)
+    try:
+        org_id = (await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}))["result"]["org_id"]
+        accepted = []
+        for n in range(150):
+            if n == 50:
+                cluster[1].stop()  # one of three replicas gone, mid-load
+            try:
+                reply = await client.command("add_seats", org_id=org_id, actor=OWNER, quantity=1, accept_charge_cents=5000)
+            except Exception:
+                continue  # the client's own server may be the one stopped: it reconnects
+            if reply.get("ok"):
+                accepted.append(reply["events"][0])
+        assert len(accepted) >= 140
+
+        js = client.nc.jetstream()
+        info = await js.stream_info(subjects.STREAM)
+        assert info.config.num_replicas == 3
+        deadline = time.monotonic() + 60
+        charged: list[str] = []
+        while time.monotonic() < deadline:
+            reply = await client.query("billing", "charges", org_id=org_id)
+            charged = [c["event_id"] for c in reply.get("result", {}).get("charges", [])]
+            if len(charged) >= len(accepted):
+                break
+            await asyncio.sleep(0.5)
+        assert sorted(charged) == sorted(accepted)  # every accepted command charged, once
+        assert (await js.stream_info(subjects.STREAM)).state.messages == 1 + len(accepted)
+    finally:
+        await client.close()
+        for service in services:
+            service.stop()
