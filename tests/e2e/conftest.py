@@ -1,0 +1,3 @@
+"""End-to-end tests share the integration tier's server fixtures."""
+
+from tests.integration.conftest import clean_nats, nc, service_env  # noqa: F401

@@ -1,0 +1,73 @@
+"""The whole stack as `make run` starts it: the supervisor, pointed at the tests' own servers."""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from email.message import Message
+from pathlib import Path
+
+from tests.service_processes import REPO
+
+LINK = re.compile(r"/invitations/(?P<invitation>[^/\s\"<]+)/accept\?token=(?P<token>[A-Za-z0-9_\-%]+)")
+
+
+class Supervisor:
+    """`python -m shared.localstack.run` with NATS_URL, DATABASE_URL and SMTP_URL given: services only."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "shared.localstack.run"], cwd=REPO, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while "READY" not in self.output():
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stack did not come up:\n{self.output()[-4000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        """Ctrl-C, as a person would."""
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def mails_to(mail_dir: Path, address: str) -> list[Message]:
+    found = []
+    for path in sorted(mail_dir.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes())
+        if address in (message.get("To") or ""):
+            found.append(message)
+    return found
+
+
+def accept_link(message: Message) -> tuple[str, str]:
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            match = LINK.search(part.get_payload(decode=True).decode())
+            if match:
+                from urllib.parse import unquote
+
+                return unquote(match["invitation"]), unquote(match["token"])
+    raise AssertionError("no accept link in the email")
