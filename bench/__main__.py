@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 
+from . import audit
 from .baselines import asyncpg_batched_insert_rate, asyncpg_commit_rate, jetstream_publish_rate
 from .billing import live_lag, rebuild_throughput
 from .measure import Figure
@@ -18,30 +20,82 @@ def report(title: str, figures: list) -> None:
     sys.stdout.flush()
 
 
-def main() -> None:
+SECTIONS = ("membership", "billing", "audit")
+
+
+def baselines(stack) -> tuple[Figure, Figure, Figure]:
+    commit = asyncio.run(asyncpg_commit_rate(stack.database("bench_baseline")))
+    copy, executemany = asyncio.run(asyncpg_batched_insert_rate(stack.database("bench_baseline")))
+    publish = asyncio.run(jetstream_publish_rate(stack.nats.url))
+    report("Machine baselines (this run)", [commit, copy, executemany, publish])
+    return commit, copy, publish
+
+
+def audit_section(copy: Figure, publish: Figure) -> None:
+    """A stack of its own: the MEMBERSHIP stream holds only the audit's synthetic events."""
     began = time.perf_counter()
     with bench_stack() as stack:
-        commit = asyncio.run(asyncpg_commit_rate(stack.database("bench_baseline")))
-        copy, executemany = asyncio.run(asyncpg_batched_insert_rate(stack.database("bench_baseline")))
-        publish = asyncio.run(jetstream_publish_rate(stack.nats.url))
-        report("Machine baselines (this run)", [commit, copy, executemany, publish])
+        figures = audit.run(stack, **audit_scale())
+    live = next(figure for figure in figures if figure.name.startswith("live projection"))
+    figures.insert(figures.index(live) + 1, Figure("  live catch-up, share of batched COPY insert rate",
+                                                   100 * live.value / copy.value, "%"))
+    rebuild = figures[-1]
+    figures.append(Figure("  rebuild, share of batched COPY insert rate", 100 * rebuild.value / copy.value, "%"))
+    figures.append(Figure("  rebuild, share of JetStream async publish rate", 100 * rebuild.value / publish.value, "%"))
+    report(f"Audit log (targets: search p99 < 50 ms, export >= 20,000 entries/s; section {time.perf_counter() - began:.0f} s)",
+           figures)
 
-        membership = stack.service("membership", stack.database("bench_membership")).start()
-        try:
-            figures = asyncio.run(invite_throughput(stack.nats.url))
-        finally:
-            membership.stop()
-        rate = figures[0]
-        figures.append(Figure("ratio to the single-connection commit rate", rate.value / commit.value, "x"))
-        report("Membership commands (target: >= 500 cmds/s, p99 < 50 ms)", figures)
 
-        # Replaces the MEMBERSHIP stream of this stack with synthetic events only.
-        figures = asyncio.run(rebuild_throughput(stack))
-        rebuild = figures[-1]
-        figures.append(Figure("share of the batched COPY insert rate", 100 * rebuild.value / copy.value, "%"))
-        figures.append(Figure("share of the JetStream async publish rate", 100 * rebuild.value / publish.value, "%"))
-        report("Billing rebuild (target: >= 10,000 events/s)", figures)
+def audit_scale() -> dict:
+    """BENCH_AUDIT_ENTRIES / BENCH_AUDIT_REBUILD (0: rebuild the searched entries in place) for quick trials."""
+    scale: dict = {}
+    if os.environ.get("BENCH_AUDIT_ENTRIES"):
+        scale["entries"] = int(os.environ["BENCH_AUDIT_ENTRIES"])
+    if os.environ.get("BENCH_AUDIT_REBUILD"):
+        scale["rebuild_events"] = int(os.environ["BENCH_AUDIT_REBUILD"]) or None
+    return scale
 
+
+def main() -> None:
+    """`python -m bench [section ...]`: every section, or only those named (always with the baselines)."""
+    wanted = set(sys.argv[1:]) or set(SECTIONS)
+    if wanted - set(SECTIONS):
+        sys.exit(f"usage: python -m bench [{' | '.join(SECTIONS)} ...]")
+    began = time.perf_counter()
+    with bench_stack() as stack:
+        commit, copy, publish = baselines(stack)
+        if "membership" in wanted:
+            membership_section(stack, commit)
+        if "billing" in wanted:
+            billing_section(stack, copy, publish)
+    if "billing" in wanted:
+        billing_live_section()
+    if "audit" in wanted:
+        audit_section(copy, publish)
+    sys.stdout.write(f"\n(bench ran {time.perf_counter() - began:.0f} s)\n")
+
+
+def membership_section(stack, commit: Figure) -> None:
+    membership = stack.service("membership", stack.database("bench_membership")).start()
+    try:
+        figures = asyncio.run(invite_throughput(stack.nats.url))
+    finally:
+        membership.stop()
+    rate = figures[0]
+    figures.append(Figure("ratio to the single-connection commit rate", rate.value / commit.value, "x"))
+    report("Membership commands (target: >= 500 cmds/s, p99 < 50 ms)", figures)
+
+
+def billing_section(stack, copy: Figure, publish: Figure) -> None:
+    # Replaces the MEMBERSHIP stream of this stack with synthetic events only.
+    figures = asyncio.run(rebuild_throughput(stack))
+    rebuild = figures[-1]
+    figures.append(Figure("share of the batched COPY insert rate", 100 * rebuild.value / copy.value, "%"))
+    figures.append(Figure("share of the JetStream async publish rate", 100 * rebuild.value / publish.value, "%"))
+    report("Billing rebuild (target: >= 10,000 events/s)", figures)
+
+
+def billing_live_section() -> None:
     # A stack of its own: a fresh stream, so billing's lag covers only these commands.
     with bench_stack() as stack:
         membership = stack.service("membership", stack.database("bench_membership")).start()
@@ -52,7 +106,6 @@ def main() -> None:
             billing.stop()
             membership.stop()
         report("Billing live projection at 200 cmds/s (target: lag p99 < 250 ms)", figures)
-    sys.stdout.write(f"\n(bench ran {time.perf_counter() - began:.0f} s)\n")
 
 
 if __name__ == "__main__":
