@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from shared.contract import queries as q
 from shared.errors import Invalid, NotFound
@@ -17,6 +18,7 @@ from shared.errors import Invalid, NotFound
 from .entries import GENESIS_HASH, chain_hash, rfc3339
 from .projection import ENTRY_COLUMNS, JSON_COLUMNS
 
+_encode = msgspec.json.Encoder().encode
 EXPORT_CHUNK_ENTRIES = 2000
 EXPORT_CHUNK_BYTES = 700_000  # a reply stays under NATS's default 1 MB payload
 
@@ -38,10 +40,20 @@ def decode_cursor(cursor: str | None) -> int:
 
 
 def entry_of(row: asyncpg.Record) -> dict[str, Any]:
+    """The entry with its JSON decoded: for recomputing its hash."""
     entry = dict(row)
     entry["occurred_at"] = rfc3339(row["occurred_at"])
     for column in JSON_COLUMNS:
         entry[column] = json.loads(row[column])
+    return entry
+
+
+def entry_for_reply(row: asyncpg.Record) -> dict[str, Any]:
+    """The entry with its JSON passed through as stored: replies need not decode it to encode it again."""
+    entry = dict(row)
+    entry["occurred_at"] = rfc3339(row["occurred_at"])
+    for column in JSON_COLUMNS:
+        entry[column] = msgspec.Raw(row[column].encode())
     return entry
 
 
@@ -52,7 +64,7 @@ class AuditReadModel:
 
     async def search(self, query: q.AuditSearch) -> dict[str, Any]:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), query.limit, query)
-        entries = [entry_of(row) for row in rows]
+        entries = [entry_for_reply(row) for row in rows]
         next_cursor = encode_cursor(entries[-1]["seq"]) if len(entries) == query.limit else None
         return {"entries": entries, "next_cursor": next_cursor}
 
@@ -60,8 +72,8 @@ class AuditReadModel:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), EXPORT_CHUNK_ENTRIES)
         lines, size = [], 0
         for row in rows:
-            entry = entry_of(row)
-            line = json.dumps(entry, ensure_ascii=False) if query.format == "ndjson" else _csv_line(entry)
+            entry = entry_for_reply(row)
+            line = _encode(entry).decode() if query.format == "ndjson" else _csv_line(entry)
             lines.append((entry["seq"], line))
             size += len(line)
             if size >= EXPORT_CHUNK_BYTES:
@@ -90,6 +102,18 @@ class AuditReadModel:
                     return []
                 after_seq = max(after_seq, first - 1)
             conditions, args = ["org_id = $1", "seq > $2"], [org_id, after_seq]
+            if end is not None:
+                # seq and occurred_at rise together in an organization: bounding seq as well keeps a
+                # sparse filter from scanning past the window to the end of the history.
+                last = await connection.fetchval(
+                    f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at < $2 '
+                    "ORDER BY occurred_at DESC, seq DESC LIMIT 1",
+                    org_id,
+                    end,
+                )
+                if last is None:
+                    return []
+                conditions.append(f"seq <= {int(last)}")
 
             def where(sql: str, value: Any) -> None:
                 args.append(value)
@@ -168,7 +192,7 @@ def _csv_header() -> str:
 
 
 def _csv_line(entry: dict[str, Any]) -> str:
-    return _csv_row(json.dumps(entry[c], ensure_ascii=False, sort_keys=True) if c in JSON_COLUMNS else entry[c] for c in ENTRY_COLUMNS)
+    return _csv_row(bytes(entry[c]).decode() if c in JSON_COLUMNS else entry[c] for c in ENTRY_COLUMNS)
 
 
 def _csv_row(values: Any) -> str:

@@ -37,7 +37,9 @@ class Audit:
         self.read_model = AuditReadModel(pool, LIVE_SCHEMA)
 
     async def search(self, org_id: str, **filters) -> dict:
-        return await self.read_model.search(msgspec.convert({"org_id": org_id, **filters}, q.AuditSearch))
+        """What a client gets: the reply as it goes over the wire."""
+        found = await self.read_model.search(msgspec.convert({"org_id": org_id, **filters}, q.AuditSearch))
+        return msgspec.json.decode(msgspec.json.encode(found))
 
     async def all_entries(self, org_id: str) -> list[dict]:
         return (await self.search(org_id, limit=1000))["entries"]
