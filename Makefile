@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv run test test-unit test-integration bench schema clean
+.PHONY: venv run test test-unit test-integration test-e2e bench schema clean
 
 venv: $(INSTALLED)
 
@@ -25,6 +25,9 @@ test-unit: venv
 
 test-integration: venv
 	$(PYTEST) tests/integration
+
+test-e2e: venv
+	$(PYTEST) tests/e2e
 
 bench: venv
 	$(PY) -m bench

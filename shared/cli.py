@@ -7,6 +7,7 @@
   teamctl audit verify --org ORG_ID
   teamctl audit export --org ORG_ID --from 2026-01-01T00:00:00Z --format csv --output audit.csv
   teamctl health
+  teamctl demo
   teamctl status
   teamctl dlq list [--service billing]
   teamctl dlq retry billing SEQUENCE
@@ -19,6 +20,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import msgspec
 import nats
@@ -28,6 +30,7 @@ from nats.js.api import DeliverPolicy
 from . import subjects
 from .client import Client
 from .dead_letters import parked
+from .demo import run_demo
 
 SERVICES = ("membership", "billing", "audit", "notifier")
 PROJECTIONS = ("billing", "audit", "notifier")
@@ -167,6 +170,10 @@ async def _audit_export(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo(client: Client, args: argparse.Namespace) -> int:
+    return await run_demo(client, Path(args.mail_dir))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teamctl", description="Operate the team-membership stack over NATS.")
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
@@ -218,6 +225,10 @@ def _parser() -> argparse.ArgumentParser:
     dlq_retry.add_argument("service", choices=PROJECTIONS)
     dlq_retry.add_argument("sequence", type=int, help="the dead letter's sequence, from `dlq list`")
     dlq_retry.set_defaults(run=_dlq_retry)
+
+    demo = commands.add_parser("demo", help="a scripted team story, then what every service made of it")
+    demo.add_argument("--mail-dir", default="var/mail", help="where the SMTP sink writes (make run: var/mail)")
+    demo.set_defaults(run=_demo)
 
     health = commands.add_parser("health", help="ask every service for its health")
     health.set_defaults(run=_health)
