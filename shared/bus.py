@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import nats
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from . import subjects
 
@@ -36,12 +37,27 @@ def dead_letter_stream_config(replicas: int = 1) -> StreamConfig:
     )
 
 
-async def ensure_stream(js: Any, config: StreamConfig) -> None:
-    """Creates the stream, or brings an existing one to this configuration."""
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        await js.update_stream(config)
+STREAM_NAME_IN_USE = 10058  # JetStream's error code: the stream exists with another configuration
+
+
+async def ensure_stream(js: Any, config: StreamConfig, attempts: int = 20) -> None:
+    """Creates the stream, or brings an existing one to this configuration.
+
+    A cluster that has just started may refuse for a few seconds while it elects its leaders."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError as refused:
+            if refused.err_code == STREAM_NAME_IN_USE:
+                await js.update_stream(config)
+                return
+            if attempt == attempts:
+                raise
+        except (nats.errors.TimeoutError, ServiceUnavailableError):
+            if attempt == attempts:
+                raise
+        await asyncio.sleep(min(0.25 * attempt, 2.0))
 
 
 async def connect(nats_url: str, **options: Any) -> nats.NATS:

@@ -20,6 +20,7 @@ from .application import MembershipApplication
 from .publication import NOTIFICATION_HEADER, publication_of
 
 RELAY_LOCK_KEY = 0x7EA3_0001
+ACK_TIMEOUT_SECONDS = 10.0
 
 log = structlog.get_logger()
 
@@ -97,4 +98,5 @@ class Relay:
             publication = publication_of(self.app.mapper.to_domain_event(notification))
             headers = {"Nats-Msg-Id": publication.event_id, NOTIFICATION_HEADER: str(notification.id)}
             pending.append(await self.js.publish_async(publication.subject, publication.body, headers=headers))
-        await asyncio.gather(*pending)
+        # An ack lost with the connection never comes: give up on the batch and resume from the stream.
+        await asyncio.wait_for(asyncio.gather(*pending), timeout=ACK_TIMEOUT_SECONDS)

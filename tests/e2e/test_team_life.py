@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -11,17 +9,9 @@ import pytest
 from shared.client import Client
 from tests.e2e.stack import Supervisor, accept_link, mails_to
 from tests.servers import smtp_sink_in_scratch_dir
+from tests.waiting import eventually
 
 OWNER = {"type": "user", "id": "ada"}
-
-
-async def eventually(probe, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = await probe()
-        if outcome or time.monotonic() > deadline:
-            return outcome
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -56,17 +46,17 @@ async def test_a_team_from_founding_to_offboarding(stack, nc, smtp_sink):
     assert kat["ok"] and kat["result"]["seat_charge_cents"] == price
 
     # Grace accepts through the link in her email.
-    grace_mail = await eventually(lambda: _mail(smtp_sink, "grace@engines.io"))
+    grace_mail = await eventually(lambda: _mail(smtp_sink, "grace@engines.io"), timeout=30)
     invitation_id, token = accept_link(grace_mail[0])
     accepted = await client.command("accept_invitation", org_id=org, actor={"type": "user", "id": "grace"},
                                     invitation_id=invitation_id, token=token, user_id="grace")
     assert accepted["result"] == {"user_id": "grace", "role": "admin"}
 
     # Alan's invitation is resent: the new email's link works, the old one no longer does.
-    alan_first = await eventually(lambda: _mail(smtp_sink, "alan@engines.io"))
+    alan_first = await eventually(lambda: _mail(smtp_sink, "alan@engines.io"), timeout=30)
     alan_invitation, old_token = accept_link(alan_first[0])
     assert (await client.command("resend_invitation", org_id=org, actor=OWNER, invitation_id=alan_invitation))["ok"]
-    alan_mails = await eventually(lambda: _mail(smtp_sink, "alan@engines.io", count=2))
+    alan_mails = await eventually(lambda: _mail(smtp_sink, "alan@engines.io", count=2), timeout=30)
     _, new_token = accept_link(alan_mails[-1])
     stale = await client.command("accept_invitation", org_id=org, actor={"type": "user", "id": "alan"},
                                  invitation_id=alan_invitation, token=old_token, user_id="alan")
@@ -100,14 +90,14 @@ async def test_a_team_from_founding_to_offboarding(stack, nc, smtp_sink):
     assert sorted((m["user_id"], m["role"]) for m in view["members"]) == [("ada", "owner"), ("grace", "admin")]
 
     # Billing: the seat charge and its credit, each traceable to its event.
-    charges = await eventually(lambda: _charges(client, org, 2))
+    charges = await eventually(lambda: _charges(client, org, 2), timeout=30)
     assert [(c["kind"], c["amount_cents"]) for c in charges] == [
         ("seat_proration", price),
         ("seat_credit", -released["result"]["credit_cents"]),
     ]
     # Audit: one entry per event, the chain intact.
     events = await _event_count(nc, org)
-    entries = await eventually(lambda: _entries(client, org, events))
+    entries = await eventually(lambda: _entries(client, org, events), timeout=30)
     assert [e["action"] for e in entries][-3:] == ["api_key.revoked", "seats.removed", "plan.changed"]
     assert (await client.query("audit", "verify", org_id=org))["result"]["ok"] is True
     # Notifier: four invitation emails (Kat's too, before its revocation), and nothing mailed twice.

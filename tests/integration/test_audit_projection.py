@@ -12,17 +12,16 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 
 from services.audit.projection import LIVE_SCHEMA, AuditProjection
 from services.audit.read_model import AuditReadModel
 from services.audit.retention import purge
-from shared.bus import declare_streams
-from shared.consumer import ConsumerSettings, ProjectionConsumer, prepare
+from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.contract import queries as q
 from shared.rebuild import rebuild
 from tests.integration.histories import OrgHistory, publish
+from tests.integration.in_process import consuming
 
 UTC = timezone.utc
 T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)
@@ -61,19 +60,8 @@ class Audit:
 
 @pytest.fixture
 async def audit(clean_nats, database_url):
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    service = Audit(nc.jetstream(), pool)
-    async with pool.acquire() as connection:
-        await prepare(connection, service.projection)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.consumer.run(stop))
-    yield service
-    stop.set()
-    await task
-    await pool.close()
-    await nc.close()
+    async with consuming(clean_nats, database_url, Audit) as service:
+        yield service
 
 
 def a_team_history(org_id: str = "acme", plan: str = "pro") -> OrgHistory:

@@ -6,20 +6,18 @@ import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
-import asyncpg
-import nats
 import pytest
 
 from services.billing.projection import LIVE_SCHEMA, BillingProjection
 from services.billing.read_model import BillingReadModel
 from services.billing.renewals import RenewalScheduler
-from shared.bus import declare_streams
 from shared.clock import FixedClock
-from shared.consumer import ConsumerSettings, ProjectionConsumer, prepare
+from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.dead_letters import parked as dead_letters
 from shared.rebuild import rebuild
 
 from tests.integration.histories import OrgHistory, publish
+from tests.integration.in_process import consuming
 
 UTC = timezone.utc
 GRACE = timedelta(minutes=5)
@@ -53,19 +51,9 @@ class Billing:
 
 @pytest.fixture
 async def billing(clean_nats, database_url):
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    service = Billing(nc.jetstream(), pool, FixedClock(datetime(2024, 1, 31, 10, tzinfo=UTC)))
-    async with pool.acquire() as connection:
-        await prepare(connection, service.projection)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.consumer.run(stop))
-    yield service
-    stop.set()
-    await task
-    await pool.close()
-    await nc.close()
+    clock = FixedClock(datetime(2024, 1, 31, 10, tzinfo=UTC))
+    async with consuming(clean_nats, database_url, lambda js, pool: Billing(js, pool, clock)) as service:
+        yield service
 
 
 async def test_renewals_fall_due_by_time_across_a_month_end_and_a_leap_day(billing):

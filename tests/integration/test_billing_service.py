@@ -6,17 +6,9 @@ import asyncio
 import time
 
 from shared.client import Client
+from tests.waiting import eventually
 
 OWNER = {"type": "user", "id": "owner-1"}
-
-
-async def eventually(probe, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = await probe()
-        if outcome or time.monotonic() > deadline:
-            return outcome
-        await asyncio.sleep(0.1)
 
 
 async def charges_of(client: Client, org_id: str, count: int) -> list[dict]:

@@ -7,7 +7,6 @@ import email
 import email.policy
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from shared.client import Client
 from shared.localstack import SmtpSink, free_port
 from tests.servers import smtp_sink_in_scratch_dir
 from tests.service_processes import ServiceProcess
+from tests.waiting import eventually
 
 PUBLIC_URL = "https://members.test"
 OWNER = {"type": "user", "id": "owner-1"}
@@ -40,15 +40,6 @@ FAST_RETRIES = {
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-async def eventually(probe, timeout: float = 15.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = await probe()
-        if outcome or time.monotonic() > deadline:
-            return outcome
-        await asyncio.sleep(interval)
 
 
 def parse(raw: bytes) -> EmailMessage:
