@@ -19,10 +19,8 @@ from typing import Any
 
 import msgspec
 import nats
-from nats.js.errors import NotFoundError
 
 from shared import pricing, subjects
-from shared.bus import declare_streams
 from shared.client import Client
 from shared.contract.events import (
     SCHEMA_VERSION,
@@ -42,6 +40,7 @@ from shared.contract.events import (
 
 from .billing import wait_applied
 from .measure import Figure, Latencies
+from .streams import publish_fresh
 
 ENTRIES = 1_000_000
 HISTORY = timedelta(days=60)
@@ -142,29 +141,7 @@ class History:
 
 async def publish_history(nats_url: str, history: History) -> float:
     """A fresh MEMBERSHIP stream holding only this history; the rate of generating and publishing it."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        try:
-            await js.delete_stream(subjects.STREAM)
-        except NotFoundError:
-            pass
-        await declare_streams(nats_url)
-        started = time.perf_counter()
-        acks = []
-        for subject, event_id, body in history.publications():
-            acks.append(await js.publish_async(subject, body, headers={"Nats-Msg-Id": event_id}))
-            if len(acks) == 1000:
-                await asyncio.gather(*acks)
-                acks = []
-        await asyncio.gather(*acks)
-        elapsed = time.perf_counter() - started
-        stored = (await js.stream_info(subjects.STREAM)).state.messages
-    finally:
-        await nc.close()
-    if stored != history.events:
-        raise RuntimeError(f"published {history.events} events, the stream holds {stored}")
-    return history.events / elapsed
+    return history.events / await publish_fresh(nats_url, history.publications(), history.events)
 
 
 async def catch_up(stack: Any, history: History, database: str) -> tuple[Any, Figure, Figure]:

@@ -12,14 +12,13 @@ from typing import Any
 import asyncpg
 import msgspec
 import nats
-from nats.js.errors import NotFoundError
 
 from shared import pricing, subjects
-from shared.bus import declare_streams
 from shared.client import Client
 from shared.contract.events import SCHEMA_VERSION, Envelope, OrganizationCreated, SeatAdded
 
 from .measure import Figure, Latencies
+from .streams import publish_fresh
 
 OWNER = {"type": "user", "id": "bench-owner"}
 _encoder = msgspec.json.Encoder()
@@ -82,29 +81,9 @@ def _publication(org_id: str, sequence: int, at: datetime, actor: dict, command_
 
 async def fill_stream(nats_url: str, orgs: int, seats_per_org: int) -> tuple[int, float]:
     """A fresh MEMBERSHIP stream holding only the synthetic events: (count, publish rate)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        try:
-            await js.delete_stream(subjects.STREAM)
-        except NotFoundError:
-            pass
-        await declare_streams(nats_url)
-        publications = list(synthetic_events(orgs, seats_per_org, datetime.now(timezone.utc)))
-        started = time.perf_counter()
-        for offset in range(0, len(publications), 1000):
-            acks = [
-                await js.publish_async(subject, body, headers={"Nats-Msg-Id": event_id})
-                for subject, event_id, body in publications[offset : offset + 1000]
-            ]
-            await asyncio.gather(*acks)
-        elapsed = time.perf_counter() - started
-        stored = (await js.stream_info(subjects.STREAM)).state.messages
-    finally:
-        await nc.close()
-    if stored != len(publications):
-        raise RuntimeError(f"published {len(publications)} events, the stream holds {stored}")
-    return stored, stored / elapsed
+    publications = list(synthetic_events(orgs, seats_per_org, datetime.now(timezone.utc)))
+    elapsed = await publish_fresh(nats_url, publications, len(publications))
+    return len(publications), len(publications) / elapsed
 
 
 async def wait_applied(client: Client, service: str, total: int, timeout: float) -> dict[str, Any]:
