@@ -15,16 +15,23 @@ T = TypeVar("T", bound=msgspec.Struct)
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
+MAX_MESSAGE = 300  # characters of a refusal's message: it may quote the input, never all of it
 
 
 def decode_strictly(body: bytes, kind: type[T]) -> T:
-    """Raises Refused(validation_error) with a message a person can act on."""
+    """Raises Refused(validation_error) with a message a person can act on, and of bounded size."""
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as invalid:
-        raise Invalid(str(invalid)) from None
+        raise Invalid(bounded(str(invalid))) from None
     except msgspec.DecodeError as malformed:
-        raise Invalid(f"body is not valid JSON: {malformed}") from None
+        raise Invalid(bounded(f"body is not valid JSON (UTF-8): {malformed}")) from None
+
+
+def bounded(message: str) -> str:
+    """At most MAX_MESSAGE characters, with no control character: safe to reply and to log."""
+    printable = "".join(ch if ch.isprintable() else "\ufffd" for ch in message[: MAX_MESSAGE + 1])
+    return printable if len(printable) <= MAX_MESSAGE else printable[: MAX_MESSAGE - 1] + "\u2026"
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -43,7 +50,7 @@ def reply_handler(kind: type[T], handle: Callable[[T], Awaitable[Reply | Any]]) 
             outcome = await handle(request)
             reply = outcome if isinstance(outcome, Reply) else success(outcome)
         except Refused as refused:
-            reply = failure(refused.code, refused.message, refused.details)  # type: ignore[arg-type]
+            reply = failure(refused.code, bounded(refused.message), refused.details)  # type: ignore[arg-type]
         except Exception:
             log.exception("request failed", request_type=kind.__name__)
             reply = failure("internal", "the service could not complete the request")

@@ -10,9 +10,18 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import nats
+import structlog
 from nats.aio.msg import Msg
 
+from .contract.replies import failure
+from .requests import encode_reply
+
 Respond = Callable[[bytes], Awaitable[bytes]]
+
+INTERNAL = encode_reply(failure("internal", "the service could not complete the request"))
+TOO_LARGE = encode_reply(
+    failure("internal", "the reply would exceed the bus's maximum payload; ask for a smaller page", {"reason": "reply_too_large"})
+)
 
 
 class Responder:
@@ -32,10 +41,21 @@ class Responder:
         self._subscriptions.append(await self.nc.subscribe(subject, queue=queue, cb=on_request))
 
     async def _answer(self, msg: Msg, respond: Respond) -> None:
+        """Exactly one reply, whatever the handler did: its answer, or one that fits the bus."""
+        log = structlog.get_logger()
         try:
-            reply = await respond(msg.data)
+            try:
+                reply = await respond(msg.data)
+            except Exception:
+                log.exception("request handler failed", subject=msg.subject)
+                reply = INTERNAL
+            if len(reply) > self.nc.max_payload:
+                log.error("reply too large for the bus", subject=msg.subject, size=len(reply), max_payload=self.nc.max_payload)
+                reply = TOO_LARGE
             if msg.reply:
                 await msg.respond(reply)
+        except Exception:
+            log.exception("reply could not be sent", subject=msg.subject)
         finally:
             self._slots.release()
 

@@ -20,6 +20,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "contract.schema
 
 _QUERIES: dict[str, type] = {
     "membership.query.get_organization": queries.GetOrganization,
+    "membership.query.members": queries.MembersQuery,
+    "membership.query.invitations": queries.InvitationsQuery,
+    "membership.query.api_keys": queries.ApiKeysQuery,
     "membership.query.seat_quote": queries.SeatQuoteQuery,
     "membership.query.authorize": queries.Authorize,
     "billing.query.charges": queries.ChargesQuery,
@@ -35,6 +38,9 @@ _QUERIES: dict[str, type] = {
 _RESULTS: list[type] = [
     queries.SeatQuote,
     queries.OrganizationView,
+    queries.MembersPage,
+    queries.InvitationsPage,
+    queries.ApiKeysPage,
     queries.AuthorizeResult,
     queries.HealthResult,
 ]

@@ -1,49 +1,66 @@
-"""The membership service layer: one method per use case over the event-sourced Organization.
+"""The membership application: decisions over the event-sourced Organization, the store, and the read side.
 
-Synchronous (the eventsourcing library has no asyncio API); the entrypoint runs it in threads.
+Synchronous (the eventsourcing library has no asyncio API): `runner.CommandRunner` calls it from
+threads, one organization at a time. A decision works on a copy of the cached organization; the
+copy replaces the cached one only once its events are saved (`record`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import InfrastructureFactory, Transcoder
+from eventsourcing.popo import POPOFactory
+from eventsourcing.utils import get_topic
 
+from shared import paging
 from shared.clock import Clock
 from shared.contract import commands as cmd
+from shared.contract import queries as q
 from shared.contract.common import Actor
 from shared.contract.replies import Reply, failure, success
 
 from .domain.errors import Conflict, DomainError, NotFound
-from .domain.organization import CommandContext, Organization, org_uuid
+from .domain.organization import CommandContext, Organization, org_uuid, require_creator
+from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
+from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
+from .recorders import CommandRecorder, POPOCommandRecorder, PostgresCommandRecorder
 from .secrets import Secrets, parse_api_key, secrets_match
 
-CONFLICT_RETRIES = 5
 SNAPSHOT_INTERVAL = 200
-CONCURRENT_CHANGE = failure("conflict", "the organization changed concurrently; retry the command")
+EMBEDDED_LIST_LIMIT = 100
 
 
 @dataclass
 class Decision:
-    """A command's reply, and the events to save before it may be sent (none for a refusal or a repeat)."""
+    """A command's reply; for a success with events, the organization to save and the record to save with it."""
 
-    org: Organization | None
+    org_id: str
     reply: Reply
+    org: Organization | None = None
+    record: CommandRecord | None = None
     recorded: list[Any] = field(default_factory=list)
+
+    @property
+    def needs_saving(self) -> bool:
+        return bool(self.recorded)
 
 
 def random_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def org_id_for(command_id: str) -> str:
+def org_id_for(command: cmd.Command) -> str:
     """An org created without an explicit id gets one derived from the command, so a repeat finds it."""
-    return "org_" + hashlib.sha256(command_id.encode()).hexdigest()[:24]
+    if command.org_id:
+        return command.org_id
+    return "org_" + hashlib.sha256(command.command_id.encode()).hexdigest()[:24]
 
 
 class MembershipApplication(Application):
@@ -56,161 +73,194 @@ class MembershipApplication(Application):
         secrets: Secrets,
         new_id: Callable[[str], str] = random_id,
         env: dict[str, str] | None = None,
+        command_retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
+        env = dict(env or {})
+        if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+            env.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(PostgresCommandRecorder))
         super().__init__(env)
         self.clock = clock
         self.secrets = secrets
         self.new_id = new_id
+        self.command_retention = command_retention
 
-    # -- commands ---------------------------------------------------------------
+    def construct_recorder(self) -> Any:
+        if isinstance(self.factory, POPOFactory):
+            return POPOCommandRecorder()
+        return super().construct_recorder()
 
-    def execute(self, name: str, command: cmd.Command) -> Reply:
-        """Decides and records one command; a repeat of a `command_id` gets the first reply."""
-        for _ in range(CONFLICT_RETRIES):
-            decision = self.decide(name, command)
-            if not decision.recorded:
-                return decision.reply
-            try:
-                self.record([decision])
-                self.snapshot_if_due(decision)
-                return decision.reply
-            except IntegrityError:
-                self.forget(decision.org)  # another instance wrote first: reload and decide again
-        return CONCURRENT_CHANGE
+    def register_transcodings(self, transcoder: Transcoder) -> None:
+        super().register_transcodings(transcoder)
+        for transcoding in VALUE_TRANSCODINGS:
+            transcoder.register(transcoding)
 
-    def decide(self, name: str, command: cmd.Command) -> Decision:
-        """Checks the command against the organization; the events it would record are not saved yet."""
-        ctx = CommandContext(command.actor, command.command_id, command.correlation_id, self.clock.now(), self.new_id)
+    @property
+    def commands(self) -> CommandRecorder:
+        return self.recorder  # type: ignore[return-value]
+
+    # -- deciding -----------------------------------------------------------------
+
+    def decide(self, org_id: str, name: str, command: cmd.Command, fingerprint: CommandFingerprint) -> Decision:
+        """The reply to the command, and what to save for it; nothing shared changes here."""
+        now = self.clock.now()
+        earlier = self.commands.find_command(org_id, command.command_id, now - self.command_retention)
+        if earlier is not None:
+            return Decision(org_id, repeat_reply(earlier, fingerprint, self.secrets.seal))
+        ctx = CommandContext(command.actor, command.command_id, command.correlation_id, now, self.new_id)
         org: Organization | None = None
+        sealed = False
         try:
             if isinstance(command, cmd.CreateOrganization):
-                return self._decide_creation(ctx, command)
-            org = self.organization(command.org_id)
-            if (outcome := org.outcome_of(command.command_id)) is not None:
-                return Decision(org, self._reply(org.org_id, outcome["result"], outcome["events"]))
-            result = self._decide(org, ctx, command)
+                org = self._create(ctx, org_id, command)
+                result = org.creation_result()
+            else:
+                org = self.organization_for_change(org_id)
+                result, sealed = self._decide(org, ctx, command)
         except DomainError as refused:
-            if org is not None and org.pending_events:
-                self.forget(org)
-            return Decision(org, failure(refused.code, refused.message, refused.details))
+            return self._refusal(org_id, command, fingerprint, failure(refused.code, refused.message, refused.details), now)
         recorded = list(org.pending_events)
-        return Decision(org, self._reply(org.org_id, result, [e.event_id for e in recorded]), recorded)
+        reply = success(result, [e.event_id for e in recorded])
+        seal = self.secrets.seal if sealed else None
+        record = new_record(org_id, command.command_id, fingerprint, reply, seal, now, self.command_retention)
+        return Decision(org_id, reply, org, record, recorded)
 
-    def record(self, decisions: list[Decision]) -> None:
-        """Saves the events of several decisions in one transaction (group commit)."""
+    def _refusal(self, org_id: str, command: cmd.Command, fingerprint: CommandFingerprint, reply: Reply, now: datetime) -> Decision:
+        if not is_remembered(reply):
+            return Decision(org_id, reply)
+        return Decision(org_id, reply, record=new_record(org_id, command.command_id, fingerprint, reply, None, now, self.command_retention))
+
+    def _create(self, ctx: CommandContext, org_id: str, command: cmd.CreateOrganization) -> Organization:
         try:
-            self.save(*(event for decision in decisions for event in decision.recorded))
-        except BaseException:
-            for decision in decisions:
-                self.forget(decision.org)
-            raise
-        for decision in decisions:
-            decision.org.collect_events()
-
-    def snapshot_if_due(self, decision: Decision) -> None:
-        """Snapshots the cached organization when the decision crossed an interval.
-
-        Taken from memory after the save, not rebuilt from the store inside it, so that a
-        snapshot never holds up the group commit."""
-        if decision.org is not None and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded):
-            self.snapshots.put([Organization.Snapshot.take(decision.org)])
-
-    def forget(self, org: Organization | None) -> None:
-        """The cached aggregate may hold changes that were not saved: reload it next time."""
-        if org is not None and self.repository.cache is not None:
-            try:
-                self.repository.cache.get(org.id, evict=True)
-            except KeyError:
-                pass
-
-    def _decide_creation(self, ctx: CommandContext, command: cmd.CreateOrganization) -> Decision:
-        org_id = command.org_id or org_id_for(command.command_id)
-        try:
-            existing = self.organization(org_id)
+            self.organization(org_id)
         except NotFound:
-            existing = None
-        if existing is not None:
-            outcome = existing.outcome_of(command.command_id)
-            if outcome is None:
-                raise Conflict(f"organization {org_id} already exists")
-            return Decision(existing, self._reply(org_id, outcome["result"], outcome["events"]))
-        org = Organization.create(ctx, org_id, command.name, command.plan, command.owner.user_id, command.owner.email)
-        recorded = list(org.pending_events)
-        return Decision(org, self._reply(org_id, recorded[-1].result, [e.event_id for e in recorded]), recorded)
+            return Organization.create(ctx, org_id, command.name, command.plan, command.owner.user_id, command.owner.email)
+        require_creator(ctx.actor, command.owner.user_id)
+        raise Conflict(f"organization {org_id} already exists")
 
-    def _decide(self, org: Organization, ctx: CommandContext, command: cmd.Command) -> dict[str, Any]:
+    def _decide(self, org: Organization, ctx: CommandContext, command: cmd.Command) -> tuple[dict[str, Any], bool]:
+        """The command's result, and whether its reply carries a secret (and so is kept sealed)."""
         match command:
             case cmd.ChangePlan():
-                return org.change_plan(ctx, command.plan)
+                return org.change_plan(ctx, command.plan), False
             case cmd.InviteMember():
-                return org.invite_member(ctx, command.email, command.role, command.accept_charge_cents)
+                return org.invite_member(ctx, command.email, command.role, command.accept_charge_cents), False
             case cmd.ResendInvitation():
-                return org.resend_invitation(ctx, command.invitation_id)
+                return org.resend_invitation(ctx, command.invitation_id), False
             case cmd.RevokeInvitation():
-                return org.revoke_invitation(ctx, command.invitation_id)
+                return org.revoke_invitation(ctx, command.invitation_id), False
             case cmd.AcceptInvitation():
                 token = command.token
                 return org.accept_invitation(
                     ctx,
                     command.invitation_id,
                     command.user_id,
+                    command.email,
                     lambda invitation_id, expires_at: self.secrets.token_matches(token, invitation_id, expires_at),
-                )
+                ), False
             case cmd.ChangeRole():
-                return org.change_role(ctx, command.user_id, command.role)
+                return org.change_role(ctx, command.user_id, command.role), False
             case cmd.RemoveMember():
-                return org.remove_member(ctx, command.user_id)
+                return org.remove_member(ctx, command.user_id, command.keep_api_keys), False
             case cmd.AddSeats():
-                return org.add_seats(ctx, command.quantity, command.accept_charge_cents)
+                return org.add_seats(ctx, command.quantity, command.accept_charge_cents), False
             case cmd.RemoveSeats():
-                return org.remove_seats(ctx, command.quantity)
+                return org.remove_seats(ctx, command.quantity), False
             case cmd.CreateApiKey():
-                return org.create_api_key(
-                    ctx,
-                    command.name,
-                    list(command.permissions),
-                    command.owner_user_id,
-                    command.expires_at,
-                    lambda key_id: self.secrets.new_api_key(org.org_id, key_id),
+                issued = self.secrets.issue_api_key(org.org_id, ctx.new_id("key"))
+                result = org.create_api_key(
+                    ctx, command.name, list(command.permissions), command.owner_user_id, command.expires_at, issued.stored
                 )
+                return {**result, "secret": issued.secret}, True
             case cmd.RevokeApiKey():
-                return org.revoke_api_key(ctx, command.key_id)
+                return org.revoke_api_key(ctx, command.key_id), False
         raise TypeError(f"no handler for {type(command).__name__}")
 
-    def _reply(self, org_id: str, result: dict[str, Any], event_ids: list[str]) -> Reply:
-        if "key_id" in result and "prefix" in result:
-            result = {**result, "secret": self.secrets.api_key_secret(org_id, result["key_id"])}
-        return success(result, event_ids)
+    # -- recording ------------------------------------------------------------------
 
-    # -- queries ------------------------------------------------------------------
+    def record(self, decisions: list[Decision]) -> None:
+        """Saves the events and command records of several decisions in one transaction (group commit);
+        only then do their organizations become the cached ones."""
+        records = [d.record for d in decisions if d.record is not None]
+        self.save(*(d.org for d in decisions), command_records=records)
+        for decision in decisions:
+            if self.repository.cache is not None and decision.org is not None:
+                self.repository.cache.put(decision.org.id, decision.org)
+
+    def remember(self, decision: Decision) -> None:
+        """The record of a reply that saved no events (a refusal, a no-op, a repeat's conflict is not one)."""
+        if decision.record is not None:
+            self.commands.remember_command(decision.record)
+
+    def forget_commands(self, now: datetime) -> int:
+        """Drops the records older than the retention window; their ids may then be decided afresh."""
+        return self.commands.forget_commands_before(now - self.command_retention)
+
+    def snapshot_if_due(self, decision: Decision) -> None:
+        """Snapshots a saved organization when the decision crossed an interval.
+
+        Taken from the saved copy after the reply, not rebuilt from the store inside the save, so
+        that a snapshot never holds up the group commit, and never holds an unsaved change."""
+        org = decision.org
+        if org is not None and not org.pending_events and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded):
+            self.snapshots.put([Organization.Snapshot.take(org)])  # type: ignore[union-attr]
+
+    def evict(self, org_id: str) -> None:
+        """Drops the cached organization; the next read reloads it from the snapshot and the store."""
+        if self.repository.cache is not None:
+            try:
+                self.repository.cache.get(org_uuid(org_id), evict=True)
+            except KeyError:
+                pass
+
+    # -- reading --------------------------------------------------------------------
 
     def organization(self, org_id: str) -> Organization:
-        """The cached aggregate itself, not a copy: callers serialize per organization."""
+        """The cached organization itself, for reading: callers serialize per organization."""
         try:
             return self.repository.get(org_uuid(org_id), deepcopy_from_cache=False)
         except AggregateNotFoundError:
             raise NotFound(f"organization {org_id} does not exist") from None
 
-    def view_organization(self, org_id: str) -> dict[str, Any]:
+    def organization_for_change(self, org_id: str) -> Organization:
+        """A copy to decide on: the cached one stays as saved until the copy's events are."""
+        try:
+            return self.repository.get(org_uuid(org_id), deepcopy_from_cache=True)
+        except AggregateNotFoundError:
+            raise NotFound(f"organization {org_id} does not exist") from None
+
+    def view_organization(self, org_id: str) -> q.OrganizationView:
         org = self.organization(org_id)
         now = self.clock.now()
-        return {
-            "org_id": org.org_id,
-            "name": org.name,
-            "plan": org.plan,
-            "members": sorted(org.members.values(), key=lambda m: (m["joined_at"], m["user_id"])),
-            "invitations": [
-                {
-                    "invitation_id": i["invitation_id"],
-                    "email": i["email"],
-                    "role": i["role"],
-                    "expires_at": i["expires_at"],
-                    "status": "expired" if i["status"] == "pending" and now >= i["expires_at"] else i["status"],
-                }
-                for i in org.invitations.values()
-            ],
-            "seats": org.seat_quote(now),
-        }
+        members, members_next = paging.page(list(org.members.values()), _member_position, None, EMBEDDED_LIST_LIMIT)
+        invitations, invitations_next = paging.page(list(org.invitations.values()), _invitation_position, None, EMBEDDED_LIST_LIMIT)
+        return q.OrganizationView(
+            org_id=org.org_id,
+            name=org.name,
+            plan=org.plan,  # type: ignore[arg-type]
+            members=[_member_view(m) for m in members],
+            invitations=[_invitation_view(i, now) for i in invitations],
+            seats=q.SeatQuote(**org.seat_quote(now)),
+            members_next_cursor=members_next,
+            invitations_next_cursor=invitations_next,
+        )
+
+    def members(self, query: q.MembersQuery) -> q.MembersPage:
+        org = self.organization(query.org_id)
+        chosen, next_cursor = paging.page(list(org.members.values()), _member_position, query.cursor, query.limit)
+        return q.MembersPage(members=[_member_view(m) for m in chosen], next_cursor=next_cursor)
+
+    def invitations(self, query: q.InvitationsQuery) -> q.InvitationsPage:
+        org = self.organization(query.org_id)
+        now = self.clock.now()
+        candidates = [i for i in org.invitations.values() if query.status is None or i.status_at(now) == query.status]
+        chosen, next_cursor = paging.page(candidates, _invitation_position, query.cursor, query.limit)
+        return q.InvitationsPage(invitations=[_invitation_view(i, now) for i in chosen], next_cursor=next_cursor)
+
+    def api_keys(self, query: q.ApiKeysQuery) -> q.ApiKeysPage:
+        org = self.organization(query.org_id)
+        now = self.clock.now()
+        chosen, next_cursor = paging.page(list(org.api_keys.values()), _key_position, query.cursor, query.limit)
+        return q.ApiKeysPage(api_keys=[_key_view(org, k, now) for k in chosen], next_cursor=next_cursor)
 
     def seat_quote(self, org_id: str) -> dict[str, Any]:
         return self.organization(org_id).seat_quote(self.clock.now())
@@ -224,7 +274,7 @@ class MembershipApplication(Application):
         if member is None:
             return _denied(org_id)
         granted = sorted(org.permissions_of(Actor(type="user", id=user_id), self.clock.now()))
-        return _decision(org_id, "user", user_id, member["role"], granted, permission)
+        return _decision(org_id, "user", user_id, member.role, granted, permission)
 
     def authorize_key(self, secret: str, permission: str) -> dict[str, Any]:
         named = parse_api_key(secret)
@@ -236,13 +286,58 @@ class MembershipApplication(Application):
         except NotFound:
             return _denied()
         key = org.api_keys.get(key_id)
-        if key is None or not secrets_match(secret, key["secret_hash"]):
+        if key is None or not secrets_match(secret, key.secret_hash):
             return _denied()
         granted = sorted(org.key_permissions(key, self.clock.now()))
         if not granted:
             return _denied(org_id)
-        owner = org.members.get(key["owner_user_id"]) if key["owner_user_id"] else None
-        return _decision(org_id, "api_key", key_id, owner["role"] if owner else None, granted, permission)
+        owner = org.members.get(key.owner_user_id) if key.owner_user_id else None
+        return _decision(org_id, "api_key", key_id, owner.role if owner else None, granted, permission)
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _member_position(member: Member) -> paging.Position:
+    return _micros(member.joined_at), member.user_id
+
+
+def _invitation_position(invitation: Invitation) -> paging.Position:
+    return _micros(invitation.invited_at), invitation.invitation_id
+
+
+def _key_position(key: ApiKey) -> paging.Position:
+    return _micros(key.created_at), key.key_id
+
+
+def _member_view(member: Member) -> q.MemberView:
+    return q.MemberView(user_id=member.user_id, email=member.email, role=member.role, joined_at=member.joined_at)  # type: ignore[arg-type]
+
+
+def _invitation_view(invitation: Invitation, now: datetime) -> q.InvitationView:
+    return q.InvitationView(
+        invitation_id=invitation.invitation_id,
+        email=invitation.email,
+        role=invitation.role,  # type: ignore[arg-type]
+        expires_at=invitation.expires_at,
+        status=invitation.status_at(now),  # type: ignore[arg-type]
+    )
+
+
+def _key_view(org: Organization, key: ApiKey, now: datetime) -> q.ApiKeyView:
+    return q.ApiKeyView(
+        key_id=key.key_id,
+        name=key.name,
+        prefix=key.prefix,
+        owner_user_id=key.owner_user_id,
+        permissions=sorted(key.permissions),  # type: ignore[arg-type]
+        expires_at=key.expires_at,
+        created_at=key.created_at,
+        created_by=q.Principal(type=key.created_by.type, id=key.created_by.id) if key.created_by else None,  # type: ignore[arg-type]
+        status=key.status_at(now),  # type: ignore[arg-type]
+    )
 
 
 def _denied(org_id: str | None = None) -> dict[str, Any]:

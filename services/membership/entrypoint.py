@@ -1,13 +1,13 @@
-"""NATS subscribers: parse the request, hand it to the application, reply once."""
+"""NATS subscribers: decode the request once, hand it to the command runner or a query, reply once."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-from eventsourcing.persistence import IntegrityError
 
 from shared import subjects
 from shared.contract import commands as cmd
@@ -17,9 +17,9 @@ from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
 
-from .application import CONCURRENT_CHANGE, CONFLICT_RETRIES, Decision, MembershipApplication, org_id_for
+from .application import Decision, MembershipApplication, org_id_for
 from .group_commit import GroupCommit
-from .keyed_lock import KeyedLock
+from .runner import CommandRunner
 from .secrets import parse_api_key
 
 QUEUE_GROUP = "membership"
@@ -28,76 +28,57 @@ QUEUE_GROUP = "membership"
 class MembershipEndpoints:
     def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor) -> None:
         self.app = app
-        self.executor = executor
-        self.org_locks = KeyedLock()
-        self.group_commit = GroupCommit(self._record)
-        self._background: set[asyncio.Task[Any]] = set()
+        self.group_commit = GroupCommit(self._save)
+        self.runner = CommandRunner(app, executor, record=self.group_commit.submit)
 
-    async def _record(self, decisions: list[Decision]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.app.record, decisions)
+    async def _save(self, decisions: list[Decision]) -> None:
+        await self.runner.in_thread(self.app.record, decisions)
 
-    async def _for_org(self, org_id: str, fn: Any, *args: Any) -> Any:
-        """One piece of work per organization at a time: the application shares its cached aggregate."""
-        async with self.org_locks.hold(org_id):
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    def _in_background(self, work: Any) -> None:
-        """Work after the reply (a snapshot): its failure is logged, never the command's."""
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._finished_in_background)
-
-    def _finished_in_background(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            structlog.get_logger().error("background work failed", exc_info=task.exception())
-
-    async def _decide_and_record(self, name: str, org_id: str, command: cmd.Command) -> Reply:
-        loop = asyncio.get_running_loop()
-        for _ in range(CONFLICT_RETRIES):
-            decision = await loop.run_in_executor(self.executor, self.app.decide, name, command)
-            if not decision.recorded:
-                return decision.reply
-            try:
-                await self.group_commit.submit(decision)
-            except IntegrityError:
-                continue  # another instance wrote first: the application reloads the organization
-            self._in_background(self._for_org(org_id, self.app.snapshot_if_due, decision))
-            return decision.reply
-        return CONCURRENT_CHANGE
-
-    def command_handler(self, name: str) -> Any:
+    def command_handler(self, name: str) -> Callable[[bytes], Awaitable[bytes]]:
         async def handle(command: cmd.Command) -> Reply:
-            org_id = command.org_id or org_id_for(command.command_id)
             with structlog.contextvars.bound_contextvars(
-                command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
+                command=name, command_id=command.command_id, org_id=org_id_for(command), correlation_id=command.correlation_id
             ):
-                async with self.org_locks.hold(org_id):
-                    reply = await self._decide_and_record(name, org_id, command)
+                reply = await self.runner.run(name, command)
                 structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
 
         return reply_handler(cmd.COMMANDS[name], handle)
 
-    def query_handlers(self) -> dict[str, Any]:
+    def query_handlers(self) -> dict[str, Callable[[bytes], Awaitable[bytes]]]:
+        for_org = self.runner.for_org
+
         async def get_organization(query: q.GetOrganization) -> Any:
-            return await self._for_org(query.org_id, self.app.view_organization, query.org_id)
+            return await for_org(query.org_id, self.app.view_organization, query.org_id)
+
+        async def members(query: q.MembersQuery) -> Any:
+            return await for_org(query.org_id, self.app.members, query)
+
+        async def invitations(query: q.InvitationsQuery) -> Any:
+            return await for_org(query.org_id, self.app.invitations, query)
+
+        async def api_keys(query: q.ApiKeysQuery) -> Any:
+            return await for_org(query.org_id, self.app.api_keys, query)
 
         async def seat_quote(query: q.SeatQuoteQuery) -> Any:
-            return await self._for_org(query.org_id, self.app.seat_quote, query.org_id)
+            return await for_org(query.org_id, self.app.seat_quote, query.org_id)
 
         async def authorize(query: q.Authorize) -> Any:
             if query.api_key is not None:
                 named = parse_api_key(query.api_key)
                 org_id = named[0] if named else "-"
-                return await self._for_org(org_id, self.app.authorize_key, query.api_key, query.permission)
-            return await self._for_org(query.org_id, self.app.authorize_user, query.org_id, query.user_id, query.permission)
+                return await for_org(org_id, self.app.authorize_key, query.api_key, query.permission)
+            assert query.org_id is not None and query.user_id is not None
+            return await for_org(query.org_id, self.app.authorize_user, query.org_id, query.user_id, query.permission)
 
         async def healthy(_: q.Health) -> Any:
             return health("membership")
 
         return {
             "get_organization": reply_handler(q.GetOrganization, get_organization),
+            "members": reply_handler(q.MembersQuery, members),
+            "invitations": reply_handler(q.InvitationsQuery, invitations),
+            "api_keys": reply_handler(q.ApiKeysQuery, api_keys),
             "seat_quote": reply_handler(q.SeatQuoteQuery, seat_quote),
             "authorize": reply_handler(q.Authorize, authorize),
             "health": reply_handler(q.Health, healthy),
@@ -108,3 +89,22 @@ class MembershipEndpoints:
             await responder.serve(subjects.command(name), QUEUE_GROUP, self.command_handler(name))
         for name, handler in self.query_handlers().items():
             await responder.serve(subjects.query("membership", name), QUEUE_GROUP, handler)
+
+    async def forget_old_commands(self) -> int:
+        return await self.runner.in_thread(lambda: self.app.forget_commands(self.app.clock.now()))
+
+
+async def forget_old_commands_periodically(endpoints: MembershipEndpoints, every_seconds: float, stopping: asyncio.Event) -> None:
+    """Command records past the retention window are dropped, so the table stays the window's size."""
+    log = structlog.get_logger()
+    while not stopping.is_set():
+        try:
+            forgotten = await endpoints.forget_old_commands()
+            if forgotten:
+                log.info("command records past retention dropped", count=forgotten)
+        except Exception:
+            log.exception("dropping old command records failed")
+        try:
+            await asyncio.wait_for(stopping.wait(), every_seconds)
+        except TimeoutError:
+            pass

@@ -2,7 +2,8 @@
 
 The event store serializes its writers (the library locks the table per insert), so one
 transaction for many commands is the way past one commit per command. At most one save
-is in flight; whatever arrives during it goes into the next.
+is in flight; whatever arrives during it goes into the next. `submit` is the command runner's
+record strategy in production.
 """
 
 from __future__ import annotations

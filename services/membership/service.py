@@ -15,7 +15,8 @@ from shared.responder import Responder
 from shared.settings import Settings, postgres_env
 
 from .application import MembershipApplication
-from .entrypoint import MembershipEndpoints
+from .config import MembershipSettings
+from .entrypoint import MembershipEndpoints, forget_old_commands_periodically
 from .relay import Relay
 from .secrets import Secrets
 
@@ -23,19 +24,23 @@ from .secrets import Secrets
 CONCURRENT_REQUESTS = 128  # commands to different organizations overlap, and share a group commit
 
 
-def build_application(settings: Settings) -> MembershipApplication:
+def build_application(settings: Settings, own: MembershipSettings | None = None) -> MembershipApplication:
+    own = own or MembershipSettings.from_env()
     env = postgres_env(settings.database_url, pool_size=settings.worker_threads + 2)
-    return MembershipApplication(SystemClock(), Secrets(settings.server_secret), env=env)
+    return MembershipApplication(SystemClock(), Secrets(settings.server_secret), env=env, command_retention=own.command_retention)
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     log = structlog.get_logger()
     await declare_streams(settings.nats_url, settings.stream_replicas)
-    app = await asyncio.to_thread(build_application, settings)
+    own = MembershipSettings.from_env()
+    app = await asyncio.to_thread(build_application, settings, own)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="membership")
     nc = await connect(settings.nats_url)
     responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
-    await MembershipEndpoints(app, executor).subscribe(responder)
+    endpoints = MembershipEndpoints(app, executor)
+    await endpoints.subscribe(responder)
+    cleanup = asyncio.create_task(forget_old_commands_periodically(endpoints, own.command_cleanup_seconds, stopping))
     relay_connection = await connect(settings.nats_url)
     relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, settings.relay_batch_size).run())
     log.info("membership ready")
@@ -44,6 +49,8 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     finally:
         await responder.stop()
         await nc.drain()
+        await endpoints.runner.settled()
+        await cleanup
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay

@@ -6,10 +6,25 @@ from typing import Annotated
 
 import msgspec
 
-from .common import Actor, Cents, Identifier, NonEmptyText, Permission, Plan, Quantity, Role, UtcTime, normalize_email
+from .common import (
+    Actor,
+    BoundedKey,
+    Cents,
+    EmailText,
+    Identifier,
+    NonEmptyText,
+    Permission,
+    Plan,
+    Quantity,
+    Role,
+    UtcTime,
+    as_utc,
+    normalize_email,
+)
 
-CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+CommandId = BoundedKey
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_.~-]+$")]
+MAX_KEPT_KEYS = 1000
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -25,7 +40,7 @@ def _normalized_email(command: msgspec.Struct, field: str = "email") -> None:
 
 class NewOwner(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     user_id: Identifier
-    email: str
+    email: EmailText
 
     def __post_init__(self) -> None:
         _normalized_email(self)
@@ -43,7 +58,7 @@ class ChangePlan(Command, frozen=True, kw_only=True):
 
 
 class InviteMember(Command, frozen=True, kw_only=True):
-    email: str
+    email: EmailText
     role: Role
     accept_charge_cents: Cents | None = None
 
@@ -63,6 +78,11 @@ class AcceptInvitation(Command, frozen=True, kw_only=True):
     invitation_id: Identifier
     token: Token
     user_id: Identifier
+    email: EmailText | None = None  # the accepting person's verified address; must be the invitation's
+
+    def __post_init__(self) -> None:
+        if self.email is not None:
+            _normalized_email(self)
 
 
 class ChangeRole(Command, frozen=True, kw_only=True):
@@ -72,6 +92,7 @@ class ChangeRole(Command, frozen=True, kw_only=True):
 
 class RemoveMember(Command, frozen=True, kw_only=True):
     user_id: Identifier
+    keep_api_keys: Annotated[list[Identifier], msgspec.Meta(max_length=MAX_KEPT_KEYS)] = []
 
 
 class AddSeats(Command, frozen=True, kw_only=True):
@@ -85,9 +106,13 @@ class RemoveSeats(Command, frozen=True, kw_only=True):
 
 class CreateApiKey(Command, frozen=True, kw_only=True):
     name: NonEmptyText
-    permissions: Annotated[list[Permission], msgspec.Meta(min_length=1)]
+    permissions: Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=64)]
     owner_user_id: Identifier | None = None
     expires_at: UtcTime | None = None
+
+    def __post_init__(self) -> None:
+        if self.expires_at is not None:
+            msgspec.structs.force_setattr(self, "expires_at", as_utc(self.expires_at))
 
 
 class RevokeApiKey(Command, frozen=True, kw_only=True):

@@ -99,6 +99,7 @@ class ApiKeyCreated(EventData, frozen=True, kw_only=True):
     owner_user_id: str | None
     permissions: list[Permission]
     expires_at: UtcTime | None
+    created_by: Actor | None = None  # who minted it; null for keys recorded before v1.1
 
 
 class ApiKeyRevoked(EventData, frozen=True, kw_only=True):

@@ -11,6 +11,9 @@ from .common import Identifier, Permission, Plan, Role, UtcTime
 
 ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512)]
+PageCursor = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_=-]+$")]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+DEFAULT_LIMIT = 100
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +34,25 @@ class GetOrganization(OrgQuery, frozen=True, kw_only=True):
 
 class SeatQuoteQuery(OrgQuery, frozen=True, kw_only=True):
     pass
+
+
+class PagedOrgQuery(OrgQuery, frozen=True, kw_only=True):
+    limit: Limit = DEFAULT_LIMIT
+    cursor: PageCursor | None = None
+
+
+class MembersQuery(PagedOrgQuery, frozen=True, kw_only=True):
+    """`membership.query.members`: oldest member first."""
+
+
+class InvitationsQuery(PagedOrgQuery, frozen=True, kw_only=True):
+    """`membership.query.invitations`: oldest first, optionally of one status."""
+
+    status: Literal["pending", "accepted", "revoked", "expired"] | None = None
+
+
+class ApiKeysQuery(PagedOrgQuery, frozen=True, kw_only=True):
+    """`membership.query.api_keys`: oldest first; never a secret or its hash."""
 
 
 class Authorize(Query, frozen=True, kw_only=True):
@@ -124,18 +146,50 @@ class InvitationView(msgspec.Struct, frozen=True, kw_only=True):
     status: Literal["pending", "accepted", "revoked", "expired"]
 
 
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    type: Literal["user", "api_key", "scim", "system"]
+    id: str
+
+
+class ApiKeyView(msgspec.Struct, frozen=True, kw_only=True):
+    key_id: str
+    name: str
+    prefix: str
+    owner_user_id: str | None
+    permissions: list[Permission]
+    expires_at: datetime | None
+    created_at: datetime
+    created_by: Principal | None
+    status: Literal["live", "revoked", "expired"]
+
+
 class OrganizationView(msgspec.Struct, frozen=True, kw_only=True):
+    """The first 100 members and invitations; the cursors continue them on `members` and `invitations`."""
+
     org_id: str
     name: str
     plan: Plan
     members: list[MemberView]
     invitations: list[InvitationView]
     seats: SeatQuote
+    members_next_cursor: str | None
+    invitations_next_cursor: str | None
 
 
-class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    type: Literal["user", "api_key"]
-    id: str
+class MembersPage(msgspec.Struct, frozen=True, kw_only=True):
+    members: list[MemberView]
+    next_cursor: str | None
+
+
+class InvitationsPage(msgspec.Struct, frozen=True, kw_only=True):
+    invitations: list[InvitationView]
+    next_cursor: str | None
+
+
+class ApiKeysPage(msgspec.Struct, frozen=True, kw_only=True):
+    api_keys: list[ApiKeyView]
+    next_cursor: str | None
+
 
 
 class AuthorizeResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,6 +3,7 @@ deterministic ids, and organizations set up through real commands only."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -11,6 +12,7 @@ from typing import Any
 import msgspec
 
 from services.membership.application import MembershipApplication
+from services.membership.runner import CommandRunner
 from services.membership.secrets import Secrets
 from shared.clock import FixedClock
 from shared.contract import commands as cmd
@@ -19,7 +21,7 @@ from shared.contract.replies import Reply
 UTC = timezone.utc
 # A Sunday morning in a 31-day billing period (Mar 10 -> Apr 10, 2024).
 T0 = datetime(2024, 3, 10, 9, 30, tzinfo=UTC)
-SERVER_SECRET = "unit-test-server-secret"
+SERVER_SECRET = "unit-test-server-secret-of-at-least-32-characters"
 
 SYSTEM: dict[str, str] = {"type": "system", "id": "platform"}
 
@@ -48,11 +50,16 @@ class CountingIds:
 
 @dataclass
 class World:
-    """One application, one clock, and the organization under test."""
+    """One application, one clock, and the organization under test.
+
+    Commands go through the production runner (`CommandRunner.run`), with a direct save as its
+    record strategy instead of the group commit, and the snapshot it takes after each reply."""
 
     app: MembershipApplication
     clock: FixedClock
     secrets: Secrets
+    runner: CommandRunner
+    loop: asyncio.Runner
     org_id: str = ""
     owner_id: str = "owner1"
     keys: dict[str, str] = field(default_factory=dict)  # key name -> key_id
@@ -69,7 +76,15 @@ class World:
         return msgspec.convert(body, cmd.COMMANDS[name])
 
     def run(self, name: str, actor: dict[str, str], /, command_id: str | None = None, **fields: Any) -> Reply:
-        return self.app.execute(name, self.command(name, actor, command_id, **fields))
+        return self.execute(name, self.command(name, actor, command_id, **fields))
+
+    def execute(self, name: str, command: cmd.Command) -> Reply:
+        return self.loop.run(self._run_settled(name, command))
+
+    async def _run_settled(self, name: str, command: cmd.Command) -> Reply:
+        reply = await self.runner.run(name, command)
+        await self.runner.settled()
+        return reply
 
     def ok(self, name: str, actor: dict[str, str], /, **fields: Any) -> dict[str, Any]:
         reply = self.run(name, actor, **fields)
@@ -104,7 +119,7 @@ class World:
 
     def role_of(self, user_id: str) -> str | None:
         member = self.app.organization(self.org_id).members.get(user_id)
-        return member["role"] if member else None
+        return member.role if member else None
 
     # -- API keys ------------------------------------------------------------
 
@@ -151,11 +166,16 @@ class World:
         return self.app.seat_quote(self.org_id)
 
 
-def new_app(start: datetime = T0) -> World:
-    clock = FixedClock(start)
+def wire(reply: Reply) -> bytes:
+    """A reply as it goes on the bus: a first reply and its repeat are compared so."""
+    return msgspec.json.encode(reply)
+
+
+def new_app(start: datetime = T0, app: MembershipApplication | None = None, clock: FixedClock | None = None) -> World:
+    clock = clock or FixedClock(start)
     secrets = Secrets(SERVER_SECRET)
-    app = MembershipApplication(clock, secrets, new_id=CountingIds())
-    return World(app=app, clock=clock, secrets=secrets)
+    app = app or MembershipApplication(clock, secrets, new_id=CountingIds())
+    return World(app=app, clock=clock, secrets=secrets, runner=CommandRunner(app), loop=asyncio.Runner())
 
 
 def new_org(plan: str = "pro", start: datetime = T0, org_id: str = "acme", owner_id: str = "owner1") -> World:

@@ -33,9 +33,9 @@ def handle_over_the_wire(world, name: str, body: dict) -> dict:
 
     async def handle(command: cmd.Command) -> Reply:
         calls.append(command)
-        return world.app.execute(name, command)
+        return await world.runner.run(name, command)
 
-    encoded = asyncio.run(reply_handler(cmd.COMMANDS[name], handle)(json.dumps(body).encode()))
+    encoded = world.loop.run(reply_handler(cmd.COMMANDS[name], handle)(json.dumps(body).encode()))
     return {"reply": json.loads(encoded), "reached_application": bool(calls)}
 
 
@@ -83,7 +83,7 @@ def test_a_well_formed_body_reaches_the_application() -> None:
 
     assert outcome["reply"]["ok"] is True
     assert outcome["reached_application"] is True
-    assert [i["email"] for i in world.app.view_organization(world.org_id)["invitations"]] == ["a@example.com"]
+    assert [i.email for i in world.app.view_organization(world.org_id).invitations] == ["a@example.com"]
 
 
 # -- the organization before the permission --------------------------------------------------

@@ -153,7 +153,7 @@ def test_an_invitation_expires_seven_days_after_it_was_sent() -> None:
     assert world.quote()["seats_used"] == 2
     world.clock.set(T0 + WEEK)
     assert world.quote()["seats_used"] == 1
-    statuses = {i["invitation_id"]: i["status"] for i in world.app.view_organization(world.org_id)["invitations"]}
+    statuses = {i.invitation_id: i.status for i in world.app.view_organization(world.org_id).invitations}
     assert statuses[invitation["invitation_id"]] == "expired"
 
 

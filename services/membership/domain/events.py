@@ -1,16 +1,19 @@
 """The facts an organization records, and how each changes its state.
 
 Every event carries the envelope's provenance (`event_id`, `actor`, `command_id`, ...).
-`result` is set on the last event of a command: the reply a repeat of that command gets.
+Replies to commands are not in events: they live in the command records (`idempotency.py`).
 `secret_hash` on ApiKeyCreated stays inside the store: the relay never publishes it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
+
+from .values import ActorRef, ApiKey, Invitation, Member
 
 if TYPE_CHECKING:
     from .organization import Organization
@@ -22,11 +25,9 @@ class OrganizationEvent(Aggregate.Event):
     actor: dict[str, str]
     command_id: str
     correlation_id: str | None
-    result: dict[str, Any] | None
 
     def apply(self, org: Organization) -> None:
         self.change(org)
-        org.remember_command(self.command_id, self.event_id, self.result)
 
     def change(self, org: Organization) -> None:
         raise NotImplementedError
@@ -38,7 +39,6 @@ class OrganizationCreated(Aggregate.Created):
     actor: dict[str, str]
     command_id: str
     correlation_id: str | None
-    result: dict[str, Any] | None
     name: str
     plan: str
     owner_user_id: str
@@ -55,11 +55,9 @@ class OrganizationCreated(Aggregate.Created):
         org.seats_purchased = 0
         org.unit_price_cents = self.unit_price_cents
         org.billing_anchor = self.billing_anchor
-        org.members = {self.owner_user_id: _member(self.owner_user_id, self.owner_email, "owner", self.timestamp)}
+        org.members = {self.owner_user_id: Member(self.owner_user_id, self.owner_email, "owner", self.timestamp)}
         org.invitations = {}
         org.api_keys = {}
-        org.commands = {}
-        org.remember_command(self.command_id, self.event_id, self.result)
 
 
 class PlanChanged(OrganizationEvent):
@@ -82,13 +80,9 @@ class MemberInvited(OrganizationEvent):
     expires_at: datetime
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id] = {
-            "invitation_id": self.invitation_id,
-            "email": self.email,
-            "role": self.role,
-            "expires_at": self.expires_at,
-            "status": "pending",
-        }
+        org.invitations[self.invitation_id] = Invitation(
+            self.invitation_id, self.email, self.role, self.timestamp, self.expires_at, "pending"
+        )
 
 
 class InvitationResent(OrganizationEvent):
@@ -97,7 +91,7 @@ class InvitationResent(OrganizationEvent):
     expires_at: datetime
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id]["expires_at"] = self.expires_at
+        org.invitations[self.invitation_id] = replace(org.invitations[self.invitation_id], expires_at=self.expires_at)
 
 
 class InvitationRevoked(OrganizationEvent):
@@ -105,7 +99,7 @@ class InvitationRevoked(OrganizationEvent):
     email: str
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id]["status"] = "revoked"
+        org.invitations[self.invitation_id] = replace(org.invitations[self.invitation_id], status="revoked")
 
 
 class InvitationAccepted(OrganizationEvent):
@@ -115,8 +109,8 @@ class InvitationAccepted(OrganizationEvent):
     role: str
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id]["status"] = "accepted"
-        org.members[self.user_id] = _member(self.user_id, self.email, self.role, self.timestamp)
+        org.invitations[self.invitation_id] = replace(org.invitations[self.invitation_id], status="accepted")
+        org.members[self.user_id] = Member(self.user_id, self.email, self.role, self.timestamp)
 
 
 class RoleChanged(OrganizationEvent):
@@ -126,7 +120,7 @@ class RoleChanged(OrganizationEvent):
     to_role: str
 
     def change(self, org: Organization) -> None:
-        org.members[self.user_id]["role"] = self.to_role
+        org.members[self.user_id] = replace(org.members[self.user_id], role=self.to_role)
 
 
 class MemberRemoved(OrganizationEvent):
@@ -163,6 +157,8 @@ class SeatRemoved(OrganizationEvent):
 
 
 class ApiKeyCreated(OrganizationEvent):
+    class_version = 2
+
     key_id: str
     name: str
     prefix: str
@@ -170,18 +166,25 @@ class ApiKeyCreated(OrganizationEvent):
     permissions: list[str]
     expires_at: datetime | None
     secret_hash: str
+    created_by: dict[str, str] | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Keys created before creators were recorded: removal goes by the owner alone."""
+        state["created_by"] = None
 
     def change(self, org: Organization) -> None:
-        org.api_keys[self.key_id] = {
-            "key_id": self.key_id,
-            "name": self.name,
-            "prefix": self.prefix,
-            "owner_user_id": self.owner_user_id,
-            "permissions": list(self.permissions),
-            "expires_at": self.expires_at,
-            "secret_hash": self.secret_hash,
-            "revoked": False,
-        }
+        org.api_keys[self.key_id] = ApiKey(
+            key_id=self.key_id,
+            name=self.name,
+            prefix=self.prefix,
+            owner_user_id=self.owner_user_id,
+            permissions=frozenset(self.permissions),
+            expires_at=self.expires_at,
+            secret_hash=self.secret_hash,
+            created_at=self.timestamp,
+            created_by=ActorRef.of(self.created_by),
+        )
 
 
 class ApiKeyRevoked(OrganizationEvent):
@@ -189,11 +192,4 @@ class ApiKeyRevoked(OrganizationEvent):
     reason: str
 
     def change(self, org: Organization) -> None:
-        org.api_keys[self.key_id]["revoked"] = True
-
-
-PRIVATE_FIELDS = frozenset({"secret_hash", "result"})
-
-
-def _member(user_id: str, email: str, role: str, joined_at: datetime) -> dict[str, Any]:
-    return {"user_id": user_id, "email": email, "role": role, "joined_at": joined_at}
+        org.api_keys[self.key_id] = replace(org.api_keys[self.key_id], revoked=True)

@@ -2,14 +2,16 @@
 
 Command methods check, then trigger events; `events.py` says how each event changes state.
 Checks follow the contract's order: permission, plan, target, business rules.
+A command is decided on a copy of the organization (`__deepcopy__`), so nothing shared changes
+before its events are saved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -31,10 +33,12 @@ from .errors import (
     ValidationFailed,
 )
 from .permissions import ROLE_PERMISSIONS, permissions_of
+from .values import ActorRef, ApiKey, Invitation, Member
 
 INVITATION_LIFETIME = timedelta(days=7)
 SCIM_PERMISSIONS = frozenset({"org:read", "members:read", "members:invite", "members:manage", "owners:manage"})
 _ALL_PERMISSIONS = ROLE_PERMISSIONS["owner"]
+_NOTHING: frozenset[str] = frozenset()
 
 
 def org_uuid(org_id: str) -> UUID:
@@ -54,6 +58,8 @@ class CommandContext:
 
 @dataclass(frozen=True)
 class NewApiKey:
+    """What the store keeps of a key minted for `create_api_key`: never the secret itself."""
+
     key_id: str
     prefix: str
     secret_hash: str
@@ -61,22 +67,75 @@ class NewApiKey:
 
 class Organization(Aggregate):
     """State, set by the events: `org_id`, `name`, `plan`, `seats_included`, `seats_purchased`,
-    `unit_price_cents`, `billing_anchor`, and dicts of `members`, `invitations` and `api_keys`
-    by id, plus `commands`: each recorded command's event ids and reply."""
+    `unit_price_cents`, `billing_anchor`, and `members`, `invitations` and `api_keys`: dicts of
+    immutable values by id."""
+
+    class_version = 2
+
+    if TYPE_CHECKING:  # set by the events; annotated here for readers and mypy, not as constructor fields
+        org_id: str
+        name: str
+        plan: str
+        seats_included: int
+        seats_purchased: int
+        unit_price_cents: int
+        billing_anchor: datetime
+        members: dict[str, Member]
+        invitations: dict[str, Invitation]
+        api_keys: dict[str, ApiKey]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Organization:
+        """The values are immutable: a copy needs fresh dicts, not fresh values."""
+        copy = object.__new__(type(self))
+        state = dict(vars(self))
+        for name in ("members", "invitations", "api_keys"):
+            state[name] = dict(state[name])
+        state["_pending_events"] = list(state["_pending_events"])
+        copy.__dict__.update(state)
+        return copy
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Snapshots from before the values: nested dicts, and a map of command replies (now kept apart)."""
+        state.pop("commands", None)
+        state["members"] = {uid: Member(**m) for uid, m in state["members"].items()}
+        state["invitations"] = {
+            iid: Invitation(
+                invitation_id=i["invitation_id"],
+                email=i["email"],
+                role=i["role"],
+                invited_at=i["expires_at"] - INVITATION_LIFETIME,
+                expires_at=i["expires_at"],
+                status=i["status"],
+            )
+            for iid, i in state["invitations"].items()
+        }
+        state["api_keys"] = {
+            kid: ApiKey(
+                key_id=k["key_id"],
+                name=k["name"],
+                prefix=k["prefix"],
+                owner_user_id=k["owner_user_id"],
+                permissions=frozenset(k["permissions"]),
+                expires_at=k["expires_at"],
+                secret_hash=k["secret_hash"],
+                created_at=datetime(1970, 1, 1, tzinfo=timezone.utc),
+                created_by=None,
+                revoked=k["revoked"],
+            )
+            for kid, k in state["api_keys"].items()
+        }
 
     # -- creation ---------------------------------------------------------
 
     @classmethod
     def create(cls, ctx: CommandContext, org_id: str, name: str, plan: str, owner_user_id: str, owner_email: str) -> Organization:
-        if ctx.actor.type != "system" and not (ctx.actor.type == "user" and ctx.actor.id == owner_user_id):
-            raise PermissionDenied("only the platform or the future owner may create an organization")
-        start, end = pricing.billing_period(ctx.now, ctx.now)
-        result = {"org_id": org_id, "billing_period_start": start, "billing_period_end": end}
+        require_creator(ctx.actor, owner_user_id)
         return cls._create(
             ev.OrganizationCreated,
             id=org_uuid(org_id),
             timestamp=ctx.now,
-            **_provenance(ctx, org_id, result),
+            **_provenance(ctx, org_id),
             name=name,
             plan=plan,
             owner_user_id=owner_user_id,
@@ -86,16 +145,9 @@ class Organization(Aggregate):
             billing_anchor=ctx.now,
         )
 
-    # -- idempotency --------------------------------------------------------
-
-    def remember_command(self, command_id: str, event_id: str, result: dict[str, Any] | None) -> None:
-        outcome = self.commands.setdefault(command_id, {"events": [], "result": None})
-        outcome["events"].append(event_id)
-        if result is not None:
-            outcome["result"] = result
-
-    def outcome_of(self, command_id: str) -> dict[str, Any] | None:
-        return self.commands.get(command_id)
+    def creation_result(self) -> dict[str, Any]:
+        start, end = self.billing_period(self.billing_anchor)
+        return {"org_id": self.org_id, "billing_period_start": start, "billing_period_end": end}
 
     # -- who is asking ------------------------------------------------------
 
@@ -106,32 +158,40 @@ class Organization(Aggregate):
             return SCIM_PERMISSIONS
         if actor.type == "user":
             member = self.members.get(actor.id)
-            return permissions_of(member["role"]) if member else frozenset()
+            return permissions_of(member.role) if member else _NOTHING
         key = self.api_keys.get(actor.id)
-        return self.key_permissions(key, now) if key else frozenset()
+        return self.key_permissions(key, now) if key else _NOTHING
 
-    def key_permissions(self, key: dict[str, Any], now: datetime) -> frozenset[str]:
-        """A key acts with its own permissions, never beyond its owner's current ones."""
-        if key["revoked"] or (key["expires_at"] is not None and now >= key["expires_at"]):
-            return frozenset()
-        granted = frozenset(key["permissions"])
-        if key["owner_user_id"] is None:
-            return granted
-        owner = self.members.get(key["owner_user_id"])
-        return granted & permissions_of(owner["role"]) if owner else frozenset()
+    def key_permissions(self, key: ApiKey, now: datetime, _seen: frozenset[str] = frozenset()) -> frozenset[str]:
+        """What a key may do now: its own permissions while it is live, never beyond its owner's
+        current ones, nor beyond those of whoever created it (a key never outranks its grantor)."""
+        if key.revoked or key.has_expired(now) or key.key_id in _seen:
+            return _NOTHING
+        granted = key.permissions
+        if key.owner_user_id is not None:
+            owner = self.members.get(key.owner_user_id)
+            if owner is None:
+                return _NOTHING
+            granted &= permissions_of(owner.role)
+        creator = key.created_by
+        if creator is not None and creator.type == "user":
+            member = self.members.get(creator.id)
+            granted &= permissions_of(member.role) if member else _NOTHING
+        elif creator is not None and creator.type == "api_key":
+            parent = self.api_keys.get(creator.id)
+            granted &= self.key_permissions(parent, now, _seen | {key.key_id}) if parent else _NOTHING
+        return granted
 
-    def acting_user_id(self, actor: Actor) -> str | None:
-        if actor.type == "user":
-            return actor.id
-        if actor.type == "api_key" and actor.id in self.api_keys:
-            return self.api_keys[actor.id]["owner_user_id"]
-        return None
+    def is_live(self, key: ApiKey, now: datetime) -> bool:
+        return bool(self.key_permissions(key, now))
 
     def require(self, ctx: CommandContext, *needed: str) -> None:
+        """The actor holds every permission needed; a SCIM actor also needs the enterprise plan."""
         granted = self.permissions_of(ctx.actor, ctx.now)
         missing = [permission for permission in needed if permission not in granted]
         if missing:
             raise PermissionDenied(f"{ctx.actor.type} {ctx.actor.id} lacks {', '.join(missing)}", missing=missing)
+        self.require_scim_plan(ctx)
 
     def require_scim_plan(self, ctx: CommandContext) -> None:
         if ctx.actor.type == "scim" and self.plan != "enterprise":
@@ -146,8 +206,8 @@ class Organization(Aggregate):
     def seats_used(self, now: datetime) -> int:
         return len(self.members) + len(self.pending_invitations(now))
 
-    def pending_invitations(self, now: datetime) -> list[dict[str, Any]]:
-        return [i for i in self.invitations.values() if i["status"] == "pending" and now < i["expires_at"]]
+    def pending_invitations(self, now: datetime) -> list[Invitation]:
+        return [i for i in self.invitations.values() if i.is_pending(now)]
 
     def billing_period(self, now: datetime) -> tuple[datetime, datetime]:
         return pricing.billing_period(self.billing_anchor, now)
@@ -172,7 +232,7 @@ class Organization(Aggregate):
             "quoted_at": now,
         }
 
-    def _buy_seats(self, ctx: CommandContext, quantity: int, accept_charge_cents: int, result: dict[str, Any] | None) -> int:
+    def _buy_seats(self, ctx: CommandContext, quantity: int, accept_charge_cents: int) -> int:
         charge = self.seat_charge(quantity, ctx.now)
         if accept_charge_cents < charge:
             raise ChargeMismatch(
@@ -183,7 +243,6 @@ class Organization(Aggregate):
         self._trigger(
             ev.SeatAdded,
             ctx,
-            result,
             quantity=quantity,
             seats_total=self.seats_total + quantity,
             unit_price_cents=self.unit_price_cents,
@@ -206,7 +265,6 @@ class Organization(Aggregate):
         self._trigger(
             ev.PlanChanged,
             ctx,
-            result,
             from_plan=self.plan,
             to_plan=plan,
             seats_included=pricing.INCLUDED_SEATS[plan],
@@ -216,133 +274,137 @@ class Organization(Aggregate):
 
     def invite_member(self, ctx: CommandContext, email: str, role: str, accept_charge_cents: int | None) -> dict[str, Any]:
         self.require(ctx, "members:invite", *(["owners:manage"] if role == "owner" else []))
-        self._require_paid_plan(ctx)
-        if any(m["email"] == email for m in self.members.values()):
-            raise Conflict(f"{email} is already a member")
-        if any(i["email"] == email for i in self.pending_invitations(ctx.now)):
-            raise Conflict(f"{email} already has a pending invitation")
+        self._require_paid_plan()
+        needs_seat = self.seats_used(ctx.now) >= self.seats_total
+        if needs_seat and "billing:manage" not in self.permissions_of(ctx.actor, ctx.now):
+            raise PermissionDenied("no seat is free, and buying one needs billing:manage", missing=["billing:manage"])
+        self._require_email_free(email, ctx.now)
         invitation_id = ctx.new_id("inv")
         expires_at = ctx.now + INVITATION_LIFETIME
         seat_charge = 0
-        if self.seats_used(ctx.now) >= self.seats_total:
-            self._require_purchase_allowed(ctx, accept_charge_cents)
-            seat_charge = self._buy_seats(ctx, 1, accept_charge_cents, None)
-        result = {"invitation_id": invitation_id, "expires_at": expires_at, "seat_charge_cents": seat_charge}
+        if needs_seat:
+            if accept_charge_cents is None:
+                raise SeatPurchaseRequired("no seat is free: accept the seat charge to buy one", **self.seat_quote(ctx.now))
+            seat_charge = self._buy_seats(ctx, 1, accept_charge_cents)
         self._trigger(
             ev.MemberInvited,
             ctx,
-            result,
             invitation_id=invitation_id,
             email=email,
             role=role,
             invited_by={"type": ctx.actor.type, "id": ctx.actor.id},
             expires_at=expires_at,
         )
-        return result
+        return {"invitation_id": invitation_id, "expires_at": expires_at, "seat_charge_cents": seat_charge}
 
     def resend_invitation(self, ctx: CommandContext, invitation_id: str) -> dict[str, Any]:
         self.require(ctx, "members:invite")
-        self._require_paid_plan(ctx)
+        self._require_paid_plan()
         invitation = self._invitation(invitation_id)
-        if invitation["status"] != "pending":
-            raise Conflict(f"invitation {invitation_id} is {invitation['status']}")
-        lapsed = ctx.now >= invitation["expires_at"]
-        if lapsed and self.seats_used(ctx.now) >= self.seats_total:
+        if invitation.status == "revoked":
+            raise Expired(f"invitation {invitation_id} was revoked")
+        if invitation.status == "accepted":
+            raise Conflict(f"invitation {invitation_id} was already accepted")
+        self._require_email_free(invitation.email, ctx.now, besides=invitation_id)
+        if invitation.has_lapsed(ctx.now) and self.seats_used(ctx.now) >= self.seats_total:
             raise SeatPurchaseRequired("the invitation lapsed and no seat is free for it", **self.seat_quote(ctx.now))
         expires_at = ctx.now + INVITATION_LIFETIME
-        result = {"invitation_id": invitation_id, "expires_at": expires_at}
-        self._trigger(ev.InvitationResent, ctx, result, invitation_id=invitation_id, email=invitation["email"], expires_at=expires_at)
-        return result
+        self._trigger(ev.InvitationResent, ctx, invitation_id=invitation_id, email=invitation.email, expires_at=expires_at)
+        return {"invitation_id": invitation_id, "expires_at": expires_at}
 
     def revoke_invitation(self, ctx: CommandContext, invitation_id: str) -> dict[str, Any]:
         self.require(ctx, "members:invite")
         invitation = self._invitation(invitation_id)
-        if invitation["status"] != "pending":
-            raise Conflict(f"invitation {invitation_id} is {invitation['status']}")
-        result = {"invitation_id": invitation_id}
-        self._trigger(ev.InvitationRevoked, ctx, result, invitation_id=invitation_id, email=invitation["email"])
-        return result
+        if invitation.status != "pending":
+            raise Conflict(f"invitation {invitation_id} is {invitation.status}")
+        self._trigger(ev.InvitationRevoked, ctx, invitation_id=invitation_id, email=invitation.email)
+        return {"invitation_id": invitation_id}
 
     def accept_invitation(
-        self, ctx: CommandContext, invitation_id: str, user_id: str, token_matches: Callable[[str, datetime], bool]
+        self,
+        ctx: CommandContext,
+        invitation_id: str,
+        user_id: str,
+        email: str | None,
+        token_matches: Callable[[str, datetime], bool],
     ) -> dict[str, Any]:
         if ctx.actor.type != "user" or ctx.actor.id != user_id:
             raise PermissionDenied("only the invited user may accept an invitation")
         invitation = self._invitation(invitation_id)
-        if not token_matches(invitation_id, invitation["expires_at"]):
+        if not token_matches(invitation_id, invitation.expires_at):
             raise InvalidToken("the invitation token does not match")
-        if invitation["status"] == "revoked":
+        if email is not None and email != invitation.email:
+            raise PermissionDenied("the invitation was sent to another address", reason="email_mismatch")
+        if invitation.status == "revoked":
             raise Expired(f"invitation {invitation_id} was revoked")
-        if invitation["status"] == "accepted":
+        if invitation.status == "accepted":
             raise Conflict(f"invitation {invitation_id} was already accepted")
-        if ctx.now >= invitation["expires_at"]:
-            raise Expired(f"invitation {invitation_id} expired at {invitation['expires_at'].isoformat()}")
+        if invitation.has_lapsed(ctx.now):
+            raise Expired(f"invitation {invitation_id} expired at {invitation.expires_at.isoformat()}")
         if user_id in self.members:
             raise Conflict(f"user {user_id} is already a member")
-        result = {"user_id": user_id, "role": invitation["role"]}
+        if any(m.email == invitation.email for m in self.members.values()):
+            raise Conflict("a member with that email already belongs to the organization")
         self._trigger(
             ev.InvitationAccepted,
             ctx,
-            result,
             invitation_id=invitation_id,
             user_id=user_id,
-            email=invitation["email"],
-            role=invitation["role"],
+            email=invitation.email,
+            role=invitation.role,
         )
-        return result
+        return {"user_id": user_id, "role": invitation.role}
 
     def change_role(self, ctx: CommandContext, user_id: str, role: str) -> dict[str, Any]:
         self.require(ctx, "members:manage")
         member = self.members.get(user_id)
-        if role == "owner" or (member is not None and member["role"] == "owner"):
+        if role == "owner" or (member is not None and member.role == "owner"):
             self.require(ctx, "owners:manage")
         member = self._member(user_id)
         result = {"user_id": user_id, "role": role}
-        if member["role"] == role:
+        if member.role == role:
             return result
-        if member["role"] == "owner":
+        if member.role == "owner":
             self._require_another_owner(user_id)
-        self._trigger(ev.RoleChanged, ctx, result, user_id=user_id, email=member["email"], from_role=member["role"], to_role=role)
+        self._trigger(ev.RoleChanged, ctx, user_id=user_id, email=member.email, from_role=member.role, to_role=role)
         return result
 
-    def remove_member(self, ctx: CommandContext, user_id: str) -> dict[str, Any]:
-        leaving_by_choice = self.acting_user_id(ctx.actor) == user_id and ctx.actor.type == "user"
+    def remove_member(self, ctx: CommandContext, user_id: str, keep_api_keys: list[str]) -> dict[str, Any]:
+        leaving_by_choice = ctx.actor.type == "user" and ctx.actor.id == user_id
         if not leaving_by_choice:
             self.require(ctx, "members:manage")
-            if self.members.get(user_id, {}).get("role") == "owner":
+            leaving = self.members.get(user_id)
+            if leaving is not None and leaving.role == "owner":
                 self.require(ctx, "owners:manage")
+        else:
+            self.require_scim_plan(ctx)
         member = self._member(user_id)
-        if member["role"] == "owner":
+        if member.role == "owner":
             self._require_another_owner(user_id)
-        revoked = sorted(k["key_id"] for k in self.api_keys.values() if k["owner_user_id"] == user_id and not k["revoked"])
-        result = {"user_id": user_id, "revoked_api_keys": revoked}
-        self._trigger(ev.MemberRemoved, ctx, None if revoked else result, user_id=user_id, email=member["email"], role=member["role"])
-        for position, key_id in enumerate(revoked, start=1):
-            self._trigger(ev.ApiKeyRevoked, ctx, result if position == len(revoked) else None, key_id=key_id, reason="member_removed")
-        return result
+        revoked = sorted(self._keys_granted_by(user_id) - set(keep_api_keys))
+        self._trigger(ev.MemberRemoved, ctx, user_id=user_id, email=member.email, role=member.role)
+        for key_id in revoked:
+            self._trigger(ev.ApiKeyRevoked, ctx, key_id=key_id, reason="member_removed")
+        return {"user_id": user_id, "revoked_api_keys": revoked}
 
     def add_seats(self, ctx: CommandContext, quantity: int, accept_charge_cents: int) -> dict[str, Any]:
         self.require(ctx, "billing:manage")
-        self._require_paid_plan(ctx)
-        charge = self.seat_charge(quantity, ctx.now)
-        result = {"seats_total": self.seats_total + quantity, "charge_cents": charge}
-        self._buy_seats(ctx, quantity, accept_charge_cents, result)
-        return result
+        self._require_paid_plan()
+        charge = self._buy_seats(ctx, quantity, accept_charge_cents)
+        return {"seats_total": self.seats_total, "charge_cents": charge}
 
     def remove_seats(self, ctx: CommandContext, quantity: int) -> dict[str, Any]:
         self.require(ctx, "billing:manage")
-        self._require_paid_plan(ctx)
+        self._require_paid_plan()
         if quantity > self.seats_purchased:
             raise Conflict(f"only {self.seats_purchased} purchased seats can be removed", seats_purchased=self.seats_purchased)
         if self.seats_total - quantity < self.seats_used(ctx.now):
             raise Conflict("those seats are still in use", **self.seat_quote(ctx.now))
         start, end = self.billing_period(ctx.now)
         credit = pricing.prorate(self.unit_price_cents, quantity, start, end, ctx.now)
-        result = {"seats_total": self.seats_total - quantity, "credit_cents": credit}
         self._trigger(
             ev.SeatRemoved,
             ctx,
-            result,
             quantity=quantity,
             seats_total=self.seats_total - quantity,
             unit_price_cents=self.unit_price_cents,
@@ -350,7 +412,7 @@ class Organization(Aggregate):
             billing_period_start=start,
             billing_period_end=end,
         )
-        return result
+        return {"seats_total": self.seats_total, "credit_cents": credit}
 
     def create_api_key(
         self,
@@ -359,9 +421,9 @@ class Organization(Aggregate):
         permissions: list[str],
         owner_user_id: str | None,
         expires_at: datetime | None,
-        new_key: Callable[[str], NewApiKey],
+        key: NewApiKey,
     ) -> dict[str, Any]:
-        for_themself = owner_user_id is not None and owner_user_id == self.acting_user_id(ctx.actor)
+        for_themself = ctx.actor.type == "user" and owner_user_id == ctx.actor.id
         self.require(ctx, "api_keys:own" if for_themself else "api_keys:manage")
         beyond = sorted(set(permissions) - self.permissions_of(ctx.actor, ctx.now))
         if beyond:
@@ -370,12 +432,9 @@ class Organization(Aggregate):
             self._member(owner_user_id)
         if expires_at is not None and expires_at <= ctx.now:
             raise ValidationFailed("expires_at must lie in the future", field="expires_at")
-        key = new_key(ctx.new_id("key"))
-        result = {"key_id": key.key_id, "prefix": key.prefix}
         self._trigger(
             ev.ApiKeyCreated,
             ctx,
-            result,
             key_id=key.key_id,
             name=name,
             prefix=key.prefix,
@@ -383,61 +442,81 @@ class Organization(Aggregate):
             permissions=sorted(set(permissions)),
             expires_at=expires_at,
             secret_hash=key.secret_hash,
+            created_by={"type": ctx.actor.type, "id": ctx.actor.id},
         )
-        return result
+        return {"key_id": key.key_id, "prefix": key.prefix}
 
     def revoke_api_key(self, ctx: CommandContext, key_id: str) -> dict[str, Any]:
         key = self.api_keys.get(key_id)
-        owns_it = key is not None and key["owner_user_id"] is not None and key["owner_user_id"] == self.acting_user_id(ctx.actor)
-        if not owns_it:
+        owns_it = key is not None and key.owner_user_id is not None and ctx.actor == Actor(type="user", id=key.owner_user_id)
+        if owns_it:
+            self.require_scim_plan(ctx)
+        else:
             self.require(ctx, "api_keys:manage")
         if key is None:
             raise NotFound(f"API key {key_id} does not exist")
-        if key["revoked"]:
+        if key.revoked:
             raise Conflict(f"API key {key_id} is already revoked")
-        result = {"key_id": key_id}
-        self._trigger(ev.ApiKeyRevoked, ctx, result, key_id=key_id, reason="revoked")
-        return result
+        self._trigger(ev.ApiKeyRevoked, ctx, key_id=key_id, reason="revoked")
+        return {"key_id": key_id}
 
     # -- helpers --------------------------------------------------------------
 
-    def _require_paid_plan(self, ctx: CommandContext) -> None:
-        self.require_scim_plan(ctx)
+    def _keys_granted_by(self, user_id: str) -> set[str]:
+        """Every unrevoked key the member owns or created, and the keys those keys created, and so on."""
+        granted = {k.key_id for k in self.api_keys.values() if k.owner_user_id == user_id or k.created_by == ActorRef("user", user_id)}
+        while True:
+            more = {
+                k.key_id
+                for k in self.api_keys.values()
+                if k.created_by is not None and k.created_by.type == "api_key" and k.created_by.id in granted
+            } - granted
+            if not more:
+                break
+            granted |= more
+        return {key_id for key_id in granted if not self.api_keys[key_id].revoked}
+
+    def _require_paid_plan(self) -> None:
         if self.plan == "free":
             raise PlanRequired("the free plan has a single seat; upgrade to invite teammates", required_plan="pro")
 
-    def _require_purchase_allowed(self, ctx: CommandContext, accept_charge_cents: int | None) -> None:
-        if "billing:manage" not in self.permissions_of(ctx.actor, ctx.now):
-            raise PermissionDenied("no seat is free, and buying one needs billing:manage", missing=["billing:manage"])
-        if accept_charge_cents is None:
-            raise SeatPurchaseRequired("no seat is free: accept the seat charge to buy one", **self.seat_quote(ctx.now))
+    def _require_email_free(self, email: str, now: datetime, besides: str | None = None) -> None:
+        """One person, one seat: no member with the address, and no other pending invitation for it."""
+        if any(m.email == email for m in self.members.values()):
+            raise Conflict("that address already belongs to a member")
+        if any(i.email == email and i.invitation_id != besides for i in self.pending_invitations(now)):
+            raise Conflict("that address already has a pending invitation")
 
     def _require_another_owner(self, user_id: str) -> None:
-        if not any(m["role"] == "owner" for uid, m in self.members.items() if uid != user_id):
+        if not any(m.role == "owner" for uid, m in self.members.items() if uid != user_id):
             raise LastOwner("the organization must keep at least one owner")
 
-    def _member(self, user_id: str) -> dict[str, Any]:
+    def _member(self, user_id: str) -> Member:
         try:
             return self.members[user_id]
         except KeyError:
             raise NotFound(f"user {user_id} is not a member") from None
 
-    def _invitation(self, invitation_id: str) -> dict[str, Any]:
+    def _invitation(self, invitation_id: str) -> Invitation:
         try:
             return self.invitations[invitation_id]
         except KeyError:
             raise NotFound(f"invitation {invitation_id} does not exist") from None
 
-    def _trigger(self, event_class: type[ev.OrganizationEvent], ctx: CommandContext, result: dict[str, Any] | None, **data: Any) -> None:
-        self.trigger_event(event_class, timestamp=ctx.now, **_provenance(ctx, self.org_id, result), **data)
+    def _trigger(self, event_class: type[ev.OrganizationEvent], ctx: CommandContext, **data: Any) -> None:
+        self.trigger_event(event_class, timestamp=ctx.now, **_provenance(ctx, self.org_id), **data)
 
 
-def _provenance(ctx: CommandContext, org_id: str, result: dict[str, Any] | None) -> dict[str, Any]:
+def require_creator(actor: Actor, owner_user_id: str) -> None:
+    if actor.type != "system" and not (actor.type == "user" and actor.id == owner_user_id):
+        raise PermissionDenied("only the platform or the future owner may create an organization")
+
+
+def _provenance(ctx: CommandContext, org_id: str) -> dict[str, Any]:
     return {
         "org_id": org_id,
         "event_id": ctx.new_id("evt"),
         "actor": {"type": ctx.actor.type, "id": ctx.actor.id},
         "command_id": ctx.command_id,
         "correlation_id": ctx.correlation_id,
-        "result": result,
     }

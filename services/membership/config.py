@@ -1,0 +1,31 @@
+"""Membership's own settings, from environment variables (the shared ones come from `shared.settings`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class MembershipSettings:
+    # How long a command's record (its fingerprint and first reply) is kept: a repeat of its
+    # command_id within the window gets the first reply; after it, the command is decided afresh.
+    command_retention_hours: float = 24.0
+    command_cleanup_seconds: float = 600.0  # how often records past the window are dropped
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> MembershipSettings:
+        env = dict(os.environ if env is None else env)
+        d = cls()
+        settings = cls(
+            command_retention_hours=float(env.get("COMMAND_RETENTION_HOURS", d.command_retention_hours)),
+            command_cleanup_seconds=float(env.get("COMMAND_CLEANUP_SECONDS", d.command_cleanup_seconds)),
+        )
+        if not settings.command_retention_hours > 0:
+            raise ValueError("COMMAND_RETENTION_HOURS must be positive")
+        return settings
+
+    @property
+    def command_retention(self) -> timedelta:
+        return timedelta(hours=self.command_retention_hours)

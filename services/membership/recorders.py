@@ -1,0 +1,147 @@
+"""The event store's recorders, with the command records kept beside the events.
+
+`insert_events(..., command_records=[...])` writes the records in the transaction that inserts the
+events, so a success is remembered exactly when its events are saved.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from .idempotency import CommandFingerprint, CommandRecord
+
+
+class CommandRecorder(Protocol):
+    """An application recorder that also keeps command records."""
+
+    def find_command(self, org_id: str, command_id: str, recorded_since: datetime) -> CommandRecord | None: ...
+
+    def remember_command(self, record: CommandRecord) -> None:
+        """For a reply without events; a record already there wins."""
+
+    def forget_commands_before(self, cutoff: datetime) -> int: ...
+
+
+class PostgresCommandRecorder(PostgresApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.records_table = f"{self.events_table_name.removesuffix('_events')}_command_records"
+        table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.records_table))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} ("
+                "org_id text NOT NULL, command_id text NOT NULL, command_name text NOT NULL, "
+                "actor_type text NOT NULL, actor_id text NOT NULL, body_hash text NOT NULL, "
+                "reply bytea NOT NULL, sealed boolean NOT NULL, recorded_at timestamptz NOT NULL, "
+                "PRIMARY KEY (org_id, command_id))"
+            ).format(table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (recorded_at)").format(
+                Identifier(f"{self.records_table}_recorded_at"), table
+            )
+        )
+        self._insert_record = SQL(
+            "INSERT INTO {0} (org_id, command_id, command_name, actor_type, actor_id, body_hash, reply, sealed, recorded_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        ).format(table)
+        self._select_record = SQL(
+            "SELECT command_name, actor_type, actor_id, body_hash, reply, sealed, recorded_at FROM {0} "
+            "WHERE org_id = %s AND command_id = %s AND recorded_at >= %s"
+        ).format(table)
+        self._delete_before = SQL("DELETE FROM {0} WHERE recorded_at < %s").format(table)
+        self._delete_stale = SQL("DELETE FROM {0} WHERE org_id = %s AND command_id = %s AND recorded_at < %s").format(table)
+
+    def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        records: Sequence[CommandRecord] = kwargs.get("command_records", ())
+        if records:
+            curs.executemany(self._delete_stale, [(r.org_id, r.command_id, r.stale_before) for r in records])
+            curs.executemany(self._insert_record, [_row(record) for record in records])
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def find_command(self, org_id: str, command_id: str, recorded_since: datetime) -> CommandRecord | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_record, (org_id, command_id, recorded_since), prepare=True)
+            row = curs.fetchone()
+        if row is None:
+            return None
+        fingerprint = CommandFingerprint(row["command_name"], row["actor_type"], row["actor_id"], row["body_hash"])
+        return CommandRecord(
+            org_id, command_id, fingerprint, bytes(row["reply"]), row["sealed"], row["recorded_at"], row["recorded_at"]
+        )
+
+    def remember_command(self, record: CommandRecord) -> None:
+        statement = self._insert_record + SQL(" ON CONFLICT (org_id, command_id) DO NOTHING")
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._delete_stale, (record.org_id, record.command_id, record.stale_before))
+            curs.execute(statement, _row(record))
+
+    def forget_commands_before(self, cutoff: datetime) -> int:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._delete_before, (cutoff,))
+            return curs.rowcount
+
+
+class POPOCommandRecorder(POPOApplicationRecorder):
+    """In memory, for unit tests of the domain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[tuple[str, str], CommandRecord] = {}
+        self._records_lock = threading.Lock()
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        records: Sequence[CommandRecord] = kwargs.get("command_records", ())
+        with self._records_lock:
+            if any(self._is_fresh(r) for r in records):
+                raise IntegrityError("command already recorded")
+            notification_ids = super().insert_events(stored_events, **kwargs)
+            for record in records:
+                self._records[(record.org_id, record.command_id)] = record
+        return notification_ids
+
+    def _is_fresh(self, new: CommandRecord) -> bool:
+        """An earlier record of the same command that is still inside the window."""
+        earlier = self._records.get((new.org_id, new.command_id))
+        return earlier is not None and earlier.recorded_at >= new.stale_before
+
+    def find_command(self, org_id: str, command_id: str, recorded_since: datetime) -> CommandRecord | None:
+        record = self._records.get((org_id, command_id))
+        return record if record is not None and record.recorded_at >= recorded_since else None
+
+    def remember_command(self, record: CommandRecord) -> None:
+        with self._records_lock:
+            if not self._is_fresh(record):
+                self._records[(record.org_id, record.command_id)] = record
+
+    def forget_commands_before(self, cutoff: datetime) -> int:
+        with self._records_lock:
+            old = [key for key, record in self._records.items() if record.recorded_at < cutoff]
+            for key in old:
+                del self._records[key]
+        return len(old)
+
+
+def _row(record: CommandRecord) -> tuple[Any, ...]:
+    f = record.fingerprint
+    return (
+        record.org_id,
+        record.command_id,
+        f.command_name,
+        f.actor_type,
+        f.actor_id,
+        f.body_hash,
+        record.reply,
+        record.sealed,
+        record.recorded_at,
+    )

@@ -1,0 +1,49 @@
+"""Opaque cursors over a list ordered by (instant, id): every list a query returns is paged.
+
+A cursor names the last item of the previous page. It is checked as hostile input: anything that
+is not a cursor this code wrote is `validation_error`, never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import msgspec
+
+from .errors import Invalid
+
+T = TypeVar("T")
+Position = tuple[int, str]
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_POSITION = 2**63 - 1
+_decoder = msgspec.json.Decoder(tuple[int, str])
+
+
+def encode_cursor(position: Position) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(position)).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> Position:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, item_id = _decoder.decode(raw)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise Invalid("cursor is not one this service issued", field="cursor") from None
+    if not (-_MAX_POSITION <= at <= _MAX_POSITION) or not _ID.match(item_id):
+        raise Invalid("cursor is not one this service issued", field="cursor")
+    return at, item_id
+
+
+def page(items: Sequence[T], position_of: Callable[[T], Position], cursor: str | None, limit: int) -> tuple[list[T], str | None]:
+    """Up to `limit` items after the cursor, in order, and the cursor of the next page (None on the last)."""
+    after = decode_cursor(cursor) if cursor else None
+    ordered = sorted(items, key=position_of)
+    if after is not None:
+        ordered = [item for item in ordered if position_of(item) > after]
+    chosen = ordered[:limit]
+    more = len(ordered) > limit
+    return chosen, encode_cursor(position_of(chosen[-1])) if more and chosen else None
