@@ -105,7 +105,7 @@ class BillingProjection:
             until,
             org_ids,
         )
-        accounts = {row["org_id"]: _account(row) for row in rows}
+        accounts = {row["org_id"]: account_of(row) for row in rows}
         entries = [Entry(account, renewals_until(account, until)) for account in accounts.values()]
         await self.write(connection, entries, accounts)
         return sum(len(entry.charges) for entry in entries)
@@ -114,7 +114,7 @@ class BillingProjection:
         rows = await connection.fetch(
             f'SELECT * FROM "{self.schema}".accounts WHERE org_id = ANY($1) FOR UPDATE', list(org_ids)
         )
-        return {row["org_id"]: _account(row) for row in rows}
+        return {row["org_id"]: account_of(row) for row in rows}
 
     async def write(self, connection: asyncpg.Connection, entries: list[Entry], accounts: dict[str, Account]) -> None:
         charges, withdrawn = _net_charges(entries)
@@ -167,7 +167,7 @@ def _row(charge: Charge) -> tuple:
     return tuple(getattr(charge, column) for column in CHARGE_COLUMNS)
 
 
-def _account(row: asyncpg.Record) -> Account:
+def account_of(row: asyncpg.Record) -> Account:
     return Account(
         org_id=row["org_id"],
         plan=row["plan"],

@@ -11,6 +11,7 @@ from .common import Identifier, Permission, Plan, Role, UtcTime
 
 ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -47,7 +48,10 @@ class Authorize(Query, frozen=True, kw_only=True):
 
 
 class ChargesQuery(OrgQuery, frozen=True, kw_only=True):
-    pass
+    """Oldest first, by (`occurred_at`, `charge_id`); `next_cursor` is null on the last page."""
+
+    limit: PageLimit = 100
+    cursor: Cursor | None = None
 
 
 class UpcomingInvoiceQuery(OrgQuery, frozen=True, kw_only=True):
@@ -55,7 +59,10 @@ class UpcomingInvoiceQuery(OrgQuery, frozen=True, kw_only=True):
 
 
 class InvoicesQuery(OrgQuery, frozen=True, kw_only=True):
-    pass
+    """Oldest period first; `limit` counts periods."""
+
+    limit: PageLimit = 100
+    cursor: Cursor | None = None
 
 
 class AuditSearch(OrgQuery, frozen=True, kw_only=True):
