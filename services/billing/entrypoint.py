@@ -30,13 +30,13 @@ class BillingEndpoints:
         self.rebuild = Rebuilder(consumer, lambda: BillingProjection(SHADOW_SCHEMA), LIVE_SCHEMA, renewals.renew_in)
 
     async def charges(self, query: q.ChargesQuery) -> Any:
-        return {"charges": await self.read_model.charges(query.org_id)}
+        return await self.read_model.charges(query.org_id, query.limit, query.cursor)
 
     async def upcoming_invoice(self, query: q.UpcomingInvoiceQuery) -> Any:
         return await self.read_model.upcoming_invoice(query.org_id, self.clock.now())
 
     async def invoices(self, query: q.InvoicesQuery) -> Any:
-        return {"invoices": await self.read_model.invoices(query.org_id, self.clock.now())}
+        return await self.read_model.invoices(query.org_id, self.clock.now(), query.limit, query.cursor)
 
     async def projection_status(self, _: q.Health) -> Any:
         return {**self.consumer.lag.summary(), "pricing_mismatches": await self.read_model.mismatch_count()}

@@ -3,6 +3,13 @@
 Every amount comes from the events (or, for a renewal, from the seat count the events left at the
 period's start) and the contract's calendar rule, never from the wall clock, so that a rebuild from
 the stream writes the same rows as the live projection.
+
+The renewal rule: the renewal of the period starting at S bills `seats_purchased` after exactly the
+events with `occurred_at < S`, in event order. An event applies the renewals due by its instant
+before it takes effect. Time (the scheduler) may renew before the next event comes; should an
+event from before an already renewed start still arrive, the renewals after its instant are
+withdrawn and charged again from the state it leaves (`Entry.withdraws_renewals_after`), which is
+what a replay of the stream would have written.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ class Entry:
     account: Account | None
     charges: list[Charge] = field(default_factory=list)
     mismatches: list[Mismatch] = field(default_factory=list)
+    # Renewal charges of periods starting after this instant are void (they are in `charges` again if due).
+    withdraws_renewals_after: datetime | None = None
 
 
 def renewals_until(account: Account, until: datetime) -> list[Charge]:
@@ -99,7 +108,12 @@ def record(account: Account | None, event: Envelope) -> Entry:
         return Entry(Account(event.org_id, data.plan, data.billing_anchor, data.unit_price_cents))
     if account is None:
         return Entry(None)  # an event before its organization: nothing to bill
-    entry = Entry(account, renewals_until(account, event.occurred_at))
+    entry = Entry(account)
+    renewed_through = account.renewed_through
+    if event.occurred_at < renewed_through:  # time renewed past this event before it arrived
+        entry.withdraws_renewals_after = event.occurred_at
+        account.renewed_through = _last_period_start(account, event.occurred_at)
+    entry.charges += renewals_until(account, event.occurred_at)
     if isinstance(data, ev.PlanChanged):
         account.plan = data.to_plan
         if data.billing_anchor != account.billing_anchor:
@@ -114,7 +128,16 @@ def record(account: Account | None, event: Envelope) -> Entry:
         entry.mismatches += _check(account, event, data.quantity, data.credit_cents, data)
         account.seats_purchased -= data.quantity
         account.last_seat_event_id = event.event_id
+    if entry.withdraws_renewals_after is not None:
+        entry.charges += renewals_until(account, renewed_through)
     return entry
+
+
+def _last_period_start(account: Account, at: datetime) -> datetime:
+    """The start of the period holding `at`, or the anchor for an instant before it."""
+    if at < account.billing_anchor:
+        return account.billing_anchor
+    return pricing.billing_period(account.billing_anchor, at)[0]
 
 
 def _seat_charge(

@@ -88,12 +88,24 @@ class BillingProjection:
             entries.append(entry)
         await self.write(connection, entries, accounts)
 
-    async def renew(self, connection: asyncpg.Connection, until: datetime) -> int:
-        """Charges every renewal due by `until`, whether or not an event has come since."""
+    async def due(self, connection: asyncpg.Connection, until: datetime) -> dict[str, int]:
+        """Organizations with a period started by `until` and not renewed, and the last sequence applied for each."""
         rows = await connection.fetch(
-            f'SELECT * FROM "{self.schema}".accounts WHERE next_period_start <= $1 ORDER BY org_id FOR UPDATE', until
+            f"""SELECT a.org_id, coalesce(p.last_sequence, 0) AS last_sequence FROM "{self.schema}".accounts a
+                LEFT JOIN "{self.schema}".positions p USING (org_id) WHERE a.next_period_start <= $1 ORDER BY a.org_id""",
+            until,
         )
-        accounts = {row["org_id"]: _account(row) for row in rows}
+        return {row["org_id"]: row["last_sequence"] for row in rows}
+
+    async def renew(self, connection: asyncpg.Connection, until: datetime, org_ids: list[str] | None = None) -> int:
+        """Charges every renewal due by `until` (of `org_ids` only, when given), whether or not an event has come since."""
+        rows = await connection.fetch(
+            f"""SELECT * FROM "{self.schema}".accounts WHERE next_period_start <= $1
+                AND ($2::text[] IS NULL OR org_id = ANY($2)) ORDER BY org_id FOR UPDATE""",
+            until,
+            org_ids,
+        )
+        accounts = {row["org_id"]: account_of(row) for row in rows}
         entries = [Entry(account, renewals_until(account, until)) for account in accounts.values()]
         await self.write(connection, entries, accounts)
         return sum(len(entry.charges) for entry in entries)
@@ -102,10 +114,16 @@ class BillingProjection:
         rows = await connection.fetch(
             f'SELECT * FROM "{self.schema}".accounts WHERE org_id = ANY($1) FOR UPDATE', list(org_ids)
         )
-        return {row["org_id"]: _account(row) for row in rows}
+        return {row["org_id"]: account_of(row) for row in rows}
 
     async def write(self, connection: asyncpg.Connection, entries: list[Entry], accounts: dict[str, Account]) -> None:
-        charges = [charge for entry in entries for charge in entry.charges]
+        charges, withdrawn = _net_charges(entries)
+        if withdrawn:
+            await connection.executemany(
+                f"""DELETE FROM "{self.schema}".charges
+                    WHERE org_id = $1 AND kind = 'seat_renewal' AND billing_period_start > $2""",
+                withdrawn,
+            )
         mismatches = [mismatch for entry in entries for mismatch in entry.mismatches]
         if charges:
             await connection.copy_records_to_table(
@@ -131,11 +149,25 @@ class BillingProjection:
         )
 
 
+def _net_charges(entries: list[Entry]) -> tuple[list[Charge], list[tuple[str, datetime]]]:
+    """The charges to insert, and the (org, instant) after which stored renewals are withdrawn first."""
+    charges: list[Charge] = []
+    withdrawn = []
+    for entry in entries:
+        after = entry.withdraws_renewals_after
+        if entry.account is not None and after is not None:
+            org_id = entry.account.org_id
+            charges = [c for c in charges if not (c.org_id == org_id and c.kind == "seat_renewal" and c.billing_period_start > after)]
+            withdrawn.append((org_id, after))
+        charges += entry.charges
+    return charges, withdrawn
+
+
 def _row(charge: Charge) -> tuple:
     return tuple(getattr(charge, column) for column in CHARGE_COLUMNS)
 
 
-def _account(row: asyncpg.Record) -> Account:
+def account_of(row: asyncpg.Record) -> Account:
     return Account(
         org_id=row["org_id"],
         plan=row["plan"],

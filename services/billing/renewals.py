@@ -1,24 +1,56 @@
 """Renewals driven by time: a period that has started is charged whether or not an event comes.
 
-A period's renewal waits `grace` after its start, so that a seat change decided just before the
-start, and still on its way through the stream, is counted in it: live and rebuilt ledgers agree.
+The scheduler renews an organization's period starting at S only when both hold:
+- S is more than `grace` ago, so that a seat change decided just before S has had time to reach
+  the stream;
+- billing has applied every event the stream holds for that organization, so that the renewal is
+  priced from the seat count as of S in event order, and never from a backlog not yet consumed
+  (billing down across S while seats changed).
+
+An event from before S that reaches the stream later still (membership's relay held up past the
+grace) re-prices the renewal when it is applied: see `ledger.record`. Either way the live ledger
+ends equal to a rebuild's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
+from nats.js.errors import NotFoundError
 
+from shared import subjects
 from shared.clock import Clock
+from shared.contract.events import decode_envelope
 
 from .projection import BillingProjection
 
 log = structlog.get_logger()
+
+LastSequence = Callable[[str], Awaitable[int]]
+
+
+class StreamPositions:
+    """The last per-organization sequence the stream holds, read from its last message for that organization."""
+
+    def __init__(self, js: Any) -> None:
+        self.js = js
+
+    async def __call__(self, org_id: str) -> int:
+        try:
+            message = await self.js.get_last_msg(subjects.STREAM, subjects.event(org_id, ">"))
+        except NotFoundError:
+            return 0
+        try:
+            return decode_envelope(message.data).sequence
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 0  # nothing billing could apply: the consumer parks it
 
 
 class RenewalScheduler:
@@ -30,6 +62,7 @@ class RenewalScheduler:
         clock: Clock,
         grace: timedelta,
         interval: float,
+        stream_last_sequence: LastSequence,
     ) -> None:
         self.pool = pool
         self.projection = projection
@@ -37,6 +70,7 @@ class RenewalScheduler:
         self.clock = clock
         self.grace = grace
         self.interval = interval
+        self.stream_last_sequence = stream_last_sequence
 
     def cutoff(self) -> datetime:
         return self.clock.now() - self.grace
@@ -50,14 +84,21 @@ class RenewalScheduler:
             await asyncio.sleep(self.interval)
 
     async def tick(self) -> int:
-        """Charges every renewal due by now; with the consumer paused, so the two never interleave."""
+        """Charges every renewal due by now of the organizations caught up with the stream.
+
+        With the consumer paused, so the two never interleave."""
+        cutoff = self.cutoff()
         async with self.exclusive():
             async with self.pool.acquire() as connection, connection.transaction():
-                charged = await self.projection.renew(connection, self.cutoff())
+                due = await self.projection.due(connection, cutoff)
+                ready = [org_id for org_id, applied in due.items() if await self.stream_last_sequence(org_id) <= applied]
+                charged = await self.projection.renew(connection, cutoff, ready) if ready else 0
+        if len(ready) < len(due):
+            log.info("renewals wait for events still to apply", organizations=len(due) - len(ready))
         if charged:
             log.info("renewals charged", count=charged)
         return charged
 
     async def renew_in(self, connection: asyncpg.Connection, projection: BillingProjection) -> None:
-        """For a rebuild: the same renewals, into the rebuilt tables."""
+        """For a rebuild, caught up with the stream's end: the same renewals, into the rebuilt tables."""
         await projection.renew(connection, self.cutoff())

@@ -14,7 +14,7 @@ from shared.settings import Settings
 from .entrypoint import BillingEndpoints
 from .projection import LIVE_SCHEMA, BillingProjection
 from .read_model import BillingReadModel
-from .renewals import RenewalScheduler
+from .renewals import RenewalScheduler, StreamPositions
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
@@ -27,6 +27,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
             runtime.clock,
             timedelta(seconds=settings.renewal_grace_seconds),
             settings.renewal_interval_seconds,
+            StreamPositions(runtime.consumer.js),
         )
         endpoints = BillingEndpoints(BillingReadModel(runtime.pool, LIVE_SCHEMA), runtime.consumer, renewals, runtime.clock)
         await endpoints.subscribe(runtime.responder)

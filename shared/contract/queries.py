@@ -69,7 +69,10 @@ class Authorize(Query, frozen=True, kw_only=True):
 
 
 class ChargesQuery(OrgQuery, frozen=True, kw_only=True):
-    pass
+    """Oldest first, by (`occurred_at`, `charge_id`); `next_cursor` is null on the last page."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | None = None
 
 
 class UpcomingInvoiceQuery(OrgQuery, frozen=True, kw_only=True):
@@ -77,7 +80,10 @@ class UpcomingInvoiceQuery(OrgQuery, frozen=True, kw_only=True):
 
 
 class InvoicesQuery(OrgQuery, frozen=True, kw_only=True):
-    pass
+    """Oldest period first; `limit` counts periods."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | None = None
 
 
 class AuditSearch(OrgQuery, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ import pytest
 
 from services.billing.projection import LIVE_SCHEMA, BillingProjection
 from services.billing.read_model import BillingReadModel
-from services.billing.renewals import RenewalScheduler
+from services.billing.renewals import RenewalScheduler, StreamPositions
 from shared.clock import FixedClock
 from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.dead_letters import parked as dead_letters
@@ -29,7 +29,9 @@ class Billing:
         self.projection = BillingProjection(LIVE_SCHEMA)
         settings = ConsumerSettings(durable="billing", service="billing", max_attempts=2, retry_delay=0.1, gap_delay=0.1, ack_wait=2.0)
         self.consumer = ProjectionConsumer(js, pool, self.projection, settings, clock)
-        self.renewals = RenewalScheduler(pool, self.projection, self.consumer.paused, clock, GRACE, interval=3600)
+        self.renewals = RenewalScheduler(
+            pool, self.projection, self.consumer.paused, clock, GRACE, interval=3600, stream_last_sequence=StreamPositions(js)
+        )
         self.read_model = BillingReadModel(pool, LIVE_SCHEMA)
 
     async def ledger(self) -> list[tuple]:
@@ -67,14 +69,14 @@ async def test_renewals_fall_due_by_time_across_a_month_end_and_a_leap_day(billi
     assert await billing.renewals.tick() == 0
     billing.clock.set(datetime(2024, 4, 1, tzinfo=UTC))  # no event since February
     assert await billing.renewals.tick() == 2
-    charges = await billing.read_model.charges("acme")
+    charges = (await billing.read_model.charges("acme"))["charges"]
     renewals = [(c["billing_period_start"], c["billing_period_end"], c["amount_cents"]) for c in charges if c["kind"] == "seat_renewal"]
     assert renewals == [
         (datetime(2024, 2, 29, 10, tzinfo=UTC), datetime(2024, 3, 31, 10, tzinfo=UTC), 2000),
         (datetime(2024, 3, 31, 10, tzinfo=UTC), datetime(2024, 4, 30, 10, tzinfo=UTC), 2000),
     ]
     assert await billing.renewals.tick() == 0  # charged once, however often the scheduler runs
-    invoices = await billing.read_model.invoices("acme", billing.clock.now())
+    invoices = (await billing.read_model.invoices("acme", billing.clock.now()))["invoices"]
     assert [(i["billing_period_start"].day, i["status"], i["total_cents"]) for i in invoices] == [
         (31, "closed", charges[0]["amount_cents"]),
         (29, "closed", 2000),
@@ -126,7 +128,7 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_still_apply(bill
     for event in acme.events:
         await publish(billing.js, event)
     await billing.applied("acme", 4)
-    kinds = [c["kind"] for c in await billing.read_model.charges("acme")]
+    kinds = [c["kind"] for c in (await billing.read_model.charges("acme"))["charges"]]
     assert kinds == ["seat_proration", "seat_proration"]
     parked = await dead_letters(billing.js, "billing")
     assert [p["original_subject"] for p in parked] == ["membership.events.acme.SeatAdded"]
@@ -143,7 +145,7 @@ async def test_duplicates_and_out_of_order_delivery_charge_each_seat_event_once_
     await publish(billing.js, first, msg_id="redelivered-copy")
     await billing.applied("acme", 3)
     await asyncio.sleep(0.5)
-    charges = await billing.read_model.charges("acme")
+    charges = (await billing.read_model.charges("acme"))["charges"]
     assert [c["event_id"] for c in charges] == [first["event_id"], second["event_id"]]
     accounts = await billing.accounts()
     assert accounts[0][4] == 3  # seats_purchased
@@ -155,7 +157,7 @@ async def test_a_charge_that_disagrees_with_the_pricing_rule_is_recorded_and_rep
     for event in acme.events:
         await publish(billing.js, event)
     await billing.applied("acme", 2)
-    charges = await billing.read_model.charges("acme")
+    charges = (await billing.read_model.charges("acme"))["charges"]
     assert charges[0]["amount_cents"] == 1
     mismatches = await billing.pool.fetch(f"SELECT event_id, recorded_cents, expected_cents FROM {LIVE_SCHEMA}.mismatches")
     assert [(m["event_id"], m["recorded_cents"]) for m in mismatches] == [(wrong["event_id"], 1)]

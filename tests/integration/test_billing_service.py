@@ -20,15 +20,20 @@ async def charges_of(client: Client, org_id: str, count: int) -> list[dict]:
 
 
 async def new_org(client: Client) -> str:
+    return (await create_org(client))["org_id"]
+
+
+async def create_org(client: Client) -> dict:
     reply = await client.command(
         "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
     )
-    return reply["result"]["org_id"]
+    return reply["result"]
 
 
 async def test_seat_purchases_and_releases_become_charges_and_credits(billing, nc):
     client = Client(nc)
-    org_id = await new_org(client)
+    created = await create_org(client)
+    org_id = created["org_id"]
     added = await client.command("add_seats", org_id=org_id, actor=OWNER, quantity=2, accept_charge_cents=5000)
     removed = await client.command("remove_seats", org_id=org_id, actor=OWNER, quantity=1)
     assert added["ok"] and removed["ok"]
@@ -40,9 +45,13 @@ async def test_seat_purchases_and_releases_become_charges_and_credits(billing, n
     ]
     assert charges[0]["event_id"] == added["events"][0]
 
-    upcoming = await client.query("billing", "upcoming_invoice", org_id=org_id)
-    assert upcoming["result"]["total_cents"] == added["result"]["charge_cents"] - removed["result"]["credit_cents"]
-    assert len(upcoming["result"]["lines"]) == 2
+    upcoming = (await client.query("billing", "upcoming_invoice", org_id=org_id))["result"]
+    renewal_cents = 1 * 1000  # one purchased seat left, at the pro plan's unit price
+    assert upcoming["total_cents"] == added["result"]["charge_cents"] - removed["result"]["credit_cents"] + renewal_cents
+    assert [line["kind"] for line in upcoming["lines"]] == ["seat_proration", "seat_credit", "seat_renewal"]
+    assert upcoming["issued_at"] == upcoming["billing_period_start"] == created["billing_period_end"]
+    assert upcoming["lines"][-1]["billing_period_start"] == created["billing_period_end"]
+    assert upcoming["lines"][0]["billing_period_start"] == created["billing_period_start"]
     invoices = await client.query("billing", "invoices", org_id=org_id)
     assert [i["status"] for i in invoices["result"]["invoices"]] == ["open"]
 

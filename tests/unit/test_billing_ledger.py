@@ -6,12 +6,14 @@ Every expected amount and date is written out by hand from the contract's rule
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import count
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from services.billing.ledger import Account, Charge, record, renewals_until
+from services.billing.ledger import Account, Charge, Entry, record, renewals_until
 from shared.contract.events import Envelope
 
 ORG = "org1"
@@ -247,3 +249,79 @@ def test_an_event_before_its_organization_bills_nothing():
     entry = record(None, seat_added(JAN31, 2, 2000, JAN31, FEB29))
     assert entry.account is None and entry.charges == [] and entry.mismatches == []
     assert record(None, invited(at(2024, 3, 5))).charges == []
+
+
+def post(book: dict[str, Charge], entry) -> None:
+    """What the projection writes for an entry: withdrawn renewals deleted, then its charges inserted."""
+    if entry.withdraws_renewals_after is not None:
+        for charge_id, charge in list(book.items()):
+            if charge.kind == "seat_renewal" and charge.billing_period_start > entry.withdraws_renewals_after:
+                del book[charge_id]
+    for charge in entry.charges:
+        assert charge.charge_id not in book
+        book[charge.charge_id] = charge
+
+
+def test_a_seat_change_from_before_renewed_starts_reprices_those_renewals_from_the_seats_it_leaves():
+    account = open_account(JAN31)
+    first = seat_added(at(2024, 2, 10), 2, 0, JAN31, FEB29)
+    book: dict[str, Charge] = {}
+    post(book, record(account, first))
+    post(book, Entry(account, renewals_until(account, at(2024, 4, 1))))  # the scheduler, before the late event came
+    late = seat_added(at(2024, 2, 29, 9, 59), 3, 0, JAN31, FEB29)  # decided a minute before Feb 29's start
+    entry = record(account, late)
+    assert entry.withdraws_renewals_after == at(2024, 2, 29, 9, 59)
+    assert [c.kind for c in entry.charges] == ["seat_proration", "seat_renewal", "seat_renewal"]
+    post(book, entry)
+    assert sorted((c for c in book.values() if c.kind == "seat_renewal"), key=lambda c: c.billing_period_start) == [
+        renewal(FEB29, MAR31, 5, late.event_id),
+        renewal(MAR31, APR30, 5, late.event_id),
+    ]
+    assert account.renewed_through == MAR31 and account.seats_purchased == 5
+
+
+def test_an_event_at_or_after_every_renewed_start_withdraws_nothing():
+    account = open_account(JAN31)
+    record(account, seat_added(at(2024, 2, 10), 2, 0, JAN31, FEB29))
+    renewals_until(account, FEB29)
+    assert record(account, invited(FEB29)).withdraws_renewals_after is None
+
+
+seat_changes = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=100 * 24 * 60), st.integers(min_value=-3, max_value=4)),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(changes=seat_changes, ticks=st.lists(st.integers(min_value=0, max_value=110 * 24 * 60), max_size=12), data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_wherever_the_scheduler_runs_between_events_the_ledger_equals_a_replay_without_it(changes, ticks, data):
+    """A ledger fed the same events, with renewals by time at any moment (even past events yet to come), equals a replay."""
+    events, seats = [], 0
+    for minute, delta in sorted(changes):
+        when = JAN31 + timedelta(minutes=minute + 1)
+        start, end = (JAN31, FEB29)  # the seat events' own period does not enter renewals
+        if delta > 0:
+            events.append(seat_added(when, delta, 0, start, end))
+            seats += delta
+        elif delta < 0 and seats >= -delta:
+            events.append(seat_removed(when, -delta, 0, start, end))
+            seats += delta
+
+    live_account, live_book = open_account(JAN31), {}
+    tick_times = [JAN31 + timedelta(minutes=m) for m in ticks]
+    for event in events:
+        for tick in data.draw(st.lists(st.sampled_from(tick_times), max_size=2)) if tick_times else []:
+            post(live_book, Entry(live_account, renewals_until(live_account, tick)))
+        post(live_book, record(live_account, event))
+    final = max([JAN31, *tick_times, *(e.occurred_at for e in events)])
+    post(live_book, Entry(live_account, renewals_until(live_account, final)))
+
+    replayed_account, replayed_book = open_account(JAN31), {}
+    for event in events:
+        post(replayed_book, record(replayed_account, event))
+    post(replayed_book, Entry(replayed_account, renewals_until(replayed_account, final)))
+
+    assert live_book == replayed_book
+    assert live_account == replayed_account
