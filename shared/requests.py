@@ -25,7 +25,9 @@ def decode_strictly(body: bytes, kind: type[T]) -> T:
     except msgspec.ValidationError as invalid:
         raise Invalid(bounded(str(invalid))) from None
     except msgspec.DecodeError as malformed:
-        raise Invalid(bounded(f"body is not valid JSON (UTF-8): {malformed}")) from None
+        raise Invalid(bounded(f"body is not valid JSON: {malformed}")) from None
+    except UnicodeDecodeError:
+        raise Invalid("body is not valid UTF-8") from None
 
 
 def bounded(message: str) -> str:

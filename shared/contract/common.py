@@ -70,6 +70,8 @@ def normalize_email(raw: str) -> str:
     except email_validator.EmailNotValidError as invalid:
         raise ValueError(f"not a valid email address: {str(invalid)[:200]}") from None
     email = (checked.ascii_email or checked.normalized).lower()
+    if "=?" in email:
+        raise ValueError("an email address may not hold an encoded word (=?)")
     if len(email) > MAX_EMAIL_LENGTH:
         raise ValueError(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
     return email

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -46,11 +47,26 @@ class Principal:
     permissions: frozenset[str]  # what the contract says it holds
     key_permissions: tuple[str, ...] = ()  # for a key: what it is created with
     key_owner: str | None = None  # for a member's key: whose it is (created for them by owner1)
+    lifecycle: str = "live"  # or revoked, expired, orphaned (owner removed, key kept), minted_by_revoked_key
 
     def actor(self, world: World) -> dict[str, str]:
         if self.user_id is not None:
             return user(self.user_id)
-        return api_key(world.create_key(f"key:{self.name}", list(self.key_permissions), owner_user_id=self.key_owner))
+        permissions = list(self.key_permissions)
+        if self.lifecycle == "minted_by_revoked_key":
+            parent = world.create_key(f"parent:{self.name}", permissions)
+            key_id = world.create_key(f"key:{self.name}", permissions, by=api_key(parent))
+            world.ok("revoke_api_key", SYSTEM, key_id=parent)
+            return api_key(key_id)
+        expiry = {"expires_at": world.clock.now() + timedelta(hours=1)} if self.lifecycle == "expired" else {}
+        key_id = world.create_key(f"key:{self.name}", permissions, owner_user_id=self.key_owner, **expiry)
+        if self.lifecycle == "revoked":
+            world.ok("revoke_api_key", SYSTEM, key_id=key_id)
+        elif self.lifecycle == "expired":
+            world.clock.advance(hours=2)
+        elif self.lifecycle == "orphaned":
+            world.ok("remove_member", SYSTEM, user_id=self.key_owner, keep_api_keys=[key_id])
+        return api_key(key_id)
 
     @property
     def is_member(self) -> bool:
@@ -82,6 +98,19 @@ PRINCIPALS = [
     _members_key("admins_key_with_owner_rights", "admin1", "admin", *sorted(ALL_PERMISSIONS)),
     _members_key("developers_key_with_manager_rights", "dev1", "developer", "members:invite", "members:manage", "api_keys:manage", "gateway:use"),
     _members_key("owners_billing_key", "owner2", "owner", "billing:manage", "gateway:use"),
+    _members_key("developers_gateway_key", "dev1", "developer", "gateway:use"),
+    # keys that are not live act with nothing, whatever they were given
+    Principal("revoked_key_everything", None, frozenset(), tuple(sorted(ALL_PERMISSIONS)), lifecycle="revoked"),
+    Principal("expired_key_everything", None, frozenset(), tuple(sorted(ALL_PERMISSIONS)), lifecycle="expired"),
+    Principal(
+        "orphaned_admins_key",
+        None,
+        frozenset(),
+        ("members:invite", "members:manage", "api_keys:manage", "gateway:use"),
+        key_owner="admin1",
+        lifecycle="orphaned",
+    ),
+    Principal("key_minted_by_a_revoked_key", None, frozenset(), tuple(sorted(ALL_PERMISSIONS)), lifecycle="minted_by_revoked_key"),
 ]
 
 # -- what is asked -------------------------------------------------------------------
@@ -169,6 +198,13 @@ CASES = [
     # "api_keys:manage, or the key's owner"
     Case("revoke_own_key", "revoke_api_key", lambda w, p: {"key_id": w.keys[f"own:{p.user_id}"]}, lambda p: frozenset() if p.is_member else None),
     Case("revoke_another_members_key", "revoke_api_key", lambda w, p: {"key_id": w.keys["own:dev2"]}, needs("api_keys:manage")),
+    # a key is not its owner: revoking the owner's other keys needs api_keys:manage in the key itself
+    Case(
+        "key_revokes_its_owners_other_key",
+        "revoke_api_key",
+        lambda w, p: {"key_id": w.keys[f"own:{p.key_owner}"]},
+        lambda p: frozenset({"api_keys:manage"}) if p.key_owner is not None and p.lifecycle == "live" else None,
+    ),
 ]
 
 
