@@ -105,7 +105,7 @@ class NotifierProjection:
         await connection.execute(
             f'INSERT INTO "{self.schema}".organizations VALUES ($1, $2) ON CONFLICT (org_id) DO UPDATE SET name = $2',
             event.org_id,
-            data.name,
+            storable(data.name),
         )
         await self._person(connection, event.org_id, data.owner_user_id, data.owner_email)
         return 0
@@ -118,7 +118,7 @@ class NotifierProjection:
                 ON CONFLICT (invitation_id) DO NOTHING""",
             data.invitation_id,
             event.org_id,
-            data.email,
+            storable(data.email),
             data.expires_at,
             event.event_id,
         )
@@ -157,7 +157,7 @@ class NotifierProjection:
             f'INSERT INTO "{self.schema}".api_keys VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
             event.org_id,
             data.key_id,
-            data.name,
+            storable(data.name),
         )
         return 0
 
@@ -181,7 +181,7 @@ class NotifierProjection:
             f'INSERT INTO "{self.schema}".people VALUES ($1, $2, $3) ON CONFLICT (org_id, user_id) DO UPDATE SET email = $3',
             org_id,
             user_id,
-            email,
+            storable(email),
         )
 
     async def _delivery(
@@ -207,7 +207,7 @@ class NotifierProjection:
             event.org_id,
             invitation_id,
             kind,
-            recipient,
+            storable(recipient),
             org_name or event.org_id,
             await self._inviter_name(connection, event.org_id, inviter),
             expires_at,
@@ -244,6 +244,13 @@ class NotifierProjection:
                 WHERE s.event_id = l.event_id AND NOT (l.status = 'pending' AND s.status = 'skipped')"""
         )
         return int(status.split()[-1])
+
+
+def storable(text: str) -> str:
+    """PostgreSQL's text refuses NUL alone of all characters. Membership refuses it now; an event
+    from before keeps its place in the log, with U+FFFD where the NUL was (so such an address is
+    refused at send time, with its reason, instead of parking the whole event)."""
+    return text.replace("\x00", "\ufffd")
 
 
 _HANDLERS = {
