@@ -78,6 +78,22 @@ MIGRATIONS = [
             WHERE status = 'failed' AND NOT dead_lettered;
         """,
     ),
+    (
+        2,
+        # The delivery log is paged by the event's sequence in its organization: a new delivery always
+        # comes after every page already read. Rows from before this column get their rank in the
+        # org, which is below any later event's sequence (an org's n-th delivery has sequence >= n).
+        """
+        ALTER TABLE {schema}.deliveries ADD COLUMN sequence bigint;
+        UPDATE {schema}.deliveries AS d SET sequence = ranked.n
+            FROM (SELECT event_id, row_number() OVER (PARTITION BY org_id ORDER BY occurred_at, event_id) AS n
+                  FROM {schema}.deliveries) AS ranked
+            WHERE d.event_id = ranked.event_id;
+        ALTER TABLE {schema}.deliveries ALTER COLUMN sequence SET NOT NULL;
+        DROP INDEX {schema}.deliveries_by_org;
+        CREATE UNIQUE INDEX deliveries_by_org ON {schema}.deliveries (org_id, sequence);
+        """,
+    ),
 ]
 
 
@@ -200,8 +216,8 @@ class NotifierProjection:
         status = await connection.execute(
             f"""INSERT INTO "{self.schema}".deliveries
                     (event_id, org_id, invitation_id, kind, recipient, org_name, inviter, expires_at, occurred_at,
-                     status, next_attempt_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $9)
+                     status, next_attempt_at, sequence)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $9, $10)
                 ON CONFLICT (event_id) DO NOTHING""",
             event.event_id,
             event.org_id,
@@ -212,6 +228,7 @@ class NotifierProjection:
             await self._inviter_name(connection, event.org_id, inviter),
             expires_at,
             event.occurred_at,
+            event.sequence,
         )
         return int(status.split()[-1])
 
