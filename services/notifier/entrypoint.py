@@ -33,7 +33,8 @@ class NotifierEndpoints:
         self.dead_letters = DeadLetterDesk(consumer)
 
     async def deliveries(self, query: q.DeliveriesQuery) -> Any:
-        return {"deliveries": await self.read_model.deliveries(query.org_id)}
+        page = await self.read_model.deliveries(query)
+        return {"deliveries": page.deliveries, "next_cursor": page.next_cursor}
 
     async def projection_status(self, _: q.Health) -> Any:
         return {**self.consumer.lag.summary(), "deliveries": await self.read_model.counts()}

@@ -1,8 +1,10 @@
 """The invitation email: subject, text and HTML parts from templates, the accept link with its token.
 
-Org names, inviter names and emails are user input: the HTML template autoescapes them, and
-header values lose their control characters. The token is computed here, at send time, from the
-server secret; it lives only in the message handed to SMTP, never in the database or a log line.
+Org names, inviter names and emails are user input: the HTML template autoescapes them, and they
+reach headers only as encoded words we write ourselves (`headers.py`). The envelope's one recipient
+is the stored address, never one read back from a header. The token is computed here, at send time,
+from the server secret; it lives only in the message handed to SMTP, never in the database or a log
+line.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from pathlib import Path
 
 import jinja2
 
 from shared.invitations import accept_link, invitation_token
+
+from .headers import display_text, mailable_address, set_text_header
 
 MESSAGE_ID_DOMAIN = "team-members.notifier"
 
@@ -26,7 +30,7 @@ _templates = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_NOT_IN_AN_ID = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -42,35 +46,47 @@ class Invitation:
     resent: bool
 
 
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """The message and its envelope, given to SMTP as they are: nothing is re-read from headers."""
+
+    message: EmailMessage
+    envelope_from: str
+    envelope_to: str
+
+
 def message_id(event_id: str) -> str:
     """The same for every attempt of one delivery, so a duplicate send is recognisable as one."""
-    return f"<{re.sub(r'[^A-Za-z0-9._-]', '_', event_id)}@{MESSAGE_ID_DOMAIN}>"
+    return f"<{_NOT_IN_AN_ID.sub('_', event_id)}@{MESSAGE_ID_DOMAIN}>"
 
 
 def subject(invitation: Invitation) -> str:
-    return _header_text(f"{invitation.inviter} invited you to join {invitation.org_name} on Team Members")
+    return f"{display_text(invitation.inviter)} invited you to join {display_text(invitation.org_name)} on Team Members"
 
 
-def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_secret: str, now: datetime) -> EmailMessage:
+def envelope_sender(mail_from: str) -> str:
+    """`MAIL_FROM`'s address (`Team Members <no-reply@x>` -> `no-reply@x`), for MAIL FROM."""
+    return parseaddr(mail_from)[1] or mail_from
+
+
+def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_secret: str, now: datetime) -> OutgoingEmail:
+    """Raises UnmailableAddress when the stored recipient cannot be mailed as it is."""
+    recipient = mailable_address(invitation.recipient)
     token = invitation_token(server_secret, invitation.invitation_id, invitation.expires_at)
     values = {
-        "inviter": invitation.inviter,
-        "org_name": invitation.org_name,
+        "inviter": display_text(invitation.inviter),
+        "org_name": display_text(invitation.org_name),
         "link": accept_link(public_url, invitation.invitation_id, token),
         "expires": invitation.expires_at.astimezone(timezone.utc).strftime("%A %d %B %Y, %H:%M UTC"),
         "resent": invitation.resent,
     }
     message = EmailMessage()
-    message["From"] = mail_from
-    message["To"] = _header_text(invitation.recipient)
-    message["Subject"] = subject(invitation)
+    message["From"] = mail_from  # the operator's setting, not user input
+    message["To"] = recipient  # a plain ASCII addr-spec with no `=?`: nothing for the parser to decode
+    set_text_header(message, "Subject", subject(invitation))
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id(invitation.event_id)
-    message["X-Team-Members-Invitation"] = _header_text(invitation.invitation_id)
+    message["X-Team-Members-Invitation"] = _NOT_IN_AN_ID.sub("_", invitation.invitation_id)
     message.set_content(_templates.get_template("invitation.txt").render(values))
     message.add_alternative(_templates.get_template("invitation.html").render(values), subtype="html")
-    return message
-
-
-def _header_text(value: str) -> str:
-    return _CONTROL.sub(" ", value).strip()
+    return OutgoingEmail(message, envelope_sender(mail_from), recipient)

@@ -1,12 +1,48 @@
-"""What the notifier answers: the delivery log of an organization."""
+"""What the notifier answers: the delivery log of an organization, a page at a time."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 
-from shared.errors import NotFound
+from shared.contract import queries as q
+from shared.errors import Invalid, NotFound
+
+# A page stops before its deliveries pass this many bytes of JSON, whatever `limit` says: the reply
+# stays well under NATS's default max_payload (1 MB) even when every row carries a long error.
+PAGE_BYTES = 700_000
+_CURSOR_PREFIX = "deliveries:"
+_MAX_SEQUENCE = 2**63 - 1  # bigint
+_encode = msgspec.json.Encoder().encode
+
+
+def encode_cursor(sequence: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{sequence}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int:
+    """The sequence after which the page starts; 0 for the first page."""
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+    except (UnicodeError, binascii.Error, ValueError):
+        text = ""
+    digits = text.removeprefix(_CURSOR_PREFIX) if text.startswith(_CURSOR_PREFIX) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 19 and int(digits) <= _MAX_SEQUENCE:
+        return int(digits)
+    raise Invalid("cursor is not one this service gave out")
+
+
+@dataclass(frozen=True)
+class DeliveriesPage:
+    deliveries: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 class NotifierReadModel:
@@ -14,18 +50,33 @@ class NotifierReadModel:
         self.pool = pool
         self.schema = schema
 
-    async def deliveries(self, org_id: str) -> list[dict[str, Any]]:
+    async def deliveries(self, query: q.DeliveriesQuery) -> DeliveriesPage:
+        """Oldest first, by the event's sequence in the organization: a delivery recorded while a
+        client pages lands after the pages it has read, so every delivery is seen exactly once."""
+        after = decode_cursor(query.cursor)
         async with self.pool.acquire() as connection:
-            known = await connection.fetchval(f'SELECT 1 FROM "{self.schema}".organizations WHERE org_id = $1', org_id)
+            known = await connection.fetchval(f'SELECT 1 FROM "{self.schema}".organizations WHERE org_id = $1', query.org_id)
             if known is None:
-                raise NotFound(f"the notifier knows no organization {org_id}")
+                raise NotFound(f"the notifier knows no organization {query.org_id}")  # an Identifier: bounded
             rows = await connection.fetch(
-                f"""SELECT event_id, recipient AS "to", status, attempts, invitation_id, kind, reason, last_error,
-                           sent_at, next_attempt_at, occurred_at
-                    FROM "{self.schema}".deliveries WHERE org_id = $1 ORDER BY occurred_at, event_id""",
-                org_id,
+                f"""SELECT sequence, event_id, recipient AS "to", status, attempts, invitation_id, kind, reason,
+                           last_error, sent_at, next_attempt_at, occurred_at
+                    FROM "{self.schema}".deliveries WHERE org_id = $1 AND sequence > $2
+                    ORDER BY sequence LIMIT $3""",
+                query.org_id,
+                after,
+                query.limit + 1,
             )
-        return [dict(row) for row in rows]
+        page, size = [], 0
+        for row in rows[: query.limit]:
+            delivery = dict(row)
+            sequence = delivery.pop("sequence")
+            size += len(_encode(delivery)) + 1
+            if page and size > PAGE_BYTES:
+                break
+            page.append((sequence, delivery))
+        more = len(page) < len(rows)
+        return DeliveriesPage([delivery for _, delivery in page], encode_cursor(page[-1][0]) if more else None)
 
     async def counts(self) -> dict[str, int]:
         async with self.pool.acquire() as connection:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import zlib
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
@@ -30,7 +29,8 @@ from shared.clock import Clock
 from shared.errors import Conflict
 
 from .config import NotifierSettings
-from .mail import Invitation, compose
+from .headers import UnmailableAddress
+from .mail import Invitation, OutgoingEmail, compose
 from .projection import WAKE_CHANNEL
 from .smtp import SmtpUrl
 
@@ -60,6 +60,8 @@ def is_permanent(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str:
+    if isinstance(error, PermanentFailure):
+        return str(error)[:1000]
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         return "; ".join(f"{r.code} {r.message}" for r in error.recipients)[:1000]
     if isinstance(error, aiosmtplib.SMTPResponseException):
@@ -75,25 +77,26 @@ class Mailer:
         self.timeout = timeout
         self._client: aiosmtplib.SMTP | None = None
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, email: OutgoingEmail) -> None:
         reused = self._client is not None and self._client.is_connected
         try:
-            await self._send(message)
+            await self._send(email)
         except aiosmtplib.SMTPServerDisconnected:
             await self.close()
             if not reused:
                 raise
-            await self._send(message)  # the server dropped an idle connection; once more, on a new one
+            await self._send(email)  # the server dropped an idle connection; once more, on a new one
         except BaseException:
             await self.close()
             raise
 
-    async def _send(self, message: EmailMessage) -> None:
+    async def _send(self, email: OutgoingEmail) -> None:
         if self._client is None or not self._client.is_connected:
             client = aiosmtplib.SMTP(**self.url.client_options(self.timeout))
             await client.connect()
             self._client = client
-        await self._client.send_message(message)
+        # the envelope is given, never extracted from the headers
+        await self._client.send_message(email.message, sender=email.envelope_from, recipients=[email.envelope_to])
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -231,7 +234,7 @@ class Sender:
             stale,
         )
 
-    def _compose(self, row: asyncpg.Record, now: datetime) -> EmailMessage:
+    def _compose(self, row: asyncpg.Record, now: datetime) -> OutgoingEmail:
         invitation = Invitation(
             event_id=row["event_id"],
             invitation_id=row["invitation_id"],
@@ -249,6 +252,8 @@ class Sender:
                 server_secret=self._server_secret,
                 now=now,
             )
+        except UnmailableAddress as unmailable:
+            raise PermanentFailure(f"the stored recipient cannot be mailed: {unmailable}") from unmailable
         except Exception as error:
             raise PermanentFailure(f"the email cannot be written: {type(error).__name__}: {error}") from error
 

@@ -112,7 +112,11 @@ class AuditExport(OrgQuery, frozen=True, kw_only=True):
 
 
 class DeliveriesQuery(OrgQuery, frozen=True, kw_only=True):
-    pass
+    """`notifier.query.deliveries`: one page of the delivery log, oldest first; pass the reply's
+    `next_cursor` back for the next page (null on the last one)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    cursor: Cursor | None = None
 
 
 class RetryDeadLetter(Query, frozen=True, kw_only=True):

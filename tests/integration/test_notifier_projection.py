@@ -71,12 +71,14 @@ class RecordingMailer:
         self.fail_with = fail_with
         self.delay = delay
         self.sent: list = []
+        self.envelopes: list[tuple[str, str]] = []
 
-    async def send(self, message) -> None:
+    async def send(self, email) -> None:
         await asyncio.sleep(self.delay)
         if self.fail_with is not None:
             raise self.fail_with
-        self.sent.append(message)
+        self.envelopes.append((email.envelope_from, email.envelope_to))
+        self.sent.append(email.message)
 
     async def close(self) -> None:
         pass

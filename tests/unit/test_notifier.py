@@ -95,7 +95,9 @@ def parts(message) -> dict[str, str]:
 
 def test_the_email_names_org_and_inviter_and_carries_a_link_membership_accepts():
     inv = invitation()
-    message = compose(inv, mail_from="Team <no-reply@x.io>", public_url="https://app.example/", server_secret=SECRET, now=T0)
+    outgoing = compose(inv, mail_from="Team <no-reply@x.io>", public_url="https://app.example/", server_secret=SECRET, now=T0)
+    assert (outgoing.envelope_from, outgoing.envelope_to) == ("no-reply@x.io", "new.person@example.com")
+    message = outgoing.message
     assert message["To"] == "new.person@example.com"
     assert "Acme" in message["Subject"] and "owner@acme.io" in message["Subject"]
     assert message["Message-ID"] == message_id("evt_0123abc") == "<evt_0123abc@team-members.notifier>"
@@ -111,17 +113,17 @@ def test_the_email_names_org_and_inviter_and_carries_a_link_membership_accepts()
 
 def test_user_input_is_escaped_in_html_and_kept_out_of_header_structure():
     hostile = invitation(org_name="<script>alert(1)</script> & Co\r\nBcc: victim@x.io", inviter='"><img src=x onerror=alert(2)>')
-    message = compose(hostile, mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0)
+    message = compose(hostile, mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0).message
     html = parts(message)["text/html"]
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in html
     assert "<img" not in html and "&lt;img src=x onerror=alert(2)&gt;" in html
-    assert "<script>alert(1)</script> & Co" in parts(message)["text/plain"]
+    assert "<script>alert(1)</script> & Co  Bcc: victim@x.io" in parts(message)["text/plain"]
     assert "\n" not in message["Subject"] and message["Bcc"] is None
 
 
 def test_a_duplicate_send_carries_the_same_message_id():
-    first = compose(invitation(), mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0)
-    again = compose(invitation(), mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0 + timedelta(hours=1))
+    first = compose(invitation(), mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0).message
+    again = compose(invitation(), mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0 + timedelta(hours=1)).message
     assert first["Message-ID"] == again["Message-ID"]
 
 
