@@ -12,7 +12,7 @@ import time
 from email.message import Message
 from pathlib import Path
 
-from tests.service_processes import REPO
+from tests.service_processes import REPO, with_a_server_secret
 
 LINK = re.compile(r"/invitations/(?P<invitation>[^/\s\"<]+)/accept\?token=(?P<token>[A-Za-z0-9_\-%]+)")
 
@@ -24,7 +24,7 @@ class Supervisor:
     """
 
     def __init__(self, env: dict[str, str], log_path: Path, var_dir: Path | None = None) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.env = with_a_server_secret({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         self.log_path = log_path
         self.var_dir = var_dir or log_path.parent / "var"
         self.popen: subprocess.Popen[bytes] | None = None
