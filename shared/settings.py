@@ -1,21 +1,30 @@
-"""Configuration from environment variables; every default works on one machine with no setup."""
+"""Configuration from environment variables; every default works on one machine with no setup,
+except the server secret, which has no default: a service without one refuses to start."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
-DEV_SECRET = "dev-only-secret-change-me"
+MINIMUM_SECRET_LENGTH = 32
+HOW_TO_MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
-@dataclass(frozen=True)
+class ConfigurationError(ValueError):
+    """A setting a service cannot start with; the message says which one and why, never a secret's value."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
+    # Signs invitation links and seals stored replies; never printed, not even in a repr.
+    server_secret: str = field(repr=False)
+    server_secret_source: str = "given to Settings directly"
     nats_url: str = "nats://127.0.0.1:4222"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/team_members"
     smtp_url: str = "smtp://127.0.0.1:2525"
     public_url: str = "http://localhost:8080"
-    server_secret: str = DEV_SECRET
     stream_replicas: int = 1
     worker_threads: int = 8
     relay_batch_size: int = 256
@@ -23,16 +32,27 @@ class Settings:
     renewal_interval_seconds: float = 30.0
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        if len(self.server_secret) < MINIMUM_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"the server secret from {self.server_secret_source} is too short "
+                f"({len(self.server_secret)} characters; at least {MINIMUM_SECRET_LENGTH}). "
+                f"Make one with: {HOW_TO_MAKE_A_SECRET}"
+            )
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Raises ConfigurationError when the server secret is missing, unreadable or weak."""
         env = dict(os.environ if env is None else env)
-        defaults = cls()
+        server_secret, server_secret_source = server_secret_from(env)
+        defaults = cls(server_secret=server_secret)
         return cls(
             nats_url=env.get("NATS_URL", defaults.nats_url),
             database_url=env.get("DATABASE_URL", defaults.database_url),
             smtp_url=env.get("SMTP_URL", defaults.smtp_url),
             public_url=env.get("PUBLIC_URL", defaults.public_url).rstrip("/"),
-            server_secret=env.get("SERVER_SECRET", defaults.server_secret),
+            server_secret=server_secret,
+            server_secret_source=server_secret_source,
             stream_replicas=int(env.get("STREAM_REPLICAS", defaults.stream_replicas)),
             worker_threads=int(env.get("WORKER_THREADS", defaults.worker_threads)),
             relay_batch_size=int(env.get("RELAY_BATCH_SIZE", defaults.relay_batch_size)),
@@ -40,6 +60,27 @@ class Settings:
             renewal_interval_seconds=float(env.get("RENEWAL_INTERVAL_SECONDS", defaults.renewal_interval_seconds)),
             log_level=env.get("LOG_LEVEL", defaults.log_level),
         )
+
+
+def server_secret_from(env: dict[str, str]) -> tuple[str, str]:
+    """The secret and where it came from: SERVER_SECRET itself, or the file SERVER_SECRET_FILE names."""
+    value = env.get("SERVER_SECRET", "")
+    path = env.get("SERVER_SECRET_FILE", "")
+    if value and path:
+        raise ConfigurationError("both SERVER_SECRET and SERVER_SECRET_FILE are set; set only one")
+    if value:
+        return value, "the environment (SERVER_SECRET)"
+    if path:
+        try:
+            from_file = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigurationError(f"SERVER_SECRET_FILE {path} cannot be read: {error}") from None
+        return from_file, f"the file {path} (SERVER_SECRET_FILE)"
+    raise ConfigurationError(
+        "SERVER_SECRET is not set. It signs invitation links and seals stored replies, so it has no default: "
+        f"set SERVER_SECRET (at least {MINIMUM_SECRET_LENGTH} characters, from your secret manager) "
+        f"or SERVER_SECRET_FILE (a file holding it). Make one with: {HOW_TO_MAKE_A_SECRET}"
+    )
 
 
 def postgres_env(database_url: str, pool_size: int) -> dict[str, str]:

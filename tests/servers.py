@@ -1,6 +1,7 @@
 """Real servers for tests: in temporary directories, on free ports, always stopped."""
 
 import re
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -60,6 +61,11 @@ def restart_if_down(server: NatsServer | PostgresServer | SmtpSink) -> None:
     """A test may crash a shared server on purpose; the next one gets it back on the same data."""
     if not server.is_running():
         server.start()
+
+
+def fresh_server_secret() -> str:
+    """A SERVER_SECRET of the test's own: the code has no default, and no test should share one."""
+    return secrets.token_urlsafe(48)
 
 
 def unique_database_name(test_name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,12 +18,21 @@ import msgspec
 import nats
 
 REPO = Path(__file__).resolve().parent.parent
+# For services started without a secret of the caller's (the benchmark's, say): one for the whole
+# process, so that membership and the notifier it starts agree on invitation tokens.
+HARNESS_SERVER_SECRET = secrets.token_urlsafe(48)
+
+
+def with_a_server_secret(env: dict[str, str]) -> dict[str, str]:
+    if env.get("SERVER_SECRET") or env.get("SERVER_SECRET_FILE"):
+        return env
+    return {**env, "SERVER_SECRET": HARNESS_SERVER_SECRET}
 
 
 class ServiceProcess:
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.env = with_a_server_secret({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
 

@@ -25,6 +25,9 @@ class NatsClusterNode:
 
 
 class NatsServer(OwnsAChildProcess):
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_TIMEOUT = 15.0
+
     def __init__(
         self,
         data_dir: Path,
@@ -57,8 +60,8 @@ class NatsServer(OwnsAChildProcess):
         )
         self._process.wait_until_ready(lambda: jetstream_answers(self.url), timeout, "serving JetStream")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        self._process.stop(signal.SIGTERM, timeout)
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        self._process.stop(self.STOP_SIGNAL, timeout)
 
     def kill(self) -> None:
         self._process.kill()

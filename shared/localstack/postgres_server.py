@@ -38,6 +38,10 @@ SERVER_SETTINGS = {
 
 
 class PostgresServer(OwnsAChildProcess):
+    # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+    STOP_SIGNAL = signal.SIGINT
+    STOP_TIMEOUT = 30.0
+
     def __init__(self, data_dir: Path, port: int, host: str = LOOPBACK) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
@@ -55,16 +59,22 @@ class PostgresServer(OwnsAChildProcess):
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
     def start(self, timeout: float = 60.0) -> None:
+        self.launch()
+        self.wait_until_ready(timeout)
+
+    def launch(self) -> None:
+        """Create the cluster if needed and start the postmaster, without waiting for it to accept connections."""
         self._prepare_data_dir()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         # The postgres binary itself, not pg_ctl: the PID we hold is the postmaster's.
         self._process.launch(self._argv(), user=self._system_user, cwd=self.data_dir)
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
         self._process.wait_until_ready(self._accepts_connections, timeout, "accepting connections")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
-        self._process.stop(signal.SIGINT, timeout)
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        self._process.stop(self.STOP_SIGNAL, timeout)
 
     def kill(self) -> None:
         """Crash the server, backends included, as a power cut would."""

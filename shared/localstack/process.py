@@ -134,14 +134,22 @@ def kill_process_tree(pid: int) -> None:
 
 
 def wait_until_gone(processes: Sequence[psutil.Process], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    remaining = list(processes)
-    while remaining and time.monotonic() < deadline:
-        remaining = [p for p in remaining if _is_alive(p)]
-        if remaining:
-            time.sleep(0.02)
+    remaining = still_alive_after(processes, timeout)
     if remaining:
         raise RuntimeError(f"processes still alive after SIGKILL: {[p.pid for p in remaining]}")
+
+
+def still_alive_after(processes: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Polls until every process is gone or `timeout` has passed; returns those still alive.
+
+    Works for processes that are not our children too (psutil's wait would wait for a zombie's reaping).
+    """
+    deadline = time.monotonic() + timeout
+    remaining = [p for p in processes if _is_alive(p)]
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.02)
+        remaining = [p for p in remaining if _is_alive(p)]
+    return remaining
 
 
 def _is_alive(process: psutil.Process) -> bool:
@@ -163,6 +171,17 @@ class OwnsAChildProcess:
     """The PID, log and liveness of a server run as a ChildProcess in `self._process`."""
 
     _process: ChildProcess
+    # How the server is asked to stop cleanly, and how long it gets before it is killed.
+    STOP_SIGNAL: signal.Signals = signal.SIGTERM
+    STOP_TIMEOUT: float = 15.0
+
+    @property
+    def name(self) -> str:
+        return self._process.name
+
+    @property
+    def kills_descendants(self) -> bool:
+        return self._process.kill_descendants
 
     @property
     def pid(self) -> int | None:

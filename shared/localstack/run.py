@@ -1,13 +1,21 @@
 """`make run`: NATS, PostgreSQL, the SMTP sink and every service, in the foreground.
 
-Ctrl-C or SIGTERM stops the services, then the servers. Data stays under var/ for the next run.
+Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops the services, then the servers. If this process
+is killed outright, its guardian stops them; if the guardian is gone too, the next run finds them in
+var/stack.json and stops them before it starts. Data stays under var/ for the next run.
 NATS_URL, DATABASE_URL and SMTP_URL point at servers of your own instead; PUBLIC_URL is passed on.
+The server secret is SERVER_SECRET from the environment, or one generated once into var/server-secret.
 """
 
+import argparse
 import asyncio
 import os
 import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,8 +24,16 @@ from shared.localstack.nats_server import NatsServer
 from shared.localstack.ports import port_is_free
 from shared.localstack.postgres_server import PostgresServer
 from shared.localstack.process import ServerStartError
+from shared.localstack.server_secret import secret_for_services
 from shared.localstack.service_process import ServiceProcess, console
-from shared.localstack.smtp_sink_server import SmtpSink
+from shared.localstack.smtp_sink_server import IMPORT_ROOT, SmtpSink
+from shared.localstack.stack_record import (
+    RecordedProcess,
+    StackFile,
+    StackRecord,
+    stop_in_reverse_order,
+    stop_recorded,
+)
 
 SERVICES = ("membership", "billing", "audit", "notifier")
 DATABASE = "team_members"
@@ -27,30 +43,132 @@ SMTP_PORT = 2525
 DEFAULT_PUBLIC_URL = "http://localhost:8080"
 EXTERNAL_URLS = ("NATS_URL", "DATABASE_URL", "SMTP_URL")
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SERVICE_STOP_TIMEOUT = 10.0
+
 Server = NatsServer | PostgresServer | SmtpSink
 S = TypeVar("S", NatsServer, PostgresServer, SmtpSink)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where the run keeps its data and which ports its servers take; tests run a stack of their own."""
+
+    var_dir: Path
+    nats_port: int = NATS_PORT
+    postgres_ports: tuple[int, ...] = POSTGRES_PORTS
+    smtp_port: int = SMTP_PORT
+
+
+class StackWatch:
+    """Records what this run starts under var/, and keeps a guardian that stops it if this process dies."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.stack_file = StackFile(var_dir / "stack.json")
+        self._guardian_log = var_dir / "guardian.log"
+        self._record: StackRecord | None = None
+        self._guardian: subprocess.Popen[bytes] | None = None
+        self._lifeline: int | None = None  # the pipe's write end; only this process holds it
+        self._lock = threading.Lock()  # servers are recorded from a worker thread
+
+    def stop_stale_stack(self) -> None:
+        """Stop what an earlier run recorded and left running; refuse if that run is still going."""
+        earlier = self.stack_file.load()
+        if earlier is None:
+            return
+        if earlier.supervisor.running() is not None:
+            raise ServerStartError(
+                f"another `make run` ({earlier.supervisor.describe()}) is running on {self.stack_file.path.parent}"
+            )
+        guardian = [earlier.guardian] if earlier.guardian else []
+        left_running = [process for process in [*guardian, *earlier.processes] if process.running() is not None]
+        if left_running:
+            console("run", f"an earlier run (pid {earlier.supervisor.pid}) left a stack running: "
+                           f"{', '.join(process.describe() for process in left_running)}; stopping it first")
+            for process in guardian:  # first, so it does not stop the same processes alongside us
+                stop_recorded(process)
+            stop_in_reverse_order(earlier.processes, lambda text: console("run", text))
+        self.stack_file.remove()
+
+    def start_guardian(self) -> None:
+        watched_end, self._lifeline = os.pipe()
+        self._guardian_log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(self._guardian_log, "ab") as log:
+                self._guardian = subprocess.Popen(
+                    [sys.executable, "-m", "shared.localstack.guardian",
+                     "--watch-fd", str(watched_end), "--record", str(self.stack_file.path.resolve())],
+                    pass_fds=(watched_end,),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=IMPORT_ROOT,
+                    start_new_session=True,  # the terminal's signals are not for it
+                )
+        finally:
+            os.close(watched_end)
+        self._record = StackRecord(
+            supervisor=RecordedProcess.of("make run", os.getpid(), signal.SIGTERM, SERVICE_STOP_TIMEOUT),
+            guardian=RecordedProcess.of("guardian", self._guardian.pid, signal.SIGTERM, SERVICE_STOP_TIMEOUT),
+        )
+        self.stack_file.save(self._record)
+
+    def add(self, process: RecordedProcess) -> None:
+        with self._lock:
+            assert self._record is not None
+            self._record.processes.append(process)
+            self.stack_file.save(self._record)
+
+    def close(self) -> None:
+        """After a clean stop: nothing left to record, and the guardian, seeing end-of-file, just exits."""
+        if self._record is not None:
+            self.stack_file.remove()
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+        if self._guardian is not None:
+            try:
+                self._guardian.wait(SERVICE_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._guardian.kill()
+                self._guardian.wait()
+
+
+def recorded_server(server: Server) -> RecordedProcess:
+    assert server.pid is not None
+    return RecordedProcess.of(
+        server.name, server.pid, server.STOP_SIGNAL, server.STOP_TIMEOUT, with_descendants=server.kills_descendants
+    )
+
+
+def recorded_service(service: ServiceProcess) -> RecordedProcess:
+    assert service.pid is not None
+    return RecordedProcess.of(service.name, service.pid, signal.SIGTERM, SERVICE_STOP_TIMEOUT)
 
 
 class LocalServers:
     """The servers this run starts itself: those whose URL the environment does not give."""
 
-    def __init__(self, var_dir: Path, environment: dict[str, str]) -> None:
-        self.var_dir = var_dir
+    def __init__(
+        self, options: RunOptions, environment: dict[str, str], on_launch: Callable[[Server], None] = lambda _: None
+    ) -> None:
+        self.options = options
+        self.var_dir = options.var_dir
         self.environment = environment
+        self.on_launch = on_launch
         self.started: list[Server] = []
 
     def start(self) -> dict[str, str]:
         """Start what is needed; return NATS_URL, DATABASE_URL, SMTP_URL for the services."""
         urls = {name: self.environment[name] for name in EXTERNAL_URLS if name in self.environment}
         if "NATS_URL" not in urls:
-            nats = self._start(NatsServer(self.var_dir / "nats", _required_free_port(NATS_PORT, "NATS_URL")))
+            port = _required_free_port(self.options.nats_port, "NATS_URL")
+            nats = self._start(NatsServer(self.var_dir / "nats", port))
             urls["NATS_URL"] = nats.url
         if "DATABASE_URL" not in urls:
-            postgres = self._start(PostgresServer(self.var_dir / "pg", _postgres_port()))
+            postgres = self._start(PostgresServer(self.var_dir / "pg", _postgres_port(self.options.postgres_ports)))
             postgres.create_database(DATABASE)
             urls["DATABASE_URL"] = postgres.dsn(DATABASE)
         if "SMTP_URL" not in urls:
-            smtp = self._start(SmtpSink(self.var_dir / "mail", _required_free_port(SMTP_PORT, "SMTP_URL")))
+            port = _required_free_port(self.options.smtp_port, "SMTP_URL")
+            smtp = self._start(SmtpSink(self.var_dir / "mail", port))
             urls["SMTP_URL"] = smtp.url
         for name in EXTERNAL_URLS:
             url = urls[name]
@@ -66,8 +184,10 @@ class LocalServers:
 
     def _start(self, server: S) -> S:
         self.started.append(server)  # before start: a server that fails to get ready is stopped too
-        server.start()
+        server.launch()
+        self.on_launch(server)  # recorded at once: it may take a while to get ready
         console("run", f"{type(server).__name__} pid {server.pid}, log {server.log_path}")
+        server.wait_until_ready()
         return server
 
 
@@ -77,42 +197,49 @@ def _required_free_port(port: int, variable: str) -> int:
     return port
 
 
-def _postgres_port() -> int:
-    for port in POSTGRES_PORTS:
+def _postgres_port(candidates: tuple[int, ...]) -> int:
+    for port in candidates:
         if port_is_free(port):
             return port
-    raise ServerStartError(f"ports {POSTGRES_PORTS} are in use; set DATABASE_URL")
+    raise ServerStartError(f"ports {candidates} are in use; set DATABASE_URL")
 
 
 def services_present(root: Path) -> list[str]:
     return [name for name in SERVICES if (root / "services" / name / "__main__.py").exists()]
 
 
-def service_environment(urls: dict[str, str]) -> dict[str, str]:
+def service_environment(urls: dict[str, str], secret: dict[str, str]) -> dict[str, str]:
     return {
         **os.environ,
         **urls,
+        **secret,
         "PUBLIC_URL": os.environ.get("PUBLIC_URL", DEFAULT_PUBLIC_URL),
         "PYTHONUNBUFFERED": "1",
     }
 
 
-async def supervise(root: Path) -> int:
+async def supervise(root: Path, options: RunOptions) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_requested.set)
 
-    servers = LocalServers(root / "var", dict(os.environ))
+    watch = StackWatch(options.var_dir)
+    servers = LocalServers(options, dict(os.environ), on_launch=lambda server: watch.add(recorded_server(server)))
     services: list[ServiceProcess] = []
     try:
+        await asyncio.to_thread(watch.stop_stale_stack)
+        watch.start_guardian()
+        secret, where_from = secret_for_services(options.var_dir, dict(os.environ))
+        console("run", where_from)
         urls = await asyncio.to_thread(servers.start)
         if stop_requested.is_set():
             return 0
-        environment = service_environment(urls)
+        environment = service_environment(urls, secret)
         services = [ServiceProcess(name, environment, root) for name in services_present(root)]
         for service in services:
             await service.start()
+            watch.add(recorded_service(service))
         return await run_until_stopped(services, stop_requested, urls["NATS_URL"])
     except ServerStartError as error:
         console("run", f"could not start: {error}")
@@ -121,6 +248,7 @@ async def supervise(root: Path) -> int:
         for service in reversed(services):
             await service.stop()
         await asyncio.to_thread(servers.stop)
+        watch.close()
         console("run", "stopped")
 
 
@@ -144,8 +272,23 @@ async def run_until_stopped(services: list[ServiceProcess], stop_requested: asyn
     return 1 if crashed else 0
 
 
+def parse_options(argv: list[str] | None = None) -> RunOptions:
+    parser = argparse.ArgumentParser(description="NATS, PostgreSQL, the SMTP sink and every service, in the foreground")
+    parser.add_argument("--var-dir", type=Path, default=Path("var"), help="data, logs, secret and stack record (var)")
+    parser.add_argument("--nats-port", type=int, default=NATS_PORT)
+    parser.add_argument("--postgres-port", type=int, action="append", help=f"tried in order (default {POSTGRES_PORTS})")
+    parser.add_argument("--smtp-port", type=int, default=SMTP_PORT)
+    arguments = parser.parse_args(argv)
+    return RunOptions(
+        var_dir=arguments.var_dir.resolve(),
+        nats_port=arguments.nats_port,
+        postgres_ports=tuple(arguments.postgres_port or POSTGRES_PORTS),
+        smtp_port=arguments.smtp_port,
+    )
+
+
 def main() -> None:
-    sys.exit(asyncio.run(supervise(Path.cwd())))
+    sys.exit(asyncio.run(supervise(Path.cwd(), parse_options())))
 
 
 if __name__ == "__main__":

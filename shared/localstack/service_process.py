@@ -1,6 +1,7 @@
 """A service of the project run as `python -m services.<name>`, its output prefixed with its name."""
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,12 @@ NAME_WIDTH = 10
 
 
 def console(source: str, text: str) -> None:
-    print(f"{source:<{NAME_WIDTH}} | {text}", flush=True)
+    try:
+        print(f"{source:<{NAME_WIDTH}} | {text}", flush=True)
+    except (OSError, ValueError):
+        # The terminal is gone (a closed window gives EIO, a closed pipe EPIPE): stopping must go on,
+        # and the unwritten output must not fail again at every later line or at exit.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
 
 class ServiceProcess:

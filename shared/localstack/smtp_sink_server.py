@@ -13,6 +13,9 @@ IMPORT_ROOT = Path(__file__).resolve().parents[2]
 class SmtpSink(OwnsAChildProcess):
     """The SMTP sink as a child process of ours, so a test can stop or kill it."""
 
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_TIMEOUT = 10.0
+
     def __init__(self, mail_dir: Path, port: int, host: str = LOOPBACK) -> None:
         self.mail_dir = Path(mail_dir)
         self.port = port
@@ -28,6 +31,10 @@ class SmtpSink(OwnsAChildProcess):
         return sorted(self.mail_dir.glob("*.eml"))
 
     def start(self, timeout: float = 30.0) -> None:
+        self.launch()
+        self.wait_until_ready(timeout)
+
+    def launch(self) -> None:
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable, "-m", "shared.localstack.smtp_sink",
@@ -36,10 +43,12 @@ class SmtpSink(OwnsAChildProcess):
             "--host", self.host,
         ]
         self._process.launch(argv, cwd=IMPORT_ROOT)
+
+    def wait_until_ready(self, timeout: float = 30.0) -> None:
         self._process.wait_until_ready(self._greets, timeout, "greeting on its port")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._process.stop(signal.SIGTERM, timeout)
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        self._process.stop(self.STOP_SIGNAL, timeout)
 
     def kill(self) -> None:
         self._process.kill()

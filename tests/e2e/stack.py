@@ -12,23 +12,27 @@ import time
 from email.message import Message
 from pathlib import Path
 
-from tests.service_processes import REPO
+from tests.service_processes import REPO, with_a_server_secret
 
 LINK = re.compile(r"/invitations/(?P<invitation>[^/\s\"<]+)/accept\?token=(?P<token>[A-Za-z0-9_\-%]+)")
 
 
 class Supervisor:
-    """`python -m shared.localstack.run` with NATS_URL, DATABASE_URL and SMTP_URL given: services only."""
+    """`python -m shared.localstack.run` with NATS_URL, DATABASE_URL and SMTP_URL given: services only.
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    Its var/ (stack record, guardian log) is the test's own, beside the log, never the repository's.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, var_dir: Path | None = None) -> None:
+        self.env = with_a_server_secret({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         self.log_path = log_path
+        self.var_dir = var_dir or log_path.parent / "var"
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "shared.localstack.run"], cwd=REPO, env=self.env,
+                [sys.executable, "-m", "shared.localstack.run", "--var-dir", str(self.var_dir)], cwd=REPO, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ import pytest
 
 from shared import subjects
 from shared.client import Client
-from tests.servers import nats_server_in_scratch_dir, postgres_server_in_scratch_dir, smtp_sink_in_scratch_dir
+from tests.servers import fresh_server_secret, nats_server_in_scratch_dir, postgres_server_in_scratch_dir, smtp_sink_in_scratch_dir
 from tests.service_processes import ServiceProcess
 
 SERVICES = ("membership", "billing", "audit", "notifier")
@@ -35,7 +35,7 @@ def world(tmp_path: Path):
             "NATS_URL": nats_server.url,
             "DATABASE_URL": postgres.dsn("crash"),
             "SMTP_URL": sink.url,
-            "SERVER_SECRET": "crash-test",
+            "SERVER_SECRET": fresh_server_secret(),
             "SMTP_RETRY_BASE_SECONDS": "0.2",
             "NOTIFIER_SENDING_TIMEOUT_SECONDS": "12",
             "SMTP_TIMEOUT_SECONDS": "5",

@@ -8,6 +8,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.servers import fresh_server_secret
 from tests.service_processes import ServiceProcess, running_service
 
 
@@ -33,7 +34,7 @@ def service_env(clean_nats: str, database_url: str) -> dict[str, str]:
     return {
         "NATS_URL": clean_nats,
         "DATABASE_URL": database_url,
-        "SERVER_SECRET": "test-secret",
+        "SERVER_SECRET": fresh_server_secret(),
         "LOG_LEVEL": "info",
     }
 

@@ -10,6 +10,7 @@ import pytest
 from shared import subjects
 from shared.client import Client
 from shared.localstack import nats_cluster
+from tests.servers import fresh_server_secret
 from tests.service_processes import ServiceProcess
 
 OWNER = {"type": "user", "id": "owner-1"}
@@ -31,7 +32,7 @@ def cluster(tmp_path):
 
 async def test_a_node_stops_during_the_load_and_nothing_is_lost(cluster, database_url, tmp_path):
     urls = ",".join(node.url for node in cluster)
-    env = {"NATS_URL": urls, "DATABASE_URL": database_url, "STREAM_REPLICAS": "3", "SERVER_SECRET": "s"}
+    env = {"NATS_URL": urls, "DATABASE_URL": database_url, "STREAM_REPLICAS": "3", "SERVER_SECRET": fresh_server_secret()}
     services = [ServiceProcess(name, env, tmp_path) for name in ("membership", "billing")]
     client = None
     try:

@@ -124,7 +124,7 @@ def running_notifier(service_env: dict[str, str], log_dir: Path, smtp_url: str, 
     finally:
         notifier.stop()
     assert notifier.popen.returncode == 0, notifier.output()  # SIGTERM: a clean, prompt stop
-    assert "test-secret" not in notifier.output()
+    assert service_env["SERVER_SECRET"] not in notifier.output()
 
 
 async def new_org(client: Client, name: str = "Acme", seats: int = 0) -> str:

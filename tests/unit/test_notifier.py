@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import secrets
 from datetime import datetime, timedelta, timezone
 
 import aiosmtplib
@@ -26,7 +27,7 @@ def test_plain_smtp_url_with_the_local_default():
     assert (url.host, url.port, url.username, url.password) == ("127.0.0.1", 2525, None, None)
     assert url.client_options(5)["use_tls"] is False and url.client_options(5)["start_tls"] is False
     assert parse_smtp_url("smtp://localhost").port == 25
-    assert parse_smtp_url(Settings().smtp_url) == url
+    assert parse_smtp_url(Settings(server_secret=secrets.token_urlsafe(48)).smtp_url) == url
 
 
 def test_starttls_url_carries_decoded_credentials_and_never_shows_the_password():
