@@ -27,15 +27,19 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
 
 
+MAX_SEQ = 2**63 - 1  # PostgreSQL bigint
+
+
 def decode_cursor(cursor: str | None) -> int:
+    """The `seq` a cursor continues after; anything this service could not have given out is invalid."""
     if not cursor:
         return 0
     try:
-        kind, _, seq = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        if kind == "seq" and seq.isdigit():
-            return int(seq)
-    except (ValueError, UnicodeDecodeError):
-        pass
+        seq = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii").removeprefix("seq:")
+    except (ValueError, UnicodeError):
+        seq = ""
+    if seq.isascii() and seq.isdigit() and len(seq) <= 19 and int(seq) <= MAX_SEQ and encode_cursor(int(seq)) == cursor:
+        return int(seq)
     raise Invalid("cursor is not one this service gave out")
 
 
@@ -90,35 +94,20 @@ class AuditReadModel:
     async def _page(
         self, org_id: str, start: datetime | None, end: datetime | None, after_seq: int, limit: int, filters: Any = None
     ) -> list[asyncpg.Record]:
+        conditions, args = ["org_id = $1", "seq > $2"], [org_id, after_seq]
+
+        def where(sql: str, value: Any) -> None:
+            args.append(value)
+            conditions.append(sql.format(f"${len(args)}"))
+
         async with self.pool.acquire() as connection:
+            if start is not None or end is not None:
+                window = await self._seq_window(connection, org_id, start, end)
+                if window is None:
+                    return []
+                conditions.append(f"seq BETWEEN {int(window[0])} AND {int(window[1])}")
             if start is not None:
-                first = await connection.fetchval(
-                    f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at >= $2 '
-                    "ORDER BY occurred_at, seq LIMIT 1",
-                    org_id,
-                    start,
-                )
-                if first is None:
-                    return []
-                after_seq = max(after_seq, first - 1)
-            conditions, args = ["org_id = $1", "seq > $2"], [org_id, after_seq]
-            if end is not None:
-                # seq and occurred_at rise together in an organization: bounding seq as well keeps a
-                # sparse filter from scanning past the window to the end of the history.
-                last = await connection.fetchval(
-                    f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at < $2 '
-                    "ORDER BY occurred_at DESC, seq DESC LIMIT 1",
-                    org_id,
-                    end,
-                )
-                if last is None:
-                    return []
-                conditions.append(f"seq <= {int(last)}")
-
-            def where(sql: str, value: Any) -> None:
-                args.append(value)
-                conditions.append(sql.format(f"${len(args)}"))
-
+                where("occurred_at >= {}", start)
             if end is not None:
                 where("occurred_at < {}", end)
             if filters is not None and filters.action:
@@ -136,6 +125,39 @@ class AuditReadModel:
                 f"ORDER BY seq LIMIT ${len(args)}",
                 *args,
             )
+
+    async def _seq_window(
+        self, connection: asyncpg.Connection, org_id: str, start: datetime | None, end: datetime | None
+    ) -> tuple[int, int] | None:
+        """The `seq` range that can hold entries of the time window (None: it holds none).
+
+        While an organization's entries were appended in time order, `seq` and `occurred_at` rise
+        together and the window's first and last entries bound it, so a sparse filter does not scan
+        the whole history. Once one was appended out of order (an event retried from the dead
+        letters), only the `occurred_at` conditions decide, and the range is the whole chain."""
+        in_time_order = await connection.fetchval(
+            f'SELECT in_time_order FROM "{self.schema}".chains WHERE org_id = $1', org_id
+        )
+        if not in_time_order:
+            return (0, MAX_SEQ) if in_time_order is not None else None
+        first, last = 0, MAX_SEQ
+        if start is not None:
+            first = await connection.fetchval(
+                f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at >= $2 '
+                "ORDER BY occurred_at, seq LIMIT 1",
+                org_id,
+                start,
+            )
+        if end is not None:
+            last = await connection.fetchval(
+                f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at < $2 '
+                "ORDER BY occurred_at DESC, seq DESC LIMIT 1",
+                org_id,
+                end,
+            )
+        if first is None or last is None:
+            return None
+        return first, last
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
         async with self.pool.acquire() as connection:
