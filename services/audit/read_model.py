@@ -217,7 +217,22 @@ def _csv_line(entry: dict[str, Any]) -> str:
     return _csv_row(bytes(entry[c]).decode() if c in JSON_COLUMNS else entry[c] for c in ENTRY_COLUMNS)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+NEUTRALIZED = "'"
+
+
+def neutralized(value: Any) -> Any:
+    """The cell as text a spreadsheet will not evaluate: a leading `'` before a formula trigger.
+
+    A value that already starts with `'` gets one too, so removing exactly one leading `'` from any
+    cell that has one gives the original back."""
+    if isinstance(value, str) and value.startswith((*FORMULA_TRIGGERS, NEUTRALIZED)):
+        return NEUTRALIZED + value
+    return value
+
+
 def _csv_row(values: Any) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(values)
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(neutralized(value) for value in values)
     return out.getvalue()
