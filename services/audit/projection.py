@@ -112,6 +112,31 @@ MIGRATIONS = [
             );
         """,
     ),
+    (
+        3,
+        # Every membership `sequence` the chain took in, kept past retention: `verify` compares it
+        # with how far the consumer went (`positions`) and names the events that never arrived.
+        # Entries purged before this table existed count as taken in: their absence is retention's.
+        """
+        CREATE TABLE {schema}.recorded_sequences (
+            org_id text NOT NULL,
+            sequence bigint NOT NULL,
+            PRIMARY KEY (org_id, sequence)
+        );
+        INSERT INTO {schema}.recorded_sequences
+            SELECT org_id, (body::jsonb->>'sequence')::bigint FROM {schema}.raw_events;
+        INSERT INTO {schema}.recorded_sequences
+            SELECT c.org_id, purged.sequence
+            FROM {schema}.checkpoints c
+            LEFT JOIN {schema}.positions p ON p.org_id = c.org_id
+            CROSS JOIN LATERAL generate_series(
+                1,
+                coalesce((SELECT min(r.sequence) - 1 FROM {schema}.recorded_sequences r WHERE r.org_id = c.org_id),
+                         p.last_sequence, 0)
+            ) AS purged(sequence)
+            ON CONFLICT DO NOTHING;
+        """,
+    ),
 ]
 
 
@@ -124,7 +149,7 @@ class AuditProjection:
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
         chains = await self._chains(connection, {event.org_id for event in events})
-        entries, raw = [], []
+        entries, raw, recorded = [], [], []
         for event in events:
             chain = chains.setdefault(event.org_id, new_chain())
             if event.event_type in ("OrganizationCreated", "PlanChanged"):
@@ -137,12 +162,14 @@ class AuditProjection:
             chain["latest_occurred_at"] = event.occurred_at if latest is None else max(latest, event.occurred_at)
             entries.append(_row(entry, event))
             raw.append((event.event_id, event.org_id, msgspec.json.encode(event).decode()))
+            recorded.append((event.org_id, event.sequence))
         if not entries:
             return
         await connection.copy_records_to_table(
             "entries", schema_name=self.schema, columns=ENTRY_COLUMNS, records=entries
         )
         await connection.copy_records_to_table("raw_events", schema_name=self.schema, records=raw)
+        await connection.copy_records_to_table("recorded_sequences", schema_name=self.schema, records=recorded)
         await connection.executemany(
             f"""INSERT INTO "{self.schema}".chains ({", ".join(CHAIN_COLUMNS)}) VALUES ($1, $2, $3, $4, $5, $6)
                 ON CONFLICT (org_id) DO UPDATE

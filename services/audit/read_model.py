@@ -17,6 +17,7 @@ from shared.errors import Invalid, NotFound
 
 from .entries import GENESIS_HASH, chain_hash, rfc3339
 from .projection import ENTRY_COLUMNS, JSON_COLUMNS
+from .stream_heads import StreamHeads
 
 _encode = msgspec.json.Encoder().encode
 EXPORT_CHUNK_ENTRIES = 2000
@@ -62,9 +63,10 @@ def entry_for_reply(row: asyncpg.Record) -> dict[str, Any]:
 
 
 class AuditReadModel:
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, stream_heads: StreamHeads) -> None:
         self.pool = pool
         self.schema = schema
+        self.stream_heads = stream_heads
 
     async def search(self, query: q.AuditSearch) -> dict[str, Any]:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), query.limit, query)
@@ -167,29 +169,69 @@ class AuditReadModel:
         return json.loads(body)
 
     async def verify(self, org_id: str) -> dict[str, Any]:
-        """Walks the chain from the last checkpoint (or the start); names the first bad `seq`."""
+        """Walks the chain from the last checkpoint (or the start) and names the first bad `seq`; then
+        compares the membership sequences the chain took in with how far the consumer went.
+
+        `missing`: sequence ranges the consumer passed (applied, or dead-lettered and skipped) that
+        are not in the chain. `pending`: events on the stream the consumer has not reached yet."""
+        stream_last = await self.stream_heads.last_sequence(org_id)
         async with self.pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
             chain = await connection.fetchrow(f'SELECT * FROM "{self.schema}".chains WHERE org_id = $1', org_id)
-            if chain is None:
+            passed = await connection.fetchval(
+                f'SELECT last_sequence FROM "{self.schema}".positions WHERE org_id = $1', org_id
+            ) or 0
+            if chain is None and passed == 0 and stream_last == 0:
                 raise NotFound(f"no audit log for organization {org_id}")
-            checkpoint = await connection.fetchrow(f'SELECT * FROM "{self.schema}".checkpoints WHERE org_id = $1', org_id)
-            expected_seq = (checkpoint["seq"] if checkpoint else 0) + 1
-            prev_hash = checkpoint["hash"] if checkpoint else GENESIS_HASH
-            checked = 0
-            cursor = connection.cursor(
-                f'SELECT {", ".join(ENTRY_COLUMNS)} FROM "{self.schema}".entries WHERE org_id = $1 ORDER BY seq',
-                org_id,
-                prefetch=5000,
-            )
-            async for row in cursor:
-                entry = entry_of(row)
-                problem = _problem(entry, expected_seq, prev_hash)
-                if problem:
-                    return _broken(checked, prev_hash, expected_seq if problem == MISSING else entry["seq"], problem)
-                prev_hash, expected_seq, checked = entry["hash"], expected_seq + 1, checked + 1
-            if (chain["last_seq"], chain["last_hash"]) != (expected_seq - 1, prev_hash):
-                return _broken(checked, prev_hash, expected_seq, "entries are missing at the end of the chain")
-        return {"ok": True, "entries_checked": checked, "head_hash": prev_hash}
+            verdict = await self._walk_chain(connection, org_id, chain) if chain else _intact(0, GENESIS_HASH)
+            missing = await connection.fetch(MISSING_RANGES_SQL.format(schema=self.schema), org_id, passed)
+        ranges = [[row["first"], row["last"]] for row in missing]
+        verdict["missing"] = ranges[:MISSING_RANGES_SHOWN]
+        verdict["missing_events"] = sum(last - first + 1 for first, last in ranges)
+        verdict["pending"] = max(0, stream_last - passed)
+        if len(ranges) > MISSING_RANGES_SHOWN:
+            verdict["missing_truncated"] = True
+        if ranges and verdict["ok"]:
+            verdict["ok"], verdict["reason"] = False, MISSING_EVENTS
+        return verdict
+
+    async def _walk_chain(self, connection: asyncpg.Connection, org_id: str, chain: asyncpg.Record) -> dict[str, Any]:
+        checkpoint = await connection.fetchrow(f'SELECT * FROM "{self.schema}".checkpoints WHERE org_id = $1', org_id)
+        expected_seq = (checkpoint["seq"] if checkpoint else 0) + 1
+        prev_hash = checkpoint["hash"] if checkpoint else GENESIS_HASH
+        checked = 0
+        cursor = connection.cursor(
+            f'SELECT {", ".join(ENTRY_COLUMNS)} FROM "{self.schema}".entries WHERE org_id = $1 ORDER BY seq',
+            org_id,
+            prefetch=5000,
+        )
+        async for row in cursor:
+            entry = entry_of(row)
+            problem = _problem(entry, expected_seq, prev_hash)
+            if problem:
+                return _broken(checked, prev_hash, expected_seq if problem == MISSING else entry["seq"], problem)
+            prev_hash, expected_seq, checked = entry["hash"], expected_seq + 1, checked + 1
+        if (chain["last_seq"], chain["last_hash"]) != (expected_seq - 1, prev_hash):
+            return _broken(checked, prev_hash, expected_seq, "entries are missing at the end of the chain")
+        return _intact(checked, prev_hash)
+
+
+MISSING_RANGES_SHOWN = 1000  # a reply stays well under NATS's payload limit
+MISSING_EVENTS = "events the audit consumer passed are not in the chain (see missing; dead letters?)"
+# The gaps in the recorded membership sequences 1..passed, as [first, last] ranges.
+MISSING_RANGES_SQL = """
+    SELECT previous + 1 AS first, sequence - 1 AS last FROM (
+        SELECT sequence, lag(sequence, 1, 0::bigint) OVER (ORDER BY sequence) AS previous
+        FROM "{schema}".recorded_sequences WHERE org_id = $1 AND sequence <= $2
+    ) recorded WHERE sequence > previous + 1
+    UNION ALL
+    SELECT coalesce(max(sequence), 0) + 1, $2 FROM "{schema}".recorded_sequences WHERE org_id = $1 AND sequence <= $2
+    HAVING coalesce(max(sequence), 0) < $2
+    ORDER BY first
+"""
+
+
+def _intact(checked: int, head: str) -> dict[str, Any]:
+    return {"ok": True, "entries_checked": checked, "head_hash": head}
 
 
 MISSING = "an entry is missing: the sequence skips it"
