@@ -34,6 +34,7 @@ ENTRY_COLUMNS = (
     "hash",
 )
 JSON_COLUMNS = ("actor", "targets", "metadata")
+CHAIN_COLUMNS = ("org_id", "plan", "last_seq", "last_hash", "latest_occurred_at", "in_time_order")
 RETENTION_DAYS = {"free": 30, "pro": 30, "enterprise": 365}
 
 MIGRATIONS = [
@@ -92,6 +93,50 @@ MIGRATIONS = [
             FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_change();
         """,
     ),
+    (
+        2,
+        # Whether an organization's entries were appended in time order: search may then bound
+        # `seq` by its time window. A retried dead letter arrives late with its old `occurred_at`.
+        """
+        ALTER TABLE {schema}.chains
+            ADD COLUMN latest_occurred_at timestamptz,
+            ADD COLUMN in_time_order boolean NOT NULL DEFAULT true;
+        UPDATE {schema}.chains c SET
+            latest_occurred_at = (SELECT max(occurred_at) FROM {schema}.entries e WHERE e.org_id = c.org_id),
+            in_time_order = NOT EXISTS (
+                SELECT 1 FROM (
+                    SELECT occurred_at < max(occurred_at) OVER (
+                        ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS behind
+                    FROM {schema}.entries e WHERE e.org_id = c.org_id
+                ) appended WHERE appended.behind
+            );
+        """,
+    ),
+    (
+        3,
+        # Every membership `sequence` the chain took in, kept past retention: `verify` compares it
+        # with how far the consumer went (`positions`) and names the events that never arrived.
+        # Entries purged before this table existed count as taken in: their absence is retention's.
+        """
+        CREATE TABLE {schema}.recorded_sequences (
+            org_id text NOT NULL,
+            sequence bigint NOT NULL,
+            PRIMARY KEY (org_id, sequence)
+        );
+        INSERT INTO {schema}.recorded_sequences
+            SELECT org_id, (body::jsonb->>'sequence')::bigint FROM {schema}.raw_events;
+        INSERT INTO {schema}.recorded_sequences
+            SELECT c.org_id, purged.sequence
+            FROM {schema}.checkpoints c
+            LEFT JOIN {schema}.positions p ON p.org_id = c.org_id
+            CROSS JOIN LATERAL generate_series(
+                1,
+                coalesce((SELECT min(r.sequence) - 1 FROM {schema}.recorded_sequences r WHERE r.org_id = c.org_id),
+                         p.last_sequence, 0)
+            ) AS purged(sequence)
+            ON CONFLICT DO NOTHING;
+        """,
+    ),
 ]
 
 
@@ -104,32 +149,44 @@ class AuditProjection:
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
         chains = await self._chains(connection, {event.org_id for event in events})
-        entries, raw = [], []
+        entries, raw, recorded = [], [], []
         for event in events:
-            chain = chains.setdefault(event.org_id, {"plan": "free", "last_seq": 0, "last_hash": GENESIS_HASH})
+            chain = chains.setdefault(event.org_id, new_chain())
             if event.event_type in ("OrganizationCreated", "PlanChanged"):
                 chain["plan"] = event.data.get("plan") or event.data.get("to_plan") or chain["plan"]
             entry = entry_for(event, chain["last_seq"] + 1, chain["last_hash"])
             chain["last_seq"], chain["last_hash"] = entry["seq"], entry["hash"]
+            latest = chain["latest_occurred_at"]
+            if latest is not None and event.occurred_at < latest:
+                chain["in_time_order"] = False
+            chain["latest_occurred_at"] = event.occurred_at if latest is None else max(latest, event.occurred_at)
             entries.append(_row(entry, event))
             raw.append((event.event_id, event.org_id, msgspec.json.encode(event).decode()))
+            recorded.append((event.org_id, event.sequence))
         if not entries:
             return
         await connection.copy_records_to_table(
             "entries", schema_name=self.schema, columns=ENTRY_COLUMNS, records=entries
         )
         await connection.copy_records_to_table("raw_events", schema_name=self.schema, records=raw)
+        await connection.copy_records_to_table("recorded_sequences", schema_name=self.schema, records=recorded)
         await connection.executemany(
-            f"""INSERT INTO "{self.schema}".chains VALUES ($1, $2, $3, $4) ON CONFLICT (org_id)
-                DO UPDATE SET plan = $2, last_seq = $3, last_hash = $4""",
-            [(org_id, c["plan"], c["last_seq"], c["last_hash"]) for org_id, c in chains.items()],
+            f"""INSERT INTO "{self.schema}".chains ({", ".join(CHAIN_COLUMNS)}) VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (org_id) DO UPDATE
+                SET plan = $2, last_seq = $3, last_hash = $4, latest_occurred_at = $5, in_time_order = $6""",
+            [(org_id, *(c[column] for column in CHAIN_COLUMNS[1:])) for org_id, c in chains.items()],
         )
 
     async def _chains(self, connection: asyncpg.Connection, org_ids: set[str]) -> dict[str, dict[str, Any]]:
         rows = await connection.fetch(
-            f'SELECT * FROM "{self.schema}".chains WHERE org_id = ANY($1) FOR UPDATE', list(org_ids)
+            f'SELECT {", ".join(CHAIN_COLUMNS)} FROM "{self.schema}".chains WHERE org_id = ANY($1) FOR UPDATE',
+            list(org_ids),
         )
-        return {row["org_id"]: {"plan": row["plan"], "last_seq": row["last_seq"], "last_hash": row["last_hash"]} for row in rows}
+        return {row["org_id"]: dict(row) for row in rows}
+
+
+def new_chain() -> dict[str, Any]:
+    return {"plan": "free", "last_seq": 0, "last_hash": GENESIS_HASH, "latest_occurred_at": None, "in_time_order": True}
 
 
 def _row(entry: dict[str, Any], event: Envelope) -> tuple:

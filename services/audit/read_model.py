@@ -17,6 +17,7 @@ from shared.errors import Invalid, NotFound
 
 from .entries import GENESIS_HASH, chain_hash, rfc3339
 from .projection import ENTRY_COLUMNS, JSON_COLUMNS
+from .stream_heads import StreamHeads
 
 _encode = msgspec.json.Encoder().encode
 EXPORT_CHUNK_ENTRIES = 2000
@@ -27,15 +28,19 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
 
 
+MAX_SEQ = 2**63 - 1  # PostgreSQL bigint
+
+
 def decode_cursor(cursor: str | None) -> int:
+    """The `seq` a cursor continues after; anything this service could not have given out is invalid."""
     if not cursor:
         return 0
     try:
-        kind, _, seq = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        if kind == "seq" and seq.isdigit():
-            return int(seq)
-    except (ValueError, UnicodeDecodeError):
-        pass
+        seq = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii").removeprefix("seq:")
+    except (ValueError, UnicodeError):
+        seq = ""
+    if seq.isascii() and seq.isdigit() and len(seq) <= 19 and int(seq) <= MAX_SEQ and encode_cursor(int(seq)) == cursor:
+        return int(seq)
     raise Invalid("cursor is not one this service gave out")
 
 
@@ -58,9 +63,10 @@ def entry_for_reply(row: asyncpg.Record) -> dict[str, Any]:
 
 
 class AuditReadModel:
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, stream_heads: StreamHeads) -> None:
         self.pool = pool
         self.schema = schema
+        self.stream_heads = stream_heads
 
     async def search(self, query: q.AuditSearch) -> dict[str, Any]:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), query.limit, query)
@@ -90,35 +96,20 @@ class AuditReadModel:
     async def _page(
         self, org_id: str, start: datetime | None, end: datetime | None, after_seq: int, limit: int, filters: Any = None
     ) -> list[asyncpg.Record]:
+        conditions, args = ["org_id = $1", "seq > $2"], [org_id, after_seq]
+
+        def where(sql: str, value: Any) -> None:
+            args.append(value)
+            conditions.append(sql.format(f"${len(args)}"))
+
         async with self.pool.acquire() as connection:
+            if start is not None or end is not None:
+                window = await self._seq_window(connection, org_id, start, end)
+                if window is None:
+                    return []
+                conditions.append(f"seq BETWEEN {int(window[0])} AND {int(window[1])}")
             if start is not None:
-                first = await connection.fetchval(
-                    f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at >= $2 '
-                    "ORDER BY occurred_at, seq LIMIT 1",
-                    org_id,
-                    start,
-                )
-                if first is None:
-                    return []
-                after_seq = max(after_seq, first - 1)
-            conditions, args = ["org_id = $1", "seq > $2"], [org_id, after_seq]
-            if end is not None:
-                # seq and occurred_at rise together in an organization: bounding seq as well keeps a
-                # sparse filter from scanning past the window to the end of the history.
-                last = await connection.fetchval(
-                    f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at < $2 '
-                    "ORDER BY occurred_at DESC, seq DESC LIMIT 1",
-                    org_id,
-                    end,
-                )
-                if last is None:
-                    return []
-                conditions.append(f"seq <= {int(last)}")
-
-            def where(sql: str, value: Any) -> None:
-                args.append(value)
-                conditions.append(sql.format(f"${len(args)}"))
-
+                where("occurred_at >= {}", start)
             if end is not None:
                 where("occurred_at < {}", end)
             if filters is not None and filters.action:
@@ -137,6 +128,39 @@ class AuditReadModel:
                 *args,
             )
 
+    async def _seq_window(
+        self, connection: asyncpg.Connection, org_id: str, start: datetime | None, end: datetime | None
+    ) -> tuple[int, int] | None:
+        """The `seq` range that can hold entries of the time window (None: it holds none).
+
+        While an organization's entries were appended in time order, `seq` and `occurred_at` rise
+        together and the window's first and last entries bound it, so a sparse filter does not scan
+        the whole history. Once one was appended out of order (an event retried from the dead
+        letters), only the `occurred_at` conditions decide, and the range is the whole chain."""
+        in_time_order = await connection.fetchval(
+            f'SELECT in_time_order FROM "{self.schema}".chains WHERE org_id = $1', org_id
+        )
+        if not in_time_order:
+            return (0, MAX_SEQ) if in_time_order is not None else None
+        first, last = 0, MAX_SEQ
+        if start is not None:
+            first = await connection.fetchval(
+                f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at >= $2 '
+                "ORDER BY occurred_at, seq LIMIT 1",
+                org_id,
+                start,
+            )
+        if end is not None:
+            last = await connection.fetchval(
+                f'SELECT seq FROM "{self.schema}".entries WHERE org_id = $1 AND occurred_at < $2 '
+                "ORDER BY occurred_at DESC, seq DESC LIMIT 1",
+                org_id,
+                end,
+            )
+        if first is None or last is None:
+            return None
+        return first, last
+
     async def get_event(self, event_id: str) -> dict[str, Any]:
         async with self.pool.acquire() as connection:
             body = await connection.fetchval(f'SELECT body FROM "{self.schema}".raw_events WHERE event_id = $1', event_id)
@@ -145,29 +169,69 @@ class AuditReadModel:
         return json.loads(body)
 
     async def verify(self, org_id: str) -> dict[str, Any]:
-        """Walks the chain from the last checkpoint (or the start); names the first bad `seq`."""
+        """Walks the chain from the last checkpoint (or the start) and names the first bad `seq`; then
+        compares the membership sequences the chain took in with how far the consumer went.
+
+        `missing`: sequence ranges the consumer passed (applied, or dead-lettered and skipped) that
+        are not in the chain. `pending`: events on the stream the consumer has not reached yet."""
+        stream_last = await self.stream_heads.last_sequence(org_id)
         async with self.pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
             chain = await connection.fetchrow(f'SELECT * FROM "{self.schema}".chains WHERE org_id = $1', org_id)
-            if chain is None:
+            passed = await connection.fetchval(
+                f'SELECT last_sequence FROM "{self.schema}".positions WHERE org_id = $1', org_id
+            ) or 0
+            if chain is None and passed == 0 and stream_last == 0:
                 raise NotFound(f"no audit log for organization {org_id}")
-            checkpoint = await connection.fetchrow(f'SELECT * FROM "{self.schema}".checkpoints WHERE org_id = $1', org_id)
-            expected_seq = (checkpoint["seq"] if checkpoint else 0) + 1
-            prev_hash = checkpoint["hash"] if checkpoint else GENESIS_HASH
-            checked = 0
-            cursor = connection.cursor(
-                f'SELECT {", ".join(ENTRY_COLUMNS)} FROM "{self.schema}".entries WHERE org_id = $1 ORDER BY seq',
-                org_id,
-                prefetch=5000,
-            )
-            async for row in cursor:
-                entry = entry_of(row)
-                problem = _problem(entry, expected_seq, prev_hash)
-                if problem:
-                    return _broken(checked, prev_hash, expected_seq if problem == MISSING else entry["seq"], problem)
-                prev_hash, expected_seq, checked = entry["hash"], expected_seq + 1, checked + 1
-            if (chain["last_seq"], chain["last_hash"]) != (expected_seq - 1, prev_hash):
-                return _broken(checked, prev_hash, expected_seq, "entries are missing at the end of the chain")
-        return {"ok": True, "entries_checked": checked, "head_hash": prev_hash}
+            verdict = await self._walk_chain(connection, org_id, chain) if chain else _intact(0, GENESIS_HASH)
+            missing = await connection.fetch(MISSING_RANGES_SQL.format(schema=self.schema), org_id, passed)
+        ranges = [[row["first"], row["last"]] for row in missing]
+        verdict["missing"] = ranges[:MISSING_RANGES_SHOWN]
+        verdict["missing_events"] = sum(last - first + 1 for first, last in ranges)
+        verdict["pending"] = max(0, stream_last - passed)
+        if len(ranges) > MISSING_RANGES_SHOWN:
+            verdict["missing_truncated"] = True
+        if ranges and verdict["ok"]:
+            verdict["ok"], verdict["reason"] = False, MISSING_EVENTS
+        return verdict
+
+    async def _walk_chain(self, connection: asyncpg.Connection, org_id: str, chain: asyncpg.Record) -> dict[str, Any]:
+        checkpoint = await connection.fetchrow(f'SELECT * FROM "{self.schema}".checkpoints WHERE org_id = $1', org_id)
+        expected_seq = (checkpoint["seq"] if checkpoint else 0) + 1
+        prev_hash = checkpoint["hash"] if checkpoint else GENESIS_HASH
+        checked = 0
+        cursor = connection.cursor(
+            f'SELECT {", ".join(ENTRY_COLUMNS)} FROM "{self.schema}".entries WHERE org_id = $1 ORDER BY seq',
+            org_id,
+            prefetch=5000,
+        )
+        async for row in cursor:
+            entry = entry_of(row)
+            problem = _problem(entry, expected_seq, prev_hash)
+            if problem:
+                return _broken(checked, prev_hash, expected_seq if problem == MISSING else entry["seq"], problem)
+            prev_hash, expected_seq, checked = entry["hash"], expected_seq + 1, checked + 1
+        if (chain["last_seq"], chain["last_hash"]) != (expected_seq - 1, prev_hash):
+            return _broken(checked, prev_hash, expected_seq, "entries are missing at the end of the chain")
+        return _intact(checked, prev_hash)
+
+
+MISSING_RANGES_SHOWN = 1000  # a reply stays well under NATS's payload limit
+MISSING_EVENTS = "events the audit consumer passed are not in the chain (see missing; dead letters?)"
+# The gaps in the recorded membership sequences 1..passed, as [first, last] ranges.
+MISSING_RANGES_SQL = """
+    SELECT previous + 1 AS first, sequence - 1 AS last FROM (
+        SELECT sequence, lag(sequence, 1, 0::bigint) OVER (ORDER BY sequence) AS previous
+        FROM "{schema}".recorded_sequences WHERE org_id = $1 AND sequence <= $2
+    ) recorded WHERE sequence > previous + 1
+    UNION ALL
+    SELECT coalesce(max(sequence), 0) + 1, $2 FROM "{schema}".recorded_sequences WHERE org_id = $1 AND sequence <= $2
+    HAVING coalesce(max(sequence), 0) < $2
+    ORDER BY first
+"""
+
+
+def _intact(checked: int, head: str) -> dict[str, Any]:
+    return {"ok": True, "entries_checked": checked, "head_hash": head}
 
 
 MISSING = "an entry is missing: the sequence skips it"
@@ -195,7 +259,22 @@ def _csv_line(entry: dict[str, Any]) -> str:
     return _csv_row(bytes(entry[c]).decode() if c in JSON_COLUMNS else entry[c] for c in ENTRY_COLUMNS)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+NEUTRALIZED = "'"
+
+
+def neutralized(value: Any) -> Any:
+    """The cell as text a spreadsheet will not evaluate: a leading `'` before a formula trigger.
+
+    A value that already starts with `'` gets one too, so removing exactly one leading `'` from any
+    cell that has one gives the original back."""
+    if isinstance(value, str) and value.startswith((*FORMULA_TRIGGERS, NEUTRALIZED)):
+        return NEUTRALIZED + value
+    return value
+
+
 def _csv_row(values: Any) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(values)
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(neutralized(value) for value in values)
     return out.getvalue()

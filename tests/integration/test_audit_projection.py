@@ -17,6 +17,7 @@ import pytest
 from services.audit.projection import LIVE_SCHEMA, AuditProjection
 from services.audit.read_model import AuditReadModel
 from services.audit.retention import purge
+from services.audit.stream_heads import StreamHeads
 from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.contract import queries as q
 from shared.rebuild import rebuild
@@ -33,7 +34,7 @@ class Audit:
         self.projection = AuditProjection(LIVE_SCHEMA)
         settings = ConsumerSettings(durable="audit", service="audit", retry_delay=0.1, gap_delay=0.1, ack_wait=2.0)
         self.consumer = ProjectionConsumer(js, pool, self.projection, settings)
-        self.read_model = AuditReadModel(pool, LIVE_SCHEMA)
+        self.read_model = AuditReadModel(pool, LIVE_SCHEMA, StreamHeads(js))
 
     async def search(self, org_id: str, **filters) -> dict:
         """What a client gets: the reply as it goes over the wire."""
@@ -94,7 +95,9 @@ async def test_each_event_is_one_entry_whose_hash_anyone_can_recompute(audit):
         assert entry["prev_hash"] == prev
         assert entry["hash"] == hashlib.sha256((prev + "\n" + canonical).encode()).hexdigest()
         prev = entry["hash"]
-    assert await audit.read_model.verify("acme") == {"ok": True, "entries_checked": len(entries), "head_hash": prev}
+    assert await audit.read_model.verify("acme") == {
+        "ok": True, "entries_checked": len(entries), "head_hash": prev, "missing": [], "missing_events": 0, "pending": 0
+    }
     raw = await audit.read_model.get_event(history.events[5]["event_id"])
     assert (raw["event_id"], raw["event_type"], raw["sequence"]) == (history.events[5]["event_id"], "MemberInvited", 6)
     assert raw["data"]["email"] == history.events[5]["data"]["email"]

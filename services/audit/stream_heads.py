@@ -1,0 +1,27 @@
+"""How far the MEMBERSHIP stream goes for one organization: what audit has yet to consume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import nats.js.errors
+
+from shared import subjects
+from shared.contract.events import decode_envelope
+
+
+class StreamHeads:
+    def __init__(self, js: Any) -> None:
+        self.js = js
+
+    async def last_sequence(self, org_id: str) -> int:
+        """The membership `sequence` of the organization's newest event on the stream (0: none, or unreadable)."""
+        try:
+            newest = await self.js.get_last_msg(subjects.STREAM, subjects.event(org_id, "*"))
+        except nats.js.errors.NotFoundError:
+            return 0
+        try:
+            return decode_envelope(newest.data).sequence
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 0
