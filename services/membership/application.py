@@ -19,7 +19,7 @@ from eventsourcing.persistence import InfrastructureFactory, Transcoder
 from eventsourcing.popo import POPOFactory
 from eventsourcing.utils import get_topic
 
-from shared import paging
+from shared import paging, pricing
 from shared.clock import Clock
 from shared.contract import commands as cmd
 from shared.contract import queries as q
@@ -295,21 +295,16 @@ class MembershipApplication(Application):
         return _decision(org_id, "api_key", key_id, owner.role if owner else None, granted, permission)
 
 
-def _micros(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def _member_position(member: Member) -> paging.Position:
-    return _micros(member.joined_at), member.user_id
+    return pricing.microseconds(member.joined_at), member.user_id
 
 
 def _invitation_position(invitation: Invitation) -> paging.Position:
-    return _micros(invitation.invited_at), invitation.invitation_id
+    return pricing.microseconds(invitation.invited_at), invitation.invitation_id
 
 
 def _key_position(key: ApiKey) -> paging.Position:
-    return _micros(key.created_at), key.key_id
+    return pricing.microseconds(key.created_at), key.key_id
 
 
 def _member_view(member: Member) -> q.MemberView:

@@ -1,0 +1,140 @@
+"""Membership against a hostile caller, on real servers: command records on PostgreSQL, replays and
+volume over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from services.membership.application import MembershipApplication
+from services.membership.idempotency import CommandFingerprint
+from services.membership.secrets import Secrets
+from shared import subjects
+from shared.client import Client
+from shared.clock import FixedClock
+from shared.contract import commands as cmd
+from shared.settings import postgres_env
+from tests.servers import fresh_server_secret
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+SYSTEM = {"type": "system", "id": "platform"}
+OWNER = {"type": "user", "id": "owner-1"}
+
+
+def decide(app: MembershipApplication, org_id: str, command_name: str, command_id: str, /, **fields):
+    body = msgspec.convert({"command_id": command_id, "actor": OWNER, "org_id": org_id, **fields}, cmd.COMMANDS[command_name])
+    return app.decide(org_id, command_name, body, CommandFingerprint.of(command_name, body))
+
+
+@pytest.fixture
+def app(database_url: str):
+    application = MembershipApplication(FixedClock(T0), Secrets(fresh_server_secret()), env=postgres_env(database_url, pool_size=2))
+    created = decide(application, "acme", "create_organization", "create", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    application.record([created])
+    yield application
+    application.close()
+
+
+def stored_events(app: MembershipApplication) -> int:
+    return len(app.recorder.select_notifications(1, 10_000))
+
+
+def test_a_success_whose_events_conflict_leaves_no_command_record(app):
+    doomed = decide(app, "acme", "invite_member", "doomed", email="a@acme.io", role="developer")
+    app.record([decide(app, "acme", "invite_member", "rival", email="b@acme.io", role="developer")])
+
+    with pytest.raises(IntegrityError):
+        app.record([doomed])
+
+    assert app.commands.find_command("acme", "doomed", T0 - timedelta(days=1)) is None
+    assert stored_events(app) == 2
+
+
+def test_a_success_whose_command_record_conflicts_saves_no_event(app, monkeypatch):
+    app.record([decide(app, "acme", "invite_member", "twice", email="a@acme.io", role="developer")])
+    # another instance that had not yet seen the record decides the same command on the newer state
+    monkeypatch.setattr(app.commands, "find_command", lambda *_: None)
+    racing = decide(app, "acme", "invite_member", "twice", email="b@acme.io", role="developer")
+    assert racing.recorded[0].originator_version == 3  # no event conflict: only the record's key can refuse it
+
+    with pytest.raises(IntegrityError):
+        app.record([racing])
+
+    assert stored_events(app) == 2
+    app.evict("acme")
+    assert [i.email for i in app.organization("acme").invitations.values()] == ["a@acme.io"]
+
+
+def test_records_past_the_window_are_deleted_from_the_table(app):
+    app.record([decide(app, "acme", "invite_member", "old", email="a@acme.io", role="developer")])
+    app.clock.advance(hours=25)
+    app.remember(decide(app, "acme", "change_role", "fresh", user_id="nobody", role="admin"))  # a not_found refusal
+
+    assert app.forget_commands(app.clock.now()) == 2  # the creation and the invitation
+    assert app.commands.find_command("acme", "old", T0 - timedelta(days=9)) is None
+    assert app.commands.find_command("acme", "fresh", T0) is not None
+
+
+async def test_a_stranger_replaying_a_key_command_id_over_the_bus_learns_nothing(membership, nc):
+    client = Client(nc)
+    created = await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    org_id = created["result"]["org_id"]
+    key = await client.command("create_api_key", command_id="X", org_id=org_id, actor=OWNER, name="billing", permissions=["billing:manage"])
+    assert key["ok"]
+
+    raw = await nc.request(
+        subjects.command("remove_member"),
+        msgspec.json.encode({"command_id": "X", "org_id": org_id, "actor": {"type": "user", "id": "mallory"}, "user_id": "owner-1"}),
+        timeout=5,
+    )
+
+    assert key["result"]["secret"].encode() not in raw.data
+    reply = msgspec.json.decode(raw.data)
+    assert (reply["ok"], reply["error"]["code"], reply["error"]["details"]) == (False, "conflict", {"reason": "command_id_reused"})
+    repeat = await client.command("create_api_key", command_id="X", org_id=org_id, actor=OWNER, name="billing", permissions=["billing:manage"])
+    assert repeat == key
+
+
+async def test_after_thousands_of_invite_and_revoke_cycles_every_list_still_answers_in_pages(membership, nc):
+    client = Client(nc)
+    orgs, cycles = 4, 400
+    org_ids = []
+    for n in range(orgs):
+        created = await client.command("create_organization", name=f"Org {n}", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+        org_ids.append(created["result"]["org_id"])
+
+    async def churn(org_id: str) -> None:
+        for k in range(cycles):
+            invited = await client.command("invite_member", org_id=org_id, actor=OWNER, email=f"p{k}@acme.io", role="developer")
+            assert invited["ok"], invited
+            revoked = await client.command("revoke_invitation", org_id=org_id, actor=OWNER, invitation_id=invited["result"]["invitation_id"])
+            assert revoked["ok"], revoked
+
+    await asyncio.gather(*(churn(org_id) for org_id in org_ids))
+
+    org_id = org_ids[0]
+    whole = await nc.request(subjects.query("membership", "get_organization"), msgspec.json.encode({"org_id": org_id}), timeout=10)
+    assert len(whole.data) < nc.max_payload
+    view = msgspec.json.decode(whole.data)["result"]
+    assert len(view["invitations"]) == 100 and view["invitations_next_cursor"]
+
+    seen, cursor, pages = set(), view["invitations_next_cursor"], 1
+    while cursor:
+        raw = await nc.request(
+            subjects.query("membership", "invitations"), msgspec.json.encode({"org_id": org_id, "cursor": cursor, "limit": 1000}), timeout=10
+        )
+        assert len(raw.data) < nc.max_payload
+        page = msgspec.json.decode(raw.data)["result"]
+        seen |= {i["invitation_id"] for i in page["invitations"]}
+        cursor, pages = page["next_cursor"], pages + 1
+    assert len(seen) == cycles - 100 and pages == 2
+    assert {i["invitation_id"] for i in view["invitations"]}.isdisjoint(seen)
+
+    revoked = await client.query("membership", "invitations", org_id=org_id, status="revoked", limit=1000)
+    assert len(revoked["result"]["invitations"]) == cycles
+    bad = await client.query("membership", "members", org_id=org_id, cursor="not-a-cursor")
+    assert bad["error"]["code"] == "validation_error"
