@@ -17,7 +17,7 @@ from shared.errors import Invalid, NotFound
 
 from .entries import GENESIS_HASH, chain_hash, rfc3339
 from .projection import ENTRY_COLUMNS, JSON_COLUMNS
-from .stream_heads import StreamHeads
+from shared.stream_heads import StreamHeads
 
 _encode = msgspec.json.Encoder().encode
 EXPORT_CHUNK_ENTRIES = 2000

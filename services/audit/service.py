@@ -14,7 +14,7 @@ from .entrypoint import AuditEndpoints
 from .projection import LIVE_SCHEMA, AuditProjection
 from .read_model import AuditReadModel
 from .retention import RetentionScheduler
-from .stream_heads import StreamHeads
+from shared.stream_heads import StreamHeads
 
 PURGE_INTERVAL_SECONDS = 3600.0
 

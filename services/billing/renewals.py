@@ -21,36 +21,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
-from nats.js.errors import NotFoundError
 
-from shared import subjects
 from shared.clock import Clock
-from shared.contract.events import decode_envelope
 
 from .projection import BillingProjection
 
 log = structlog.get_logger()
 
 LastSequence = Callable[[str], Awaitable[int]]
-
-
-class StreamPositions:
-    """The last per-organization sequence the stream holds, read from its last message for that organization."""
-
-    def __init__(self, js: Any) -> None:
-        self.js = js
-
-    async def __call__(self, org_id: str) -> int:
-        try:
-            message = await self.js.get_last_msg(subjects.STREAM, subjects.event(org_id, ">"))
-        except NotFoundError:
-            return 0
-        try:
-            return decode_envelope(message.data).sequence
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return 0  # nothing billing could apply: the consumer parks it
 
 
 class RenewalScheduler:

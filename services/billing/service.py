@@ -10,11 +10,12 @@ import structlog
 from shared.clock import SystemClock
 from shared.projection_service import projection_runtime
 from shared.settings import Settings
+from shared.stream_heads import StreamHeads
 
 from .entrypoint import BillingEndpoints
 from .projection import LIVE_SCHEMA, BillingProjection
 from .read_model import BillingReadModel
-from .renewals import RenewalScheduler, StreamPositions
+from .renewals import RenewalScheduler
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
@@ -27,7 +28,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
             runtime.clock,
             timedelta(seconds=settings.renewal_grace_seconds),
             settings.renewal_interval_seconds,
-            StreamPositions(runtime.consumer.js),
+            StreamHeads(runtime.consumer.js),
         )
         endpoints = BillingEndpoints(BillingReadModel(runtime.pool, LIVE_SCHEMA), runtime.consumer, renewals, runtime.clock)
         await endpoints.subscribe(runtime.responder)

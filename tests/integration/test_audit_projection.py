@@ -17,7 +17,7 @@ import pytest
 from services.audit.projection import LIVE_SCHEMA, AuditProjection
 from services.audit.read_model import AuditReadModel
 from services.audit.retention import purge
-from services.audit.stream_heads import StreamHeads
+from shared.stream_heads import StreamHeads
 from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.contract import queries as q
 from shared.rebuild import rebuild

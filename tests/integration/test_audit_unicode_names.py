@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from services.audit.entries import GENESIS_HASH, canonical_json, entry_for
 from services.audit.projection import LIVE_SCHEMA, AuditProjection
 from services.audit.read_model import AuditReadModel
-from services.audit.stream_heads import StreamHeads
+from shared.stream_heads import StreamHeads
 from shared.bus import declare_streams
 from shared.consumer import apply_in_order, prepare
 from shared.contract import queries as q

@@ -10,7 +10,8 @@ import pytest
 
 from services.billing.projection import LIVE_SCHEMA, BillingProjection
 from services.billing.read_model import BillingReadModel
-from services.billing.renewals import RenewalScheduler, StreamPositions
+from services.billing.renewals import RenewalScheduler
+from shared.stream_heads import StreamHeads
 from shared.clock import FixedClock
 from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.dead_letters import parked as dead_letters
@@ -30,7 +31,7 @@ class Billing:
         settings = ConsumerSettings(durable="billing", service="billing", max_attempts=2, retry_delay=0.1, gap_delay=0.1, ack_wait=2.0)
         self.consumer = ProjectionConsumer(js, pool, self.projection, settings, clock)
         self.renewals = RenewalScheduler(
-            pool, self.projection, self.consumer.paused, clock, GRACE, interval=3600, stream_last_sequence=StreamPositions(js)
+            pool, self.projection, self.consumer.paused, clock, GRACE, interval=3600, stream_last_sequence=StreamHeads(js)
         )
         self.read_model = BillingReadModel(pool, LIVE_SCHEMA)
 

@@ -1,4 +1,4 @@
-"""How far the MEMBERSHIP stream goes for one organization: what audit has yet to consume."""
+"""How far the MEMBERSHIP stream goes for one organization: what a projection has yet to consume."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from typing import Any
 import msgspec
 import nats.js.errors
 
-from shared import subjects
-from shared.contract.events import decode_envelope
+from . import subjects
+from .contract.events import decode_envelope
 
 
 class StreamHeads:
     def __init__(self, js: Any) -> None:
         self.js = js
+
+    async def __call__(self, org_id: str) -> int:
+        return await self.last_sequence(org_id)
 
     async def last_sequence(self, org_id: str) -> int:
         """The membership `sequence` of the organization's newest event on the stream (0: none, or unreadable)."""
