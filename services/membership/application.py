@@ -31,7 +31,7 @@ from .domain.organization import CommandContext, Organization, org_uuid, require
 from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
 from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
 from .recorders import CommandRecorder, POPOCommandRecorder, PostgresCommandRecorder
-from .secrets import Secrets, parse_api_key, secrets_match
+from .secrets import KeyName, Secrets, secrets_match
 
 SNAPSHOT_INTERVAL = 200
 EMBEDDED_LIST_LIMIT = 100
@@ -269,30 +269,27 @@ class MembershipApplication(Application):
         try:
             org = self.organization(org_id)
         except NotFound:
-            return _denied()
+            return denied()
         member = org.members.get(user_id)
         if member is None:
-            return _denied(org_id)
+            return denied(org_id)
         granted = sorted(org.permissions_of(Actor(type="user", id=user_id), self.clock.now()))
         return _decision(org_id, "user", user_id, member.role, granted, permission)
 
-    def authorize_key(self, secret: str, permission: str) -> dict[str, Any]:
-        named = parse_api_key(secret)
-        if named is None:
-            return _denied()
-        org_id, key_id = named
+    def authorize_key(self, named: KeyName, secret: str, permission: str) -> dict[str, Any]:
+        """`named` is what `parse_api_key(secret)` found; the secret is checked against the stored hash here."""
         try:
-            org = self.organization(org_id)
+            org = self.organization(named.org_id)
         except NotFound:
-            return _denied()
-        key = org.api_keys.get(key_id)
+            return denied()
+        key = org.api_keys.get(named.key_id)
         if key is None or not secrets_match(secret, key.secret_hash):
-            return _denied()
+            return denied()
         granted = sorted(org.key_permissions(key, self.clock.now()))
         if not granted:
-            return _denied(org_id)
+            return denied(named.org_id)
         owner = org.members.get(key.owner_user_id) if key.owner_user_id else None
-        return _decision(org_id, "api_key", key_id, owner.role if owner else None, granted, permission)
+        return _decision(named.org_id, "api_key", named.key_id, owner.role if owner else None, granted, permission)
 
 
 def _member_position(member: Member) -> paging.Position:
@@ -335,7 +332,7 @@ def _key_view(org: Organization, key: ApiKey, now: datetime) -> q.ApiKeyView:
     )
 
 
-def _denied(org_id: str | None = None) -> dict[str, Any]:
+def denied(org_id: str | None = None) -> dict[str, Any]:
     return {"allowed": False, "org_id": org_id, "principal": None, "role": None, "permissions": []}
 
 

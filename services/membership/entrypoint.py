@@ -17,7 +17,7 @@ from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
 
-from .application import Decision, MembershipApplication, org_id_for
+from .application import Decision, MembershipApplication, denied, org_id_for
 from .group_commit import GroupCommit
 from .runner import CommandRunner
 from .secrets import parse_api_key
@@ -36,10 +36,11 @@ class MembershipEndpoints:
 
     def command_handler(self, name: str) -> Callable[[bytes], Awaitable[bytes]]:
         async def handle(command: cmd.Command) -> Reply:
+            org_id = org_id_for(command)
             with structlog.contextvars.bound_contextvars(
-                command=name, command_id=command.command_id, org_id=org_id_for(command), correlation_id=command.correlation_id
+                command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
             ):
-                reply = await self.runner.run(name, command)
+                reply = await self.runner.run(name, command, org_id)
                 structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
 
@@ -66,8 +67,9 @@ class MembershipEndpoints:
         async def authorize(query: q.Authorize) -> Any:
             if query.api_key is not None:
                 named = parse_api_key(query.api_key)
-                org_id = named[0] if named else "-"
-                return await for_org(org_id, self.app.authorize_key, query.api_key, query.permission)
+                if named is None:
+                    return denied()
+                return await for_org(named.org_id, self.app.authorize_key, named, query.api_key, query.permission)
             assert query.org_id is not None and query.user_id is not None
             return await for_org(query.org_id, self.app.authorize_user, query.org_id, query.user_id, query.permission)
 

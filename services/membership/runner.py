@@ -49,8 +49,9 @@ class CommandRunner:
     async def save_directly(self, decision: Decision) -> None:
         await self.in_thread(self.app.record, [decision])
 
-    async def run(self, name: str, command: cmd.Command) -> Reply:
-        org_id = org_id_for(command)
+    async def run(self, name: str, command: cmd.Command, org_id: str | None = None) -> Reply:
+        """`org_id` is the command's organization when the caller has worked it out already."""
+        org_id = org_id or org_id_for(command)
         fingerprint = CommandFingerprint.of(name, command)
         async with self.org_locks.hold(org_id):
             for _ in range(CONFLICT_RETRIES):

@@ -89,13 +89,21 @@ def secret_prefix(secret: str) -> str:
     return secret[: secret.rindex(".") + 5]
 
 
-def parse_api_key(secret: str) -> tuple[str, str] | None:
-    """(org_id, key_id) named by a key secret, or None when it is not one of ours."""
+@dataclass(frozen=True)
+class KeyName:
+    """The organization and key a presented secret names (not yet checked against the stored hash)."""
+
+    org_id: str
+    key_id: str
+
+
+def parse_api_key(secret: str) -> KeyName | None:
+    """What a key secret names, or None when it is not one of ours."""
     scheme, _, rest = secret.partition("_")
     parts = rest.split(".")
     if scheme != KEY_SCHEME or len(parts) != 3 or not all(parts):
         return None
-    return parts[0], parts[1]
+    return KeyName(parts[0], parts[1])
 
 
 def secrets_match(presented: str, stored_hash: str) -> bool:

@@ -13,7 +13,7 @@ import msgspec
 
 from services.membership.application import MembershipApplication
 from services.membership.runner import CommandRunner
-from services.membership.secrets import Secrets
+from services.membership.secrets import Secrets, parse_api_key
 from shared.clock import FixedClock
 from shared.contract import commands as cmd
 from shared.contract.replies import Reply
@@ -144,7 +144,10 @@ class World:
         return result["key_id"]
 
     def authorize_key(self, key_id: str, permission: str) -> dict[str, Any]:
-        return self.app.authorize_key(self.key_secrets[key_id], permission)
+        secret = self.key_secrets[key_id]
+        named = parse_api_key(secret)
+        assert named is not None
+        return self.app.authorize_key(named, secret, permission)
 
     # -- the record ------------------------------------------------------------
 
