@@ -1,4 +1,4 @@
-"""A refusal a service answers with an error reply (never a crash)."""
+"""A refusal a service answers with an error reply (never a crash): one class per contract error code."""
 
 from __future__ import annotations
 
@@ -24,3 +24,31 @@ class NotFound(Refused):
 
 class Invalid(Refused):
     code = "validation_error"
+
+
+class PermissionDenied(Refused):
+    code = "permission_denied"
+
+
+class PlanRequired(Refused):
+    code = "plan_required"
+
+
+class SeatPurchaseRequired(Refused):
+    code = "seat_purchase_required"
+
+
+class ChargeMismatch(Refused):
+    code = "charge_mismatch"
+
+
+class LastOwner(Refused):
+    code = "last_owner"
+
+
+class InvalidToken(Refused):
+    code = "invalid_token"
+
+
+class Expired(Refused):
+    code = "expired"

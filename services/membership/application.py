@@ -25,8 +25,8 @@ from shared.contract import commands as cmd
 from shared.contract import queries as q
 from shared.contract.common import Actor
 from shared.contract.replies import Reply, failure, success
+from shared.errors import Conflict, NotFound, Refused
 
-from .domain.errors import Conflict, DomainError, NotFound
 from .domain.organization import CommandContext, Organization, org_uuid, require_creator
 from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
 from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
@@ -116,7 +116,7 @@ class MembershipApplication(Application):
             else:
                 org = self.organization_for_change(org_id)
                 result, sealed = self._decide(org, ctx, command)
-        except DomainError as refused:
+        except Refused as refused:
             return self._refusal(org_id, command, fingerprint, failure(refused.code, refused.message, refused.details), now)
         recorded = list(org.pending_events)
         reply = success(result, [e.event_id for e in recorded])

@@ -18,20 +18,20 @@ from eventsourcing.domain import Aggregate
 
 from shared import pricing
 from shared.contract.common import Actor
-
-from . import events as ev
-from .errors import (
+from shared.errors import (
     ChargeMismatch,
     Conflict,
     Expired,
+    Invalid,
     InvalidToken,
     LastOwner,
     NotFound,
     PermissionDenied,
     PlanRequired,
     SeatPurchaseRequired,
-    ValidationFailed,
 )
+
+from . import events as ev
 from .permissions import ROLE_PERMISSIONS, permissions_of
 from .values import ActorRef, ApiKey, Invitation, Member
 
@@ -431,7 +431,7 @@ class Organization(Aggregate):
         if owner_user_id is not None:
             self._member(owner_user_id)
         if expires_at is not None and expires_at <= ctx.now:
-            raise ValidationFailed("expires_at must lie in the future", field="expires_at")
+            raise Invalid("expires_at must lie in the future", field="expires_at")
         self._trigger(
             ev.ApiKeyCreated,
             ctx,
