@@ -4,7 +4,7 @@ A body is malformed when the contract's own decoder refuses it (`msgspec` with t
 type): the service must answer it with `validation_error`. A query body that the decoder takes
 but that is hostile all the same (a forged cursor, a limit of 1000, text from another script)
 is kept apart: any contract answer but `internal` will do, and it is not counted as malformed.
-A command body the decoder takes is never sent: it could change the team.
+A command or operator's request the decoder takes is never sent: it could change the team.
 """
 
 from __future__ import annotations
@@ -23,10 +23,19 @@ from .hostile import broken_bytes, encode_json, every_field_poisoned, mutated_bo
 
 SERVICES = ("membership", "billing", "audit", "notifier")
 PROJECTIONS = ("billing", "audit", "notifier")
+# Operators' subjects of the projections: only bodies their decoder refuses are sent, as a valid
+# one would rebuild, purge, renew or retry.
+ADMIN_REQUESTS: dict[str, type[msgspec.Struct]] = {
+    **{f"{service}.admin.{name}": queries.Health for service in PROJECTIONS for name in ("rebuild", "rebuild_status")},
+    **{f"{service}.admin.retry_dead_letter": queries.RetryDeadLetter for service in PROJECTIONS},
+    "billing.admin.renew": queries.Health,
+    "audit.admin.purge": queries.Health,
+}
 
 
 def request_types() -> dict[str, type[msgspec.Struct]]:
-    """Subject -> the type its service decodes: every command, every contract query, and health."""
+    """Subject -> the type its service decodes: every command, every contract query, health,
+    projection status and the operators' requests."""
     types: dict[str, type[msgspec.Struct]] = {subjects.command(name): kind for name, kind in commands.COMMANDS.items()}
     for subject, kind in _QUERIES.items():
         if subject.startswith("<service>"):
@@ -36,7 +45,12 @@ def request_types() -> dict[str, type[msgspec.Struct]]:
         types[subjects.query(service, "health")] = queries.Health
     for service in PROJECTIONS:
         types[subjects.query(service, "projection_status")] = queries.Health
-    return types
+    return {**types, **ADMIN_REQUESTS}
+
+
+def acts_when_valid(subject: str) -> bool:
+    """A command or an operator's request: a body its decoder takes would change something."""
+    return subject.startswith(subjects.COMMAND_PREFIX) or subject in ADMIN_REQUESTS
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,8 @@ def valid_bodies(team: Team) -> dict[str, dict[str, Any]]:
     for subject, kind in request_types().items():
         if kind is queries.Health:
             bodies[subject] = {}
+        elif kind is queries.RetryDeadLetter:
+            bodies[subject] = {"sequence": 1}
     return bodies
 
 
@@ -141,7 +157,7 @@ def corpus(seed: int, team: Team, malformed_count: int, max_payload: int) -> lis
         if len(body) > max_payload or body == encode_json(bodies[subject], random.Random(0)):
             return  # the client could not send it (a full one is drawn on purpose), or it is the valid body
         refused = not decodes(body, types[subject])
-        if refused or not subject.startswith(subjects.COMMAND_PREFIX):  # a command the contract takes is no fuzz
+        if refused or not acts_when_valid(subject):  # a command the contract takes is no fuzz
             drawn.append((subject, how, body, refused))
 
     for subject in sorted(types):
