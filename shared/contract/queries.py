@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .common import Identifier, Permission, Plan, Role, UtcTime
+from .common import SAFE_TEXT, BoundedKey, Identifier, Permission, Plan, Role, UtcTime
 
 ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512)]
@@ -89,7 +89,7 @@ class InvoicesQuery(OrgQuery, frozen=True, kw_only=True):
 class AuditSearch(OrgQuery, frozen=True, kw_only=True):
     from_: UtcTime | None = msgspec.field(default=None, name="from")
     to: UtcTime | None = None
-    action: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    action: Annotated[str, msgspec.Meta(max_length=64, pattern=SAFE_TEXT)] | None = None
     actor_id: Identifier | None = None
     target_id: Identifier | None = None
     cursor: Cursor | None = None
@@ -101,7 +101,7 @@ class AuditVerify(OrgQuery, frozen=True, kw_only=True):
 
 
 class AuditGetEvent(Query, frozen=True, kw_only=True):
-    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    event_id: BoundedKey
 
 
 class AuditExport(OrgQuery, frozen=True, kw_only=True):
