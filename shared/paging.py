@@ -17,6 +17,9 @@ import msgspec
 from .errors import Invalid
 
 T = TypeVar("T")
+V = TypeVar("V")
+# NATS' default max_payload is 1 MB: a page of 512 kB leaves room for the envelope and JSON escapes.
+PAGE_BUDGET_BYTES = 512 * 1024
 Position = tuple[int, str]
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_POSITION = 2**63 - 1
@@ -33,17 +36,33 @@ def decode_cursor(cursor: str) -> Position:
         at, item_id = _decoder.decode(raw)
     except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise Invalid("cursor is not one this service issued", field="cursor") from None
-    if not (-_MAX_POSITION <= at <= _MAX_POSITION) or not _ID.match(item_id):
+    if not (-_MAX_POSITION <= at <= _MAX_POSITION) or not _ID.fullmatch(item_id):
         raise Invalid("cursor is not one this service issued", field="cursor")
     return at, item_id
 
 
-def page(items: Sequence[T], position_of: Callable[[T], Position], cursor: str | None, limit: int) -> tuple[list[T], str | None]:
-    """Up to `limit` items after the cursor, in order, and the cursor of the next page (None on the last)."""
+def page(
+    items: Sequence[T],
+    position_of: Callable[[T], Position],
+    cursor: str | None,
+    limit: int,
+    view: Callable[[T], V],
+    budget_bytes: int = PAGE_BUDGET_BYTES,
+) -> tuple[list[V], str | None]:
+    """Up to `limit` items after the cursor, in order, as views, and the cursor of the next page (None on
+    the last). A page also ends before its views pass `budget_bytes` of JSON, so that a reply always
+    fits the bus, whatever the items hold (a page has at least one item)."""
     after = decode_cursor(cursor) if cursor else None
     ordered = sorted(items, key=position_of)
     if after is not None:
         ordered = [item for item in ordered if position_of(item) > after]
-    chosen = ordered[:limit]
-    more = len(ordered) > limit
-    return chosen, encode_cursor(position_of(chosen[-1])) if more and chosen else None
+    chosen: list[V] = []
+    size = 0
+    for item in ordered[:limit]:
+        shown = view(item)
+        size += len(msgspec.json.encode(shown)) + 1
+        if chosen and size > budget_bytes:
+            break
+        chosen.append(shown)
+    more = len(ordered) > len(chosen)
+    return chosen, encode_cursor(position_of(ordered[len(chosen) - 1])) if more and chosen else None

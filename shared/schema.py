@@ -23,6 +23,7 @@ _QUERIES: dict[str, type] = {
     "membership.query.members": queries.MembersQuery,
     "membership.query.invitations": queries.InvitationsQuery,
     "membership.query.api_keys": queries.ApiKeysQuery,
+    "membership.query.invitation": queries.InvitationLinkQuery,
     "membership.query.seat_quote": queries.SeatQuoteQuery,
     "membership.query.authorize": queries.Authorize,
     "billing.query.charges": queries.ChargesQuery,
@@ -41,6 +42,7 @@ _RESULTS: list[type] = [
     queries.MembersPage,
     queries.InvitationsPage,
     queries.ApiKeysPage,
+    queries.InvitationLinkView,
     queries.AuthorizeResult,
     queries.HealthResult,
 ]

@@ -25,9 +25,10 @@ from shared.contract import commands as cmd
 from shared.contract import queries as q
 from shared.contract.common import Actor
 from shared.contract.replies import Reply, failure, success
-from shared.errors import Conflict, NotFound, Refused
+from shared.errors import Conflict, Invalid, InvalidToken, NotFound, Refused
 
 from .domain.organization import CommandContext, Organization, org_uuid, require_creator
+from .domain.events import MemberInvited
 from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
 from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
 from .recorders import CommandRecorder, POPOCommandRecorder, PostgresCommandRecorder
@@ -50,6 +51,12 @@ class Decision:
     @property
     def needs_saving(self) -> bool:
         return bool(self.recorded)
+
+
+def require_sensible_at(command: cmd.Command, now: datetime) -> None:
+    """The part of the body's shape that depends on the time: checked first, like the rest of the shape."""
+    if isinstance(command, cmd.CreateApiKey) and command.expires_at is not None and command.expires_at <= now:
+        raise Invalid("expires_at must lie in the future", field="expires_at")
 
 
 def random_id(prefix: str) -> str:
@@ -110,6 +117,7 @@ class MembershipApplication(Application):
         org: Organization | None = None
         sealed = False
         try:
+            require_sensible_at(command, now)
             if isinstance(command, cmd.CreateOrganization):
                 org = self._create(ctx, org_id, command)
                 result = org.creation_result()
@@ -181,7 +189,10 @@ class MembershipApplication(Application):
         """Saves the events and command records of several decisions in one transaction (group commit);
         only then do their organizations become the cached ones."""
         records = [d.record for d in decisions if d.record is not None]
-        self.save(*(d.org for d in decisions), command_records=records)
+        invitation_orgs = [
+            (event.invitation_id, event.org_id) for d in decisions for event in d.recorded if isinstance(event, MemberInvited)
+        ]
+        self.save(*(d.org for d in decisions), command_records=records, invitation_orgs=invitation_orgs)
         for decision in decisions:
             if self.repository.cache is not None and decision.org is not None:
                 self.repository.cache.put(decision.org.id, decision.org)
@@ -231,14 +242,19 @@ class MembershipApplication(Application):
     def view_organization(self, org_id: str) -> q.OrganizationView:
         org = self.organization(org_id)
         now = self.clock.now()
-        members, members_next = paging.page(list(org.members.values()), _member_position, None, EMBEDDED_LIST_LIMIT)
-        invitations, invitations_next = paging.page(list(org.invitations.values()), _invitation_position, None, EMBEDDED_LIST_LIMIT)
+        budget = paging.PAGE_BUDGET_BYTES // 2
+        members, members_next = paging.page(
+            list(org.members.values()), _member_position, None, EMBEDDED_LIST_LIMIT, _member_view, budget
+        )
+        invitations, invitations_next = paging.page(
+            list(org.invitations.values()), _invitation_position, None, EMBEDDED_LIST_LIMIT, lambda i: _invitation_view(i, now), budget
+        )
         return q.OrganizationView(
             org_id=org.org_id,
             name=org.name,
             plan=org.plan,  # type: ignore[arg-type]
-            members=[_member_view(m) for m in members],
-            invitations=[_invitation_view(i, now) for i in invitations],
+            members=members,
+            invitations=invitations,
             seats=q.SeatQuote(**org.seat_quote(now)),
             members_next_cursor=members_next,
             invitations_next_cursor=invitations_next,
@@ -246,21 +262,46 @@ class MembershipApplication(Application):
 
     def members(self, query: q.MembersQuery) -> q.MembersPage:
         org = self.organization(query.org_id)
-        chosen, next_cursor = paging.page(list(org.members.values()), _member_position, query.cursor, query.limit)
-        return q.MembersPage(members=[_member_view(m) for m in chosen], next_cursor=next_cursor)
+        chosen, next_cursor = paging.page(list(org.members.values()), _member_position, query.cursor, query.limit, _member_view)
+        return q.MembersPage(members=chosen, next_cursor=next_cursor)
 
     def invitations(self, query: q.InvitationsQuery) -> q.InvitationsPage:
         org = self.organization(query.org_id)
         now = self.clock.now()
         candidates = [i for i in org.invitations.values() if query.status is None or i.status_at(now) == query.status]
-        chosen, next_cursor = paging.page(candidates, _invitation_position, query.cursor, query.limit)
-        return q.InvitationsPage(invitations=[_invitation_view(i, now) for i in chosen], next_cursor=next_cursor)
+        chosen, next_cursor = paging.page(candidates, _invitation_position, query.cursor, query.limit, lambda i: _invitation_view(i, now))
+        return q.InvitationsPage(invitations=chosen, next_cursor=next_cursor)
 
     def api_keys(self, query: q.ApiKeysQuery) -> q.ApiKeysPage:
         org = self.organization(query.org_id)
         now = self.clock.now()
-        chosen, next_cursor = paging.page(list(org.api_keys.values()), _key_position, query.cursor, query.limit)
-        return q.ApiKeysPage(api_keys=[_key_view(org, k, now) for k in chosen], next_cursor=next_cursor)
+        chosen, next_cursor = paging.page(list(org.api_keys.values()), _key_position, query.cursor, query.limit, lambda k: _key_view(org, k, now))
+        return q.ApiKeysPage(api_keys=chosen, next_cursor=next_cursor)
+
+    def org_of_invitation(self, invitation_id: str) -> str:
+        org_id = self.commands.org_of_invitation(invitation_id)
+        if org_id is None:
+            raise NotFound(f"invitation {invitation_id} does not exist")
+        return org_id
+
+    def invitation_behind_link(self, org_id: str, query: q.InvitationLinkQuery) -> q.InvitationLinkView:
+        """What the page an invitation link opens may show, once the link's token matches."""
+        org = self.organization(org_id)
+        invitation = org.invitations.get(query.invitation_id)
+        if invitation is None:
+            raise NotFound(f"invitation {query.invitation_id} does not exist")
+        if not self.secrets.token_matches(query.token, invitation.invitation_id, invitation.expires_at):
+            raise InvalidToken("the invitation token does not match")
+        inviter = invitation.invited_by
+        return q.InvitationLinkView(
+            org_id=org.org_id,
+            org_name=org.name,
+            email=invitation.email,
+            role=invitation.role,  # type: ignore[arg-type]
+            invited_by=q.Principal(type=inviter.type, id=inviter.id) if inviter else None,  # type: ignore[arg-type]
+            expires_at=invitation.expires_at,
+            status=invitation.status_at(self.clock.now()),  # type: ignore[arg-type]
+        )
 
     def seat_quote(self, org_id: str) -> dict[str, Any]:
         return self.organization(org_id).seat_quote(self.clock.now())
@@ -328,7 +369,7 @@ def _key_view(org: Organization, key: ApiKey, now: datetime) -> q.ApiKeyView:
         expires_at=key.expires_at,
         created_at=key.created_at,
         created_by=q.Principal(type=key.created_by.type, id=key.created_by.id) if key.created_by else None,  # type: ignore[arg-type]
-        status=key.status_at(now),  # type: ignore[arg-type]
+        status=key.status_at(now) if key.revoked or key.has_expired(now) or org.is_live(key, now) else "inactive",  # type: ignore[arg-type]
     )
 
 

@@ -61,6 +61,10 @@ class MembershipEndpoints:
         async def api_keys(query: q.ApiKeysQuery) -> Any:
             return await for_org(query.org_id, self.app.api_keys, query)
 
+        async def invitation(query: q.InvitationLinkQuery) -> Any:
+            org_id = await self.runner.in_thread(self.app.org_of_invitation, query.invitation_id)
+            return await for_org(org_id, self.app.invitation_behind_link, org_id, query)
+
         async def seat_quote(query: q.SeatQuoteQuery) -> Any:
             return await for_org(query.org_id, self.app.seat_quote, query.org_id)
 
@@ -81,6 +85,7 @@ class MembershipEndpoints:
             "members": reply_handler(q.MembersQuery, members),
             "invitations": reply_handler(q.InvitationsQuery, invitations),
             "api_keys": reply_handler(q.ApiKeysQuery, api_keys),
+            "invitation": reply_handler(q.InvitationLinkQuery, invitation),
             "seat_quote": reply_handler(q.SeatQuoteQuery, seat_quote),
             "authorize": reply_handler(q.Authorize, authorize),
             "health": reply_handler(q.Health, healthy),

@@ -1,7 +1,9 @@
-"""The event store's recorders, with the command records kept beside the events.
+"""The event store's recorders, with what membership keeps beside the events.
 
-`insert_events(..., command_records=[...])` writes the records in the transaction that inserts the
-events, so a success is remembered exactly when its events are saved.
+`insert_events(..., command_records=[...], invitation_orgs=[...])` writes, in the transaction that
+inserts the events, the command records (so a success is remembered exactly when its events are
+saved) and which organization each new invitation belongs to (an invitation link names only the
+invitation).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class CommandRecorder(Protocol):
         """For a reply without events; a record already there wins."""
 
     def forget_commands_before(self, cutoff: datetime) -> int: ...
+
+    def org_of_invitation(self, invitation_id: str) -> str | None: ...
 
 
 class PostgresCommandRecorder(PostgresApplicationRecorder):
@@ -61,13 +65,43 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
         ).format(table)
         self._delete_before = SQL("DELETE FROM {0} WHERE recorded_at < %s").format(table)
         self._delete_stale = SQL("DELETE FROM {0} WHERE org_id = %s AND command_id = %s AND recorded_at < %s").format(table)
+        self._add_invitation_index()
+
+    def _add_invitation_index(self) -> None:
+        index = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(f"{self.events_table_name.removesuffix('_events')}_invitation_orgs")
+        )
+        events = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        self.sql_create_statements.append(
+            SQL("CREATE TABLE IF NOT EXISTS {0} (invitation_id text PRIMARY KEY, org_id text NOT NULL)").format(index)
+        )
+        # Invitations recorded before the index existed: read once from the stored events (JSON), when it is empty.
+        self.sql_create_statements.append(
+            SQL(
+                "INSERT INTO {0} (invitation_id, org_id) "
+                "SELECT e.state->>'invitation_id', e.state->>'org_id' FROM "
+                "(SELECT convert_from(state, 'UTF8')::jsonb AS state FROM {1} WHERE topic LIKE '%%:MemberInvited') e "
+                "WHERE NOT EXISTS (SELECT 1 FROM {0}) ON CONFLICT DO NOTHING"
+            ).format(index, events)
+        )
+        self._insert_invitation = SQL("INSERT INTO {0} (invitation_id, org_id) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(index)
+        self._select_invitation = SQL("SELECT org_id FROM {0} WHERE invitation_id = %s").format(index)
 
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         records: Sequence[CommandRecord] = kwargs.get("command_records", ())
         if records:
             curs.executemany(self._delete_stale, [(r.org_id, r.command_id, r.stale_before) for r in records])
             curs.executemany(self._insert_record, [_row(record) for record in records])
+        invitation_orgs: Sequence[tuple[str, str]] = kwargs.get("invitation_orgs", ())
+        if invitation_orgs:
+            curs.executemany(self._insert_invitation, invitation_orgs)
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def org_of_invitation(self, invitation_id: str) -> str | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_invitation, (invitation_id,), prepare=True)
+            row = curs.fetchone()
+        return None if row is None else str(row["org_id"])
 
     def find_command(self, org_id: str, command_id: str, recorded_since: datetime) -> CommandRecord | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -98,6 +132,7 @@ class POPOCommandRecorder(POPOApplicationRecorder):
     def __init__(self) -> None:
         super().__init__()
         self._records: dict[tuple[str, str], CommandRecord] = {}
+        self._invitation_orgs: dict[str, str] = {}
         self._records_lock = threading.Lock()
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -108,7 +143,11 @@ class POPOCommandRecorder(POPOApplicationRecorder):
             notification_ids = super().insert_events(stored_events, **kwargs)
             for record in records:
                 self._records[(record.org_id, record.command_id)] = record
+            self._invitation_orgs.update(kwargs.get("invitation_orgs", ()))
         return notification_ids
+
+    def org_of_invitation(self, invitation_id: str) -> str | None:
+        return self._invitation_orgs.get(invitation_id)
 
     def _is_fresh(self, new: CommandRecord) -> bool:
         """An earlier record of the same command that is still inside the window."""

@@ -20,10 +20,11 @@ from .common import (
     UtcTime,
     as_utc,
     normalize_email,
+    whole,
 )
 
 CommandId = BoundedKey
-Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_.~-]+$")]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=whole("[A-Za-z0-9_.~-]+"))]
 MAX_KEPT_KEYS = 1000
 
 

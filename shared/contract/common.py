@@ -13,10 +13,20 @@ import msgspec
 # isolates, and lone surrogates (which PostgreSQL and UTF-8 refuse). Every projection stores what
 # this admits, and no header or log line can be split by it.
 FORBIDDEN_IN_TEXT = "\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
-SAFE_TEXT = f"^[^{FORBIDDEN_IN_TEXT}]*$"
 MAX_EMAIL_LENGTH = 254
 
-Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+def whole(pattern: str) -> str:
+    """A pattern the whole value must match. msgspec searches with `re.search`, where `$` also matches
+    before a final newline ("acme\n" would pass `^[a-z]+$`); a look-ahead for "nothing more" does not,
+    and reads the same in JSON Schema's regex dialect."""
+    return f"^(?:{pattern})(?![\\s\\S])"
+
+
+SAFE_TEXT = whole(f"[^{FORBIDDEN_IN_TEXT}]*")
+ID_PATTERN = whole("[A-Za-z0-9_-]{1,64}")
+
+Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=SAFE_TEXT)]
 BoundedKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=SAFE_TEXT)]
 EmailText = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL_LENGTH + 64)]

@@ -72,6 +72,7 @@ class MemberRemoved(EventData, frozen=True, kw_only=True):
     user_id: str
     email: str
     role: Role
+    kept_api_keys: list[str] = []  # keys the member created that the remover kept (v1.1); they now answer to the remover
 
 
 class SeatAdded(EventData, frozen=True, kw_only=True):

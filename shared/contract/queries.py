@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .common import SAFE_TEXT, BoundedKey, Identifier, Permission, Plan, Role, UtcTime
+from .common import SAFE_TEXT, BoundedKey, whole, Identifier, Permission, Plan, Role, UtcTime
 
 ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512)]
-PageCursor = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_=-]+$")]
+PageCursor = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=whole("[A-Za-z0-9_=-]+"))]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 DEFAULT_LIMIT = 100
 
@@ -49,6 +49,13 @@ class InvitationsQuery(PagedOrgQuery, frozen=True, kw_only=True):
     """`membership.query.invitations`: oldest first, optionally of one status."""
 
     status: Literal["pending", "accepted", "revoked", "expired"] | None = None
+
+
+class InvitationLinkQuery(Query, frozen=True, kw_only=True):
+    """`membership.query.invitation`: what the page an invitation link opens shows (v1.1)."""
+
+    invitation_id: Identifier
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=whole("[A-Za-z0-9_.~-]+"))]
 
 
 class ApiKeysQuery(PagedOrgQuery, frozen=True, kw_only=True):
@@ -170,7 +177,7 @@ class ApiKeyView(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None
     created_at: datetime
     created_by: Principal | None
-    status: Literal["live", "revoked", "expired"]
+    status: Literal["live", "inactive", "revoked", "expired"]  # inactive: grants nothing now (its owner left, its grantor lost the rights)
 
 
 class OrganizationView(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,6 +191,16 @@ class OrganizationView(msgspec.Struct, frozen=True, kw_only=True):
     seats: SeatQuote
     members_next_cursor: str | None
     invitations_next_cursor: str | None
+
+
+class InvitationLinkView(msgspec.Struct, frozen=True, kw_only=True):
+    org_id: str
+    org_name: str
+    email: str
+    role: Role
+    invited_by: Principal | None
+    expires_at: datetime
+    status: Literal["pending", "accepted", "revoked", "expired"]
 
 
 class MembersPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -138,3 +138,60 @@ async def test_after_thousands_of_invite_and_revoke_cycles_every_list_still_answ
     assert len(revoked["result"]["invitations"]) == cycles
     bad = await client.query("membership", "members", org_id=org_id, cursor="not-a-cursor")
     assert bad["error"]["code"] == "validation_error"
+
+
+async def test_an_org_id_with_a_trailing_newline_is_refused_and_the_relay_keeps_publishing(membership, nc):
+    client = Client(nc)
+    poisoned = await client.command("create_organization", org_id="evil\n", actor=OWNER, name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    assert poisoned["error"]["code"] == "validation_error"
+    healthy = await client.command("create_organization", actor=OWNER, name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    assert healthy["ok"], healthy
+
+    sub = await nc.jetstream().subscribe(subjects.EVENTS_WILDCARD, ordered_consumer=True)
+    try:
+        first = await sub.next_msg(timeout=10)
+    finally:
+        await sub.unsubscribe()
+    assert first.headers["Nats-Msg-Id"] == healthy["events"][0]
+
+
+async def test_the_invitation_behind_a_link_over_the_bus(membership, nc):
+    client = Client(nc)
+    created = await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    org_id = created["result"]["org_id"]
+    invited = await client.command("invite_member", org_id=org_id, actor=OWNER, email="dev@acme.io", role="developer")
+    invitation_id = invited["result"]["invitation_id"]
+
+    forged = await client.query("membership", "invitation", invitation_id=invitation_id, token="wrong")
+    unknown = await client.query("membership", "invitation", invitation_id="inv_nobody", token="wrong")
+    assert (forged["error"]["code"], unknown["error"]["code"]) == ("invalid_token", "not_found")
+
+    from shared.invitations import invitation_token
+
+    expires_at = datetime.fromisoformat(invited["result"]["expires_at"].replace("Z", "+00:00"))
+    token = invitation_token(membership.env["SERVER_SECRET"], invitation_id, expires_at)
+    shown = await client.query("membership", "invitation", invitation_id=invitation_id, token=token)
+    assert shown["ok"], shown
+    assert {k: shown["result"][k] for k in ("org_id", "org_name", "email", "role", "status")} == {
+        "org_id": org_id, "org_name": "Acme", "email": "dev@acme.io", "role": "developer", "status": "pending",
+    }
+    assert shown["result"]["invited_by"] == OWNER
+
+
+async def test_a_thousand_keys_with_long_names_are_listed_in_pages_that_fit_the_bus(membership, nc):
+    client = Client(nc)
+    created = await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    org_id = created["result"]["org_id"]
+    for n in range(1000):
+        made = await client.command("create_api_key", org_id=org_id, actor=OWNER, name=f"{n:04}" + "\U0001F600" * 196, permissions=["org:read"])
+        assert made["ok"], made
+
+    seen, cursor = [], None
+    while True:
+        page = await client.query("membership", "api_keys", org_id=org_id, limit=1000, **({"cursor": cursor} if cursor else {}))
+        assert page["ok"], page
+        seen += [k["key_id"] for k in page["result"]["api_keys"]]
+        cursor = page["result"]["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 1000

@@ -10,6 +10,8 @@ import msgspec
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from shared.errors import InvalidToken, NotFound
+
 from services.membership import application
 from services.membership.domain import events as ev
 from services.membership.domain.organization import org_uuid
@@ -250,12 +252,86 @@ def test_an_admins_keys_die_with_the_admins_membership() -> None:
     assert code_of(reinvite) == "permission_denied"
 
 
-def test_the_remover_may_keep_keys_the_member_created() -> None:
+def test_a_key_kept_at_removal_lives_on_within_the_removers_rights() -> None:
     world = full_org()
-    kept = world.create_key("ci", ["gateway:use"], by=user("admin1"))
+    kept = world.create_key("ci", ["gateway:use", "members:invite"], by=user("admin1"))
     removed = world.ok("remove_member", OWNER, user_id="admin1", keep_api_keys=[kept])
     assert kept not in removed["revoked_api_keys"]
-    assert world.authorize_key(kept, "gateway:use")["allowed"] is False  # its creator is gone: it acts with nothing
+    assert world.authorize_key(kept, "members:invite")["allowed"] is True  # the owner vouches for it now
+
+    world.add_member("admin1", "developer")  # its first creator comes back with less: nothing changes for the key
+    assert world.authorize_key(kept, "members:invite")["allowed"] is True
+
+
+def test_a_key_kept_by_an_admin_is_capped_by_the_admins_rights_and_dies_with_them() -> None:
+    world = full_org()
+    world.add_member("admin2", "admin")
+    kept = world.create_key("ci", ["members:invite", "gateway:use"], by=user("admin1"))
+    world.ok("remove_member", user("admin2"), user_id="admin1", keep_api_keys=[kept])
+    assert world.authorize_key(kept, "members:invite")["allowed"] is True
+
+    world.ok("change_role", OWNER, user_id="admin2", role="developer")
+    assert world.authorize_key(kept, "members:invite")["allowed"] is False
+    assert world.authorize_key(kept, "gateway:use")["allowed"] is True
+    removed = world.ok("remove_member", OWNER, user_id="admin2")
+    assert kept in removed["revoked_api_keys"]
+
+
+def test_a_key_the_member_owns_cannot_be_kept() -> None:
+    world = full_org()
+    reply = world.run("remove_member", OWNER, user_id="dev1", keep_api_keys=[world.keys["own:dev1"]])
+    assert (code_of(reply), reply.error.details) == ("conflict", {"owned": [world.keys["own:dev1"]]})
+    assert world.role_of("dev1") == "developer"
+
+
+def test_a_key_that_grants_nothing_now_is_listed_as_inactive() -> None:
+    world = full_org()
+    key = world.create_key("svc", ["members:invite"], by=user("admin1"))
+    world.ok("change_role", OWNER, user_id="admin1", role="developer")
+    listed = {k.key_id: k.status for k in world.app.api_keys(application.q.ApiKeysQuery(org_id=world.org_id)).api_keys}
+    assert listed[key] == "inactive"
+    assert listed[world.keys["own:admin1"]] == "live"
+
+
+def test_an_organization_holds_a_bounded_number_of_unrevoked_keys(monkeypatch) -> None:
+    from services.membership.domain import organization
+
+    monkeypatch.setattr(organization, "MAX_UNREVOKED_KEYS", 3)
+    world = new_org("pro")
+    first = world.create_key("a", ["gateway:use"])
+    world.create_key("b", ["gateway:use"])
+    world.create_key("c", ["gateway:use"])
+    refused = world.run("create_api_key", OWNER, name="d", permissions=["gateway:use"])
+    assert (code_of(refused), refused.error.details) == ("conflict", {"reason": "key_limit_reached"})
+    world.ok("revoke_api_key", OWNER, key_id=first)
+    assert world.run("create_api_key", OWNER, name="d", permissions=["gateway:use"]).ok
+
+
+@pytest.mark.parametrize("field, value", [("org_id", "acme2\n"), ("command_id", "c1\n"), ("correlation_id", "corr\n"), ("name", "Acme\n")])
+def test_a_trailing_newline_is_refused_in_every_id_and_text_field(field: str, value: str) -> None:
+    world = new_org("pro")
+    body = {"command_id": "c1", "org_id": "acme2", "actor": SYSTEM, "name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "u1@example.com"}}
+    body[field] = value
+    reply = json.loads(world.loop.run(reply_handler(cmd.CreateOrganization, _run(world, "create_organization"))(json.dumps(body).encode())))
+    assert reply["error"]["code"] == "validation_error", reply
+
+
+def test_a_trailing_newline_is_refused_in_actor_and_user_ids() -> None:
+    world = new_org("pro")
+    body = {"command_id": "c2", "org_id": world.org_id, "actor": {"type": "user", "id": "owner1\n"}, "user_id": "dev\n", "role": "admin"}
+    reply = json.loads(world.loop.run(reply_handler(cmd.ChangeRole, _run(world, "change_role"))(json.dumps(body).encode())))
+    assert reply["error"]["code"] == "validation_error"
+
+
+def test_an_expiry_in_the_past_is_a_shape_error_before_any_permission_check() -> None:
+    world = new_org("pro")
+    command = world.command("create_api_key", STRANGER, name="ci", permissions=["gateway:use"], expires_at=T0 - timedelta(seconds=1))
+    assert code_of(world.execute("create_api_key", command)) == "validation_error"
+
+
+def test_revoking_an_invitation_on_the_free_plan_is_plan_required() -> None:
+    world = new_org("free")
+    assert code_of(world.run("revoke_invitation", OWNER, invitation_id="inv_ghost")) == "plan_required"
 
 
 def test_keys_recorded_before_creators_were_are_removed_by_owner_alone() -> None:
@@ -369,28 +445,43 @@ def test_a_failed_save_leaves_neither_the_cache_nor_the_snapshot_ahead_of_the_st
 # -- 11. SCIM is enterprise-only ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name, fields",
-    [
-        ("change_role", {"user_id": "dev1", "role": "owner"}),
-        ("remove_member", {"user_id": "dev1"}),
-        ("revoke_invitation", {}),
-        ("invite_member", {"email": "n@example.com", "role": "developer"}),
-        ("resend_invitation", {}),
-    ],
-)
-def test_scim_needs_the_enterprise_plan_for_every_command(name: str, fields: dict) -> None:
+SCIM_ON_PRO = [
+    ("create_organization", {"org_id": "other", "name": "Other", "plan": "pro", "owner": {"user_id": "x1", "email": "x1@example.com"}}, "permission_denied"),
+    ("change_plan", {"plan": "enterprise"}, "permission_denied"),
+    ("invite_member", {"email": "n@example.com", "role": "developer"}, "plan_required"),
+    ("resend_invitation", "pending", "plan_required"),
+    ("revoke_invitation", "pending", "plan_required"),
+    ("accept_invitation", "accept", "permission_denied"),
+    ("change_role", {"user_id": "dev1", "role": "owner"}, "plan_required"),
+    ("remove_member", {"user_id": "dev1"}, "plan_required"),
+    ("add_seats", {"quantity": 1, "accept_charge_cents": 10_000}, "permission_denied"),
+    ("remove_seats", {"quantity": 1}, "permission_denied"),
+    ("create_api_key", {"name": "scim", "permissions": ["members:read"]}, "permission_denied"),
+    ("revoke_api_key", "key", "permission_denied"),
+]
+
+
+@pytest.mark.parametrize("name, fields, on_pro", SCIM_ON_PRO, ids=[case[0] for case in SCIM_ON_PRO])
+def test_scim_needs_the_enterprise_plan_for_every_command(name: str, fields, on_pro: str) -> None:
+    """Permission first, then the plan: SCIM is refused on pro for every command, by one or the other."""
     world = full_org()
-    if "email" not in fields and "user_id" not in fields:
-        fields = {"invitation_id": world.invitations["pending@example.com"]["invitation_id"]}
+    pending = world.invitations["pending@example.com"]
+    if fields == "pending":
+        fields = {"invitation_id": pending["invitation_id"]}
+    elif fields == "accept":
+        token = world.token(pending["invitation_id"], pending["expires_at"])
+        fields = {"invitation_id": pending["invitation_id"], "token": token, "user_id": "newcomer"}
+    elif fields == "key":
+        fields = {"key_id": world.keys["own:dev2"]}
     scim = {"type": "scim", "id": "okta"}
 
-    on_pro = world.run(name, scim, **fields)
-    world.ok("change_plan", SYSTEM, plan="enterprise")
-    on_enterprise = world.run(name, scim, **fields)
-
-    assert (code_of(on_pro), on_pro.error.details.get("required_plan")) == ("plan_required", "enterprise")
-    assert on_enterprise.ok, on_enterprise.error
+    refused = world.run(name, scim, **fields)
+    assert code_of(refused) == on_pro
+    if on_pro == "plan_required":
+        assert refused.error.details.get("required_plan") == "enterprise"
+        world.ok("change_plan", SYSTEM, plan="enterprise")
+        on_enterprise = world.run(name, scim, **fields)
+        assert on_enterprise.ok, on_enterprise.error
 
 
 # -- 12. timestamps are UTC -----------------------------------------------------------------
@@ -452,3 +543,45 @@ def _run(world: World, name: str):
 
 def test_the_unit_server_secret_is_long_enough_for_production_rules() -> None:
     assert len(SERVER_SECRET) >= 32
+
+
+# -- review: pages fit the bus whatever their items hold -----------------------------------
+
+
+def test_a_page_of_keys_with_long_names_stops_at_its_byte_budget_and_continues() -> None:
+    world = new_org("pro")
+    names = [str(n) + "\U0001F600" * (200 - len(str(n))) for n in range(900)]
+    for name in names:
+        world.create_key(name, ["gateway:use"])
+    query = application.q.ApiKeysQuery
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = world.app.api_keys(msgspec.convert({"org_id": world.org_id, "limit": 1000, "cursor": cursor}, query))
+        assert len(msgspec.json.encode(page)) <= 600 * 1024
+        seen += [k.name for k in page.api_keys]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(names) and pages >= 2  # each once (keys made in one instant come in id order)
+
+
+# -- review: the invitation behind a link ------------------------------------------------------
+
+
+def test_the_invitation_behind_a_link_is_shown_only_with_its_token() -> None:
+    world = new_org("pro")
+    invitation = world.invite("a@example.com", by=OWNER)
+    token = world.token(invitation["invitation_id"], invitation["expires_at"])
+    org_id = world.app.org_of_invitation(invitation["invitation_id"])
+    link = application.q.InvitationLinkQuery
+
+    shown = world.app.invitation_behind_link(org_id, link(invitation_id=invitation["invitation_id"], token=token))
+    assert (shown.org_id, shown.org_name, shown.email, shown.role, shown.status) == ("acme", "Acme", "a@example.com", "developer", "pending")
+    assert (shown.invited_by.type, shown.invited_by.id) == ("user", "owner1")
+    with pytest.raises(InvalidToken):
+        world.app.invitation_behind_link(org_id, link(invitation_id=invitation["invitation_id"], token="forged"))
+    world.clock.advance(days=8)
+    assert world.app.invitation_behind_link(org_id, link(invitation_id=invitation["invitation_id"], token=token)).status == "expired"
+    with pytest.raises(NotFound):
+        world.app.org_of_invitation("inv_unknown")

@@ -47,12 +47,16 @@ class Principal:
     permissions: frozenset[str]  # what the contract says it holds
     key_permissions: tuple[str, ...] = ()  # for a key: what it is created with
     key_owner: str | None = None  # for a member's key: whose it is (created for them by owner1)
-    lifecycle: str = "live"  # or revoked, expired, orphaned (owner removed, key kept), minted_by_revoked_key
+    lifecycle: str = "live"  # or revoked, expired, orphaned (its owner removed), minted_by_revoked_key, kept (see below)
 
     def actor(self, world: World) -> dict[str, str]:
         if self.user_id is not None:
             return user(self.user_id)
         permissions = list(self.key_permissions)
+        if self.lifecycle == "kept":  # minted by admin1, kept by the platform when admin1 left: it answers to the platform now
+            key_id = world.create_key(f"key:{self.name}", permissions, by=user("admin1"))
+            world.ok("remove_member", SYSTEM, user_id="admin1", keep_api_keys=[key_id])
+            return api_key(key_id)
         if self.lifecycle == "minted_by_revoked_key":
             parent = world.create_key(f"parent:{self.name}", permissions)
             key_id = world.create_key(f"key:{self.name}", permissions, by=api_key(parent))
@@ -65,7 +69,7 @@ class Principal:
         elif self.lifecycle == "expired":
             world.clock.advance(hours=2)
         elif self.lifecycle == "orphaned":
-            world.ok("remove_member", SYSTEM, user_id=self.key_owner, keep_api_keys=[key_id])
+            world.ok("remove_member", SYSTEM, user_id=self.key_owner)
         return api_key(key_id)
 
     @property
@@ -111,6 +115,7 @@ PRINCIPALS = [
         lifecycle="orphaned",
     ),
     Principal("key_minted_by_a_revoked_key", None, frozenset(), tuple(sorted(ALL_PERMISSIONS)), lifecycle="minted_by_revoked_key"),
+    Principal("key_kept_when_its_creator_left", None, frozenset({"members:invite", "gateway:use"}), ("members:invite", "gateway:use"), lifecycle="kept"),
 ]
 
 # -- what is asked -------------------------------------------------------------------

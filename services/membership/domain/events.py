@@ -81,7 +81,7 @@ class MemberInvited(OrganizationEvent):
 
     def change(self, org: Organization) -> None:
         org.invitations[self.invitation_id] = Invitation(
-            self.invitation_id, self.email, self.role, self.timestamp, self.expires_at, "pending"
+            self.invitation_id, self.email, self.role, self.timestamp, self.expires_at, "pending", ActorRef.of(self.invited_by)
         )
 
 
@@ -124,12 +124,22 @@ class RoleChanged(OrganizationEvent):
 
 
 class MemberRemoved(OrganizationEvent):
+    class_version = 2
+
     user_id: str
     email: str
     role: str
+    kept_api_keys: list[str]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["kept_api_keys"] = []
 
     def change(self, org: Organization) -> None:
         del org.members[self.user_id]
+        remover = ActorRef.of(self.actor)
+        for key_id in self.kept_api_keys:  # the remover vouches for them now: they live on within the remover's rights
+            org.api_keys[key_id] = replace(org.api_keys[key_id], created_by=remover)
 
 
 class SeatAdded(OrganizationEvent):

@@ -36,6 +36,9 @@ from .permissions import ROLE_PERMISSIONS, permissions_of
 from .values import ActorRef, ApiKey, Invitation, Member
 
 INVITATION_LIFETIME = timedelta(days=7)
+# Removing a member revokes their keys in one change, and its reply lists them: the cap keeps that
+# reply (and the change) well inside the bus's 1 MB payload.
+MAX_UNREVOKED_KEYS = 5000
 SCIM_PERMISSIONS = frozenset({"org:read", "members:read", "members:invite", "members:manage", "owners:manage"})
 _ALL_PERMISSIONS = ROLE_PERMISSIONS["owner"]
 _NOTHING: frozenset[str] = frozenset()
@@ -314,6 +317,7 @@ class Organization(Aggregate):
 
     def revoke_invitation(self, ctx: CommandContext, invitation_id: str) -> dict[str, Any]:
         self.require(ctx, "members:invite")
+        self._require_paid_plan()
         invitation = self._invitation(invitation_id)
         if invitation.status != "pending":
             raise Conflict(f"invitation {invitation_id} is {invitation.status}")
@@ -381,8 +385,13 @@ class Organization(Aggregate):
         member = self._member(user_id)
         if member.role == "owner":
             self._require_another_owner(user_id)
-        revoked = sorted(self._keys_granted_by(user_id) - set(keep_api_keys))
-        self._trigger(ev.MemberRemoved, ctx, user_id=user_id, email=member.email, role=member.role)
+        granted = self._keys_granted_by(user_id)
+        kept = sorted(granted & set(keep_api_keys))
+        owned = [key_id for key_id in kept if self.api_keys[key_id].owner_user_id == user_id]
+        if owned:
+            raise Conflict("a key the member owns cannot outlive them; only keys they created can be kept", owned=owned)
+        revoked = sorted(granted - set(kept))
+        self._trigger(ev.MemberRemoved, ctx, user_id=user_id, email=member.email, role=member.role, kept_api_keys=kept)
         for key_id in revoked:
             self._trigger(ev.ApiKeyRevoked, ctx, key_id=key_id, reason="member_removed")
         return {"user_id": user_id, "revoked_api_keys": revoked}
@@ -432,6 +441,11 @@ class Organization(Aggregate):
             self._member(owner_user_id)
         if expires_at is not None and expires_at <= ctx.now:
             raise Invalid("expires_at must lie in the future", field="expires_at")
+        if sum(1 for k in self.api_keys.values() if not k.revoked) >= MAX_UNREVOKED_KEYS:
+            raise Conflict(
+                f"the organization holds {MAX_UNREVOKED_KEYS} unrevoked keys, the most it may; revoke some first",
+                reason="key_limit_reached",
+            )
         self._trigger(
             ev.ApiKeyCreated,
             ctx,

@@ -6,7 +6,7 @@ to change: `Organization.__deepcopy__` copies only the dicts that index them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ class Invitation:
     invited_at: datetime
     expires_at: datetime
     status: InvitationStatus
+    invited_by: ActorRef | None = None  # None only in snapshots taken before it was kept
 
     def is_pending(self, now: datetime) -> bool:
         """Holds a seat: not accepted, not revoked, not yet expired."""
@@ -85,14 +86,13 @@ class _ValueTranscoding(Transcoding):
         self.name = f"membership.{value_type.__name__}"
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        fields = asdict(obj) if not isinstance(obj, ApiKey) else {**vars(obj), "permissions": sorted(obj.permissions)}
-        return fields
+        if isinstance(obj, ApiKey):
+            return {**vars(obj), "permissions": sorted(obj.permissions)}
+        return dict(vars(obj))  # nested values (an ActorRef) are encoded by their own transcoding
 
     def decode(self, data: dict[str, Any]) -> Any:
         if self.type is ApiKey:
-            creator = data.get("created_by")
-            creator_ref = creator if isinstance(creator, ActorRef) else ActorRef.of(creator)
-            return ApiKey(**{**data, "permissions": frozenset(data["permissions"]), "created_by": creator_ref})
+            return ApiKey(**{**data, "permissions": frozenset(data["permissions"])})
         return self.type(**data)
 
 
