@@ -94,11 +94,12 @@ async def parked(js: JetStreamContext, service: str | None = None) -> list[dict[
         except nats.js.errors.NotFoundError:
             continue
         headers = dict(message.headers or {})
-        if service is None or message.subject == subjects.dead_letter(service):
+        subject = message.subject or ""
+        if service is None or subject == subjects.dead_letter(service):
             found.append(
                 {
                     "sequence": sequence,
-                    "service": headers.get(SERVICE, message.subject.rsplit(".", 1)[-1]),
+                    "service": headers.get(SERVICE, subject.rsplit(".", 1)[-1]),
                     "error": headers.get(ERROR, ""),
                     "original_subject": headers.get(ORIGINAL_SUBJECT, ""),
                     "original_stream_sequence": headers.get(ORIGINAL_STREAM_SEQUENCE, ""),

@@ -14,10 +14,10 @@ import msgspec
 
 from shared.contract import queries as q
 from shared.errors import Invalid, NotFound
+from shared.stream_heads import StreamHeads
 
 from .entries import GENESIS_HASH, ChainWalk, rfc3339
 from .projection import ENTRY_COLUMNS, JSON_COLUMNS
-from shared.stream_heads import StreamHeads
 
 _encode = msgspec.json.Encoder().encode
 EXPORT_CHUNK_ENTRIES = 2000

@@ -9,12 +9,12 @@ import structlog
 from shared.clock import SystemClock
 from shared.projection_service import projection_runtime
 from shared.settings import Settings
+from shared.stream_heads import StreamHeads
 
 from .entrypoint import AuditEndpoints
 from .projection import LIVE_SCHEMA, AuditProjection
 from .read_model import AuditReadModel
 from .retention import RetentionScheduler
-from shared.stream_heads import StreamHeads
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:

@@ -88,4 +88,4 @@ def describe(error: BaseException) -> str:
 
 def backoff(attempts: int, base_seconds: float, max_seconds: float) -> float:
     """Seconds to wait after the `attempts`-th failed attempt: base, 2*base, 4*base... capped."""
-    return min(max_seconds, base_seconds * 2 ** max(0, min(attempts - 1, 30)))
+    return min(max_seconds, base_seconds * float(2 ** max(0, min(attempts - 1, 30))))

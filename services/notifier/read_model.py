@@ -62,7 +62,8 @@ class NotifierReadModel:
             if known is None:
                 raise NotFound(f"the notifier knows no organization {query.org_id}")  # an Identifier: bounded
             rows = await self.store.page(connection, query.org_id, after, query.limit + 1)
-        page, size = [], 0
+        page: list[tuple[int, dict[str, Any]]] = []
+        size = 0
         for row in rows[: query.limit]:
             delivery = dict(row)
             sequence = delivery.pop("sequence")

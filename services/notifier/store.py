@@ -161,11 +161,12 @@ class DeliveryStore:
         )
 
     async def not_yet_dead_lettered(self, connection: asyncpg.Connection) -> list[asyncpg.Record]:
-        return await connection.fetch(
+        rows: list[asyncpg.Record] = await connection.fetch(
             f"""SELECT event_id, org_id, invitation_id, kind, recipient, attempts, last_error
                 FROM {self._table} WHERE status = {_FAILED} AND NOT dead_lettered
                 ORDER BY event_id LIMIT {DEAD_LETTER_BATCH}"""
         )
+        return rows
 
     async def mark_dead_lettered(self, connection: asyncpg.Connection, event_id: str) -> None:
         await connection.execute(f"UPDATE {self._table} SET dead_lettered = true WHERE event_id = $1", event_id)
@@ -184,7 +185,7 @@ class DeliveryStore:
 
     async def page(self, connection: asyncpg.Connection, org_id: str, after_sequence: int, limit: int) -> list[asyncpg.Record]:
         """An organization's deliveries after `after_sequence`, by sequence, as the delivery log shows them."""
-        return await connection.fetch(
+        rows: list[asyncpg.Record] = await connection.fetch(
             f"""SELECT sequence, event_id, recipient AS "to", status, attempts, invitation_id, kind, reason,
                        last_error, sent_at, next_attempt_at, occurred_at
                 FROM {self._table} WHERE org_id = $1 AND sequence > $2
@@ -193,6 +194,7 @@ class DeliveryStore:
             after_sequence,
             limit,
         )
+        return rows
 
     async def counts(self, connection: asyncpg.Connection) -> dict[str, int]:
         """How many deliveries are in each status."""
