@@ -23,8 +23,9 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from . import subjects
+from . import dead_letters, subjects
 from .clock import Clock, SystemClock
+from .dead_letters import DeadLetter
 from .metrics import LagRecorder
 from .contract.events import Envelope, decode_envelope
 
@@ -189,14 +190,17 @@ class ProjectionConsumer:
 
     async def _dead_letter(self, message: Msg, event: Envelope | None, error: str) -> None:
         """Parks the message with its error, and moves the organization past it."""
-        headers = {
-            "Nats-Msg-Id": f"{self.settings.service}:{message.metadata.sequence.stream}",
-            "Dead-Letter-Service": self.settings.service,
-            "Dead-Letter-Error": error[:1000],
-            "Original-Subject": message.subject,
-            "Original-Stream-Sequence": str(message.metadata.sequence.stream),
-        }
-        await self.js.publish(subjects.dead_letter(self.settings.service), message.data, headers=headers)
+        stream_sequence = message.metadata.sequence.stream
+        letter = DeadLetter(
+            service=self.settings.service,
+            kind=dead_letters.EVENT,
+            key=str(stream_sequence),
+            error=error,
+            original_subject=message.subject,
+            body=message.data,
+            original_stream_sequence=stream_sequence,
+        )
+        await dead_letters.publish(self.js, letter)
         if event is not None:
             async with self.pool.acquire() as connection, connection.transaction():
                 _, skipped = await sort_out(connection, self.projection.schema, [event])

@@ -1,10 +1,11 @@
-"""The lifecycle every projecting service shares: pool, schema, consumer, responder, clean stop."""
+"""What every projecting service shares: its lifecycle (pool, schema, consumer, responder, clean
+stop) and the five requests every projection answers (`projection_routes`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,11 +13,20 @@ from typing import Any
 import asyncpg
 import nats
 
+from . import subjects
 from .bus import connect, declare_streams
 from .clock import Clock
 from .consumer import ConsumerSettings, Projection, ProjectionConsumer, prepare
-from .responder import Responder
+from .contract import queries as q
+from .dead_letters import DeadLetterDesk
+from .rebuild import Rebuilder
+from .requests import reply_handler
+from .responder import Respond, Responder
 from .settings import Settings
+from .version import health
+
+# What a service adds to its `projection_status`, besides the consumer's lag.
+StatusDetails = Callable[[], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -59,3 +69,41 @@ async def projection_runtime(
         await nc.flush(timeout=2)  # acks out; no drain: an idle pull subscription never drains
         await nc.close()
         await pool.close()
+
+
+def projection_routes(
+    service: str,
+    consumer: ProjectionConsumer,
+    rebuilder: Rebuilder,
+    dead_letters: DeadLetterDesk | None = None,
+    status_details: StatusDetails | None = None,
+) -> dict[str, Respond]:
+    """The requests every projection answers, by subject:
+
+    - `<service>.query.projection_status`: events applied and their lag, with `status_details`;
+    - `<service>.query.health`: up, and which version;
+    - `<service>.admin.rebuild`, `<service>.admin.rebuild_status`: replay the stream into a shadow
+      schema and swap it in (`shared/rebuild.py`), and how far it is;
+    - `<service>.admin.retry_dead_letter {sequence}`: retry a parked letter (`shared/dead_letters.py`).
+    """
+    desk = dead_letters if dead_letters is not None else DeadLetterDesk(consumer)
+
+    async def projection_status(_: q.EmptyRequest) -> dict[str, Any]:
+        details = await status_details() if status_details is not None else {}
+        return {**consumer.lag.summary(), **details}
+
+    async def healthy(_: q.Health) -> dict[str, object]:
+        return health(service)
+
+    return {
+        subjects.query(service, "projection_status"): reply_handler(q.EmptyRequest, projection_status),
+        subjects.query(service, "health"): reply_handler(q.Health, healthy),
+        f"{service}.admin.rebuild": reply_handler(q.EmptyRequest, rebuilder),
+        f"{service}.admin.rebuild_status": reply_handler(q.EmptyRequest, rebuilder.status),
+        f"{service}.admin.retry_dead_letter": reply_handler(q.RetryDeadLetter, desk.retry),
+    }
+
+
+async def serve_routes(responder: Responder, queue_group: str, routes: Mapping[str, Respond]) -> None:
+    for subject, respond in routes.items():
+        await responder.serve(subject, queue_group, respond)

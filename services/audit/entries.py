@@ -2,6 +2,7 @@
 
 `hash = sha256_hex(prev_hash + "\\n" + canonical_json(entry without prev_hash and hash))`, where the
 entry is exactly what a search returns, so anyone can recompute the chain from an export.
+`ChainWalk` is that recomputation: `verify` walks the stored entries through it.
 """
 
 from __future__ import annotations
@@ -104,3 +105,45 @@ def canonical_json(document: dict[str, Any]) -> str:
 def chain_hash(prev_hash: str, entry: dict[str, Any]) -> str:
     body = {key: value for key, value in entry.items() if key not in ("prev_hash", "hash")}
     return hashlib.sha256((prev_hash + "\n" + canonical_json(body)).encode()).hexdigest()
+
+
+MISSING = "an entry is missing: the sequence skips it"
+NOT_LINKED = "prev_hash does not continue the chain"
+EDITED = "hash does not match the entry's content"
+CUT_SHORT = "entries are missing at the end of the chain"
+
+
+class ChainWalk:
+    """Checks an organization's entries one at a time, in `seq` order, from the genesis or from a
+    retention checkpoint (the `seq` and `hash` of the last entry removed), and names the first bad one."""
+
+    def __init__(self, after_seq: int = 0, prev_hash: str = GENESIS_HASH) -> None:
+        self.expected_seq = after_seq + 1
+        self.prev_hash = prev_hash
+        self.checked = 0
+
+    def step(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """None while the chain holds; the verdict at its first bad entry."""
+        problem = self._problem(entry)
+        if problem is not None:
+            return self._broken(self.expected_seq if problem == MISSING else entry["seq"], problem)
+        self.prev_hash, self.expected_seq, self.checked = entry["hash"], self.expected_seq + 1, self.checked + 1
+        return None
+
+    def end(self, head_seq: int, head_hash: str) -> dict[str, Any]:
+        """The verdict once every entry was stepped through: the walk must end at the chain's head."""
+        if (head_seq, head_hash) != (self.expected_seq - 1, self.prev_hash):
+            return self._broken(self.expected_seq, CUT_SHORT)
+        return {"ok": True, "entries_checked": self.checked, "head_hash": self.prev_hash}
+
+    def _problem(self, entry: dict[str, Any]) -> str | None:
+        if entry["seq"] != self.expected_seq:
+            return MISSING
+        if entry["prev_hash"] != self.prev_hash:
+            return NOT_LINKED
+        if chain_hash(self.prev_hash, entry) != entry["hash"]:
+            return EDITED
+        return None
+
+    def _broken(self, seq: int, reason: str) -> dict[str, Any]:
+        return {"ok": False, "entries_checked": self.checked, "head_hash": self.prev_hash, "first_bad_seq": seq, "reason": reason}

@@ -35,7 +35,6 @@ ENTRY_COLUMNS = (
 )
 JSON_COLUMNS = ("actor", "targets", "metadata")
 CHAIN_COLUMNS = ("org_id", "plan", "last_seq", "last_hash", "latest_occurred_at", "in_time_order")
-RETENTION_DAYS = {"free": 30, "pro": 30, "enterprise": 365}
 
 MIGRATIONS = [
     (

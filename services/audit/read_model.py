@@ -14,10 +14,10 @@ import msgspec
 
 from shared.contract import queries as q
 from shared.errors import Invalid, NotFound
-
-from .entries import GENESIS_HASH, chain_hash, rfc3339
-from .projection import ENTRY_COLUMNS, JSON_COLUMNS
 from shared.stream_heads import StreamHeads
+
+from .entries import GENESIS_HASH, ChainWalk, rfc3339
+from .projection import ENTRY_COLUMNS, JSON_COLUMNS
 
 _encode = msgspec.json.Encoder().encode
 EXPORT_CHUNK_ENTRIES = 2000
@@ -182,7 +182,7 @@ class AuditReadModel:
             ) or 0
             if chain is None and passed == 0 and stream_last == 0:
                 raise NotFound(f"no audit log for organization {org_id}")
-            verdict = await self._walk_chain(connection, org_id, chain) if chain else _intact(0, GENESIS_HASH)
+            verdict = await self._walk_chain(connection, org_id, chain) if chain else ChainWalk().end(0, GENESIS_HASH)
             missing = await connection.fetch(MISSING_RANGES_SQL.format(schema=self.schema), org_id, passed)
         ranges = [[row["first"], row["last"]] for row in missing]
         verdict["missing"] = ranges[:MISSING_RANGES_SHOWN]
@@ -196,23 +196,17 @@ class AuditReadModel:
 
     async def _walk_chain(self, connection: asyncpg.Connection, org_id: str, chain: asyncpg.Record) -> dict[str, Any]:
         checkpoint = await connection.fetchrow(f'SELECT * FROM "{self.schema}".checkpoints WHERE org_id = $1', org_id)
-        expected_seq = (checkpoint["seq"] if checkpoint else 0) + 1
-        prev_hash = checkpoint["hash"] if checkpoint else GENESIS_HASH
-        checked = 0
+        walk = ChainWalk(checkpoint["seq"], checkpoint["hash"]) if checkpoint else ChainWalk()
         cursor = connection.cursor(
             f'SELECT {", ".join(ENTRY_COLUMNS)} FROM "{self.schema}".entries WHERE org_id = $1 ORDER BY seq',
             org_id,
             prefetch=5000,
         )
         async for row in cursor:
-            entry = entry_of(row)
-            problem = _problem(entry, expected_seq, prev_hash)
-            if problem:
-                return _broken(checked, prev_hash, expected_seq if problem == MISSING else entry["seq"], problem)
-            prev_hash, expected_seq, checked = entry["hash"], expected_seq + 1, checked + 1
-        if (chain["last_seq"], chain["last_hash"]) != (expected_seq - 1, prev_hash):
-            return _broken(checked, prev_hash, expected_seq, "entries are missing at the end of the chain")
-        return _intact(checked, prev_hash)
+            broken = walk.step(entry_of(row))
+            if broken is not None:
+                return broken
+        return walk.end(chain["last_seq"], chain["last_hash"])
 
 
 MISSING_RANGES_SHOWN = 1000  # a reply stays well under NATS's payload limit
@@ -228,27 +222,6 @@ MISSING_RANGES_SQL = """
     HAVING coalesce(max(sequence), 0) < $2
     ORDER BY first
 """
-
-
-def _intact(checked: int, head: str) -> dict[str, Any]:
-    return {"ok": True, "entries_checked": checked, "head_hash": head}
-
-
-MISSING = "an entry is missing: the sequence skips it"
-
-
-def _problem(entry: dict[str, Any], expected_seq: int, prev_hash: str) -> str | None:
-    if entry["seq"] != expected_seq:
-        return MISSING
-    if entry["prev_hash"] != prev_hash:
-        return "prev_hash does not continue the chain"
-    if chain_hash(prev_hash, entry) != entry["hash"]:
-        return "hash does not match the entry's content"
-    return None
-
-
-def _broken(checked: int, head: str, seq: int, reason: str) -> dict[str, Any]:
-    return {"ok": False, "entries_checked": checked, "head_hash": head, "first_bad_seq": seq, "reason": reason}
 
 
 def _csv_header() -> str:

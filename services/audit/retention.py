@@ -12,10 +12,13 @@ import asyncpg
 import structlog
 
 from shared.clock import Clock
-
-from .projection import RETENTION_DAYS
+from shared.periodic import every
 
 log = structlog.get_logger()
+
+# How long each plan keeps its entries (an unknown plan: the longest); how often the purge runs.
+RETENTION_DAYS = {"free": 30, "pro": 30, "enterprise": 365}
+PURGE_INTERVAL_SECONDS = 3600.0
 
 
 async def purge(connection: asyncpg.Connection, schema: str, now: datetime, retention_days: dict[str, int] = RETENTION_DAYS) -> int:
@@ -53,17 +56,16 @@ async def purge(connection: asyncpg.Connection, schema: str, now: datetime, rete
 
 
 class RetentionScheduler:
-    def __init__(self, pool: asyncpg.Pool, schema: str, clock: Clock, interval: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, clock: Clock, interval: float = PURGE_INTERVAL_SECONDS) -> None:
         self.pool = pool
         self.schema = schema
         self.clock = clock
         self.interval = interval
 
-    async def run(self) -> None:
-        while True:
-            try:
-                async with self.pool.acquire() as connection:
-                    await purge(connection, self.schema, self.clock.now())
-            except Exception:
-                log.exception("retention purge failed; trying again later")
-            await asyncio.sleep(self.interval)
+    async def run(self, stop: asyncio.Event) -> None:
+        """A purge now and every `interval` seconds, until `stop` is set."""
+        await every(self.interval, self.purge, stop, failed="retention purge failed; trying again later")
+
+    async def purge(self) -> int:
+        async with self.pool.acquire() as connection:
+            return await purge(connection, self.schema, self.clock.now())

@@ -9,20 +9,18 @@ import structlog
 from shared.clock import SystemClock
 from shared.projection_service import projection_runtime
 from shared.settings import Settings
+from shared.stream_heads import StreamHeads
 
 from .entrypoint import AuditEndpoints
 from .projection import LIVE_SCHEMA, AuditProjection
 from .read_model import AuditReadModel
 from .retention import RetentionScheduler
-from shared.stream_heads import StreamHeads
-
-PURGE_INTERVAL_SECONDS = 3600.0
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     async with projection_runtime(settings, AuditProjection(LIVE_SCHEMA), "audit", SystemClock(), stopping) as runtime:
         endpoints = AuditEndpoints(AuditReadModel(runtime.pool, LIVE_SCHEMA, StreamHeads(runtime.consumer.js)), runtime.consumer, runtime.clock)
         await endpoints.subscribe(runtime.responder)
-        runtime.in_background(RetentionScheduler(runtime.pool, LIVE_SCHEMA, runtime.clock, PURGE_INTERVAL_SECONDS).run())
+        runtime.in_background(RetentionScheduler(runtime.pool, LIVE_SCHEMA, runtime.clock).run(stopping))
         structlog.get_logger().info("audit ready")
         await stopping.wait()

@@ -6,12 +6,12 @@ from typing import Any
 
 from shared import subjects
 from shared.clock import Clock
+from shared.consumer import ProjectionConsumer
 from shared.contract import queries as q
-from shared.dead_letters import DeadLetterDesk
+from shared.projection_service import projection_routes, serve_routes
 from shared.rebuild import Rebuilder
 from shared.requests import reply_handler
 from shared.responder import Responder
-from shared.version import health
 
 from .projection import LIVE_SCHEMA, BillingProjection
 from .read_model import BillingReadModel
@@ -22,7 +22,7 @@ SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
 
 
 class BillingEndpoints:
-    def __init__(self, read_model: BillingReadModel, consumer: Any, renewals: RenewalScheduler, clock: Clock) -> None:
+    def __init__(self, read_model: BillingReadModel, consumer: ProjectionConsumer, renewals: RenewalScheduler, clock: Clock) -> None:
         self.read_model = read_model
         self.consumer = consumer
         self.renewals = renewals
@@ -38,26 +38,18 @@ class BillingEndpoints:
     async def invoices(self, query: q.InvoicesQuery) -> Any:
         return await self.read_model.invoices(query.org_id, self.clock.now(), query.limit, query.cursor)
 
-    async def projection_status(self, _: q.Health) -> Any:
-        return {**self.consumer.lag.summary(), "pricing_mismatches": await self.read_model.mismatch_count()}
-
-    async def healthy(self, _: q.Health) -> Any:
-        return health("billing")
-
-    async def renew(self, _: q.Health) -> Any:
+    async def renew(self, _: q.EmptyRequest) -> Any:
         return {"renewals_charged": await self.renewals.tick()}
 
+    async def _pricing_mismatches(self) -> dict[str, Any]:
+        return {"pricing_mismatches": await self.read_model.mismatch_count()}
+
     async def subscribe(self, responder: Responder) -> None:
-        handlers = {
+        routes = {
             subjects.query("billing", "charges"): reply_handler(q.ChargesQuery, self.charges),
             subjects.query("billing", "upcoming_invoice"): reply_handler(q.UpcomingInvoiceQuery, self.upcoming_invoice),
             subjects.query("billing", "invoices"): reply_handler(q.InvoicesQuery, self.invoices),
-            subjects.query("billing", "projection_status"): reply_handler(q.Health, self.projection_status),
-            subjects.query("billing", "health"): reply_handler(q.Health, self.healthy),
-            "billing.admin.rebuild": reply_handler(q.Health, self.rebuild),
-            "billing.admin.rebuild_status": reply_handler(q.Health, self.rebuild.status),
-            "billing.admin.retry_dead_letter": reply_handler(q.RetryDeadLetter, DeadLetterDesk(self.consumer).retry),
-            "billing.admin.renew": reply_handler(q.Health, self.renew),
+            "billing.admin.renew": reply_handler(q.EmptyRequest, self.renew),
+            **projection_routes("billing", self.consumer, self.rebuild, status_details=self._pricing_mismatches),
         }
-        for subject, handler in handlers.items():
-            await responder.serve(subject, QUEUE_GROUP, handler)
+        await serve_routes(responder, QUEUE_GROUP, routes)

@@ -18,12 +18,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 import structlog
 
 from shared.clock import Clock
+from shared.periodic import every
 
 from .projection import BillingProjection
 
@@ -54,13 +54,9 @@ class RenewalScheduler:
     def cutoff(self) -> datetime:
         return self.clock.now() - self.grace
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("renewal run failed; trying again later")
-            await asyncio.sleep(self.interval)
+    async def run(self, stop: asyncio.Event) -> None:
+        """`tick` now and every `interval` seconds, until `stop` is set."""
+        await every(self.interval, self.tick, stop, failed="renewal run failed; trying again later")
 
     async def tick(self) -> int:
         """Charges every renewal due by now of the organizations caught up with the stream.

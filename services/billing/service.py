@@ -32,6 +32,6 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
         )
         endpoints = BillingEndpoints(BillingReadModel(runtime.pool, LIVE_SCHEMA), runtime.consumer, renewals, runtime.clock)
         await endpoints.subscribe(runtime.responder)
-        runtime.in_background(renewals.run())
+        runtime.in_background(renewals.run(stopping))
         structlog.get_logger().info("billing ready")
         await stopping.wait()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .deliveries import backoff
+
 
 @dataclass(frozen=True)
 class NotifierSettings:
@@ -34,5 +36,5 @@ class NotifierSettings:
         return settings
 
     def backoff(self, attempts: int) -> float:
-        """Seconds to wait after the `attempts`-th failed attempt: base, 2*base, 4*base... capped."""
-        return min(self.retry_max_seconds, self.retry_base_seconds * 2 ** max(0, min(attempts - 1, 30)))
+        """Seconds to wait after the `attempts`-th failed attempt (the rule: `deliveries.backoff`)."""
+        return backoff(attempts, self.retry_base_seconds, self.retry_max_seconds)

@@ -1,15 +1,17 @@
 """The notifier's read model in PostgreSQL: what it needs to write an invitation email, and the
 delivery log.
 
-Each `MemberInvited` and `InvitationResent` becomes one delivery row, keyed by its `event_id`, in
-status `pending`. The projection never sends: the sender (`sender.py`) takes pending rows after
+Each `MemberInvited` and `InvitationResent` becomes one delivery row (`store.py`), keyed by its
+`event_id`, in status `pending`. The projection never sends: the sender (`sender.py`) takes pending rows after
 the projection's transaction has committed. Revocations, acceptances and later resends turn the
 invitation's pending deliveries into `skipped`, so nothing is mailed late. Only the event data is
 used (never the clock), so a replay builds the same rows; statuses reached by sending are carried
-over from the live schema by `carry_over_delivery_state` when a rebuild swaps schemas.
+over from the live schema by `DeliveryStore.carry_over` when a rebuild swaps schemas.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import asyncpg
 
@@ -18,10 +20,11 @@ from shared.contract.common import Actor
 from shared.contract.events import Envelope
 from shared.migrations import migrate
 
+from .deliveries import SUPERSEDED, Kind, closed_reason
+from .store import DeliveryStore, NewDelivery
+
 LIVE_SCHEMA = "notifier"
 WAKE_CHANNEL = "notifier_deliveries"  # NOTIFY on commit of new deliveries; the sender LISTENs
-
-PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
 
 MIGRATIONS = [
     (
@@ -100,6 +103,7 @@ MIGRATIONS = [
 class NotifierProjection:
     def __init__(self, schema: str = LIVE_SCHEMA) -> None:
         self.schema = schema
+        self.deliveries = DeliveryStore(schema)
 
     async def create_tables(self, connection: asyncpg.Connection) -> None:
         await migrate(connection, self.schema, MIGRATIONS)
@@ -150,7 +154,7 @@ class NotifierProjection:
             data.expires_at,
             event.event_id,
         )
-        await self._skip_pending(connection, data.invitation_id, "superseded by a later resend")
+        await self.deliveries.skip_pending(connection, data.invitation_id, SUPERSEDED)
         return await self._delivery(connection, event, "resent", data.invitation_id, data.email, data.expires_at, event.actor)
 
     async def _invitation_revoked(self, connection: asyncpg.Connection, event: Envelope) -> int:
@@ -181,16 +185,7 @@ class NotifierProjection:
         await connection.execute(
             f'UPDATE "{self.schema}".invitations SET status = $2 WHERE invitation_id = $1', invitation_id, status
         )
-        await self._skip_pending(connection, invitation_id, f"invitation {status}")
-
-    async def _skip_pending(self, connection: asyncpg.Connection, invitation_id: str, reason: str) -> None:
-        """Pending deliveries are not sent any more; one being sent right now finishes."""
-        await connection.execute(
-            f"""UPDATE "{self.schema}".deliveries SET status = 'skipped', reason = $2
-                WHERE invitation_id = $1 AND status = 'pending'""",
-            invitation_id,
-            reason,
-        )
+        await self.deliveries.skip_pending(connection, invitation_id, closed_reason(status))
 
     async def _person(self, connection: asyncpg.Connection, org_id: str, user_id: str, email: str) -> None:
         await connection.execute(
@@ -204,33 +199,28 @@ class NotifierProjection:
         self,
         connection: asyncpg.Connection,
         event: Envelope,
-        kind: str,
+        kind: Kind,
         invitation_id: str,
         recipient: str,
-        expires_at: object,
+        expires_at: datetime,
         inviter: Actor,
     ) -> int:
         org_name = await connection.fetchval(
             f'SELECT name FROM "{self.schema}".organizations WHERE org_id = $1', event.org_id
         )
-        status = await connection.execute(
-            f"""INSERT INTO "{self.schema}".deliveries
-                    (event_id, org_id, invitation_id, kind, recipient, org_name, inviter, expires_at, occurred_at,
-                     status, next_attempt_at, sequence)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $9, $10)
-                ON CONFLICT (event_id) DO NOTHING""",
-            event.event_id,
-            event.org_id,
-            invitation_id,
-            kind,
-            storable(recipient),
-            org_name or event.org_id,
-            await self._inviter_name(connection, event.org_id, inviter),
-            expires_at,
-            event.occurred_at,
-            event.sequence,
+        delivery = NewDelivery(
+            event_id=event.event_id,
+            org_id=event.org_id,
+            invitation_id=invitation_id,
+            kind=kind,
+            recipient=storable(recipient),
+            org_name=org_name or event.org_id,
+            inviter=await self._inviter_name(connection, event.org_id, inviter),
+            expires_at=expires_at,
+            occurred_at=event.occurred_at,
+            sequence=event.sequence,
         )
-        return int(status.split()[-1])
+        return await self.deliveries.add(connection, delivery)
 
     async def _inviter_name(self, connection: asyncpg.Connection, org_id: str, actor: Actor) -> str:
         """How the email names who invited: a person by email, a key by its name."""
@@ -247,20 +237,6 @@ class NotifierProjection:
         if actor.type == "scim":
             return "your identity provider"
         return "the team"
-
-    async def carry_over_delivery_state(self, connection: asyncpg.Connection, live_schema: str) -> int:
-        """Before a rebuild's swap: the shadow's deliveries take the live ones' sending state, so a
-        rebuild never sends again what was sent, failed or skipped. A live `pending` row the
-        shadow already skipped (its revocation replayed, not yet applied live) stays skipped."""
-        status = await connection.execute(
-            f"""UPDATE "{self.schema}".deliveries AS s
-                SET status = l.status, reason = l.reason, attempts = l.attempts,
-                    next_attempt_at = l.next_attempt_at, claimed_at = l.claimed_at, last_error = l.last_error,
-                    sent_at = l.sent_at, dead_lettered = l.dead_lettered
-                FROM "{live_schema}".deliveries AS l
-                WHERE s.event_id = l.event_id AND NOT (l.status = 'pending' AND s.status = 'skipped')"""
-        )
-        return int(status.split()[-1])
 
 
 def storable(text: str) -> str:

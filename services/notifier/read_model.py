@@ -13,6 +13,8 @@ import msgspec
 from shared.contract import queries as q
 from shared.errors import Invalid, NotFound
 
+from .store import DeliveryStore
+
 # A page stops before its deliveries pass this many bytes of JSON, whatever `limit` says: the reply
 # stays well under NATS's default max_payload (1 MB) even when every row carries a long error.
 PAGE_BYTES = 700_000
@@ -49,6 +51,7 @@ class NotifierReadModel:
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
         self.pool = pool
         self.schema = schema
+        self.store = DeliveryStore(schema)
 
     async def deliveries(self, query: q.DeliveriesQuery) -> DeliveriesPage:
         """Oldest first, by the event's sequence in the organization: a delivery recorded while a
@@ -58,16 +61,9 @@ class NotifierReadModel:
             known = await connection.fetchval(f'SELECT 1 FROM "{self.schema}".organizations WHERE org_id = $1', query.org_id)
             if known is None:
                 raise NotFound(f"the notifier knows no organization {query.org_id}")  # an Identifier: bounded
-            rows = await connection.fetch(
-                f"""SELECT sequence, event_id, recipient AS "to", status, attempts, invitation_id, kind, reason,
-                           last_error, sent_at, next_attempt_at, occurred_at
-                    FROM "{self.schema}".deliveries WHERE org_id = $1 AND sequence > $2
-                    ORDER BY sequence LIMIT $3""",
-                query.org_id,
-                after,
-                query.limit + 1,
-            )
-        page, size = [], 0
+            rows = await self.store.page(connection, query.org_id, after, query.limit + 1)
+        page: list[tuple[int, dict[str, Any]]] = []
+        size = 0
         for row in rows[: query.limit]:
             delivery = dict(row)
             sequence = delivery.pop("sequence")
@@ -80,5 +76,4 @@ class NotifierReadModel:
 
     async def counts(self) -> dict[str, int]:
         async with self.pool.acquire() as connection:
-            rows = await connection.fetch(f'SELECT status, count(*) AS n FROM "{self.schema}".deliveries GROUP BY status')
-        return {row["status"]: row["n"] for row in rows}
+            return await self.store.counts(connection)

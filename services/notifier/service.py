@@ -14,8 +14,8 @@ from .config import NotifierSettings
 from .entrypoint import NotifierEndpoints
 from .projection import LIVE_SCHEMA, NotifierProjection
 from .read_model import NotifierReadModel
-from .sender import Mailer, Sender
-from .smtp import parse_smtp_url
+from .sender import Sender
+from .smtp import Mailer, parse_smtp_url
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:

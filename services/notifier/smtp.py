@@ -1,4 +1,4 @@
-"""`SMTP_URL`: where the invitation emails go, and how to talk to that server.
+"""`SMTP_URL`: where the invitation emails go, how to talk to that server, and the `Mailer` that does.
 
     smtp://host:port                     plain SMTP (the local sink; default smtp://127.0.0.1:2525)
     smtp+starttls://user:pass@host:587   STARTTLS required, then LOGIN/PLAIN with the credentials
@@ -9,9 +9,14 @@ User and password are percent-decoded. The password never appears in a log line:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from .mail import OutgoingEmail
 
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
@@ -72,3 +77,42 @@ def parse_smtp_url(url: str) -> SmtpUrl:
     if password is not None and not username:
         raise InvalidSmtpUrl("SMTP_URL has a password but no user")
     return SmtpUrl(scheme, parts.hostname, port or DEFAULT_PORTS[scheme], username, password)
+
+
+class Mailer:
+    """One SMTP connection, kept while there is mail to send and closed when idle."""
+
+    def __init__(self, url: SmtpUrl, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def send(self, email: OutgoingEmail) -> None:
+        reused = self._client is not None and self._client.is_connected
+        try:
+            await self._send(email)
+        except aiosmtplib.SMTPServerDisconnected:
+            await self.close()
+            if not reused:
+                raise
+            await self._send(email)  # the server dropped an idle connection; once more, on a new one
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _send(self, email: OutgoingEmail) -> None:
+        if self._client is None or not self._client.is_connected:
+            client = aiosmtplib.SMTP(**self.url.client_options(self.timeout))
+            await client.connect()
+            self._client = client
+        # the envelope is given, never extracted from the headers
+        await self._client.send_message(email.message, sender=email.envelope_from, recipients=[email.envelope_to])
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None or not client.is_connected:
+            return
+        try:
+            await asyncio.wait_for(client.quit(), timeout=2)
+        except Exception:
+            client.close()

@@ -24,6 +24,11 @@ class Health(Query, frozen=True, kw_only=True):
     pass
 
 
+class EmptyRequest(Query, frozen=True, kw_only=True):
+    """The body of a request that carries nothing but its subject: `{}` (an operator's rebuild,
+    renewal run or purge, a projection's status)."""
+
+
 class OrgQuery(Query, frozen=True, kw_only=True):
     org_id: Identifier
 

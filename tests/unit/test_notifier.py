@@ -12,7 +12,7 @@ import pytest
 
 from services.notifier.config import NotifierSettings
 from services.notifier.mail import Invitation, compose, message_id
-from services.notifier.sender import PermanentFailure, is_permanent, why_not_send
+from services.notifier.deliveries import PermanentFailure, is_permanent, why_not_send
 from services.notifier.smtp import InvalidSmtpUrl, parse_smtp_url
 from shared.settings import Settings
 from shared.invitations import accept_link, invitation_token, token_matches

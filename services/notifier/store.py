@@ -1,0 +1,202 @@
+"""Every SQL statement on `deliveries`, in one place (the table itself is created in `projection.py`).
+
+Each method takes the connection of the caller's transaction: the projection records and skips
+inside the consumer's batch, the sender claims and settles in its own short transactions, the
+rebuild carries the sending state over inside the swap. The statuses are `deliveries.Status`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from .deliveries import Kind, Status
+
+# Held shared by every send in progress (claim -> SMTP -> mark), exclusively by a rebuild's swap.
+SENDING_LOCK = zlib.crc32(b"notifier.sending")
+
+_PENDING, _SENDING, _SENT, _FAILED, _SKIPPED = (f"'{status.value}'" for status in Status)  # as SQL literals
+DEAD_LETTER_BATCH = 100
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One email to send, recorded from a `MemberInvited` or `InvitationResent`."""
+
+    event_id: str
+    org_id: str
+    invitation_id: str
+    kind: Kind
+    recipient: str
+    org_name: str
+    inviter: str
+    expires_at: datetime
+    occurred_at: datetime
+    sequence: int
+
+
+def _count(status: str) -> int:
+    """The row count of an asyncpg command status (`UPDATE 3`)."""
+    return int(status.split()[-1])
+
+
+class DeliveryStore:
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._table = f'"{schema}".deliveries'
+
+    # the projection's side
+
+    async def add(self, connection: asyncpg.Connection, delivery: NewDelivery) -> int:
+        """A `pending` row, due at once; a second time for the same event adds nothing. Returns 1 or 0."""
+        status = await connection.execute(
+            f"""INSERT INTO {self._table}
+                    (event_id, org_id, invitation_id, kind, recipient, org_name, inviter, expires_at, occurred_at,
+                     status, next_attempt_at, sequence)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {_PENDING}, $9, $10)
+                ON CONFLICT (event_id) DO NOTHING""",
+            delivery.event_id,
+            delivery.org_id,
+            delivery.invitation_id,
+            delivery.kind,
+            delivery.recipient,
+            delivery.org_name,
+            delivery.inviter,
+            delivery.expires_at,
+            delivery.occurred_at,
+            delivery.sequence,
+        )
+        return _count(status)
+
+    async def skip_pending(self, connection: asyncpg.Connection, invitation_id: str, reason: str) -> None:
+        """Pending deliveries are not sent any more; one being sent right now finishes."""
+        await connection.execute(
+            f"""UPDATE {self._table} SET status = {_SKIPPED}, reason = $2
+                WHERE invitation_id = $1 AND status = {_PENDING}""",
+            invitation_id,
+            reason,
+        )
+
+    async def carry_over(self, connection: asyncpg.Connection, live_schema: str) -> int:
+        """Before a rebuild's swap: these (the shadow's) deliveries take the live ones' sending state,
+        so a rebuild never sends again what was sent, failed or skipped. A live `pending` row the
+        shadow already skipped (its revocation replayed, not yet applied live) stays skipped."""
+        status = await connection.execute(
+            f"""UPDATE {self._table} AS s
+                SET status = l.status, reason = l.reason, attempts = l.attempts,
+                    next_attempt_at = l.next_attempt_at, claimed_at = l.claimed_at, last_error = l.last_error,
+                    sent_at = l.sent_at, dead_lettered = l.dead_lettered
+                FROM "{live_schema}".deliveries AS l
+                WHERE s.event_id = l.event_id AND NOT (l.status = {_PENDING} AND s.status = {_SKIPPED})"""
+        )
+        return _count(status)
+
+    # the sender's side
+
+    @asynccontextmanager
+    async def sending(self, connection: asyncpg.Connection) -> AsyncIterator[None]:
+        """Held around one send, from claim to settlement; a rebuild's swap waits for it."""
+        await connection.execute("SELECT pg_advisory_lock_shared($1)", SENDING_LOCK)
+        try:
+            yield
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock_shared($1)", SENDING_LOCK)
+
+    @staticmethod
+    async def hold_back_sending(connection: asyncpg.Connection) -> None:
+        """For the rest of this transaction: every send in progress has settled, and none starts."""
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", SENDING_LOCK)
+
+    async def claim(self, connection: asyncpg.Connection, now: datetime, stale_before: datetime) -> asyncpg.Record | None:
+        """The oldest due delivery, locked (`SKIP LOCKED`: several senders never take the same one),
+        with its invitation's state now: `pending` and due, or `sending` since before `stale_before`."""
+        return await connection.fetchrow(
+            f"""SELECT d.*, i.status AS invitation_status, i.current_event_id
+                FROM {self._table} AS d
+                LEFT JOIN "{self.schema}".invitations AS i ON i.invitation_id = d.invitation_id
+                WHERE d.event_id = (
+                    SELECT event_id FROM {self._table}
+                    WHERE (status = {_PENDING} AND next_attempt_at <= $1) OR (status = {_SENDING} AND claimed_at <= $2)
+                    ORDER BY occurred_at, event_id
+                    LIMIT 1
+                    FOR UPDATE SKIP LOCKED)""",
+            now,
+            stale_before,
+        )
+
+    async def skip(self, connection: asyncpg.Connection, event_id: str, reason: str) -> None:
+        await connection.execute(f"UPDATE {self._table} SET status = {_SKIPPED}, reason = $2 WHERE event_id = $1", event_id, reason)
+
+    async def mark_sending(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> None:
+        await connection.execute(
+            f"UPDATE {self._table} SET status = {_SENDING}, attempts = attempts + 1, claimed_at = $2 WHERE event_id = $1",
+            event_id,
+            now,
+        )
+
+    async def mark_sent(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> None:
+        await connection.execute(
+            f"UPDATE {self._table} SET status = {_SENT}, sent_at = $2, last_error = NULL WHERE event_id = $1", event_id, now
+        )
+
+    async def mark_failed(self, connection: asyncpg.Connection, event_id: str, error: str) -> None:
+        """Refused for good: waits to be dead-lettered."""
+        await connection.execute(
+            f"UPDATE {self._table} SET status = {_FAILED}, last_error = $2, dead_lettered = false WHERE event_id = $1",
+            event_id,
+            error,
+        )
+
+    async def retry_later(self, connection: asyncpg.Connection, event_id: str, error: str, at: datetime) -> None:
+        await connection.execute(
+            f"UPDATE {self._table} SET status = {_PENDING}, last_error = $2, next_attempt_at = $3 WHERE event_id = $1",
+            event_id,
+            error,
+            at,
+        )
+
+    async def not_yet_dead_lettered(self, connection: asyncpg.Connection) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await connection.fetch(
+            f"""SELECT event_id, org_id, invitation_id, kind, recipient, attempts, last_error
+                FROM {self._table} WHERE status = {_FAILED} AND NOT dead_lettered
+                ORDER BY event_id LIMIT {DEAD_LETTER_BATCH}"""
+        )
+        return rows
+
+    async def mark_dead_lettered(self, connection: asyncpg.Connection, event_id: str) -> None:
+        await connection.execute(f"UPDATE {self._table} SET dead_lettered = true WHERE event_id = $1", event_id)
+
+    async def retry_failed(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> bool:
+        """A failed delivery back to `pending`, due `now`; False when it is not failed."""
+        status = await connection.execute(
+            f"""UPDATE {self._table} SET status = {_PENDING}, next_attempt_at = $2, dead_lettered = false
+                WHERE event_id = $1 AND status = {_FAILED}""",
+            event_id,
+            now,
+        )
+        return _count(status) > 0
+
+    # the reader's side
+
+    async def page(self, connection: asyncpg.Connection, org_id: str, after_sequence: int, limit: int) -> list[asyncpg.Record]:
+        """An organization's deliveries after `after_sequence`, by sequence, as the delivery log shows them."""
+        rows: list[asyncpg.Record] = await connection.fetch(
+            f"""SELECT sequence, event_id, recipient AS "to", status, attempts, invitation_id, kind, reason,
+                       last_error, sent_at, next_attempt_at, occurred_at
+                FROM {self._table} WHERE org_id = $1 AND sequence > $2
+                ORDER BY sequence LIMIT $3""",
+            org_id,
+            after_sequence,
+            limit,
+        )
+        return rows
+
+    async def counts(self, connection: asyncpg.Connection) -> dict[str, int]:
+        """How many deliveries are in each status."""
+        rows = await connection.fetch(f"SELECT status, count(*) AS n FROM {self._table} GROUP BY status")
+        return {row["status"]: row["n"] for row in rows}

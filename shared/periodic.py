@@ -1,0 +1,28 @@
+"""A task run at a fixed interval until the service stops: the schedulers' one loop.
+
+Billing's renewals and audit's retention purge both run now, then every `interval` seconds; a run
+that fails is logged and the next one comes as usual. The interval is the service's setting, and
+each run reads the time from the service's clock, so a test drives both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger()
+
+
+async def every(interval: float, run: Callable[[], Awaitable[object]], stop: asyncio.Event, *, failed: str) -> None:
+    """Awaits `run()` now and every `interval` seconds until `stop` is set (or the task is
+    cancelled); a failure is logged with the message `failed` and does not end the loop."""
+    while not stop.is_set():
+        try:
+            await run()
+        except Exception:
+            log.exception(failed)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
