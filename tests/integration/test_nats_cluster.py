@@ -59,10 +59,11 @@ async def test_a_node_stops_during_the_load_and_nothing_is_lost(cluster, databas
         charged: list[str] = []
         while time.monotonic() < deadline:
             try:
-                reply = await client.query("billing", "charges", org_id=org_id)
+                reply = await client.query("billing", "charges", org_id=org_id, limit=1000)
             except Exception:  # billing may still be reconnecting to a node that is up
                 reply = {}
             charged = [c["event_id"] for c in reply.get("result", {}).get("charges", [])]
+            assert not reply.get("result", {}).get("next_cursor"), "the load fits one page"
             if len(charged) >= len(accepted):
                 break
             await asyncio.sleep(0.5)
