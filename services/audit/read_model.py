@@ -14,14 +14,16 @@ import msgspec
 
 from shared.contract import queries as q
 from shared.errors import Invalid, NotFound
+from shared.paging import PAGE_BUDGET_BYTES
 from shared.stream_heads import StreamHeads
 
 from .entries import GENESIS_HASH, ChainWalk, rfc3339
 from .projection import ENTRY_COLUMNS, JSON_COLUMNS
 
 _encode = msgspec.json.Encoder().encode
+# A search page or an export chunk also ends at shared.paging.PAGE_BUDGET_BYTES, counted as encoded
+# in the reply (UTF-8 bytes, with the escapes JSON adds), so a reply stays under NATS's 1 MB payload.
 EXPORT_CHUNK_ENTRIES = 2000
-EXPORT_CHUNK_BYTES = 700_000  # a reply stays under NATS's default 1 MB payload
 
 
 def encode_cursor(seq: int) -> str:
@@ -70,21 +72,28 @@ class AuditReadModel:
 
     async def search(self, query: q.AuditSearch) -> dict[str, Any]:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), query.limit, query)
-        entries = [entry_for_reply(row) for row in rows]
-        next_cursor = encode_cursor(entries[-1]["seq"]) if len(entries) == query.limit else None
-        return {"entries": entries, "next_cursor": next_cursor}
+        entries, size = [], 0
+        for row in rows:
+            entry = entry_for_reply(row)
+            size += len(_encode(entry)) + 1
+            if entries and size > PAGE_BUDGET_BYTES:
+                break
+            entries.append(entry)
+        more = len(entries) < len(rows) or len(entries) == query.limit
+        return {"entries": entries, "next_cursor": encode_cursor(entries[-1]["seq"]) if entries and more else None}
 
     async def export(self, query: q.AuditExport) -> dict[str, Any]:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), EXPORT_CHUNK_ENTRIES)
-        lines, size = [], 0
+        lines: list[tuple[int, str]] = []
+        size = 0
         for row in rows:
             entry = entry_for_reply(row)
             line = _encode(entry).decode() if query.format == "ndjson" else _csv_line(entry)
-            lines.append((entry["seq"], line))
-            size += len(line)
-            if size >= EXPORT_CHUNK_BYTES:
+            size += len(_encode(line)) + 1  # as it stands inside the reply's `data` string
+            if lines and size > PAGE_BUDGET_BYTES:
                 break
-        full = len(lines) == EXPORT_CHUNK_ENTRIES or size >= EXPORT_CHUNK_BYTES
+            lines.append((entry["seq"], line))
+        full = len(lines) == EXPORT_CHUNK_ENTRIES or len(lines) < len(rows)
         header = _csv_header() if query.format == "csv" and not query.cursor else ""
         return {
             "format": query.format,

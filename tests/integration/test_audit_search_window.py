@@ -93,3 +93,4 @@ async def test_a_window_in_time_order_still_finds_its_entries(audit):
     await publish(audit.js, history.invited(T0 + timedelta(days=4, hours=2)))  # appended late, out of order
     await audit.caught_up("acme", 10)
     assert [e["seq"] for e in (await audit.search("acme", **days(3, 6)))["entries"]] == [4, 5, 6, 10]
+
