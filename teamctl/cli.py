@@ -33,7 +33,11 @@ from shared.topology import COMMAND_SERVICE, PROJECTORS, SERVICES
 
 from .client import Client
 from .demo import run_demo
-from .progress import progress
+
+try:
+    from .progress import progress
+except ModuleNotFoundError as missing:  # installed without its extra: the services' dependencies only
+    sys.exit(f"teamctl: {missing.name} is missing; install the teamctl extra: pip install 'team-members[teamctl]'")
 
 
 def _print(document: object) -> None:

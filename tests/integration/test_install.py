@@ -98,3 +98,12 @@ def test_a_production_install_imports_every_service_without_the_stack_the_tools_
     assert {name.split(".")[1] for name in found["imported"]} == set(SERVICES)
     assert found["installed"] == []
     assert not (production_python.parent / "nats-server").exists()
+
+
+def test_teamctl_in_a_production_install_names_the_extra_it_needs(production_python: Path) -> None:
+    refused = subprocess.run(
+        [str(production_python.parent / "teamctl"), "health"],
+        cwd=production_python.parent, env=_outside_the_repo(), capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "install the teamctl extra" in refused.stderr and "Traceback" not in refused.stderr
