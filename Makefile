@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 run: venv
-	$(PY) -m shared.localstack.run
+	$(PY) -m devstack.run
 
 test: venv
 	$(PYTEST)

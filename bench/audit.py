@@ -21,7 +21,6 @@ import msgspec
 import nats
 
 from shared import pricing, subjects
-from shared.client import Client
 from shared.contract.events import (
     SCHEMA_VERSION,
     ApiKeyCreated,
@@ -37,6 +36,7 @@ from shared.contract.events import (
     SeatAdded,
     SeatRemoved,
 )
+from teamctl.client import Client
 
 from .billing import wait_applied
 from .measure import Figure, Latencies

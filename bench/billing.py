@@ -14,8 +14,8 @@ import msgspec
 import nats
 
 from shared import pricing, subjects
-from shared.client import Client
 from shared.contract.events import SCHEMA_VERSION, Envelope, OrganizationCreated, SeatAdded
+from teamctl.client import Client
 
 from .measure import Figure, Latencies
 from .streams import publish_fresh

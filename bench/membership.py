@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shared.client import Client
+from teamctl.client import Client
 
 from .measure import Figure, Latencies
 

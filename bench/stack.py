@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.localstack import NatsServer, PostgresServer, free_port
+from devstack import NatsServer, PostgresServer, free_port
 from tests.service_processes import ServiceProcess
 
 

@@ -1,6 +1,7 @@
-"""The JetStream objects the services declare, written out for operators (deploy/jetstream/).
+"""The services, named once, and the JetStream objects they declare, written out for operators
+(deploy/jetstream/).
 
-`python -m shared.topology` rewrites them from the code; a test fails when they are stale.
+`python -m shared.topology` rewrites those files from the code; a test fails when they are stale.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from .bus import dead_letter_stream_config, event_stream_config
 from .consumer import ConsumerSettings, ProjectionConsumer
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "jetstream"
-CONSUMERS = ("billing", "audit", "notifier")
+
+# Membership takes the commands and writes the MEMBERSHIP stream; each projector reads it through a
+# durable consumer named after itself. `teamctl`, the development stack and the tests use these lists.
+COMMAND_SERVICE = "membership"
+PROJECTORS = ("billing", "audit", "notifier")
+SERVICES = (COMMAND_SERVICE, *PROJECTORS)
 
 
 def _clean(config: Any) -> dict[str, Any]:
@@ -27,7 +33,7 @@ def documents(replicas: int = 3) -> dict[str, dict[str, Any]]:
         "stream-MEMBERSHIP.json": _clean(event_stream_config(replicas)),
         "stream-MEMBERSHIP_DLQ.json": _clean(dead_letter_stream_config(replicas)),
     }
-    for name in CONSUMERS:
+    for name in PROJECTORS:
         settings = ConsumerSettings(durable=name, service=name)
         found[f"consumer-{name}.json"] = {"stream": "MEMBERSHIP", **_clean(ProjectionConsumer.consumer_config(settings))}
     return found

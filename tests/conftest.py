@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.localstack import NatsServer, PostgresServer, SmtpSink
+from devstack import NatsServer, PostgresServer, SmtpSink
 from tests.servers import (
     nats_server_in_scratch_dir,
     postgres_server_in_scratch_dir,

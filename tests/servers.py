@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from shared.localstack import NatsServer, PostgresServer, SmtpSink, free_port
+from devstack import NatsServer, PostgresServer, SmtpSink, free_port
 
 
 class Server(Protocol):

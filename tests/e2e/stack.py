@@ -18,7 +18,7 @@ LINK = re.compile(r"/invitations/(?P<invitation>[^/\s\"<]+)/accept\?token=(?P<to
 
 
 class Supervisor:
-    """`python -m shared.localstack.run` with NATS_URL, DATABASE_URL and SMTP_URL given: services only.
+    """`python -m devstack.run` with NATS_URL, DATABASE_URL and SMTP_URL given: services only.
 
     Its var/ (stack record, guardian log) is the test's own, beside the log, never the repository's.
     """
@@ -32,7 +32,7 @@ class Supervisor:
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "shared.localstack.run", "--var-dir", str(self.var_dir)], cwd=REPO, env=self.env,
+                [sys.executable, "-m", "devstack.run", "--var-dir", str(self.var_dir)], cwd=REPO, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout

@@ -19,11 +19,11 @@ import msgspec
 import pytest
 
 from shared import subjects
-from shared.client import Client
+from shared.topology import SERVICES
+from teamctl.client import Client
 from tests.servers import fresh_server_secret, nats_server_in_scratch_dir, postgres_server_in_scratch_dir, smtp_sink_in_scratch_dir
 from tests.service_processes import ServiceProcess
 
-SERVICES = ("membership", "billing", "audit", "notifier")
 OWNER = {"type": "user", "id": "owner"}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.client import Client
+from teamctl.client import Client
 from tests.e2e.stack import Supervisor, accept_link, mails_to
 from tests.servers import smtp_sink_in_scratch_dir
 from tests.waiting import eventually

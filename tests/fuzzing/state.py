@@ -8,7 +8,7 @@ import asyncpg
 import nats
 
 from shared import subjects
-from shared.client import Client
+from teamctl.client import Client
 
 from .corpus import PROJECTIONS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.client import Client
+from teamctl.client import Client
 from tests.waiting import eventually
 
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from shared.client import Client
+from teamctl.client import Client
 from tests.integration.test_cli import teamctl
 
 OWNER = {"type": "user", "id": "owner-1"}

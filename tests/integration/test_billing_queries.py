@@ -9,9 +9,9 @@ import nats
 import pytest
 
 from services.billing.entrypoint import BillingEndpoints
-from shared.client import Client
 from shared.clock import FixedClock
 from shared.responder import Responder
+from teamctl.client import Client
 from tests.integration.histories import OrgHistory, publish
 from tests.integration.in_process import consuming
 from tests.integration.test_billing_projection import Billing

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from shared import subjects
-from shared.client import Client
+from teamctl.client import Client
 from shared.requests import MAX_MESSAGE
 from shared.responder import Responder
 from tests.waiting import eventually

@@ -17,7 +17,7 @@ from tests.service_processes import REPO
 
 def teamctl(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", "--nats-url", nats_url, *args],
+        [sys.executable, "-m", "teamctl.cli", "--nats-url", nats_url, *args],
         cwd=REPO,
         capture_output=True,
         text=True,

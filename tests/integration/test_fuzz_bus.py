@@ -19,7 +19,7 @@ import msgspec
 import nats
 import pytest
 
-from shared.client import Client
+from teamctl.client import Client
 from shared.contract.replies import ErrorCode, Reply
 from tests.fuzzing.corpus import FuzzRequest, Team, corpus, request_types
 from tests.fuzzing.exchange import Exchange, send_all

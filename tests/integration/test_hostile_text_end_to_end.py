@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from shared import subjects
-from shared.client import Client
 from shared.contract.common import SAFE_TEXT
 from shared.dead_letters import parked
+from shared.topology import PROJECTORS
+from teamctl.client import Client
 from tests.service_processes import ServiceProcess, running_service
 from tests.waiting import eventually
 
 SEED = 20261127
 ADMITTED = re.compile(SAFE_TEXT)
-CONSUMERS = ("billing", "audit", "notifier")
 
 # Characters people type, and characters that trip up mail headers, SQL, JSON, HTML and terminals,
 # all of which the text rule admits.
@@ -105,7 +105,7 @@ async def test_a_hostile_corpus_reaches_every_projection_without_a_dead_letter(m
     js = nc.jetstream()
 
     async def all_applied() -> bool:
-        for durable in CONSUMERS:
+        for durable in PROJECTORS:
             info = await js.consumer_info(subjects.STREAM, durable)
             if info.num_pending or info.num_ack_pending or info.delivered.stream_seq < events:
                 return False

@@ -14,10 +14,10 @@ from services.membership.application import MembershipApplication
 from services.membership.idempotency import CommandFingerprint
 from services.membership.secrets import Secrets
 from shared import subjects
-from shared.client import Client
 from shared.clock import FixedClock
 from shared.contract import commands as cmd
 from shared.settings import postgres_env
+from teamctl.client import Client
 from tests.servers import fresh_server_secret
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 
 from shared import subjects
-from shared.client import Client
 from shared.contract.events import decode_envelope
+from teamctl.client import Client
 
 OWNER = {"type": "user", "id": "owner-1"}
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from devstack import nats_cluster
 from shared import subjects
-from shared.client import Client
-from shared.localstack import nats_cluster
+from teamctl.client import Client
 from tests.servers import fresh_server_secret
 from tests.service_processes import ServiceProcess
 

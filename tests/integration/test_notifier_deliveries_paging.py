@@ -13,11 +13,11 @@ import asyncpg
 import msgspec
 import pytest
 
+from devstack import SmtpSink
 from services.notifier.projection import MIGRATIONS
 from shared import subjects
-from shared.client import Client
-from shared.localstack import SmtpSink
 from shared.migrations import migrate
+from teamctl.client import Client
 from tests.integration.histories import publish
 from tests.integration.test_notifier_service import running_notifier
 from tests.servers import smtp_sink_in_scratch_dir

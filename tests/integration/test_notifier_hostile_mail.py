@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.client import Client
-from shared.localstack import SmtpSink
+from devstack import SmtpSink
+from teamctl.client import Client
 from tests.integration.histories import publish
 from tests.integration.test_notifier_service import OWNER_EMAIL, invite, new_org, running_notifier
 from tests.servers import smtp_sink_in_scratch_dir

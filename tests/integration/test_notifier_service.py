@@ -18,9 +18,9 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
+from devstack import SmtpSink, free_port
 from shared import subjects
-from shared.client import Client
-from shared.localstack import SmtpSink, free_port
+from teamctl.client import Client
 from tests.servers import smtp_sink_in_scratch_dir
 from tests.service_processes import ServiceProcess
 from tests.waiting import eventually

@@ -96,7 +96,7 @@ async def test_a_relay_killed_mid_stream_publishes_every_event_exactly_once_afte
 
 
 async def test_per_org_sequences_on_the_stream_are_gapless(membership, nc):
-    from shared.client import Client
+    from teamctl.client import Client
 
     client = Client(nc)
     orgs = []

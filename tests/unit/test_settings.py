@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.localstack.server_secret import secret_for_services
+from devstack.server_secret import secret_for_services
 from shared.settings import ConfigurationError, Settings
 
 STRONG = secrets.token_urlsafe(48)

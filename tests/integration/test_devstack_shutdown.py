@@ -20,9 +20,10 @@ import msgspec
 import psutil
 import pytest
 
-from shared.localstack import free_port
-from shared.localstack.ports import port_is_free
-from shared.localstack.process import still_alive_after
+from devstack import free_port
+from devstack.ports import port_is_free
+from devstack.process import still_alive_after
+from shared.topology import SERVICES
 from tests.servers import scratch_dir
 from tests.service_processes import REPO
 
@@ -35,7 +36,7 @@ CONFIGURED_ELSEWHERE = ("NATS_URL", "DATABASE_URL", "SMTP_URL", "SERVER_SECRET",
 
 
 class LocalStackRun:
-    """`python -m shared.localstack.run`, in a session of its own as a terminal would start it."""
+    """`python -m devstack.run`, in a session of its own as a terminal would start it."""
 
     def __init__(self, var_dir: Path, ports: tuple[int, int, int], log_path: Path) -> None:
         self.var_dir = var_dir
@@ -53,7 +54,7 @@ class LocalStackRun:
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
                 [
-                    sys.executable, "-m", "shared.localstack.run",
+                    sys.executable, "-m", "devstack.run",
                     "--var-dir", str(self.var_dir),
                     "--nats-port", str(self.nats_port),
                     "--postgres-port", str(self.postgres_port),
@@ -191,7 +192,7 @@ def test_make_run_keeps_one_secret_for_its_owner_and_never_prints_it(stack_runs:
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert len(secret) >= 32
     assert secret_sources(second.output()) == {
-        service: f"the file {secret_file} (SERVER_SECRET_FILE)" for service in ("membership", "billing", "audit", "notifier")
+        service: f"the file {secret_file} (SERVER_SECRET_FILE)" for service in SERVICES
     }
     assert secret not in first.output() + second.output()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from shared.localstack.process import still_alive_after
+from devstack.process import still_alive_after
 
 # Two processes never share a PID within this many seconds of their start.
 SAME_START_TOLERANCE_SECONDS = 0.01

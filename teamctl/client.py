@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import nats
 
-from . import subjects
-from .bus import connect
+from shared import subjects
+from shared.bus import connect
 
 SYSTEM_ACTOR = {"type": "system", "id": "platform"}
 

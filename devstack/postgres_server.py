@@ -8,9 +8,9 @@ from pathlib import Path
 import psycopg
 from psycopg import errors, sql
 
-from shared.localstack.ports import LOOPBACK
-from shared.localstack.process import ChildProcess, OwnsAChildProcess, ServerStartError
-from shared.localstack.unprivileged_user import (
+from devstack.ports import LOOPBACK
+from devstack.process import ChildProcess, OwnsAChildProcess, ServerStartError
+from devstack.unprivileged_user import (
     ensure_system_user,
     give_directory_to,
     make_parents_traversable,

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from nats.js.api import StreamConfig
 
-from shared.localstack import NatsServer, PostgresServer, SmtpSink, free_port, nats_cluster
-from shared.localstack.process import pid_is_alive
+from devstack import NatsServer, PostgresServer, SmtpSink, free_port, nats_cluster
+from devstack.process import pid_is_alive
 from tests.servers import (
     nats_server_in_scratch_dir,
     postgres_server_in_scratch_dir,

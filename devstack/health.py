@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import nats
 from nats.errors import Error as NatsError
 
-from shared.localstack.service_process import console
+from devstack.service_process import console
 
 POLL_INTERVAL = 0.5
 PROGRESS_INTERVAL = 5.0

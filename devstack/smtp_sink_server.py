@@ -3,11 +3,11 @@ import socket
 import sys
 from pathlib import Path
 
-from shared.localstack.ports import LOOPBACK
-from shared.localstack.process import ChildProcess, OwnsAChildProcess
+from devstack.ports import LOOPBACK
+from devstack.process import ChildProcess, OwnsAChildProcess
 
 # The directory that holds the `shared` package, so `python -m shared...` works from any cwd.
-IMPORT_ROOT = Path(__file__).resolve().parents[2]
+IMPORT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class SmtpSink(OwnsAChildProcess):
@@ -37,7 +37,7 @@ class SmtpSink(OwnsAChildProcess):
     def launch(self) -> None:
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "shared.localstack.smtp_sink",
+            sys.executable, "-m", "devstack.smtp_sink",
             "--port", str(self.port),
             "--dir", str(self.mail_dir),
             "--host", self.host,

@@ -10,8 +10,8 @@ from typing import Any
 
 import nats
 
-from shared.localstack.ports import LOOPBACK, free_port, port_accepts_connections
-from shared.localstack.process import ChildProcess, OwnsAChildProcess
+from devstack.ports import LOOPBACK, free_port, port_accepts_connections
+from devstack.process import ChildProcess, OwnsAChildProcess
 
 
 @dataclass(frozen=True)

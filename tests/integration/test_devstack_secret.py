@@ -6,11 +6,10 @@ import sys
 
 import pytest
 
+from shared.topology import SERVICES
 from tests.service_processes import REPO
 
 pytestmark = pytest.mark.integration
-
-SERVICES = ("membership", "billing", "audit", "notifier")
 
 
 def start_service(name: str, **secret: str) -> subprocess.CompletedProcess[str]:

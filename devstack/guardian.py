@@ -7,7 +7,7 @@ first, PostgreSQL with its fast shutdown. After a clean stop the supervisor has 
 record, and the guardian has nothing to do. (The kernel's parent-death signal is no substitute: it
 fires when the parent *thread* exits, and the servers are started from worker threads.)
 
-Run as: python -m shared.localstack.guardian --watch-fd N --record var/stack.json
+Run as: python -m devstack.guardian --watch-fd N --record var/stack.json
 """
 
 import argparse
@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-from shared.localstack.stack_record import StackFile, stop_in_reverse_order
+from devstack.stack_record import StackFile, stop_in_reverse_order
 
 
 def wait_for_end_of_file(fd: int) -> None:

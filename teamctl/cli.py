@@ -27,13 +27,17 @@ import nats
 import nats.js.errors
 from nats.js.api import DeliverPolicy
 
-from . import subjects
+from shared import subjects
+from shared.dead_letters import parked
+from shared.topology import COMMAND_SERVICE, PROJECTORS, SERVICES
+
 from .client import Client
-from .dead_letters import parked
 from .demo import run_demo
 
-SERVICES = ("membership", "billing", "audit", "notifier")
-PROJECTIONS = ("billing", "audit", "notifier")
+try:
+    from .progress import progress
+except ModuleNotFoundError as missing:  # installed without its extra: the services' dependencies only
+    sys.exit(f"teamctl: {missing.name} is missing; install the teamctl extra: pip install 'team-members[teamctl]'")
 
 
 def _print(document: object) -> None:
@@ -56,7 +60,7 @@ async def _health(client: Client, _: argparse.Namespace) -> int:
     healthy = True
     for service in SERVICES:
         status = await _health_of(client, service)
-        healthy &= status == "ok" or status == "not running" and service != "membership"
+        healthy &= status == "ok" or status == "not running" and service != COMMAND_SERVICE
         sys.stdout.write(f"{service:<12} {status}\n")
     return 0 if healthy else 1
 
@@ -81,15 +85,20 @@ async def _replay(client: Client, args: argparse.Namespace) -> int:
     """Rebuilds a service's projection from the stream, with progress; the service keeps answering."""
     client.timeout = args.timeout
     rebuild = asyncio.create_task(client.request(f"{args.service}.admin.rebuild", {}))
-    while not rebuild.done():
-        await asyncio.wait([rebuild], timeout=0.5)
-        try:
-            status = (await client.query_subject(f"{args.service}.admin.rebuild_status"))["result"]
-            sys.stderr.write(f"\rreplaying into {args.service}: {status['events_replayed']:,} of {status['stream_messages']:,} messages")
-        except (nats.errors.TimeoutError, KeyError, TypeError):
-            pass
-    sys.stderr.write("\n")
-    reply = rebuild.result()
+    with progress(f"replaying into {args.service}", unit=" events") as bar:
+        while not rebuild.done():
+            await asyncio.wait([rebuild], timeout=0.5)
+            try:
+                status = (await client.query_subject(f"{args.service}.admin.rebuild_status"))["result"]
+                bar.total = status["stream_messages"]
+                bar.update(status["events_replayed"] - bar.n)
+            except (nats.errors.TimeoutError, KeyError, TypeError):
+                pass
+        reply = rebuild.result()
+        if reply.get("ok"):  # the last poll may have come before the last message
+            replayed = bar.total or reply["result"]["events"]
+            bar.total = replayed
+            bar.update(replayed - bar.n)
     _print(reply)
     return 0 if reply.get("ok") else 1
 
@@ -109,7 +118,7 @@ async def _status(client: Client, _: argparse.Namespace) -> int:
         health = await _health_of(client, service)
         healthy &= health in ("ok", "not running")
         position = behind = unacked = "-"
-        if service != "membership":
+        if service != COMMAND_SERVICE:
             try:
                 consumer = await js.consumer_info(subjects.STREAM, service)
                 position, behind, unacked = consumer.delivered.stream_seq, consumer.num_pending, consumer.num_ack_pending
@@ -149,24 +158,23 @@ async def _audit_export(client: Client, args: argparse.Namespace) -> int:
     """Fetches the export chunk by chunk, with a running count on stderr."""
     window = {key: value for key, value in (("from", args.start), ("to", args.end)) if value}
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    exported, cursor = 0, None
+    cursor = None
     try:
-        while True:
-            body = {"org_id": args.org, "format": args.format, **window, **({"cursor": cursor} if cursor else {})}
-            reply = await client.request(subjects.query("audit", "export"), body)
-            if not reply.get("ok"):
-                _print(reply)
-                return 1
-            out.write(reply["result"]["data"])
-            exported += reply["result"]["entries"]
-            sys.stderr.write(f"\rexported {exported:,} entries")
-            cursor = reply["result"]["next_cursor"]
-            if cursor is None:
-                break
+        with progress("exported", unit=" entries", bar_format="{desc} {n_fmt} entries [{elapsed}, {rate_fmt}]") as bar:
+            while True:
+                body = {"org_id": args.org, "format": args.format, **window, **({"cursor": cursor} if cursor else {})}
+                reply = await client.request(subjects.query("audit", "export"), body)
+                if not reply.get("ok"):
+                    _print(reply)
+                    return 1
+                out.write(reply["result"]["data"])
+                bar.update(reply["result"]["entries"])
+                cursor = reply["result"]["next_cursor"]
+                if cursor is None:
+                    break
     finally:
         if out is not sys.stdout:
             out.close()
-    sys.stderr.write("\n")
     return 0
 
 
@@ -196,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     events.set_defaults(run=_events)
 
     replay = commands.add_parser("replay", help="rebuild a service's projection from the first event")
-    replay.add_argument("service", choices=PROJECTIONS)
+    replay.add_argument("service", choices=PROJECTORS)
     replay.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the rebuild")
     replay.set_defaults(run=_replay)
 
@@ -219,10 +227,10 @@ def _parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="dead letters: list them, or apply one again")
     dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
     dlq_list = dlq_actions.add_parser("list")
-    dlq_list.add_argument("--service", choices=PROJECTIONS)
+    dlq_list.add_argument("--service", choices=PROJECTORS)
     dlq_list.set_defaults(run=_dlq_list)
     dlq_retry = dlq_actions.add_parser("retry")
-    dlq_retry.add_argument("service", choices=PROJECTIONS)
+    dlq_retry.add_argument("service", choices=PROJECTORS)
     dlq_retry.add_argument("sequence", type=int, help="the dead letter's sequence, from `dlq list`")
     dlq_retry.set_defaults(run=_dlq_retry)
 

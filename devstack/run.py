@@ -19,23 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from shared.localstack.health import report_readiness
-from shared.localstack.nats_server import NatsServer
-from shared.localstack.ports import port_is_free
-from shared.localstack.postgres_server import PostgresServer
-from shared.localstack.process import ServerStartError
-from shared.localstack.server_secret import secret_for_services
-from shared.localstack.service_process import ServiceProcess, console
-from shared.localstack.smtp_sink_server import IMPORT_ROOT, SmtpSink
-from shared.localstack.stack_record import (
+from devstack.health import report_readiness
+from devstack.nats_server import NatsServer
+from devstack.ports import port_is_free
+from devstack.postgres_server import PostgresServer
+from devstack.process import ServerStartError
+from devstack.server_secret import secret_for_services
+from devstack.service_process import ServiceProcess, console
+from devstack.smtp_sink_server import IMPORT_ROOT, SmtpSink
+from devstack.stack_record import (
     RecordedProcess,
     StackFile,
     StackRecord,
     stop_in_reverse_order,
     stop_recorded,
 )
+from shared.topology import SERVICES
 
-SERVICES = ("membership", "billing", "audit", "notifier")
 DATABASE = "team_members"
 NATS_PORT = 4222
 POSTGRES_PORTS = (5432, 54329)
@@ -96,7 +96,7 @@ class StackWatch:
         try:
             with open(self._guardian_log, "ab") as log:
                 self._guardian = subprocess.Popen(
-                    [sys.executable, "-m", "shared.localstack.guardian",
+                    [sys.executable, "-m", "devstack.guardian",
                      "--watch-fd", str(watched_end), "--record", str(self.stack_file.path.resolve())],
                     pass_fds=(watched_end,),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

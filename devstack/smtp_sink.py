@@ -1,6 +1,6 @@
 """An SMTP server that accepts every message and writes it to a directory as a .eml file.
 
-Run as: python -m shared.localstack.smtp_sink --port 2525 --dir var/mail
+Run as: python -m devstack.smtp_sink --port 2525 --dir var/mail
 """
 
 import argparse
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from shared.localstack.ports import LOOPBACK
+from devstack.ports import LOOPBACK
 
 log = logging.getLogger("smtp_sink")
 
