@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import NatsServer, PostgresServer, free_port
-from tests.service_processes import ServiceProcess
+from tests.services_under_test import ServiceUnderTest
 
 
 @dataclass
@@ -23,9 +23,9 @@ class BenchStack:
         self.postgres.create_database(name)
         return self.postgres.dsn(name)
 
-    def service(self, name: str, database: str, **env: str) -> ServiceProcess:
+    def service(self, name: str, database: str, **env: str) -> ServiceUnderTest:
         variables = {"NATS_URL": self.nats.url, "DATABASE_URL": database, "LOG_LEVEL": "warning", **env}
-        return ServiceProcess(name, variables, self.scratch)
+        return ServiceUnderTest(name, variables, self.scratch)
 
 
 @contextmanager

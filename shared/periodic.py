@@ -1,7 +1,7 @@
 """A task run at a fixed interval until the service stops: the schedulers' one loop.
 
-Billing's renewals and audit's retention purge both run now, then every `interval` seconds; a run
-that fails is logged and the next one comes as usual. The interval is the service's setting, and
+Billing's renewals, audit's retention purge and membership's dropping of old command records run
+now, then every `interval` seconds; a run that fails is logged and the next one comes as usual. The interval is the service's setting, and
 each run reads the time from the service's clock, so a test drives both.
 """
 

@@ -25,11 +25,7 @@ class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/team_members"
     smtp_url: str = "smtp://127.0.0.1:2525"
     public_url: str = "http://localhost:8080"
-    stream_replicas: int = 1
-    worker_threads: int = 8
-    relay_batch_size: int = 256
-    renewal_grace_seconds: float = 300.0
-    renewal_interval_seconds: float = 30.0
+    stream_replicas: int = 1  # how the bus keeps the streams every service declares
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -54,10 +50,6 @@ class Settings:
             server_secret=server_secret,
             server_secret_source=server_secret_source,
             stream_replicas=int(env.get("STREAM_REPLICAS", defaults.stream_replicas)),
-            worker_threads=int(env.get("WORKER_THREADS", defaults.worker_threads)),
-            relay_batch_size=int(env.get("RELAY_BATCH_SIZE", defaults.relay_batch_size)),
-            renewal_grace_seconds=float(env.get("RENEWAL_GRACE_SECONDS", defaults.renewal_grace_seconds)),
-            renewal_interval_seconds=float(env.get("RENEWAL_INTERVAL_SECONDS", defaults.renewal_interval_seconds)),
             log_level=env.get("LOG_LEVEL", defaults.log_level),
         )
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from shared import pricing
 
-from .ledger import Account, Charge, renewals_until
+from .ledger import Account, Charge, charge_renewals_until
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def upcoming_invoice(account: Account, this_periods_charges: list[Charge], now: 
     """`this_periods_charges`: the account's charges whose billing period is the one holding `now`."""
     start, end = current_period(account, now)
     changes = [c for c in this_periods_charges if c.kind != "seat_renewal" and c.billing_period_start == start]
-    next_renewal = renewals_until(replace(account, renewed_through=start), end)
+    next_renewal = charge_renewals_until(replace(account, renewed_through=start), end)
     lines = [*changes, *next_renewal]
     next_start, next_end = pricing.billing_period(account.billing_anchor, end)
     return UpcomingInvoice(next_start, next_end, end, lines, sum(line.amount_cents for line in lines))

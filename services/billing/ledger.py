@@ -77,7 +77,7 @@ class Entry:
     withdraws_renewals_after: datetime | None = None
 
 
-def renewals_until(account: Account, until: datetime) -> list[Charge]:
+def charge_renewals_until(account: Account, until: datetime) -> list[Charge]:
     """The renewal charge of every period that started after the last renewal and by `until`."""
     charges = []
     for start in pricing.period_starts(account.billing_anchor, account.renewed_through, until):
@@ -113,7 +113,7 @@ def record(account: Account | None, event: Envelope) -> Entry:
     if event.occurred_at < renewed_through:  # time renewed past this event before it arrived
         entry.withdraws_renewals_after = event.occurred_at
         account.renewed_through = _last_period_start(account, event.occurred_at)
-    entry.charges += renewals_until(account, event.occurred_at)
+    entry.charges += charge_renewals_until(account, event.occurred_at)
     if isinstance(data, ev.PlanChanged):
         account.plan = data.to_plan
         if data.billing_anchor != account.billing_anchor:
@@ -129,7 +129,7 @@ def record(account: Account | None, event: Envelope) -> Entry:
         account.seats_purchased -= data.quantity
         account.last_seat_event_id = event.event_id
     if entry.withdraws_renewals_after is not None:
-        entry.charges += renewals_until(account, renewed_through)
+        entry.charges += charge_renewals_until(account, renewed_through)
     return entry
 
 

@@ -13,7 +13,7 @@ import structlog
 from shared.contract.events import Envelope
 from shared.migrations import migrate
 
-from .ledger import Account, Charge, Entry, Mismatch, record, renewals_until
+from .ledger import Account, Charge, Entry, Mismatch, record, charge_renewals_until
 
 LIVE_SCHEMA = "billing"
 CHARGE_COLUMNS = (
@@ -106,7 +106,7 @@ class BillingProjection:
             org_ids,
         )
         accounts = {row["org_id"]: account_of(row) for row in rows}
-        entries = [Entry(account, renewals_until(account, until)) for account in accounts.values()]
+        entries = [Entry(account, charge_renewals_until(account, until)) for account in accounts.values()]
         await self.write(connection, entries, accounts)
         return sum(len(entry.charges) for entry in entries)
 

@@ -1,5 +1,5 @@
-from shared.service import run_service
+from shared.lifecycle import run_service
 
-from .service import serve
+from .bootstrap import serve
 
 run_service("membership", serve)

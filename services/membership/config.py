@@ -13,6 +13,8 @@ class MembershipSettings:
     # command_id within the window gets the first reply; after it, the command is decided afresh.
     command_retention_hours: float = 24.0
     command_cleanup_seconds: float = 600.0  # how often records past the window are dropped
+    worker_threads: int = 8  # decisions and saves run in threads (the event store is synchronous)
+    relay_batch_size: int = 256  # events the relay publishes before it awaits their acks
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> MembershipSettings:
@@ -21,6 +23,8 @@ class MembershipSettings:
         settings = cls(
             command_retention_hours=float(env.get("COMMAND_RETENTION_HOURS", d.command_retention_hours)),
             command_cleanup_seconds=float(env.get("COMMAND_CLEANUP_SECONDS", d.command_cleanup_seconds)),
+            worker_threads=int(env.get("WORKER_THREADS", d.worker_threads)),
+            relay_batch_size=int(env.get("RELAY_BATCH_SIZE", d.relay_batch_size)),
         )
         if not settings.command_retention_hours > 0:
             raise ValueError("COMMAND_RETENTION_HOURS must be positive")

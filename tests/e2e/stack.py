@@ -12,7 +12,7 @@ import time
 from email.message import Message
 from pathlib import Path
 
-from tests.service_processes import REPO, with_a_server_secret
+from tests.services_under_test import REPO, with_a_server_secret
 
 LINK = re.compile(r"/invitations/(?P<invitation>[^/\s\"<]+)/accept\?token=(?P<token>[A-Za-z0-9_\-%]+)")
 

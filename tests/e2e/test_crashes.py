@@ -22,7 +22,7 @@ from shared import subjects
 from shared.topology import SERVICES
 from teamctl.client import Client
 from tests.servers import fresh_server_secret, nats_server_in_scratch_dir, postgres_server_in_scratch_dir, smtp_sink_in_scratch_dir
-from tests.service_processes import ServiceProcess
+from tests.services_under_test import ServiceUnderTest
 
 OWNER = {"type": "user", "id": "owner"}
 
@@ -40,7 +40,7 @@ def world(tmp_path: Path):
             "NOTIFIER_SENDING_TIMEOUT_SECONDS": "12",
             "SMTP_TIMEOUT_SECONDS": "5",
         }
-        services = {name: ServiceProcess(name, env, tmp_path) for name in SERVICES}
+        services = {name: ServiceUnderTest(name, env, tmp_path) for name in SERVICES}
         try:
             for service in services.values():
                 service.start()

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from tests.e2e.test_team_life import smtp_sink, stack  # noqa: F401  (fixtures)
-from tests.service_processes import REPO
+from tests.services_under_test import REPO
 
 
 def test_the_demo_tells_a_team_story_and_shows_every_read_model(stack, smtp_sink, service_env):  # noqa: F811

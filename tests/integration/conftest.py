@@ -9,7 +9,7 @@ import nats
 import pytest
 
 from tests.servers import fresh_server_secret
-from tests.service_processes import ServiceProcess, running_service
+from tests.services_under_test import ServiceUnderTest, running_service
 
 
 async def _delete_every_stream(nats_url: str) -> None:
@@ -40,7 +40,7 @@ def service_env(clean_nats: str, database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def membership(service_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
+def membership(service_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceUnderTest]:
     with running_service("membership", service_env, tmp_path) as service:
         yield service
 
@@ -53,12 +53,12 @@ async def nc(clean_nats: str) -> AsyncIterator[nats.NATS]:
 
 
 @pytest.fixture
-def billing(service_env: dict[str, str], tmp_path: Path, membership: ServiceProcess) -> Iterator[ServiceProcess]:
+def billing(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
     with running_service("billing", service_env, tmp_path) as service:
         yield service
 
 
 @pytest.fixture
-def audit(service_env: dict[str, str], tmp_path: Path, membership: ServiceProcess) -> Iterator[ServiceProcess]:
+def audit(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
     with running_service("audit", service_env, tmp_path) as service:
         yield service

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import nats
 import pytest
 
-from services.billing.entrypoint import BillingEndpoints
+from services.billing.handlers import BillingHandlers
 from shared.clock import FixedClock
 from shared.responder import Responder
 from teamctl.client import Client
@@ -26,7 +26,7 @@ async def billing(clean_nats, database_url) -> AsyncIterator[tuple[Billing, Clie
     async with consuming(clean_nats, database_url, lambda js, pool: Billing(js, pool, clock)) as service:
         nc = await nats.connect(clean_nats)
         responder = Responder(nc)
-        await BillingEndpoints(service.read_model, service.consumer, service.renewals, clock).subscribe(responder)
+        await BillingHandlers(service.read_model, service.consumer, service.renewals, clock).subscribe(responder)
         try:
             yield service, Client(nc)
         finally:

@@ -12,7 +12,7 @@ import nats as nats_client
 
 from tests.integration.histories import OrgHistory, publish
 
-from tests.service_processes import REPO
+from tests.services_under_test import REPO
 
 
 def teamctl(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:

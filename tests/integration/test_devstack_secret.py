@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from shared.topology import SERVICES
-from tests.service_processes import REPO
+from tests.services_under_test import REPO
 
 pytestmark = pytest.mark.integration
 

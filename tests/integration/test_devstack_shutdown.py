@@ -25,7 +25,7 @@ from devstack.ports import port_is_free
 from devstack.process import still_alive_after
 from shared.topology import SERVICES
 from tests.servers import scratch_dir
-from tests.service_processes import REPO
+from tests.services_under_test import REPO
 
 pytestmark = pytest.mark.integration
 

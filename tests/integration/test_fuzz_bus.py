@@ -24,7 +24,7 @@ from shared.contract.replies import ErrorCode, Reply
 from tests.fuzzing.corpus import FuzzRequest, Team, corpus, request_types
 from tests.fuzzing.exchange import Exchange, send_all
 from tests.fuzzing.state import database_state, deliveries_in_progress, projected_positions, read_models, stream_state
-from tests.service_processes import ServiceProcess, answers_health
+from tests.services_under_test import ServiceUnderTest, answers_health
 from tests.waiting import eventually
 
 SEED = int(os.environ.get("FUZZ_SEED", "20240909"))
@@ -36,9 +36,9 @@ OWNER = {"type": "user", "id": "owner-1"}
 
 
 @pytest.fixture
-def notifier(service_env, tmp_path, membership, smtp_sink) -> Iterator[ServiceProcess]:
+def notifier(service_env, tmp_path, membership, smtp_sink) -> Iterator[ServiceUnderTest]:
     env = {**service_env, "SMTP_URL": smtp_sink.url, "PUBLIC_URL": "https://members.test", "NOTIFIER_POLL_SECONDS": "0.2"}
-    service = ServiceProcess("notifier", env, tmp_path)
+    service = ServiceUnderTest("notifier", env, tmp_path)
     try:
         yield service.start()
     finally:

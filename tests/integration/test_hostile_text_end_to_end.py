@@ -16,7 +16,7 @@ from shared.contract.common import SAFE_TEXT
 from shared.dead_letters import parked
 from shared.topology import PROJECTORS
 from teamctl.client import Client
-from tests.service_processes import ServiceProcess, running_service
+from tests.services_under_test import ServiceUnderTest, running_service
 from tests.waiting import eventually
 
 SEED = 20261127
@@ -56,7 +56,7 @@ def hostile_local_part(rng: random.Random) -> str:
 
 
 @pytest.fixture
-def notifier(service_env: dict[str, str], tmp_path: Path, membership: ServiceProcess, smtp_sink) -> Iterator[ServiceProcess]:
+def notifier(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnderTest, smtp_sink) -> Iterator[ServiceUnderTest]:
     with running_service("notifier", {**service_env, "SMTP_URL": smtp_sink.url}, tmp_path) as service:
         yield service
 

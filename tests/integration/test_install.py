@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared.topology import SERVICES
-from tests.service_processes import REPO
+from tests.services_under_test import REPO
 
 pytestmark = pytest.mark.integration
 

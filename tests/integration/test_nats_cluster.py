@@ -11,7 +11,7 @@ from devstack import nats_cluster
 from shared import subjects
 from teamctl.client import Client
 from tests.servers import fresh_server_secret
-from tests.service_processes import ServiceProcess
+from tests.services_under_test import ServiceUnderTest
 
 OWNER = {"type": "user", "id": "owner-1"}
 
@@ -33,7 +33,7 @@ def cluster(tmp_path):
 async def test_a_node_stops_during_the_load_and_nothing_is_lost(cluster, database_url, tmp_path):
     urls = ",".join(node.url for node in cluster)
     env = {"NATS_URL": urls, "DATABASE_URL": database_url, "STREAM_REPLICAS": "3", "SERVER_SECRET": fresh_server_secret()}
-    services = [ServiceProcess(name, env, tmp_path) for name in ("membership", "billing")]
+    services = [ServiceUnderTest(name, env, tmp_path) for name in ("membership", "billing")]
     client = None
     try:
         for service in services:

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from services.notifier.config import NotifierSettings
-from services.notifier.entrypoint import carry_over
+from services.notifier.handlers import carry_over
 from services.notifier.projection import LIVE_SCHEMA, NotifierProjection
 from shared.clock import FixedClock
 from shared.consumer import apply_in_order, prepare

@@ -22,7 +22,7 @@ from devstack import SmtpSink, free_port
 from shared import subjects
 from teamctl.client import Client
 from tests.servers import smtp_sink_in_scratch_dir
-from tests.service_processes import ServiceProcess
+from tests.services_under_test import ServiceUnderTest
 from tests.waiting import eventually
 
 PUBLIC_URL = "https://members.test"
@@ -117,8 +117,8 @@ def smtp_server_in_process(handler: Recorder) -> Iterator[str]:
 
 
 @contextmanager
-def running_notifier(service_env: dict[str, str], log_dir: Path, smtp_url: str, **extra: str) -> Iterator[ServiceProcess]:
-    notifier = ServiceProcess("notifier", {**service_env, **FAST_RETRIES, "SMTP_URL": smtp_url, **extra}, log_dir)
+def running_notifier(service_env: dict[str, str], log_dir: Path, smtp_url: str, **extra: str) -> Iterator[ServiceUnderTest]:
+    notifier = ServiceUnderTest("notifier", {**service_env, **FAST_RETRIES, "SMTP_URL": smtp_url, **extra}, log_dir)
     try:
         yield notifier.start()
     finally:
@@ -165,7 +165,7 @@ async def delivery_where(client: Client, org_id: str, predicate, timeout: float 
 
 
 @pytest.fixture
-def notifier(service_env, tmp_path, membership, smtp_sink) -> Iterator[ServiceProcess]:
+def notifier(service_env, tmp_path, membership, smtp_sink) -> Iterator[ServiceUnderTest]:
     with running_notifier(service_env, tmp_path, smtp_sink.url) as service:
         yield service
 
@@ -266,7 +266,7 @@ async def test_notifier_killed_mid_batch_leaves_no_invitation_without_its_email(
     inbox = Inbox(slow.messages)
     addresses = [unique_email(f"batch{n}") for n in range(12)]
     with smtp_server_in_process(slow) as smtp_url:
-        notifier = ServiceProcess("notifier", {**service_env, **FAST_RETRIES, "SMTP_URL": smtp_url}, tmp_path)
+        notifier = ServiceUnderTest("notifier", {**service_env, **FAST_RETRIES, "SMTP_URL": smtp_url}, tmp_path)
         try:
             notifier.start()
             await asyncio.gather(*(invite(client, org_id, address) for address in addresses))

@@ -74,12 +74,12 @@ async def wait_for_count(nc, at_least: int, timeout: float = 60.0) -> int:
 async def test_a_relay_killed_mid_stream_publishes_every_event_exactly_once_after_restart(
     service_env, tmp_path, nc
 ):
-    from tests.service_processes import ServiceProcess
+    from tests.services_under_test import ServiceUnderTest
 
     recorded = await asyncio.to_thread(record_history, service_env["DATABASE_URL"])
     assert len(recorded) == ORGS * (1 + SEAT_PURCHASES)
 
-    service = ServiceProcess("membership", {**service_env, "RELAY_BATCH_SIZE": "50"}, tmp_path)
+    service = ServiceUnderTest("membership", {**service_env, "RELAY_BATCH_SIZE": "50"}, tmp_path)
     service.start(wait=False)
     try:
         published_before_crash = await wait_for_count(nc, 500)

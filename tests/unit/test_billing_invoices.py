@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from services.billing.invoices import upcoming_invoice
 from services.billing.ledger import Charge, record
-from tests.unit.test_billing_ledger import ORG, created, open_account, renewals_until, seat_added, seat_removed
+from tests.unit.test_billing_ledger import ORG, created, open_account, charge_renewals_until, seat_added, seat_removed
 
 
 def at(year: int, month: int, day: int, hour: int = 10, minute: int = 0) -> datetime:
@@ -49,7 +49,7 @@ def test_the_next_bill_is_this_periods_changes_plus_the_next_periods_renewal_at_
 def test_across_a_month_end_the_current_periods_own_renewal_is_not_on_the_next_bill():
     account = open_account(at(2024, 1, 31))
     charges = charges_of(account, seat_added(at(2024, 2, 10), 2, 1310, at(2024, 1, 31), at(2024, 2, 29)))
-    charges += renewals_until(account, at(2024, 3, 1))  # Feb 29's renewal, billed at its start
+    charges += charge_renewals_until(account, at(2024, 3, 1))  # Feb 29's renewal, billed at its start
     march = seat_added(at(2024, 3, 5), 1, 839, at(2024, 2, 29), at(2024, 3, 31))
     charges += charges_of(account, march)
 

@@ -13,7 +13,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.billing.ledger import Account, Charge, Entry, record, renewals_until
+from services.billing.ledger import Account, Charge, Entry, record, charge_renewals_until
 from shared.contract.events import Envelope
 
 ORG = "org1"
@@ -136,7 +136,7 @@ def test_an_event_renews_only_periods_that_started_by_its_instant_then_renewals_
     record(account, add)
     entry = record(account, invited(at(2024, 3, 5)))
     assert entry.charges == [renewal(FEB29, MAR31, 2, add.event_id)]
-    assert renewals_until(account, at(2024, 4, 1)) == [renewal(MAR31, APR30, 2, add.event_id)]
+    assert charge_renewals_until(account, at(2024, 4, 1)) == [renewal(MAR31, APR30, 2, add.event_id)]
     assert account.renewed_through == MAR31
 
 
@@ -150,14 +150,14 @@ def test_a_renewal_bills_the_seats_held_at_its_start_and_names_the_last_seat_eve
     assert entry.charges[0] == renewal(FEB29, MAR31, 2, first.event_id)  # renewal first, before the event
     assert [c.kind for c in entry.charges] == ["seat_renewal", "seat_proration"]
     assert entry.mismatches == []
-    assert renewals_until(account, MAR31) == [renewal(MAR31, APR30, 3, second.event_id)]
+    assert charge_renewals_until(account, MAR31) == [renewal(MAR31, APR30, 3, second.event_id)]
 
 
 def test_a_renewal_falls_due_exactly_at_its_period_start():
     account = open_account(JAN31)
     record(account, seat_added(JAN31, 1, 1000, JAN31, FEB29))
-    assert renewals_until(account, at(2024, 2, 29, 9, 59)) == []
-    assert [c.billing_period_start for c in renewals_until(account, FEB29)] == [FEB29]
+    assert charge_renewals_until(account, at(2024, 2, 29, 9, 59)) == []
+    assert [c.billing_period_start for c in charge_renewals_until(account, FEB29)] == [FEB29]
 
 
 def test_renewals_cross_a_year_end_and_clamp_to_the_last_day_of_short_months():
@@ -165,7 +165,7 @@ def test_renewals_cross_a_year_end_and_clamp_to_the_last_day_of_short_months():
     account = open_account(dec31)
     add = seat_added(dec31, 1, 1000, dec31, at(2024, 1, 31))
     record(account, add)
-    assert renewals_until(account, at(2024, 3, 1)) == [
+    assert charge_renewals_until(account, at(2024, 3, 1)) == [
         renewal(at(2024, 1, 31), FEB29, 1, add.event_id),
         renewal(FEB29, MAR31, 1, add.event_id),
     ]
@@ -174,23 +174,23 @@ def test_renewals_cross_a_year_end_and_clamp_to_the_last_day_of_short_months():
 def test_renewals_are_idempotent_over_time():
     account = open_account(JAN31)
     record(account, seat_added(JAN31, 2, 2000, JAN31, FEB29))
-    first = renewals_until(account, at(2024, 4, 1))
+    first = charge_renewals_until(account, at(2024, 4, 1))
     assert [c.billing_period_start for c in first] == [FEB29, MAR31]
-    assert renewals_until(account, at(2024, 4, 1)) == []
-    assert renewals_until(account, at(2024, 3, 15)) == []  # going back in time re-bills nothing
+    assert charge_renewals_until(account, at(2024, 4, 1)) == []
+    assert charge_renewals_until(account, at(2024, 3, 15)) == []  # going back in time re-bills nothing
 
 
 def test_no_renewal_charge_without_purchased_seats_and_the_period_is_not_billed_later():
     account = open_account(JAN31)
-    assert renewals_until(account, at(2024, 3, 1)) == []
+    assert charge_renewals_until(account, at(2024, 3, 1)) == []
     assert account.renewed_through == FEB29
     record(account, seat_added(at(2024, 3, 1), 1, 968, FEB29, MAR31))  # 1000*30/31 = 967.74 -> 968
-    assert [c.billing_period_start for c in renewals_until(account, at(2024, 4, 1))] == [MAR31]
+    assert [c.billing_period_start for c in charge_renewals_until(account, at(2024, 4, 1))] == [MAR31]
 
 
 def test_no_renewal_on_the_free_plan():
     account = Account(ORG, "free", JAN31, 1000, seats_purchased=2)
-    assert renewals_until(account, at(2024, 6, 1)) == []
+    assert charge_renewals_until(account, at(2024, 6, 1)) == []
     assert account.renewed_through == at(2024, 5, 31)
 
 
@@ -205,7 +205,7 @@ def test_plan_change_from_free_to_pro_resets_the_renewal_schedule_to_the_new_anc
     add = seat_added(new_anchor, 1, 1000, new_anchor, at(2024, 4, 20, 15, 30))
     entry = record(account, add)
     assert entry.mismatches == []  # the seat's period follows the new anchor
-    assert renewals_until(account, at(2024, 5, 15)) == [
+    assert charge_renewals_until(account, at(2024, 5, 15)) == [
         Charge(
             charge_id=f"renewal:{ORG}:2024-04-20T15:30:00+00:00", org_id=ORG, kind="seat_renewal", quantity=1,
             unit_price_cents=1000, amount_cents=1000, billing_period_start=at(2024, 4, 20, 15, 30),
@@ -267,7 +267,7 @@ def test_a_seat_change_from_before_renewed_starts_reprices_those_renewals_from_t
     first = seat_added(at(2024, 2, 10), 2, 0, JAN31, FEB29)
     book: dict[str, Charge] = {}
     post(book, record(account, first))
-    post(book, Entry(account, renewals_until(account, at(2024, 4, 1))))  # the scheduler, before the late event came
+    post(book, Entry(account, charge_renewals_until(account, at(2024, 4, 1))))  # the scheduler, before the late event came
     late = seat_added(at(2024, 2, 29, 9, 59), 3, 0, JAN31, FEB29)  # decided a minute before Feb 29's start
     entry = record(account, late)
     assert entry.withdraws_renewals_after == at(2024, 2, 29, 9, 59)
@@ -283,7 +283,7 @@ def test_a_seat_change_from_before_renewed_starts_reprices_those_renewals_from_t
 def test_an_event_at_or_after_every_renewed_start_withdraws_nothing():
     account = open_account(JAN31)
     record(account, seat_added(at(2024, 2, 10), 2, 0, JAN31, FEB29))
-    renewals_until(account, FEB29)
+    charge_renewals_until(account, FEB29)
     assert record(account, invited(FEB29)).withdraws_renewals_after is None
 
 
@@ -313,15 +313,15 @@ def test_wherever_the_scheduler_runs_between_events_the_ledger_equals_a_replay_w
     tick_times = [JAN31 + timedelta(minutes=m) for m in ticks]
     for event in events:
         for tick in data.draw(st.lists(st.sampled_from(tick_times), max_size=2)) if tick_times else []:
-            post(live_book, Entry(live_account, renewals_until(live_account, tick)))
+            post(live_book, Entry(live_account, charge_renewals_until(live_account, tick)))
         post(live_book, record(live_account, event))
     final = max([JAN31, *tick_times, *(e.occurred_at for e in events)])
-    post(live_book, Entry(live_account, renewals_until(live_account, final)))
+    post(live_book, Entry(live_account, charge_renewals_until(live_account, final)))
 
     replayed_account, replayed_book = open_account(JAN31), {}
     for event in events:
         post(replayed_book, record(replayed_account, event))
-    post(replayed_book, Entry(replayed_account, renewals_until(replayed_account, final)))
+    post(replayed_book, Entry(replayed_account, charge_renewals_until(replayed_account, final)))
 
     assert live_book == replayed_book
     assert live_account == replayed_account

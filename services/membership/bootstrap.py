@@ -1,4 +1,4 @@
-"""Composition root: the application on PostgreSQL, its NATS endpoints and the relay."""
+"""Composition root: the application on PostgreSQL, its NATS handlers and the relay."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import nats
 import structlog
 
 from shared.bus import connect, declare_streams
+from shared.periodic import every
 from shared.clock import SystemClock
 from shared.responder import Responder
 from shared.settings import Settings, postgres_env
 
 from .application import MembershipApplication
 from .config import MembershipSettings
-from .entrypoint import MembershipEndpoints, forget_old_commands_periodically
+from .handlers import MembershipHandlers
 from .relay import Relay
 from .secrets import Secrets
 
@@ -26,7 +27,7 @@ CONCURRENT_REQUESTS = 128  # commands to different organizations overlap, and sh
 
 def build_application(settings: Settings, own: MembershipSettings | None = None) -> MembershipApplication:
     own = own or MembershipSettings.from_env()
-    env = postgres_env(settings.database_url, pool_size=settings.worker_threads + 2)
+    env = postgres_env(settings.database_url, pool_size=own.worker_threads + 2)
     return MembershipApplication(SystemClock(), Secrets(settings.server_secret), env=env, command_retention=own.command_retention)
 
 
@@ -35,21 +36,23 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     await declare_streams(settings.nats_url, settings.stream_replicas)
     own = MembershipSettings.from_env()
     app = await asyncio.to_thread(build_application, settings, own)
-    executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="membership")
+    executor = ThreadPoolExecutor(max_workers=own.worker_threads, thread_name_prefix="membership")
     nc = await connect(settings.nats_url)
     responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
-    endpoints = MembershipEndpoints(app, executor)
-    await endpoints.subscribe(responder)
-    cleanup = asyncio.create_task(forget_old_commands_periodically(endpoints, own.command_cleanup_seconds, stopping))
+    handlers = MembershipHandlers(app, executor)
+    await handlers.subscribe(responder)
+    cleanup = asyncio.create_task(
+        every(own.command_cleanup_seconds, handlers.forget_old_commands, stopping, failed="dropping old command records failed")
+    )
     relay_connection = await connect(settings.nats_url)
-    relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, settings.relay_batch_size).run())
+    relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size).run())
     log.info("membership ready")
     try:
         await stopping.wait()
     finally:
         await responder.stop()
         await nc.drain()
-        await endpoints.runner.settled()
+        await handlers.runner.settled()
         await cleanup
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):

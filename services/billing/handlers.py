@@ -8,7 +8,7 @@ from shared import subjects
 from shared.clock import Clock
 from shared.consumer import ProjectionConsumer
 from shared.contract import queries as q
-from shared.projection_service import projection_routes, serve_routes
+from shared.projector import projection_routes, serve_routes
 from shared.rebuild import Rebuilder
 from shared.requests import reply_handler
 from shared.responder import Responder
@@ -21,7 +21,7 @@ QUEUE_GROUP = "billing"
 SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
 
 
-class BillingEndpoints:
+class BillingHandlers:
     def __init__(self, read_model: BillingReadModel, consumer: ProjectionConsumer, renewals: RenewalScheduler, clock: Clock) -> None:
         self.read_model = read_model
         self.consumer = consumer

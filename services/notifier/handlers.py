@@ -10,7 +10,7 @@ from shared import subjects
 from shared.consumer import ProjectionConsumer
 from shared.contract import queries as q
 from shared.dead_letters import DeadLetterDesk
-from shared.projection_service import projection_routes, serve_routes
+from shared.projector import projection_routes, serve_routes
 from shared.rebuild import Rebuilder
 from shared.requests import reply_handler
 from shared.responder import Responder
@@ -24,7 +24,7 @@ QUEUE_GROUP = "notifier"
 SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
 
 
-class NotifierEndpoints:
+class NotifierHandlers:
     def __init__(self, read_model: NotifierReadModel, consumer: ProjectionConsumer, sender: Sender) -> None:
         self.read_model = read_model
         self.consumer = consumer

@@ -7,11 +7,11 @@ import asyncio
 import structlog
 
 from shared.clock import SystemClock
-from shared.projection_service import projection_runtime
+from shared.projector import projection_runtime
 from shared.settings import Settings
 from shared.stream_heads import StreamHeads
 
-from .entrypoint import AuditEndpoints
+from .handlers import AuditHandlers
 from .projection import LIVE_SCHEMA, AuditProjection
 from .read_model import AuditReadModel
 from .retention import RetentionScheduler
@@ -19,8 +19,8 @@ from .retention import RetentionScheduler
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     async with projection_runtime(settings, AuditProjection(LIVE_SCHEMA), "audit", SystemClock(), stopping) as runtime:
-        endpoints = AuditEndpoints(AuditReadModel(runtime.pool, LIVE_SCHEMA, StreamHeads(runtime.consumer.js)), runtime.consumer, runtime.clock)
-        await endpoints.subscribe(runtime.responder)
+        handlers = AuditHandlers(AuditReadModel(runtime.pool, LIVE_SCHEMA, StreamHeads(runtime.consumer.js)), runtime.consumer, runtime.clock)
+        await handlers.subscribe(runtime.responder)
         runtime.in_background(RetentionScheduler(runtime.pool, LIVE_SCHEMA, runtime.clock).run(stopping))
         structlog.get_logger().info("audit ready")
         await stopping.wait()

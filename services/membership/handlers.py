@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +24,7 @@ from .secrets import parse_api_key
 QUEUE_GROUP = "membership"
 
 
-class MembershipEndpoints:
+class MembershipHandlers:
     def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor) -> None:
         self.app = app
         self.group_commit = GroupCommit(self._save)
@@ -97,21 +96,8 @@ class MembershipEndpoints:
         for name, handler in self.query_handlers().items():
             await responder.serve(subjects.query("membership", name), QUEUE_GROUP, handler)
 
-    async def forget_old_commands(self) -> int:
-        return await self.runner.in_thread(lambda: self.app.forget_commands(self.app.clock.now()))
-
-
-async def forget_old_commands_periodically(endpoints: MembershipEndpoints, every_seconds: float, stopping: asyncio.Event) -> None:
-    """Command records past the retention window are dropped, so the table stays the window's size."""
-    log = structlog.get_logger()
-    while not stopping.is_set():
-        try:
-            forgotten = await endpoints.forget_old_commands()
-            if forgotten:
-                log.info("command records past retention dropped", count=forgotten)
-        except Exception:
-            log.exception("dropping old command records failed")
-        try:
-            await asyncio.wait_for(stopping.wait(), every_seconds)
-        except TimeoutError:
-            pass
+    async def forget_old_commands(self) -> None:
+        """Command records past the retention window are dropped, so the table stays the window's size."""
+        forgotten = await self.runner.in_thread(lambda: self.app.forget_commands(self.app.clock.now()))
+        if forgotten:
+            structlog.get_logger().info("command records past retention dropped", count=forgotten)

@@ -29,14 +29,14 @@ def with_a_server_secret(env: dict[str, str]) -> dict[str, str]:
     return {**env, "SERVER_SECRET": HARNESS_SERVER_SECRET}
 
 
-class ServiceProcess:
+class ServiceUnderTest:
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.env = with_a_server_secret({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: bool = True) -> ServiceProcess:
+    def start(self, wait: bool = True) -> ServiceUnderTest:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", f"services.{self.name}"],
@@ -101,8 +101,8 @@ async def _answers_health(nats_url: str, name: str) -> bool:
 
 
 @contextmanager
-def running_service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(name, env, log_dir)
+def running_service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[ServiceUnderTest]:
+    service = ServiceUnderTest(name, env, log_dir)
     try:
         yield service.start()
     finally:

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 import structlog
 
 from shared.clock import SystemClock
-from shared.projection_service import projection_runtime
+from shared.projector import projection_runtime
 from shared.settings import Settings
 from shared.stream_heads import StreamHeads
 
-from .entrypoint import BillingEndpoints
+from .config import BillingSettings
+from .handlers import BillingHandlers
 from .projection import LIVE_SCHEMA, BillingProjection
 from .read_model import BillingReadModel
 from .renewals import RenewalScheduler
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
+    own = BillingSettings.from_env()
     projection = BillingProjection(LIVE_SCHEMA)
     async with projection_runtime(settings, projection, "billing", SystemClock(), stopping) as runtime:
         renewals = RenewalScheduler(
@@ -26,12 +27,12 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
             projection,
             runtime.consumer.paused,
             runtime.clock,
-            timedelta(seconds=settings.renewal_grace_seconds),
-            settings.renewal_interval_seconds,
+            own.renewal_grace,
+            own.renewal_interval_seconds,
             StreamHeads(runtime.consumer.js),
         )
-        endpoints = BillingEndpoints(BillingReadModel(runtime.pool, LIVE_SCHEMA), runtime.consumer, renewals, runtime.clock)
-        await endpoints.subscribe(runtime.responder)
+        handlers = BillingHandlers(BillingReadModel(runtime.pool, LIVE_SCHEMA), runtime.consumer, renewals, runtime.clock)
+        await handlers.subscribe(runtime.responder)
         runtime.in_background(renewals.run(stopping))
         structlog.get_logger().info("billing ready")
         await stopping.wait()

@@ -7,11 +7,11 @@ import asyncio
 import structlog
 
 from shared.clock import SystemClock
-from shared.projection_service import projection_runtime
+from shared.projector import projection_runtime
 from shared.settings import Settings
 
 from .config import NotifierSettings
-from .entrypoint import NotifierEndpoints
+from .handlers import NotifierHandlers
 from .projection import LIVE_SCHEMA, NotifierProjection
 from .read_model import NotifierReadModel
 from .sender import Sender
@@ -35,7 +35,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
             database_url=settings.database_url,
         )
         read_model = NotifierReadModel(runtime.pool, LIVE_SCHEMA)
-        await NotifierEndpoints(read_model, runtime.consumer, sender).subscribe(runtime.responder)
+        await NotifierHandlers(read_model, runtime.consumer, sender).subscribe(runtime.responder)
         # Not a background task of the runtime (those are cancelled at stop): a send in progress
         # is settled before the service stops, so a clean stop never leaves a row in `sending`.
         sending = asyncio.create_task(sender.run(stopping))
