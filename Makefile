@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv run test test-unit test-integration test-e2e bench schema clean
+.PHONY: venv run test static format test-unit test-integration test-e2e bench schema clean
 
 venv: $(INSTALLED)
 
@@ -17,8 +17,18 @@ $(INSTALLED): pyproject.toml
 run: venv
 	$(PY) -m devstack.run
 
-test: venv
+# The static tier first: lint, format and types; then every test.
+test: static
 	$(PYTEST)
+
+static: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-unit: venv
 	$(PYTEST) tests/unit

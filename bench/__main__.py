@@ -37,13 +37,16 @@ def audit_section(copy: Figure, publish: Figure) -> None:
     with bench_stack() as stack:
         figures = audit.run(stack, **audit_scale())
     live = next(figure for figure in figures if figure.name.startswith("live projection"))
-    figures.insert(figures.index(live) + 1, Figure("  live catch-up, share of batched COPY insert rate",
-                                                   100 * live.value / copy.value, "%"))
+    figures.insert(
+        figures.index(live) + 1, Figure("  live catch-up, share of batched COPY insert rate", 100 * live.value / copy.value, "%")
+    )
     rebuild = figures[-1]
     figures.append(Figure("  rebuild, share of batched COPY insert rate", 100 * rebuild.value / copy.value, "%"))
     figures.append(Figure("  rebuild, share of JetStream async publish rate", 100 * rebuild.value / publish.value, "%"))
-    report(f"Audit log (targets: search p99 < 50 ms, export >= 20,000 entries/s; section {time.perf_counter() - began:.0f} s)",
-           figures)
+    report(
+        f"Audit log (targets: search p99 < 50 ms, export >= 20,000 entries/s; section {time.perf_counter() - began:.0f} s)",
+        figures,
+    )
 
 
 def audit_scale() -> dict:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -86,10 +86,19 @@ class History:
         owner = {"type": "user", "id": "usr_bench_owner"}
         unit = pricing.UNIT_PRICE_CENTS
         seats = included = pricing.INCLUDED_SEATS["enterprise"]
-        yield self._publication(1, owner, OrganizationCreated(
-            name="Audit Bench", plan="enterprise", owner_user_id=owner["id"], owner_email="owner@audit-bench.io",
-            seats_included=included, unit_price_cents=unit, billing_anchor=self.start,
-        ))
+        yield self._publication(
+            1,
+            owner,
+            OrganizationCreated(
+                name="Audit Bench",
+                plan="enterprise",
+                owner_user_id=owner["id"],
+                owner_email="owner@audit-bench.io",
+                seats_included=included,
+                unit_price_cents=unit,
+                billing_anchor=self.start,
+            ),
+        )
         for sequence in range(2, self.events + 1):
             at = self.at(sequence)
             n = rng.randrange(1_000_000)
@@ -97,18 +106,35 @@ class History:
             period_start, period_end = at - timedelta(days=1), at + timedelta(days=29)
             match rng.choice(kinds):
                 case "MemberInvited":
-                    data: Any = MemberInvited(invitation_id=invitation, email=email, role=rng.choice(ROLES),
-                                              invited_by=owner, expires_at=at + timedelta(days=7))
+                    data: Any = MemberInvited(
+                        invitation_id=invitation,
+                        email=email,
+                        role=rng.choice(ROLES),
+                        invited_by=owner,
+                        expires_at=at + timedelta(days=7),
+                    )
                 case "InvitationAccepted":
                     data = InvitationAccepted(invitation_id=invitation, user_id=user, email=email, role=rng.choice(ROLES))
                 case "SeatAdded":
                     seats += 1
-                    data = SeatAdded(quantity=1, seats_total=seats, unit_price_cents=unit, charge_cents=unit * 29 // 30,
-                                     billing_period_start=period_start, billing_period_end=period_end)
+                    data = SeatAdded(
+                        quantity=1,
+                        seats_total=seats,
+                        unit_price_cents=unit,
+                        charge_cents=unit * 29 // 30,
+                        billing_period_start=period_start,
+                        billing_period_end=period_end,
+                    )
                 case "SeatRemoved" if seats > included:
                     seats -= 1
-                    data = SeatRemoved(quantity=1, seats_total=seats, unit_price_cents=unit, credit_cents=unit * 29 // 30,
-                                       billing_period_start=period_start, billing_period_end=period_end)
+                    data = SeatRemoved(
+                        quantity=1,
+                        seats_total=seats,
+                        unit_price_cents=unit,
+                        credit_cents=unit * 29 // 30,
+                        billing_period_start=period_start,
+                        billing_period_end=period_end,
+                    )
                 case "RoleChanged":
                     before = rng.choice(ROLES)
                     data = RoleChanged(user_id=user, email=email, from_role=before, to_role=ROLES[before == "admin"])
@@ -119,22 +145,41 @@ class History:
                 case "MemberRemoved":
                     data = MemberRemoved(user_id=user, email=email, role=rng.choice(ROLES))
                 case "ApiKeyCreated":
-                    data = ApiKeyCreated(key_id=f"key_{n:06d}", name=f"ci {n}", prefix=f"tm_{n:06d}"[:9], owner_user_id=user,
-                                         permissions=["projects:read", "projects:use"], expires_at=None)
+                    data = ApiKeyCreated(
+                        key_id=f"key_{n:06d}",
+                        name=f"ci {n}",
+                        prefix=f"tm_{n:06d}"[:9],
+                        owner_user_id=user,
+                        permissions=["projects:read", "projects:use"],
+                        expires_at=None,
+                    )
                 case "ApiKeyRevoked":
                     data = ApiKeyRevoked(key_id=f"key_{n:06d}", reason="revoked")
                 case _:  # a removal with no seat above the included ones: a seat bought instead
                     seats += 1
-                    data = SeatAdded(quantity=1, seats_total=seats, unit_price_cents=unit, charge_cents=unit * 29 // 30,
-                                     billing_period_start=period_start, billing_period_end=period_end)
+                    data = SeatAdded(
+                        quantity=1,
+                        seats_total=seats,
+                        unit_price_cents=unit,
+                        charge_cents=unit * 29 // 30,
+                        billing_period_start=period_start,
+                        billing_period_end=period_end,
+                    )
             yield self._publication(sequence, owner, data)
 
     def _publication(self, sequence: int, actor: dict[str, str], data: Any) -> tuple[str, str, bytes]:
         event_type = type(data).__name__
         envelope = Envelope(
-            event_id=f"evt_{uuid.uuid4().hex}", event_type=event_type, schema_version=SCHEMA_VERSION, org_id=self.org_id,
-            sequence=sequence, occurred_at=self.at(sequence), actor=actor, command_id=f"cmd_{uuid.uuid4().hex}",
-            correlation_id=None, data=data,
+            event_id=f"evt_{uuid.uuid4().hex}",
+            event_type=event_type,
+            schema_version=SCHEMA_VERSION,
+            org_id=self.org_id,
+            sequence=sequence,
+            occurred_at=self.at(sequence),
+            actor=actor,
+            command_id=f"cmd_{uuid.uuid4().hex}",
+            correlation_id=None,
+            data=data,
         )
         return subjects.event(self.org_id, event_type), envelope.event_id, _encoder.encode(envelope)
 
@@ -160,8 +205,7 @@ async def catch_up(stack: Any, history: History, database: str) -> tuple[Any, Fi
         audit.stop()
         raise
     seconds = time.perf_counter() - started
-    live = Figure("live projection catch-up, incl. service start-up", history.events / seconds, "events/s",
-                  f"({seconds:.1f} s)")
+    live = Figure("live projection catch-up, incl. service start-up", history.events / seconds, "events/s", f"({seconds:.1f} s)")
     return audit, published, live
 
 
@@ -169,16 +213,29 @@ def _rfc3339(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-async def _searcher(client: Client, history: History, rng: random.Random, count: int,
-                    latencies: dict[str, Latencies], totals: Latencies, returned: list[int]) -> int:
+async def _searcher(
+    client: Client,
+    history: History,
+    rng: random.Random,
+    count: int,
+    latencies: dict[str, Latencies],
+    totals: Latencies,
+    returned: list[int],
+) -> int:
     failures = 0
     for _ in range(count):
         action = rng.choice(SEARCH_ACTIONS)
         width = timedelta(hours=2 ** rng.uniform(0, 9))  # 1 hour to about 3 weeks, log-uniform
         start = history.start + (HISTORY - width) * rng.random()
         started = time.perf_counter()
-        reply = await client.query("audit", "search", org_id=history.org_id, action=action, limit=SEARCH_LIMIT,
-                                   **{"from": _rfc3339(start), "to": _rfc3339(start + width)})
+        reply = await client.query(
+            "audit",
+            "search",
+            org_id=history.org_id,
+            action=action,
+            limit=SEARCH_LIMIT,
+            **{"from": _rfc3339(start), "to": _rfc3339(start + width)},
+        )
         latencies[action].record(started)
         totals.samples_ms.append(latencies[action].samples_ms[-1])
         if reply.get("ok"):
@@ -196,25 +253,37 @@ async def search_latency(nats_url: str, history: History) -> list[Figure]:
         # A few queries first, so that connections and plans are warm.
         await _searcher(clients[0], history, random.Random(0), 8, defaultdict(Latencies), Latencies(), [])
         started = time.perf_counter()
-        failures = await asyncio.gather(*(
-            _searcher(client, history, random.Random(n + 1), SEARCHES // SEARCH_CLIENTS, by_action, totals, returned)
-            for n, client in enumerate(clients)
-        ))
+        failures = await asyncio.gather(
+            *(
+                _searcher(client, history, random.Random(n + 1), SEARCHES // SEARCH_CLIENTS, by_action, totals, returned)
+                for n, client in enumerate(clients)
+            )
+        )
         elapsed = time.perf_counter() - started
     finally:
         for client in clients:
             await client.close()
     queries = len(totals.samples_ms)
     figures = [
-        Figure(f"search, time range + action, limit {SEARCH_LIMIT}, {SEARCH_CLIENTS} clients", queries / elapsed, "queries/s",
-               f"({queries} queries, {sum(failures)} failed, {sum(returned) / max(1, len(returned)):.0f} entries/reply avg)"),
+        Figure(
+            f"search, time range + action, limit {SEARCH_LIMIT}, {SEARCH_CLIENTS} clients",
+            queries / elapsed,
+            "queries/s",
+            f"({queries} queries, {sum(failures)} failed, {sum(returned) / max(1, len(returned)):.0f} entries/reply avg)",
+        ),
         Figure("search latency p50", totals.percentile(50), "ms"),
         Figure("search latency p99", totals.percentile(99), "ms"),
     ]
     for action in SEARCH_ACTIONS:
         lat = by_action[action]
-        figures.append(Figure(f"  search p99, action {action!r}", lat.percentile(99), "ms",
-                              f"(p50 {lat.percentile(50):.1f} ms, max {max(lat.samples_ms):.0f} ms, {len(lat.samples_ms)} queries)"))
+        figures.append(
+            Figure(
+                f"  search p99, action {action!r}",
+                lat.percentile(99),
+                "ms",
+                f"(p50 {lat.percentile(50):.1f} ms, max {max(lat.samples_ms):.0f} ms, {len(lat.samples_ms)} queries)",
+            )
+        )
     return figures
 
 
@@ -244,8 +313,12 @@ async def export_rate(nats_url: str, history: History, entries: int = EXPORT_ENT
         await client.close()
     check = "" if received == entries else f" UNEXPECTED: {entries:,} expected"
     return [
-        Figure("export, NDJSON, 1 client, chunk after chunk", received / elapsed, "entries/s",
-               f"({received:,} entries, {chunks} chunks, {size / 1e6:.0f} MB, {elapsed:.1f} s){check}"),
+        Figure(
+            "export, NDJSON, 1 client, chunk after chunk",
+            received / elapsed,
+            "entries/s",
+            f"({received:,} entries, {chunks} chunks, {size / 1e6:.0f} MB, {elapsed:.1f} s){check}",
+        ),
     ]
 
 
@@ -278,7 +351,7 @@ async def _verify(nats_url: str, org_id: str, events: int) -> str:
 
 def run(stack: Any, entries: int = ENTRIES, rebuild_events: int | None = REBUILD_EVENTS) -> list[Figure]:
     """The audit section on a fresh stack: its MEMBERSHIP stream holds only the synthetic events."""
-    history = History("org_audit_bench", entries, datetime.now(timezone.utc))
+    history = History("org_audit_bench", entries, datetime.now(UTC))
     audit, published, live = asyncio.run(catch_up(stack, history, stack.database("bench_audit")))
     try:
         figures = [published, live]
@@ -292,7 +365,7 @@ def run(stack: Any, entries: int = ENTRIES, rebuild_events: int | None = REBUILD
     finally:
         audit.stop()
     # The rebuild on a stream and database of its own, smaller than the searched million.
-    small = History("org_audit_rebuild", rebuild_events, datetime.now(timezone.utc), seed=5)
+    small = History("org_audit_rebuild", rebuild_events, datetime.now(UTC), seed=5)
     audit, _, live = asyncio.run(catch_up(stack, small, stack.database("bench_audit_rebuild")))
     try:
         rebuild = asyncio.run(rebuild_rate(stack.nats.url, rebuild_events))
@@ -300,4 +373,4 @@ def run(stack: Any, entries: int = ENTRIES, rebuild_events: int | None = REBUILD
         rebuild.note += "; " + asyncio.run(_verify(stack.nats.url, small.org_id, rebuild_events))
     finally:
         audit.stop()
-    return figures + [rebuild]
+    return [*figures, rebuild]

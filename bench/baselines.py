@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import nats
@@ -47,7 +47,7 @@ async def jetstream_publish_rate(nats_url: str, messages: int = 50_000) -> Figur
 
 async def asyncpg_batched_insert_rate(database_url: str, rows: int = 100_000, batch: int = 1000) -> list[Figure]:
     """Small rows in batches of `batch`, one transaction per batch: by COPY, then by executemany."""
-    anchor = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    anchor = datetime(2025, 1, 1, tzinfo=UTC)
     records = [(f"org_{i % 1000:04d}", "seat_proration", 1, 1000, anchor + timedelta(milliseconds=i)) for i in range(rows)]
     columns = ("org_id", "kind", "quantity", "amount_cents", "occurred_at")
     connection = await asyncpg.connect(database_url)
@@ -71,7 +71,9 @@ async def asyncpg_batched_insert_rate(database_url: str, rows: int = 100_000, ba
                         await connection.copy_records_to_table("bench_rows", columns=columns, records=chunk)
             elapsed = time.perf_counter() - started
             label = "COPY" if method == "copy_records_to_table" else method
-            figures.append(Figure(f"baseline: asyncpg {label}, {batch}-row txns, 1 conn", rows / elapsed, "rows/s", f"({rows:,} rows)"))
+            figures.append(
+                Figure(f"baseline: asyncpg {label}, {batch}-row txns, 1 conn", rows / elapsed, "rows/s", f"({rows:,} rows)")
+            )
         await connection.execute("DROP TABLE bench_rows")
     finally:
         await connection.close()

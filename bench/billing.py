@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -81,7 +81,7 @@ def _publication(org_id: str, sequence: int, at: datetime, actor: dict, command_
 
 async def fill_stream(nats_url: str, orgs: int, seats_per_org: int) -> tuple[int, float]:
     """A fresh MEMBERSHIP stream holding only the synthetic events: (count, publish rate)."""
-    publications = list(synthetic_events(orgs, seats_per_org, datetime.now(timezone.utc)))
+    publications = list(synthetic_events(orgs, seats_per_org, datetime.now(UTC)))
     elapsed = await publish_fresh(nats_url, publications, len(publications))
     return len(publications), len(publications) / elapsed
 
@@ -136,16 +136,21 @@ async def rebuild_throughput(stack: Any, orgs: int = 1000, seats_per_org: int = 
     return [
         Figure(f"synthetic events published ({orgs:,} orgs)", publish_rate, "msgs/s", f"({total:,} events)"),
         Figure("live projection catch-up, incl. service start-up", total / catch_up, "events/s", f"({catch_up:.1f} s)"),
-        Figure(f"billing.admin.rebuild over {result['events']:,} events", result["events_per_second"], "events/s",
-               f"({result['seconds']:.1f} s) {check}"),
+        Figure(
+            f"billing.admin.rebuild over {result['events']:,} events",
+            result["events_per_second"],
+            "events/s",
+            f"({result['seconds']:.1f} s) {check}",
+        ),
     ]
 
 
 # --- live lag under a steady command rate ---------------------------------------------------------
 
 
-async def _sender(client: Client, org_id: str, slot: int, senders: int, rate: float, t0: float, until: float,
-                  latencies: Latencies) -> tuple[int, int]:
+async def _sender(
+    client: Client, org_id: str, slot: int, senders: int, rate: float, t0: float, until: float, latencies: Latencies
+) -> tuple[int, int]:
     """Sends add_seats at t0 + (k * senders + slot) / rate for every k before `until`."""
     loop = asyncio.get_running_loop()
     sent = failed = 0
@@ -183,8 +188,9 @@ async def _paced(clients: list[Client], orgs: list[str], rate: float, seconds: f
     return sum(s for s, _ in results), sum(f for _, f in results), elapsed, latencies
 
 
-async def live_lag(nats_url: str, rate: float = 200.0, seconds: float = 10.0, warm_up: float = 1.0,
-                   senders: int = 10, connections: int = 4) -> list[Figure]:
+async def live_lag(
+    nats_url: str, rate: float = 200.0, seconds: float = 10.0, warm_up: float = 1.0, senders: int = 10, connections: int = 4
+) -> list[Figure]:
     """add_seats at a steady rate through membership, and billing's projection lag for what it applied."""
     clients = [Client(await nats.connect(nats_url), timeout=30) for _ in range(connections)]
     try:
@@ -200,7 +206,12 @@ async def live_lag(nats_url: str, rate: float = 200.0, seconds: float = 10.0, wa
             await client.close()
     note = f"({status['events_applied']:,} events incl. {len(orgs)} creations + {warm_sent} warm-up)"
     return [
-        Figure(f"add_seats offered, {senders} paced senders", sent / elapsed, "cmds/s", f"({sent:,} sent, {failed} failed, target {rate:.0f})"),
+        Figure(
+            f"add_seats offered, {senders} paced senders",
+            sent / elapsed,
+            "cmds/s",
+            f"({sent:,} sent, {failed} failed, target {rate:.0f})",
+        ),
         Figure("add_seats reply latency p50", latencies.percentile(50), "ms"),
         Figure("add_seats reply latency p99", latencies.percentile(99), "ms"),
         Figure("billing projection lag p50", status["lag_p50_ms"], "ms", note),

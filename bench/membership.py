@@ -33,9 +33,7 @@ async def invite_throughput(nats_url: str, clients: int = 16, invites_per_client
     latencies = Latencies()
     try:
         started = time.perf_counter()
-        failures = await asyncio.gather(
-            *(_client_run(c, n, invites_per_client, latencies) for n, c in enumerate(connections))
-        )
+        failures = await asyncio.gather(*(_client_run(c, n, invites_per_client, latencies) for n, c in enumerate(connections)))
         elapsed = time.perf_counter() - started
     finally:
         for connection in connections:

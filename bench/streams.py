@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 
@@ -20,10 +21,8 @@ async def publish_fresh(nats_url: str, publications: Iterable[Publication], expe
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(subjects.STREAM)
-        except NotFoundError:
-            pass
         await declare_streams(nats_url)
         started = time.perf_counter()
         acks = []

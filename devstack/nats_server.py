@@ -55,9 +55,7 @@ class NatsServer(OwnsAChildProcess):
         self._process.launch(self._argv())
 
     def wait_until_ready(self, timeout: float = 30.0) -> None:
-        self._process.wait_until_ready(
-            lambda: port_accepts_connections(self.port, self.host), timeout, "listening"
-        )
+        self._process.wait_until_ready(lambda: port_accepts_connections(self.port, self.host), timeout, "listening")
         self._process.wait_until_ready(lambda: jetstream_answers(self.url), timeout, "serving JetStream")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -70,17 +68,24 @@ class NatsServer(OwnsAChildProcess):
         argv = [
             str(nats_server_binary()),
             "-js",
-            "-sd", str(self.data_dir),
-            "-a", self.host,
-            "-p", str(self.port),
+            "-sd",
+            str(self.data_dir),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
         ]
         if self.cluster:
             routes = ",".join(f"nats://{self.host}:{port}" for port in self.cluster.peer_route_ports)
             argv += [
-                "-n", self.cluster.server_name,
-                "--cluster_name", self.cluster.cluster_name,
-                "--cluster", f"nats://{self.host}:{self.cluster.route_port}",
-                "--routes", routes,
+                "-n",
+                self.cluster.server_name,
+                "--cluster_name",
+                self.cluster.cluster_name,
+                "--cluster",
+                f"nats://{self.host}:{self.cluster.route_port}",
+                "--routes",
+                routes,
             ]
         return argv
 
@@ -116,9 +121,7 @@ def nats_cluster(base_dir: Path, size: int = 3, cluster_name: str = "local") -> 
 
 def jetstream_answers(url: str) -> bool:
     async def ask_for_account_info() -> None:
-        connection = await nats.connect(
-            url, connect_timeout=1, allow_reconnect=False, error_cb=_ignore_error
-        )
+        connection = await nats.connect(url, connect_timeout=1, allow_reconnect=False, error_cb=_ignore_error)
         try:
             await connection.jetstream(timeout=1).account_info()
         finally:

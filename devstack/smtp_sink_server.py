@@ -37,10 +37,15 @@ class SmtpSink(OwnsAChildProcess):
     def launch(self) -> None:
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "devstack.smtp_sink",
-            "--port", str(self.port),
-            "--dir", str(self.mail_dir),
-            "--host", self.host,
+            sys.executable,
+            "-m",
+            "devstack.smtp_sink",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.mail_dir),
+            "--host",
+            self.host,
         ]
         self._process.launch(argv, cwd=IMPORT_ROOT)
 

@@ -7,6 +7,7 @@ by its PID and its create time, so a PID the system has since given to another p
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,9 +31,7 @@ class RecordedProcess(msgspec.Struct, frozen=True):
     with_descendants: bool = False
 
     @classmethod
-    def of(
-        cls, name: str, pid: int, stop_signal: int, stop_timeout: float, with_descendants: bool = False
-    ) -> RecordedProcess:
+    def of(cls, name: str, pid: int, stop_signal: int, stop_timeout: float, with_descendants: bool = False) -> RecordedProcess:
         return cls(name, pid, psutil.Process(pid).create_time(), int(stop_signal), stop_timeout, with_descendants)
 
     def running(self) -> psutil.Process | None:
@@ -93,10 +92,8 @@ def stop_recorded(process: RecordedProcess) -> None:
         still_alive_after(descendants, process.stop_timeout)
         return
     for leftover in [running, *descendants]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             leftover.kill()
-        except psutil.NoSuchProcess:
-            pass
     still_alive_after([running, *descendants], process.stop_timeout)
 
 

@@ -18,16 +18,15 @@ from typing import Any, Protocol
 
 import asyncpg
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import dead_letters, subjects
 from .clock import Clock, SystemClock
+from .contract.events import Envelope, decode_envelope
 from .dead_letters import DeadLetter
 from .metrics import LagRecorder
-from .contract.events import Envelope, decode_envelope
 
 log = structlog.get_logger()
 
@@ -69,8 +68,7 @@ async def prepare(connection: asyncpg.Connection, projection: Projection) -> Non
     async with connection.transaction():
         await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{projection.schema}"')
         await connection.execute(
-            f'CREATE TABLE IF NOT EXISTS "{projection.schema}".positions '
-            "(org_id text PRIMARY KEY, last_sequence bigint NOT NULL)"
+            f'CREATE TABLE IF NOT EXISTS "{projection.schema}".positions (org_id text PRIMARY KEY, last_sequence bigint NOT NULL)'
         )
         await projection.create_tables(connection)
 
@@ -175,7 +173,7 @@ class ProjectionConsumer:
 
     async def _apply(self, connection: asyncpg.Connection, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
         verdicts = await apply_in_order(connection, self.projection, [event for _, event in events])
-        return {id(message): Outcome(verdict) for (message, _), verdict in zip(events, verdicts)}
+        return {id(message): Outcome(verdict) for (message, _), verdict in zip(events, verdicts, strict=False)}
 
     async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> None:
         if outcome.verdict == ACK:

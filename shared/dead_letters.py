@@ -141,7 +141,6 @@ class DeadLetterDesk:
             event = decode_envelope(message.data or b"")
         except (msgspec.DecodeError, msgspec.ValidationError) as undecodable:
             raise Conflict(f"the message cannot be decoded: {undecodable}") from None
-        async with self.consumer.paused():
-            async with self.consumer.pool.acquire() as connection, connection.transaction():
-                await self.consumer.projection.apply(connection, [event])
+        async with self.consumer.paused(), self.consumer.pool.acquire() as connection, connection.transaction():
+            await self.consumer.projection.apply(connection, [event])
         return {"event_id": event.event_id}

@@ -6,12 +6,12 @@ All datetimes are timezone-aware UTC; money is integer cents; no floats anywhere
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 UNIT_PRICE_CENTS = 1000
 INCLUDED_SEATS = {"free": 1, "pro": 3, "enterprise": 3}
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def add_months(anchor: datetime, months: int) -> datetime:

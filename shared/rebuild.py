@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import nats.errors
 import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -39,7 +38,12 @@ class RebuildReport:
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.events / self.seconds if self.seconds else 0.0
-        return {"events": self.events, "undecodable": self.undecodable, "seconds": round(self.seconds, 3), "events_per_second": round(rate, 1)}
+        return {
+            "events": self.events,
+            "undecodable": self.undecodable,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(rate, 1),
+        }
 
 
 async def rebuild(
@@ -75,7 +79,9 @@ async def rebuild(
 class Rebuilder:
     """A service's rebuild request: one at a time, the live consumer paused only for the swap."""
 
-    def __init__(self, consumer: Any, make_shadow: Callable[[], Projection], live_schema: str, finish: Finish | None = None) -> None:
+    def __init__(
+        self, consumer: Any, make_shadow: Callable[[], Projection], live_schema: str, finish: Finish | None = None
+    ) -> None:
         self.consumer = consumer
         self.make_shadow = make_shadow
         self.live_schema = live_schema

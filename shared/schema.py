@@ -54,7 +54,7 @@ def contract_schema() -> dict[str, Any]:
     data_types = list(EVENT_DATA.values())
     every_type = [*command_types, *query_types, *data_types, *_RESULTS, Envelope, Reply]
     schemas, components = msgspec.json.schema_components(every_type, ref_template="#/$defs/{name}")
-    by_type = dict(zip(every_type, schemas))
+    by_type = dict(zip(every_type, schemas, strict=False))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Team Members wire contract v1",

@@ -1,16 +1,16 @@
 """teamctl: talk to the running stack from a terminal.
 
-  teamctl cmd create_organization '{"name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "me@acme.io"}}'
-  teamctl query membership seat_quote '{"org_id": "..."}'
-  teamctl events --org ORG_ID
-  teamctl replay billing
-  teamctl audit verify --org ORG_ID
-  teamctl audit export --org ORG_ID --from 2026-01-01T00:00:00Z --format csv --output audit.csv
-  teamctl health
-  teamctl demo
-  teamctl status
-  teamctl dlq list [--service billing]
-  teamctl dlq retry billing SEQUENCE
+teamctl cmd create_organization '{"name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "me@acme.io"}}'
+teamctl query membership seat_quote '{"org_id": "..."}'
+teamctl events --org ORG_ID
+teamctl replay billing
+teamctl audit verify --org ORG_ID
+teamctl audit export --org ORG_ID --from 2026-01-01T00:00:00Z --format csv --output audit.csv
+teamctl health
+teamctl demo
+teamctl status
+teamctl dlq list [--service billing]
+teamctl dlq retry billing SEQUENCE
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ async def _health(client: Client, _: argparse.Namespace) -> int:
     healthy = True
     for service in SERVICES:
         status = await _health_of(client, service)
-        healthy &= status == "ok" or status == "not running" and service != COMMAND_SERVICE
+        healthy &= status == "ok" or (status == "not running" and service != COMMAND_SERVICE)
         sys.stdout.write(f"{service:<12} {status}\n")
     return 0 if healthy else 1
 
@@ -76,7 +76,9 @@ async def _events(client: Client, args: argparse.Namespace) -> int:
             except nats.errors.TimeoutError:
                 return 0
             envelope = msgspec.json.decode(message.data)
-            sys.stdout.write(f"{envelope['org_id']} #{envelope['sequence']:<4} {envelope['event_type']:<20} {json.dumps(envelope['data'])}\n")
+            sys.stdout.write(
+                f"{envelope['org_id']} #{envelope['sequence']:<4} {envelope['event_type']:<20} {json.dumps(envelope['data'])}\n"
+            )
     finally:
         await sub.unsubscribe()
 
@@ -157,7 +159,7 @@ async def _audit_verify(client: Client, args: argparse.Namespace) -> int:
 async def _audit_export(client: Client, args: argparse.Namespace) -> int:
     """Fetches the export chunk by chunk, with a running count on stderr."""
     window = {key: value for key, value in (("from", args.start), ("to", args.end)) if value}
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115, ASYNC230 - closed below
     cursor = None
     try:
         with progress("exported", unit=" entries", bar_format="{desc} {n_fmt} entries [{elapsed}, {rate_fmt}]") as bar:

@@ -25,7 +25,9 @@ async def run_demo(client: Client, mail_dir: Path) -> int:
     suffix = uuid.uuid4().hex[:6]
     owner = {"type": "user", "id": f"ada-{suffix}"}
     created = await client.command(
-        "create_organization", name=f"Analytical Engines {suffix}", plan="pro",
+        "create_organization",
+        name=f"Analytical Engines {suffix}",
+        plan="pro",
         owner={"user_id": owner["id"], "email": f"ada-{suffix}@engines.example"},
     )
     org = created["result"]["org_id"]
@@ -38,9 +40,15 @@ async def run_demo(client: Client, mail_dir: Path) -> int:
         invited[name] = reply["result"]["invitation_id"]
         say(f"2. Ada invites {address} as {role}.")
     quote = (await client.query("membership", "seat_quote", org_id=org))["result"]
-    say(f"3. Seats: {quote['seats_used']} of {quote['seats_total']} used; the next seat costs {quote['next_seat_charge_cents']} cents now.")
+    say(
+        f"3. Seats: {quote['seats_used']} of {quote['seats_total']} used; the next seat costs {quote['next_seat_charge_cents']} cents now."
+    )
     bought = await client.command(
-        "invite_member", org_id=org, actor=owner, email=f"kat-{suffix}@engines.example", role="developer",
+        "invite_member",
+        org_id=org,
+        actor=owner,
+        email=f"kat-{suffix}@engines.example",
+        role="developer",
         accept_charge_cents=quote["next_seat_charge_cents"],
     )
     say(f"4. Ada invites Kat too, buying a seat for {bought['result']['seat_charge_cents']} cents.")
@@ -49,13 +57,15 @@ async def run_demo(client: Client, mail_dir: Path) -> int:
     if grace_mail is not None:
         invitation_id, token = grace_mail[1]
         accepted = await client.command(
-            "accept_invitation", org_id=org, actor={"type": "user", "id": f"grace-{suffix}"},
-            invitation_id=invitation_id, token=token, user_id=f"grace-{suffix}",
+            "accept_invitation",
+            org_id=org,
+            actor={"type": "user", "id": f"grace-{suffix}"},
+            invitation_id=invitation_id,
+            token=token,
+            user_id=f"grace-{suffix}",
         )
         say(f"5. Grace follows the link in her email and joins: {accepted['ok']}.")
-    key = await client.command(
-        "create_api_key", org_id=org, actor=owner, name="ci", permissions=["gateway:use"]
-    )
+    key = await client.command("create_api_key", org_id=org, actor=owner, name="ci", permissions=["gateway:use"])
     say(f"6. Ada creates an API-only key for CI ({key['result']['prefix']}…), allowed only gateway:use.")
     await asyncio.sleep(1.5)
 
@@ -71,7 +81,9 @@ async def run_demo(client: Client, mail_dir: Path) -> int:
         say(f"  {charge['kind']:<16} {charge['amount_cents']:>6} cents  for {charge['quantity']} seat(s)")
     say("Audit log:")
     for entry in await _result(client, "audit", "search", org, "entries"):
-        say(f"  #{entry['seq']:<3} {entry['occurred_at']}  {entry['action']:<22} by {entry['actor']['type']} {entry['actor']['id']}")
+        say(
+            f"  #{entry['seq']:<3} {entry['occurred_at']}  {entry['action']:<22} by {entry['actor']['type']} {entry['actor']['id']}"
+        )
     say("Emails (notifier):")
     for delivery in await _result(client, "notifier", "deliveries", org, "deliveries"):
         landed = _file_for(mail_dir, delivery["event_id"])
@@ -90,7 +102,7 @@ async def _result(client: Client, service: str, query: str, org: str, field: str
 async def _wait_for_mail(mail_dir: Path, address: str, timeout: float = 15.0) -> tuple[Path, tuple[str, str]] | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for path in sorted(mail_dir.glob("*.eml")):
+        for path in sorted(mail_dir.glob("*.eml")):  # noqa: ASYNC240 - a demo polling a local folder
             message = email.message_from_bytes(path.read_bytes())
             if address in (message.get("To") or ""):
                 for part in message.walk():

@@ -22,9 +22,10 @@ def progress(description: str, unit: str, bar_format: str | None = None) -> Iter
         with tqdm(desc=description, unit=unit, bar_format=bar_format, file=sys.stderr, dynamic_ncols=True) as bar:
             yield bar
         return
-    with open(os.devnull, "w") as nowhere, tqdm(
-        desc=description, unit=unit, bar_format=bar_format, file=nowhere, ascii=True, smoothing=0
-    ) as bar:
+    with (
+        open(os.devnull, "w") as nowhere,
+        tqdm(desc=description, unit=unit, bar_format=bar_format, file=nowhere, ascii=True, smoothing=0) as bar,
+    ):
         try:
             yield bar
         finally:

@@ -19,7 +19,9 @@ from .retention import RetentionScheduler
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     async with projection_runtime(settings, AuditProjection(LIVE_SCHEMA), "audit", SystemClock(), stopping) as runtime:
-        handlers = AuditHandlers(AuditReadModel(runtime.pool, LIVE_SCHEMA, StreamHeads(runtime.consumer.js)), runtime.consumer, runtime.clock)
+        handlers = AuditHandlers(
+            AuditReadModel(runtime.pool, LIVE_SCHEMA, StreamHeads(runtime.consumer.js)), runtime.consumer, runtime.clock
+        )
         await handlers.subscribe(runtime.responder)
         runtime.in_background(RetentionScheduler(runtime.pool, LIVE_SCHEMA, runtime.clock).run(stopping))
         structlog.get_logger().info("audit ready")

@@ -75,9 +75,17 @@ def metadata_of(event: Envelope) -> dict[str, Any]:
                 "billing_anchor": data["billing_anchor"],
             }
         case "SeatAdded":
-            return {**data, "before": {"seats_total": data["seats_total"] - data["quantity"]}, "after": {"seats_total": data["seats_total"]}}
+            return {
+                **data,
+                "before": {"seats_total": data["seats_total"] - data["quantity"]},
+                "after": {"seats_total": data["seats_total"]},
+            }
         case "SeatRemoved":
-            return {**data, "before": {"seats_total": data["seats_total"] + data["quantity"]}, "after": {"seats_total": data["seats_total"]}}
+            return {
+                **data,
+                "before": {"seats_total": data["seats_total"] + data["quantity"]},
+                "after": {"seats_total": data["seats_total"]},
+            }
     return data
 
 

@@ -164,9 +164,7 @@ class AuditProjection:
             recorded.append((event.org_id, event.sequence))
         if not entries:
             return
-        await connection.copy_records_to_table(
-            "entries", schema_name=self.schema, columns=ENTRY_COLUMNS, records=entries
-        )
+        await connection.copy_records_to_table("entries", schema_name=self.schema, columns=ENTRY_COLUMNS, records=entries)
         await connection.copy_records_to_table("raw_events", schema_name=self.schema, records=raw)
         await connection.copy_records_to_table("recorded_sequences", schema_name=self.schema, records=recorded)
         await connection.executemany(

@@ -146,9 +146,7 @@ class AuditReadModel:
         together and the window's first and last entries bound it, so a sparse filter does not scan
         the whole history. Once one was appended out of order (an event retried from the dead
         letters), only the `occurred_at` conditions decide, and the range is the whole chain."""
-        in_time_order = await connection.fetchval(
-            f'SELECT in_time_order FROM "{self.schema}".chains WHERE org_id = $1', org_id
-        )
+        in_time_order = await connection.fetchval(f'SELECT in_time_order FROM "{self.schema}".chains WHERE org_id = $1', org_id)
         if not in_time_order:
             return (0, MAX_SEQ) if in_time_order is not None else None
         first, last = 0, MAX_SEQ
@@ -186,9 +184,9 @@ class AuditReadModel:
         stream_last = await self.stream_heads.last_sequence(org_id)
         async with self.pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
             chain = await connection.fetchrow(f'SELECT * FROM "{self.schema}".chains WHERE org_id = $1', org_id)
-            passed = await connection.fetchval(
-                f'SELECT last_sequence FROM "{self.schema}".positions WHERE org_id = $1', org_id
-            ) or 0
+            passed = (
+                await connection.fetchval(f'SELECT last_sequence FROM "{self.schema}".positions WHERE org_id = $1', org_id) or 0
+            )
             if chain is None and passed == 0 and stream_last == 0:
                 raise NotFound(f"no audit log for organization {org_id}")
             verdict = await self._walk_chain(connection, org_id, chain) if chain else ChainWalk().end(0, GENESIS_HASH)

@@ -21,7 +21,9 @@ RETENTION_DAYS = {"free": 30, "pro": 30, "enterprise": 365}
 PURGE_INTERVAL_SECONDS = 3600.0
 
 
-async def purge(connection: asyncpg.Connection, schema: str, now: datetime, retention_days: dict[str, int] = RETENTION_DAYS) -> int:
+async def purge(
+    connection: asyncpg.Connection, schema: str, now: datetime, retention_days: dict[str, int] = RETENTION_DAYS
+) -> int:
     """Removes, per organization, every entry older than its plan keeps; returns how many."""
     removed = 0
     async with connection.transaction():

@@ -22,7 +22,9 @@ SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
 
 
 class BillingHandlers:
-    def __init__(self, read_model: BillingReadModel, consumer: ProjectionConsumer, renewals: RenewalScheduler, clock: Clock) -> None:
+    def __init__(
+        self, read_model: BillingReadModel, consumer: ProjectionConsumer, renewals: RenewalScheduler, clock: Clock
+    ) -> None:
         self.read_model = read_model
         self.consumer = consumer
         self.renewals = renewals

@@ -157,7 +157,9 @@ def _seat_charge(
     )
 
 
-def _check(account: Account, event: Envelope, quantity: int, recorded: int, data: ev.SeatAdded | ev.SeatRemoved) -> list[Mismatch]:
+def _check(
+    account: Account, event: Envelope, quantity: int, recorded: int, data: ev.SeatAdded | ev.SeatRemoved
+) -> list[Mismatch]:
     """Billing recomputes what membership charged, and says so when they differ."""
     start, end = pricing.billing_period(account.billing_anchor, event.occurred_at)
     expected = pricing.prorate(account.unit_price_cents, quantity, start, end, event.occurred_at)

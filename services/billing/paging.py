@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from shared import pricing
 from shared.errors import Invalid
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MIN_MICROSECONDS = pricing.microseconds(datetime(1, 1, 2, tzinfo=timezone.utc))
-_MAX_MICROSECONDS = pricing.microseconds(datetime(9999, 12, 30, tzinfo=timezone.utc))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_MICROSECONDS = pricing.microseconds(datetime(1, 1, 2, tzinfo=UTC))
+_MAX_MICROSECONDS = pricing.microseconds(datetime(9999, 12, 30, tzinfo=UTC))
 _MAX_CHARGE_ID = 300
 
 

@@ -13,7 +13,7 @@ import structlog
 from shared.contract.events import Envelope
 from shared.migrations import migrate
 
-from .ledger import Account, Charge, Entry, Mismatch, record, charge_renewals_until
+from .ledger import Account, Charge, Entry, Mismatch, charge_renewals_until, record
 
 LIVE_SCHEMA = "billing"
 CHARGE_COLUMNS = (
@@ -111,9 +111,7 @@ class BillingProjection:
         return sum(len(entry.charges) for entry in entries)
 
     async def accounts(self, connection: asyncpg.Connection, org_ids: set[str]) -> dict[str, Account]:
-        rows = await connection.fetch(
-            f'SELECT * FROM "{self.schema}".accounts WHERE org_id = ANY($1) FOR UPDATE', list(org_ids)
-        )
+        rows = await connection.fetch(f'SELECT * FROM "{self.schema}".accounts WHERE org_id = ANY($1) FOR UPDATE', list(org_ids))
         return {row["org_id"]: account_of(row) for row in rows}
 
     async def write(self, connection: asyncpg.Connection, entries: list[Entry], accounts: dict[str, Account]) -> None:
@@ -157,7 +155,9 @@ def _net_charges(entries: list[Entry]) -> tuple[list[Charge], list[tuple[str, da
         after = entry.withdraws_renewals_after
         if entry.account is not None and after is not None:
             org_id = entry.account.org_id
-            charges = [c for c in charges if not (c.org_id == org_id and c.kind == "seat_renewal" and c.billing_period_start > after)]
+            charges = [
+                c for c in charges if not (c.org_id == org_id and c.kind == "seat_renewal" and c.billing_period_start > after)
+            ]
             withdrawn.append((org_id, after))
         charges += entry.charges
     return charges, withdrawn

@@ -63,11 +63,10 @@ class RenewalScheduler:
 
         With the consumer paused, so the two never interleave."""
         cutoff = self.cutoff()
-        async with self.exclusive():
-            async with self.pool.acquire() as connection, connection.transaction():
-                due = await self.projection.due(connection, cutoff)
-                ready = [org_id for org_id, applied in due.items() if await self.stream_last_sequence(org_id) <= applied]
-                charged = await self.projection.renew(connection, cutoff, ready) if ready else 0
+        async with self.exclusive(), self.pool.acquire() as connection, connection.transaction():
+            due = await self.projection.due(connection, cutoff)
+            ready = [org_id for org_id, applied in due.items() if await self.stream_last_sequence(org_id) <= applied]
+            charged = await self.projection.renew(connection, cutoff, ready) if ready else 0
         if len(ready) < len(due):
             log.info("renewals wait for events still to apply", organizations=len(due) - len(ready))
         if charged:

@@ -7,6 +7,7 @@ copy replaces the cached one only once its events are saved (`record`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import InfrastructureFactory, Transcoder
+from eventsourcing.persistence import Transcoder
 from eventsourcing.popo import POPOFactory
 from eventsourcing.utils import get_topic
 
@@ -27,8 +28,8 @@ from shared.contract.common import Actor
 from shared.contract.replies import Reply, failure, success
 from shared.errors import Conflict, Invalid, InvalidToken, NotFound, Refused
 
-from .domain.organization import CommandContext, Organization, org_uuid, require_creator
 from .domain.events import MemberInvited
+from .domain.organization import CommandContext, Organization, org_uuid, require_creator
 from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
 from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
 from .recorders import CommandRecorder, POPOCommandRecorder, PostgresCommandRecorder
@@ -72,7 +73,7 @@ def org_id_for(command: cmd.Command) -> str:
 
 class MembershipApplication(Application):
     name = "membership"
-    env = {"AGGREGATE_CACHE_MAXSIZE": "2000", "IS_SNAPSHOTTING_ENABLED": "y"}
+    env = {"AGGREGATE_CACHE_MAXSIZE": "2000", "IS_SNAPSHOTTING_ENABLED": "y"}  # noqa: RUF012 - the library reads it from the class
 
     def __init__(
         self,
@@ -132,10 +133,14 @@ class MembershipApplication(Application):
         record = new_record(org_id, command.command_id, fingerprint, reply, seal, now, self.command_retention)
         return Decision(org_id, reply, org, record, recorded)
 
-    def _refusal(self, org_id: str, command: cmd.Command, fingerprint: CommandFingerprint, reply: Reply, now: datetime) -> Decision:
+    def _refusal(
+        self, org_id: str, command: cmd.Command, fingerprint: CommandFingerprint, reply: Reply, now: datetime
+    ) -> Decision:
         if not is_remembered(reply):
             return Decision(org_id, reply)
-        return Decision(org_id, reply, record=new_record(org_id, command.command_id, fingerprint, reply, None, now, self.command_retention))
+        return Decision(
+            org_id, reply, record=new_record(org_id, command.command_id, fingerprint, reply, None, now, self.command_retention)
+        )
 
     def _create(self, ctx: CommandContext, org_id: str, command: cmd.CreateOrganization) -> Organization:
         try:
@@ -212,16 +217,18 @@ class MembershipApplication(Application):
         Taken from the saved copy after the reply, not rebuilt from the store inside the save, so
         that a snapshot never holds up the group commit, and never holds an unsaved change."""
         org = decision.org
-        if org is not None and not org.pending_events and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded):
+        if (
+            org is not None
+            and not org.pending_events
+            and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded)
+        ):
             self.snapshots.put([Organization.Snapshot.take(org)])  # type: ignore[union-attr]
 
     def evict(self, org_id: str) -> None:
         """Drops the cached organization; the next read reloads it from the snapshot and the store."""
         if self.repository.cache is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 self.repository.cache.get(org_uuid(org_id), evict=True)
-            except KeyError:
-                pass
 
     # -- reading --------------------------------------------------------------------
 
@@ -247,7 +254,12 @@ class MembershipApplication(Application):
             list(org.members.values()), _member_position, None, EMBEDDED_LIST_LIMIT, _member_view, budget
         )
         invitations, invitations_next = paging.page(
-            list(org.invitations.values()), _invitation_position, None, EMBEDDED_LIST_LIMIT, lambda i: _invitation_view(i, now), budget
+            list(org.invitations.values()),
+            _invitation_position,
+            None,
+            EMBEDDED_LIST_LIMIT,
+            lambda i: _invitation_view(i, now),
+            budget,
         )
         return q.OrganizationView(
             org_id=org.org_id,
@@ -269,13 +281,17 @@ class MembershipApplication(Application):
         org = self.organization(query.org_id)
         now = self.clock.now()
         candidates = [i for i in org.invitations.values() if query.status is None or i.status_at(now) == query.status]
-        chosen, next_cursor = paging.page(candidates, _invitation_position, query.cursor, query.limit, lambda i: _invitation_view(i, now))
+        chosen, next_cursor = paging.page(
+            candidates, _invitation_position, query.cursor, query.limit, lambda i: _invitation_view(i, now)
+        )
         return q.InvitationsPage(invitations=chosen, next_cursor=next_cursor)
 
     def api_keys(self, query: q.ApiKeysQuery) -> q.ApiKeysPage:
         org = self.organization(query.org_id)
         now = self.clock.now()
-        chosen, next_cursor = paging.page(list(org.api_keys.values()), _key_position, query.cursor, query.limit, lambda k: _key_view(org, k, now))
+        chosen, next_cursor = paging.page(
+            list(org.api_keys.values()), _key_position, query.cursor, query.limit, lambda k: _key_view(org, k, now)
+        )
         return q.ApiKeysPage(api_keys=chosen, next_cursor=next_cursor)
 
     def org_of_invitation(self, invitation_id: str) -> str:

@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-import nats
 import structlog
 
 from shared.bus import connect, declare_streams
-from shared.periodic import every
 from shared.clock import SystemClock
+from shared.periodic import every
 from shared.responder import Responder
 from shared.settings import Settings, postgres_env
 
@@ -20,7 +19,6 @@ from .config import MembershipSettings
 from .handlers import MembershipHandlers
 from .relay import Relay
 from .secrets import Secrets
-
 
 CONCURRENT_REQUESTS = 128  # commands to different organizations overlap, and share a group commit
 

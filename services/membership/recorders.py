@@ -84,7 +84,9 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
                 "WHERE NOT EXISTS (SELECT 1 FROM {0}) ON CONFLICT DO NOTHING"
             ).format(index, events)
         )
-        self._insert_invitation = SQL("INSERT INTO {0} (invitation_id, org_id) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(index)
+        self._insert_invitation = SQL("INSERT INTO {0} (invitation_id, org_id) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
+            index
+        )
         self._select_invitation = SQL("SELECT org_id FROM {0} WHERE invitation_id = %s").format(index)
 
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ last one the stream holds and first fills any hole left by an interrupted batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
@@ -57,10 +58,8 @@ class Relay:
                 await self._publish(notifications)
                 self.position = notifications[-1].id
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_events.wait(), timeout=0.5)
-            except TimeoutError:
-                pass
 
     async def _resume(self) -> int:
         """The last notification id on the stream, after re-publishing holes just below it."""

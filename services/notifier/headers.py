@@ -55,7 +55,9 @@ def _breaks_the_line(char: str) -> bool:
 
 def encoded_words(name: str, text: str) -> str:
     """`text` as RFC 2047 encoded words only, folded with LF (the generator writes its own line ends)."""
-    value = Header(display_text(text, MAX_HEADER_TEXT_CHARS), "utf-8", header_name=name, maxlinelen=MAX_LINE - 2).encode(linesep="\n")
+    value = Header(display_text(text, MAX_HEADER_TEXT_CHARS), "utf-8", header_name=name, maxlinelen=MAX_LINE - 2).encode(
+        linesep="\n"
+    )
     lines = value.split("\n")
     if not value.isascii() or len(name) + 2 + len(lines[0]) > MAX_LINE or any(len(line) > MAX_LINE for line in lines):
         raise ValueError(f"the {name} header did not encode into short ASCII lines")  # never seen; refuse rather than refold

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -77,7 +77,7 @@ def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_s
         "inviter": display_text(invitation.inviter),
         "org_name": display_text(invitation.org_name),
         "link": accept_link(public_url, invitation.invitation_id, token),
-        "expires": invitation.expires_at.astimezone(timezone.utc).strftime("%A %d %B %Y, %H:%M UTC"),
+        "expires": invitation.expires_at.astimezone(UTC).strftime("%A %d %B %Y, %H:%M UTC"),
         "resent": invitation.resent,
     }
     message = EmailMessage()

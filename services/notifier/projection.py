@@ -142,7 +142,9 @@ class NotifierProjection:
             data.expires_at,
             event.event_id,
         )
-        return await self._delivery(connection, event, "invited", data.invitation_id, data.email, data.expires_at, data.invited_by)
+        return await self._delivery(
+            connection, event, "invited", data.invitation_id, data.email, data.expires_at, data.invited_by
+        )
 
     async def _invitation_resent(self, connection: asyncpg.Connection, event: Envelope) -> int:
         data = event.typed_data()
@@ -205,9 +207,7 @@ class NotifierProjection:
         expires_at: datetime,
         inviter: Actor,
     ) -> int:
-        org_name = await connection.fetchval(
-            f'SELECT name FROM "{self.schema}".organizations WHERE org_id = $1', event.org_id
-        )
+        org_name = await connection.fetchval(f'SELECT name FROM "{self.schema}".organizations WHERE org_id = $1', event.org_id)
         delivery = NewDelivery(
             event_id=event.event_id,
             org_id=event.org_id,

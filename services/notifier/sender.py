@@ -166,7 +166,9 @@ class Sender:
         except Exception as error:
             raise PermanentFailure(f"the email cannot be written: {type(error).__name__}: {error}") from error
 
-    async def _settle_failure(self, connection: asyncpg.Connection, row: asyncpg.Record, attempt: int, error: BaseException) -> None:
+    async def _settle_failure(
+        self, connection: asyncpg.Connection, row: asyncpg.Record, attempt: int, error: BaseException
+    ) -> None:
         description = describe(error)
         if is_permanent(error):
             await self.deliveries.mark_failed(connection, row["event_id"], description)

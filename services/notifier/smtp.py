@@ -56,7 +56,7 @@ class SmtpUrl:
             "password": self.password,
             "use_tls": self.implicit_tls,
             # plain smtp:// never upgrades on its own; smtp+starttls:// refuses a server without STARTTLS
-            "start_tls": True if self.starttls else False,
+            "start_tls": bool(self.starttls),
             "timeout": timeout,
         }
 

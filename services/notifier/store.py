@@ -130,7 +130,9 @@ class DeliveryStore:
         )
 
     async def skip(self, connection: asyncpg.Connection, event_id: str, reason: str) -> None:
-        await connection.execute(f"UPDATE {self._table} SET status = {_SKIPPED}, reason = $2 WHERE event_id = $1", event_id, reason)
+        await connection.execute(
+            f"UPDATE {self._table} SET status = {_SKIPPED}, reason = $2 WHERE event_id = $1", event_id, reason
+        )
 
     async def mark_sending(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> None:
         await connection.execute(

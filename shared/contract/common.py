@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import email_validator
@@ -60,6 +60,7 @@ ROLES: tuple[Role, ...] = ("owner", "admin", "developer")
 PLANS: tuple[Plan, ...] = ("free", "pro", "enterprise")
 PERMISSIONS: tuple[Permission, ...] = Permission.__args__  # type: ignore[attr-defined]
 
+
 def normalize_email(raw: str) -> str:
     """Trimmed, checked against the address grammar, and lower-cased; raises ValueError when it is not an address.
 
@@ -89,7 +90,7 @@ def normalize_email(raw: str) -> str:
 
 def as_utc(moment: datetime) -> datetime:
     """The same instant in UTC, so that it is written with `Z` wherever it goes."""
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .common import SAFE_TEXT, BoundedKey, whole, Identifier, Permission, Plan, Role, UtcTime
+from .common import SAFE_TEXT, BoundedKey, Identifier, Permission, Plan, Role, UtcTime, whole
 
 ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512)]
@@ -182,7 +182,9 @@ class ApiKeyView(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None
     created_at: datetime
     created_by: Principal | None
-    status: Literal["live", "inactive", "revoked", "expired"]  # inactive: grants nothing now (its owner left, its grantor lost the rights)
+    status: Literal[
+        "live", "inactive", "revoked", "expired"
+    ]  # inactive: grants nothing now (its owner left, its grantor lost the rights)
 
 
 class OrganizationView(msgspec.Struct, frozen=True, kw_only=True):
@@ -221,7 +223,6 @@ class InvitationsPage(msgspec.Struct, frozen=True, kw_only=True):
 class ApiKeysPage(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: list[ApiKeyView]
     next_cursor: str | None
-
 
 
 class AuthorizeResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,8 +32,13 @@ class Supervisor:
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "devstack.run", "--var-dir", str(self.var_dir)], cwd=REPO, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "devstack.run", "--var-dir", str(self.var_dir)],
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while "READY" not in self.output():

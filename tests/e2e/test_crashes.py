@@ -21,7 +21,12 @@ import pytest
 from shared import subjects
 from shared.topology import SERVICES
 from teamctl.client import Client
-from tests.servers import fresh_server_secret, nats_server_in_scratch_dir, postgres_server_in_scratch_dir, smtp_sink_in_scratch_dir
+from tests.servers import (
+    fresh_server_secret,
+    nats_server_in_scratch_dir,
+    postgres_server_in_scratch_dir,
+    smtp_sink_in_scratch_dir,
+)
 from tests.services_under_test import ServiceUnderTest
 
 OWNER = {"type": "user", "id": "owner"}
@@ -29,7 +34,11 @@ OWNER = {"type": "user", "id": "owner"}
 
 @pytest.fixture
 def world(tmp_path: Path):
-    with nats_server_in_scratch_dir() as nats_server, postgres_server_in_scratch_dir() as postgres, smtp_sink_in_scratch_dir() as sink:
+    with (
+        nats_server_in_scratch_dir() as nats_server,
+        postgres_server_in_scratch_dir() as postgres,
+        smtp_sink_in_scratch_dir() as sink,
+    ):
         postgres.create_database("crash")
         env = {
             "NATS_URL": nats_server.url,
@@ -101,7 +110,9 @@ async def test_killing_every_process_in_turn_loses_and_doubles_nothing(world):
     client = Client(await __import__("shared.bus", fromlist=["connect"]).connect(nats_server.url), timeout=5)
     orgs = []
     for n in range(3):
-        created = await client.command("create_organization", name=f"Crash {n}", plan="pro", owner={"user_id": "owner", "email": f"owner{n}@crash.io"})
+        created = await client.command(
+            "create_organization", name=f"Crash {n}", plan="pro", owner={"user_id": "owner", "email": f"owner{n}@crash.io"}
+        )
         orgs.append(created["result"]["org_id"])
     load = Load(client, orgs)
     loading = asyncio.create_task(load.run())
@@ -126,7 +137,10 @@ async def test_killing_every_process_in_turn_loses_and_doubles_nothing(world):
 
     db = await asyncpg.connect(postgres.dsn("crash"))
     try:
-        stored = [json.loads(bytes(row["state"]))["event_id"] for row in await db.fetch("SELECT state FROM membership_events ORDER BY notification_id")]
+        stored = [
+            json.loads(bytes(row["state"]))["event_id"]
+            for row in await db.fetch("SELECT state FROM membership_events ORDER BY notification_id")
+        ]
         events = await _converged_stream(client, len(stored))
         assert [e["event_id"] for e in events] == stored  # the stream is the store, once each, in order
         assert set(load.accepted) <= set(stored)  # every ok reply is in the history
@@ -170,7 +184,10 @@ async def _until(probe, expected: list[str], what: str, timeout: float = 90) -> 
 
 
 async def _charged(db, org: str) -> list[str]:
-    return sorted(r["event_id"] for r in await db.fetch("SELECT event_id FROM billing.charges WHERE org_id = $1 AND kind <> 'seat_renewal'", org))
+    return sorted(
+        r["event_id"]
+        for r in await db.fetch("SELECT event_id FROM billing.charges WHERE org_id = $1 AND kind <> 'seat_renewal'", org)
+    )
 
 
 async def _audited(db, org: str) -> list[str]:

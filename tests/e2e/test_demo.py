@@ -11,8 +11,20 @@ from tests.services_under_test import REPO
 
 def test_the_demo_tells_a_team_story_and_shows_every_read_model(stack, smtp_sink, service_env):  # noqa: F811
     shown = subprocess.run(
-        [sys.executable, "-m", "teamctl.cli", "--nats-url", service_env["NATS_URL"], "demo", "--mail-dir", str(smtp_sink.mail_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "teamctl.cli",
+            "--nats-url",
+            service_env["NATS_URL"],
+            "demo",
+            "--mail-dir",
+            str(smtp_sink.mail_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert shown.returncode == 0, shown.stdout + shown.stderr
     out = shown.stdout

@@ -42,14 +42,22 @@ async def test_a_team_from_founding_to_offboarding(stack, nc, smtp_sink):
     refused = await client.command("invite_member", org_id=org, actor=OWNER, email="kat@engines.io", role="developer")
     assert refused["error"]["code"] == "seat_purchase_required"
     price = refused["error"]["details"]["next_seat_charge_cents"]
-    kat = await client.command("invite_member", org_id=org, actor=OWNER, email="kat@engines.io", role="developer", accept_charge_cents=price)
+    kat = await client.command(
+        "invite_member", org_id=org, actor=OWNER, email="kat@engines.io", role="developer", accept_charge_cents=price
+    )
     assert kat["ok"] and kat["result"]["seat_charge_cents"] == price
 
     # Grace accepts through the link in her email.
     grace_mail = await eventually(lambda: _mail(smtp_sink, "grace@engines.io"), timeout=30)
     invitation_id, token = accept_link(grace_mail[0])
-    accepted = await client.command("accept_invitation", org_id=org, actor={"type": "user", "id": "grace"},
-                                    invitation_id=invitation_id, token=token, user_id="grace")
+    accepted = await client.command(
+        "accept_invitation",
+        org_id=org,
+        actor={"type": "user", "id": "grace"},
+        invitation_id=invitation_id,
+        token=token,
+        user_id="grace",
+    )
     assert accepted["result"] == {"user_id": "grace", "role": "admin"}
 
     # Alan's invitation is resent: the new email's link works, the old one no longer does.
@@ -58,22 +66,44 @@ async def test_a_team_from_founding_to_offboarding(stack, nc, smtp_sink):
     assert (await client.command("resend_invitation", org_id=org, actor=OWNER, invitation_id=alan_invitation))["ok"]
     alan_mails = await eventually(lambda: _mail(smtp_sink, "alan@engines.io", count=2), timeout=30)
     _, new_token = accept_link(alan_mails[-1])
-    stale = await client.command("accept_invitation", org_id=org, actor={"type": "user", "id": "alan"},
-                                 invitation_id=alan_invitation, token=old_token, user_id="alan")
+    stale = await client.command(
+        "accept_invitation",
+        org_id=org,
+        actor={"type": "user", "id": "alan"},
+        invitation_id=alan_invitation,
+        token=old_token,
+        user_id="alan",
+    )
     assert stale["error"]["code"] == "invalid_token"
-    assert (await client.command("accept_invitation", org_id=org, actor={"type": "user", "id": "alan"},
-                                 invitation_id=alan_invitation, token=new_token, user_id="alan"))["ok"]
+    assert (
+        await client.command(
+            "accept_invitation",
+            org_id=org,
+            actor={"type": "user", "id": "alan"},
+            invitation_id=alan_invitation,
+            token=new_token,
+            user_id="alan",
+        )
+    )["ok"]
 
     # Grace, an admin, promotes Alan but cannot make anyone an owner; Kat's invitation is revoked.
-    assert (await client.command("change_role", org_id=org, actor={"type": "user", "id": "grace"}, user_id="alan", role="admin"))["ok"]
+    assert (await client.command("change_role", org_id=org, actor={"type": "user", "id": "grace"}, user_id="alan", role="admin"))[
+        "ok"
+    ]
     denied = await client.command("change_role", org_id=org, actor={"type": "user", "id": "grace"}, user_id="alan", role="owner")
     assert denied["error"]["code"] == "permission_denied"
     kat_invitation = kat["result"]["invitation_id"]
     assert (await client.command("revoke_invitation", org_id=org, actor=OWNER, invitation_id=kat_invitation))["ok"]
 
     # Alan gets an API-only key with just gateway access; it works until Alan leaves.
-    key = await client.command("create_api_key", org_id=org, actor={"type": "user", "id": "alan"}, name="ci",
-                               permissions=["gateway:use"], owner_user_id="alan")
+    key = await client.command(
+        "create_api_key",
+        org_id=org,
+        actor={"type": "user", "id": "alan"},
+        name="ci",
+        permissions=["gateway:use"],
+        owner_user_id="alan",
+    )
     secret = key["result"]["secret"]
     assert (await client.query("membership", "authorize", api_key=secret, permission="gateway:use"))["result"]["allowed"]
     assert not (await client.query("membership", "authorize", api_key=secret, permission="members:invite"))["result"]["allowed"]
@@ -103,7 +133,10 @@ async def test_a_team_from_founding_to_offboarding(stack, nc, smtp_sink):
     # Notifier: four invitation emails (Kat's too, before its revocation), and nothing mailed twice.
     deliveries = (await client.query("notifier", "deliveries", org_id=org))["result"]["deliveries"]
     assert sorted(d["to"] for d in deliveries if d["status"] == "sent") == [
-        "alan@engines.io", "alan@engines.io", "grace@engines.io", "kat@engines.io"
+        "alan@engines.io",
+        "alan@engines.io",
+        "grace@engines.io",
+        "kat@engines.io",
     ]
     message_ids = [m["Message-ID"] for m in (_all_mail(smtp_sink))]
     assert len(message_ids) == len(set(message_ids)) == 4

@@ -13,9 +13,7 @@ from typing import Any
 
 MEGABYTE_STRING_LENGTH = 1_000_000  # a body around it still fits NATS's default 1 MiB max_payload
 
-HEADER_INJECTION = (
-    "=?utf-8?q?Acme=0D=0AReply-To:_attacker@evil.example=0D=0AContent-Type:_text/html=0D=0A=0D=0A<h1>Locked</h1>?="
-)
+HEADER_INJECTION = "=?utf-8?q?Acme=0D=0AReply-To:_attacker@evil.example=0D=0AContent-Type:_text/html=0D=0A=0D=0A<h1>Locked</h1>?="
 CONTROL_CHARACTERS = [chr(c) for c in range(0x20)] + ["\x7f"] + [chr(c) for c in range(0x80, 0xA0)]
 LINE_AND_BIDI = ["\u2028", "\u2029", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
 LONE_SURROGATES = ["\ud800", "\udfff", "\udbff\ud800"]

@@ -53,7 +53,9 @@ async def test_no_csv_cell_starts_with_a_formula_trigger_and_each_reads_back_to_
     entries = [json.loads(line) for line in (await exported(audit, "-acme", "ndjson")).splitlines()]
     rows = list(csv.reader(io.StringIO(await exported(audit, "-acme", "csv"))))
     header, cells = rows[0], rows[1:]
-    assert [row[header.index("command_id")] for row in cells[1:]] == ["'" + f if f.startswith((*FORMULA_TRIGGERS, "'")) else f for f in FORMULAS]
+    assert [row[header.index("command_id")] for row in cells[1:]] == [
+        "'" + f if f.startswith((*FORMULA_TRIGGERS, "'")) else f for f in FORMULAS
+    ]
     for row, entry in zip(cells, entries, strict=True):
         for column, cell in zip(header, row, strict=True):
             assert not cell.startswith(FORMULA_TRIGGERS), (column, cell)

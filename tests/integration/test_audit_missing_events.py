@@ -33,10 +33,18 @@ async def audit(clean_nats, database_url):
 
 def api_key_created(history: OrgHistory, name: str) -> dict:
     at = T0 + timedelta(days=len(history.events))
-    return history._event("ApiKeyCreated", at, {
-        "key_id": f"key_{history.sequence + 1}", "name": name, "prefix": "tm_live_abc", "owner_user_id": "owner",
-        "permissions": ["gateway:use"], "expires_at": None,
-    })
+    return history._event(
+        "ApiKeyCreated",
+        at,
+        {
+            "key_id": f"key_{history.sequence + 1}",
+            "name": name,
+            "prefix": "tm_live_abc",
+            "owner_user_id": "owner",
+            "permissions": ["gateway:use"],
+            "expires_at": None,
+        },
+    )
 
 
 async def published(audit: Audit, *events: dict) -> None:
@@ -46,9 +54,10 @@ async def published(audit: Audit, *events: dict) -> None:
 
 async def the_dead_letter_of(audit: Audit, event: dict) -> int:
     for letter in await parked(audit.js, "audit"):
-        if letter["original_subject"] == subjects.event(event["org_id"], event["event_type"]):
-            if (await audit.js.get_msg(subjects.DEAD_LETTER_STREAM, letter["sequence"])).data == msgspec.json.encode(event):
-                return letter["sequence"]
+        if letter["original_subject"] == subjects.event(event["org_id"], event["event_type"]) and (
+            await audit.js.get_msg(subjects.DEAD_LETTER_STREAM, letter["sequence"])
+        ).data == msgspec.json.encode(event):
+            return letter["sequence"]
     raise AssertionError(f"no dead letter for {event['event_id']}")
 
 
@@ -107,7 +116,9 @@ async def test_a_dead_letter_retried_once_its_cause_is_fixed_closes_the_gap(audi
         await desk.retry(q.RetryDeadLetter(sequence=await the_dead_letter_of(audit, event)))
     healed = await audit.read_model.verify("acme")
     assert (healed["ok"], healed["missing"], healed["entries_checked"]) == (True, [], 7), healed
-    late = await audit.search("acme", **{"from": (T0 + timedelta(days=2)).isoformat(), "to": (T0 + timedelta(days=3)).isoformat()})
+    late = await audit.search(
+        "acme", **{"from": (T0 + timedelta(days=2)).isoformat(), "to": (T0 + timedelta(days=3)).isoformat()}
+    )
     assert [e["event_id"] for e in late["entries"]] == [refused[0]["event_id"]]  # appended last, found by its time
 
 
@@ -131,7 +142,9 @@ async def test_events_not_yet_consumed_are_pending_not_missing(audit):
         newco = OrgHistory("newco", T0)
         await published(audit, history.invited(T0 + timedelta(days=2)), history.invited(T0 + timedelta(days=3)), *newco.events)
         verified = await audit.read_model.verify("acme")
-        assert (verified["ok"], verified["missing"], verified["pending"], verified["entries_checked"]) == (True, [], 2, 2), verified
+        assert (verified["ok"], verified["missing"], verified["pending"], verified["entries_checked"]) == (True, [], 2, 2), (
+            verified
+        )
         unseen = await audit.read_model.verify("newco")
         assert (unseen["ok"], unseen["missing"], unseen["pending"], unseen["entries_checked"]) == (True, [], 1, 0), unseen
     await audit.caught_up("acme", 4)
@@ -142,7 +155,9 @@ async def test_an_existing_log_gets_its_recorded_sequences_from_its_raw_events_a
     """Upgrading: `acme` lost sequence 3 to a dead letter; `bigco` had 1-5 purged by retention."""
     connection = await asyncpg.connect(database_url)
     try:
-        await connection.execute("CREATE SCHEMA audit; CREATE TABLE audit.positions (org_id text PRIMARY KEY, last_sequence bigint NOT NULL)")
+        await connection.execute(
+            "CREATE SCHEMA audit; CREATE TABLE audit.positions (org_id text PRIMARY KEY, last_sequence bigint NOT NULL)"
+        )
         await migrate(connection, "audit", MIGRATIONS[:2])
         kept = {"acme": [1, 2, 4], "bigco": [6, 7]}
         for org_id, sequences in kept.items():
@@ -151,9 +166,7 @@ async def test_an_existing_log_gets_its_recorded_sequences_from_its_raw_events_a
                 [(f"evt_{org_id}_{s}", org_id, json.dumps({"org_id": org_id, "sequence": s})) for s in sequences],
             )
         await connection.execute("INSERT INTO audit.positions VALUES ('acme', 4), ('bigco', 7), ('gone', 9)")
-        await connection.execute(
-            "INSERT INTO audit.checkpoints VALUES ('bigco', 5, $1, now()), ('gone', 9, $1, now())", "a" * 64
-        )
+        await connection.execute("INSERT INTO audit.checkpoints VALUES ('bigco', 5, $1, now()), ('gone', 9, $1, now())", "a" * 64)
         await migrate(connection, "audit", MIGRATIONS)
         rows = await connection.fetch("SELECT org_id, sequence FROM audit.recorded_sequences ORDER BY org_id, sequence")
     finally:

@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -17,14 +17,14 @@ import pytest
 from services.audit.projection import LIVE_SCHEMA, AuditProjection
 from services.audit.read_model import AuditReadModel
 from services.audit.retention import purge
-from shared.stream_heads import StreamHeads
 from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.contract import queries as q
 from shared.rebuild import rebuild
+from shared.stream_heads import StreamHeads
 from tests.integration.histories import OrgHistory, publish
 from tests.integration.in_process import consuming
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)
 
 
@@ -96,7 +96,12 @@ async def test_each_event_is_one_entry_whose_hash_anyone_can_recompute(audit):
         assert entry["hash"] == hashlib.sha256((prev + "\n" + canonical).encode()).hexdigest()
         prev = entry["hash"]
     assert await audit.read_model.verify("acme") == {
-        "ok": True, "entries_checked": len(entries), "head_hash": prev, "missing": [], "missing_events": 0, "pending": 0
+        "ok": True,
+        "entries_checked": len(entries),
+        "head_hash": prev,
+        "missing": [],
+        "missing_events": 0,
+        "pending": 0,
     }
     raw = await audit.read_model.get_event(history.events[5]["event_id"])
     assert (raw["event_id"], raw["event_type"], raw["sequence"]) == (history.events[5]["event_id"], "MemberInvited", 6)
@@ -105,7 +110,11 @@ async def test_each_event_is_one_entry_whose_hash_anyone_can_recompute(audit):
 
 async def test_the_database_refuses_to_change_or_delete_an_entry(audit):
     await record(audit, a_team_history())
-    for statement in ("UPDATE audit.entries SET action = 'x' WHERE seq = 3", "DELETE FROM audit.entries WHERE seq = 3", "TRUNCATE audit.entries"):
+    for statement in (
+        "UPDATE audit.entries SET action = 'x' WHERE seq = 3",
+        "DELETE FROM audit.entries WHERE seq = 3",
+        "TRUNCATE audit.entries",
+    ):
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await audit.pool.execute(statement)
     assert len(await audit.all_entries("acme")) == 41
@@ -114,7 +123,10 @@ async def test_the_database_refuses_to_change_or_delete_an_entry(audit):
 @pytest.mark.parametrize(
     "tampering, first_bad_seq",
     [
-        ("UPDATE audit.entries SET metadata = jsonb_set(metadata, '{email}', '\"someone@else.io\"') WHERE org_id = 'acme' AND seq = 12", 12),
+        (
+            "UPDATE audit.entries SET metadata = jsonb_set(metadata, '{email}', '\"someone@else.io\"') WHERE org_id = 'acme' AND seq = 12",
+            12,
+        ),
         ("UPDATE audit.entries SET occurred_at = occurred_at - interval '1 day' WHERE org_id = 'acme' AND seq = 7", 7),
         ("DELETE FROM audit.entries WHERE org_id = 'acme' AND seq = 20", 20),
         ("UPDATE audit.entries SET seq = CASE seq WHEN 15 THEN 16 ELSE 15 END WHERE org_id = 'acme' AND seq IN (15, 16)", 15),
@@ -170,7 +182,9 @@ async def _append_more(audit: Audit, history: OrgHistory, count: int) -> None:
 async def test_search_filters_by_time_action_prefix_actor_and_target(audit):
     history = a_team_history()
     await record(audit, history)
-    window = await audit.search("acme", **{"from": (T0 + timedelta(days=10)).isoformat(), "to": (T0 + timedelta(days=20)).isoformat()})
+    window = await audit.search(
+        "acme", **{"from": (T0 + timedelta(days=10)).isoformat(), "to": (T0 + timedelta(days=20)).isoformat()}
+    )
     assert [e["seq"] for e in window["entries"]] == list(range(11, 21))
     invited = await audit.search("acme", action="member.*")
     assert {e["action"] for e in invited["entries"]} == {"member.invited"} and len(invited["entries"]) == 20

@@ -10,10 +10,14 @@ async def test_pages_and_export_chunks_of_long_unicode_entries_fit_the_bus(audit
     """From the outside review: sizes were counted in characters, so 4-byte emoji made every chunk too large."""
     client = Client(nc)
     owner = {"type": "user", "id": "owner-1"}
-    created = await client.command("create_organization", actor=owner, name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    created = await client.command(
+        "create_organization", actor=owner, name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
     org_id = created["result"]["org_id"]
     for n in range(1200):
-        made = await client.command("create_api_key", org_id=org_id, actor=owner, name=f"{n:04}" + "\U0001F600" * 196, permissions=["org:read"])
+        made = await client.command(
+            "create_api_key", org_id=org_id, actor=owner, name=f"{n:04}" + "\U0001f600" * 196, permissions=["org:read"]
+        )
         assert made["ok"], made
 
     async def audited() -> bool:

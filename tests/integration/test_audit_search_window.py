@@ -69,7 +69,11 @@ def days(first: int, last: int) -> dict[str, str]:
 
 async def test_search_from_and_to_filter_on_occurred_at_even_out_of_time_order(audit):
     await record(audit, a_history_whose_clock_stepped_back())
-    assert [e["seq"] for e in (await audit.search("acme", **{"from": (T0 + timedelta(days=4)).isoformat()}))["entries"]] == [5, 6, 8]
+    assert [e["seq"] for e in (await audit.search("acme", **{"from": (T0 + timedelta(days=4)).isoformat()}))["entries"]] == [
+        5,
+        6,
+        8,
+    ]
     assert [e["seq"] for e in (await audit.search("acme", to=(T0 + timedelta(days=3)).isoformat()))["entries"]] == [1, 2, 3, 7]
     assert [e["seq"] for e in (await audit.search("acme", **days(2, 3)))["entries"]] == [3, 7]
     for entry in (await audit.search("acme", **days(4, 6)))["entries"]:
@@ -93,4 +97,3 @@ async def test_a_window_in_time_order_still_finds_its_entries(audit):
     await publish(audit.js, history.invited(T0 + timedelta(days=4, hours=2)))  # appended late, out of order
     await audit.caught_up("acme", 10)
     assert [e["seq"] for e in (await audit.search("acme", **days(3, 6)))["entries"]] == [4, 5, 6, 10]
-

@@ -14,9 +14,13 @@ OWNER = {"type": "user", "id": "owner-1"}
 
 async def test_an_auditor_searches_verifies_and_exports_a_teams_history(audit, nc, tmp_path, clean_nats):
     client = Client(nc)
-    created = await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    created = await client.command(
+        "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
     org_id = created["result"]["org_id"]
-    invited = await client.command("invite_member", org_id=org_id, actor=OWNER, email="dev@acme.io", role="admin", correlation_id="ticket-7")
+    invited = await client.command(
+        "invite_member", org_id=org_id, actor=OWNER, email="dev@acme.io", role="admin", correlation_id="ticket-7"
+    )
     key = await client.command("create_api_key", org_id=org_id, actor=OWNER, name="ci", permissions=["gateway:use"])
     assert invited["ok"] and key["ok"]
 

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.billing.projection import LIVE_SCHEMA, BillingProjection
 from services.billing.read_model import BillingReadModel
 from services.billing.renewals import RenewalScheduler
-from shared.stream_heads import StreamHeads
 from shared.clock import FixedClock
 from shared.consumer import ConsumerSettings, ProjectionConsumer
 from shared.dead_letters import parked as dead_letters
 from shared.rebuild import rebuild
-
+from shared.stream_heads import StreamHeads
 from tests.integration.histories import OrgHistory, publish
 from tests.integration.in_process import consuming
 
-UTC = timezone.utc
+UTC = UTC
 GRACE = timedelta(minutes=5)
 
 
@@ -28,7 +27,9 @@ class Billing:
     def __init__(self, js, pool, clock):
         self.js, self.pool, self.clock = js, pool, clock
         self.projection = BillingProjection(LIVE_SCHEMA)
-        settings = ConsumerSettings(durable="billing", service="billing", max_attempts=2, retry_delay=0.1, gap_delay=0.1, ack_wait=2.0)
+        settings = ConsumerSettings(
+            durable="billing", service="billing", max_attempts=2, retry_delay=0.1, gap_delay=0.1, ack_wait=2.0
+        )
         self.consumer = ProjectionConsumer(js, pool, self.projection, settings, clock)
         self.renewals = RenewalScheduler(
             pool, self.projection, self.consumer.paused, clock, GRACE, interval=3600, stream_last_sequence=StreamHeads(js)
@@ -71,7 +72,9 @@ async def test_renewals_fall_due_by_time_across_a_month_end_and_a_leap_day(billi
     billing.clock.set(datetime(2024, 4, 1, tzinfo=UTC))  # no event since February
     assert await billing.renewals.tick() == 2
     charges = (await billing.read_model.charges("acme"))["charges"]
-    renewals = [(c["billing_period_start"], c["billing_period_end"], c["amount_cents"]) for c in charges if c["kind"] == "seat_renewal"]
+    renewals = [
+        (c["billing_period_start"], c["billing_period_end"], c["amount_cents"]) for c in charges if c["kind"] == "seat_renewal"
+    ]
     assert renewals == [
         (datetime(2024, 2, 29, 10, tzinfo=UTC), datetime(2024, 3, 31, 10, tzinfo=UTC), 2000),
         (datetime(2024, 3, 31, 10, tzinfo=UTC), datetime(2024, 4, 30, 10, tzinfo=UTC), 2000),
@@ -108,7 +111,12 @@ async def test_a_rebuilt_ledger_equals_the_live_one_row_for_row(billing):
     live_ledger, live_accounts = await billing.ledger(), await billing.accounts()
     assert len(live_ledger) > 40
     report = await rebuild(
-        billing.js, billing.pool, BillingProjection("billing_rebuild"), LIVE_SCHEMA, billing.consumer.paused, finish=billing.renewals.renew_in
+        billing.js,
+        billing.pool,
+        BillingProjection("billing_rebuild"),
+        LIVE_SCHEMA,
+        billing.consumer.paused,
+        finish=billing.renewals.renew_in,
     )
     assert report.events == sum(len(h.events) for h in histories)
     assert await billing.ledger() == live_ledger

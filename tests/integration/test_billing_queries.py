@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import nats
 import pytest
@@ -16,7 +16,7 @@ from tests.integration.histories import OrgHistory, publish
 from tests.integration.in_process import consuming
 from tests.integration.test_billing_projection import Billing
 
-UTC = timezone.utc
+UTC = UTC
 ANCHOR = datetime(2024, 1, 31, 10, tzinfo=UTC)
 
 
@@ -52,9 +52,14 @@ async def test_the_upcoming_invoice_is_the_next_bill_across_a_month_end_from_a_j
     assert reply["ok"], reply
     invoice = reply["result"]
     assert (invoice["billing_period_start"], invoice["billing_period_end"], invoice["issued_at"]) == (
-        "2024-02-29T10:00:00Z", "2024-03-31T10:00:00Z", "2024-02-29T10:00:00Z"
+        "2024-02-29T10:00:00Z",
+        "2024-03-31T10:00:00Z",
+        "2024-02-29T10:00:00Z",
     )
-    lines = [(line["kind"], line["quantity"], line["amount_cents"], line["billing_period_start"], line["billing_period_end"]) for line in invoice["lines"]]
+    lines = [
+        (line["kind"], line["quantity"], line["amount_cents"], line["billing_period_start"], line["billing_period_end"])
+        for line in invoice["lines"]
+    ]
     assert lines == [
         ("seat_proration", 3, added["data"]["charge_cents"], "2024-01-31T10:00:00Z", "2024-02-29T10:00:00Z"),
         ("seat_credit", 1, -removed["data"]["credit_cents"], "2024-01-31T10:00:00Z", "2024-02-29T10:00:00Z"),
@@ -67,7 +72,9 @@ async def test_the_upcoming_invoice_is_the_next_bill_across_a_month_end_from_a_j
     assert await service.renewals.tick() == 1
     invoice = (await client.query("billing", "upcoming_invoice", org_id="acme"))["result"]
     assert (invoice["billing_period_start"], invoice["billing_period_end"], invoice["issued_at"]) == (
-        "2024-03-31T10:00:00Z", "2024-04-30T10:00:00Z", "2024-03-31T10:00:00Z"
+        "2024-03-31T10:00:00Z",
+        "2024-04-30T10:00:00Z",
+        "2024-03-31T10:00:00Z",
     )
     assert [(line["kind"], line["amount_cents"]) for line in invoice["lines"]] == [("seat_renewal", 2000)]
     assert invoice["total_cents"] == 2000

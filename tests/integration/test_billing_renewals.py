@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import nats
@@ -24,7 +24,7 @@ from shared.rebuild import rebuild
 from tests.integration.histories import OrgHistory, publish
 from tests.integration.test_billing_projection import Billing
 
-UTC = timezone.utc
+UTC = UTC
 ANCHOR = datetime(2024, 1, 31, 10, tzinfo=UTC)
 LEAP_DAY_START = datetime(2024, 2, 29, 10, tzinfo=UTC)  # period 1 of a Jan 31 anchor
 MARCH_START = datetime(2024, 3, 31, 10, tzinfo=UTC)
@@ -58,7 +58,14 @@ class StoppableBilling(Billing):
 
     async def rebuilt_equals_live(self) -> None:
         live_ledger, live_accounts = await self.ledger(), await self.accounts()
-        await rebuild(self.js, self.pool, BillingProjection("billing_rebuild"), LIVE_SCHEMA, self.consumer.paused, finish=self.renewals.renew_in)
+        await rebuild(
+            self.js,
+            self.pool,
+            BillingProjection("billing_rebuild"),
+            LIVE_SCHEMA,
+            self.consumer.paused,
+            finish=self.renewals.renew_in,
+        )
         assert await self.ledger() == live_ledger
         assert await self.accounts() == live_accounts
 

@@ -61,7 +61,11 @@ async def test_an_unknown_organization_is_not_found_and_bad_queries_are_refused(
     assert (await client.query("billing", "charges", org_id="nobody"))["error"]["code"] == "not_found"
     refused = await client.request("billing.query.charges", b'{"org": 1}')
     assert refused["error"]["code"] == "validation_error"
-    assert (await client.query("billing", "health"))["result"] == {"ok": True, "service": "billing", "version": (await client.query("billing", "health"))["result"]["version"]}
+    assert (await client.query("billing", "health"))["result"] == {
+        "ok": True,
+        "service": "billing",
+        "version": (await client.query("billing", "health"))["result"]["version"],
+    }
 
 
 async def test_billing_killed_between_commit_and_ack_charges_once(billing, nc):

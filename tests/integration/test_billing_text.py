@@ -7,7 +7,7 @@ hostile values, in every text field of the events billing reads, on real NATS an
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +19,7 @@ from tests.integration.histories import OrgHistory, publish
 from tests.integration.in_process import consuming
 from tests.integration.test_billing_projection import Billing
 
-UTC = timezone.utc
+UTC = UTC
 ANCHOR = datetime(2024, 1, 31, 10, tzinfo=UTC)
 REFUSED = {chr(c) for c in (0x7F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 HANDPICKED = [
@@ -72,10 +72,18 @@ def history_of(org: dict[str, str]) -> OrgHistory:
     history.seats_added(1, ANCHOR + timedelta(days=1))
     invited = history.invited(ANCHOR + timedelta(days=2))
     invited["data"]["email"] = email
-    history._event("ApiKeyCreated", ANCHOR + timedelta(days=3), {
-        "key_id": "key_1", "name": org["key_name"], "prefix": "tm_live_", "owner_user_id": "owner",
-        "permissions": ["members:read"], "expires_at": None,
-    })
+    history._event(
+        "ApiKeyCreated",
+        ANCHOR + timedelta(days=3),
+        {
+            "key_id": "key_1",
+            "name": org["key_name"],
+            "prefix": "tm_live_",
+            "owner_user_id": "owner",
+            "permissions": ["members:read"],
+            "expires_at": None,
+        },
+    )
     history.seats_removed(1, ANCHOR + timedelta(days=40))
     for event in history.events:
         event["command_id"], event["correlation_id"] = org["command_id"], org["correlation_id"]

@@ -12,9 +12,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from shared import subjects
-from teamctl.client import Client
 from shared.requests import MAX_MESSAGE
 from shared.responder import Responder
+from teamctl.client import Client
 from tests.waiting import eventually
 
 OWNER = {"type": "user", "id": "owner-1"}

@@ -6,12 +6,11 @@ import asyncio
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import nats as nats_client
 
 from tests.integration.histories import OrgHistory, publish
-
 from tests.services_under_test import REPO
 
 
@@ -50,13 +49,20 @@ def test_a_person_creates_an_org_invites_someone_and_sees_the_events(membership,
 
 
 def test_an_operator_replays_billing_and_gets_the_same_charges(billing, clean_nats):
-    created = teamctl(clean_nats, "cmd", "create_organization", '{"name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "me@acme.io"}}')
+    created = teamctl(
+        clean_nats,
+        "cmd",
+        "create_organization",
+        '{"name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "me@acme.io"}}',
+    )
     org_id = json.loads(created.stdout)["result"]["org_id"]
     body = json.dumps({"org_id": org_id, "actor": {"type": "user", "id": "u1"}, "quantity": 2, "accept_charge_cents": 5000})
     assert json.loads(teamctl(clean_nats, "cmd", "add_seats", body).stdout)["ok"]
 
     def charges() -> list:
-        return json.loads(teamctl(clean_nats, "query", "billing", "charges", json.dumps({"org_id": org_id})).stdout)["result"]["charges"]
+        return json.loads(teamctl(clean_nats, "query", "billing", "charges", json.dumps({"org_id": org_id})).stdout)["result"][
+            "charges"
+        ]
 
     for _ in range(50):
         before = charges()
@@ -73,8 +79,8 @@ def test_an_operator_replays_billing_and_gets_the_same_charges(billing, clean_na
 def test_an_operator_sees_status_and_dead_letters(billing, clean_nats):
     async def park_a_poison_event() -> None:
         nc = await nats_client.connect(clean_nats)
-        history = OrgHistory("broken-org", datetime(2026, 1, 1, tzinfo=timezone.utc))
-        poison = history.seats_added(1, datetime(2026, 1, 2, tzinfo=timezone.utc))
+        history = OrgHistory("broken-org", datetime(2026, 1, 1, tzinfo=UTC))
+        poison = history.seats_added(1, datetime(2026, 1, 2, tzinfo=UTC))
         poison["data"] = {"quantity": "many"}
         for event in history.events:
             await publish(nc.jetstream(), event)

@@ -28,9 +28,7 @@ async def publish_to_new_stream(url: str, stream: str, messages: list[bytes], re
     connection = await nats.connect(url)
     try:
         jetstream = connection.jetstream()
-        await jetstream.add_stream(
-            StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], num_replicas=replicas)
-        )
+        await jetstream.add_stream(StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], num_replicas=replicas))
         for message in messages:
             await jetstream.publish(f"{stream.lower()}.event", message)
     finally:
@@ -42,10 +40,7 @@ async def read_stream(url: str, stream: str) -> list[bytes]:
     try:
         jetstream = connection.jetstream()
         last_sequence = (await jetstream.stream_info(stream)).state.last_seq
-        return [
-            (await jetstream.get_msg(stream, sequence)).data or b""
-            for sequence in range(1, last_sequence + 1)
-        ]
+        return [(await jetstream.get_msg(stream, sequence)).data or b"" for sequence in range(1, last_sequence + 1)]
     finally:
         await connection.close()
 

@@ -13,14 +13,17 @@ pytestmark = pytest.mark.integration
 
 
 def start_service(name: str, **secret: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        key: value for key, value in os.environ.items() if key not in ("SERVER_SECRET", "SERVER_SECRET_FILE")
-    }
+    environment = {key: value for key, value in os.environ.items() if key not in ("SERVER_SECRET", "SERVER_SECRET_FILE")}
     # Nothing listens here: a service that got past its settings would fail later, and differently.
     environment.update(NATS_URL="nats://127.0.0.1:9", DATABASE_URL="postgresql://nobody@127.0.0.1:9/none", **secret)
     return subprocess.run(
         [sys.executable, "-m", f"services.{name}"],
-        cwd=REPO, env=environment, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

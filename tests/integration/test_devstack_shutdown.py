@@ -6,6 +6,7 @@ in a var/ directory and on ports of its own, and ends it the way a person or the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,14 +55,23 @@ class LocalStackRun:
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
                 [
-                    sys.executable, "-m", "devstack.run",
-                    "--var-dir", str(self.var_dir),
-                    "--nats-port", str(self.nats_port),
-                    "--postgres-port", str(self.postgres_port),
-                    "--smtp-port", str(self.smtp_port),
+                    sys.executable,
+                    "-m",
+                    "devstack.run",
+                    "--var-dir",
+                    str(self.var_dir),
+                    "--nats-port",
+                    str(self.nats_port),
+                    "--postgres-port",
+                    str(self.postgres_port),
+                    "--smtp-port",
+                    str(self.smtp_port),
                 ],
-                cwd=REPO, env={**environment, "PYTHONUNBUFFERED": "1"},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env={**environment, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, as `make run` has in a terminal
             )
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -85,10 +95,8 @@ class LocalStackRun:
     def clean_up(self) -> None:
         """Whatever a failed test left: killed by PID, psutil checking each is still the process we saw."""
         for process in self.seen:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-            except psutil.NoSuchProcess:
-                pass
         if self.popen is not None:
             self.popen.wait()
 
@@ -130,9 +138,7 @@ def assert_ports_free(run: LocalStackRun) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGHUP, signal.SIGTERM], ids=["hangup", "terminate"])
-def test_a_signal_to_the_process_group_stops_the_whole_stack_in_order(
-    stack_runs: StackRuns, stop_signal: signal.Signals
-) -> None:
+def test_a_signal_to_the_process_group_stops_the_whole_stack_in_order(stack_runs: StackRuns, stop_signal: signal.Signals) -> None:
     run = stack_runs.start()
     children = run.children()
     assert len(children) >= 8  # guardian, NATS, postmaster (and its backends), SMTP sink, four services
@@ -191,9 +197,7 @@ def test_make_run_keeps_one_secret_for_its_owner_and_never_prints_it(stack_runs:
     assert secret_file.read_text().strip() == secret
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert len(secret) >= 32
-    assert secret_sources(second.output()) == {
-        service: f"the file {secret_file} (SERVER_SECRET_FILE)" for service in SERVICES
-    }
+    assert secret_sources(second.output()) == {service: f"the file {secret_file} (SERVER_SECRET_FILE)" for service in SERVICES}
     assert secret not in first.output() + second.output()
 
 

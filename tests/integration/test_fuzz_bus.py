@@ -19,8 +19,8 @@ import msgspec
 import nats
 import pytest
 
-from teamctl.client import Client
 from shared.contract.replies import ErrorCode, Reply
+from teamctl.client import Client
 from tests.fuzzing.corpus import FuzzRequest, Team, corpus, request_types
 from tests.fuzzing.exchange import Exchange, send_all
 from tests.fuzzing.state import database_state, deliveries_in_progress, projected_positions, read_models, stream_state
@@ -134,7 +134,7 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
         keys = sorted(set(before) | set(after), key=str)
         return [d for key in keys for d in differences(before.get(key), after.get(key), f"{path}/{key}")]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [d for i, (b, a) in enumerate(zip(before, after)) for d in differences(b, a, f"{path}[{i}]")]
+        return [d for i, (b, a) in enumerate(zip(before, after, strict=False)) for d in differences(b, a, f"{path}[{i}]")]
     return [] if before == after else [f"{path}: {before!r} -> {after!r}"]
 
 

@@ -34,7 +34,13 @@ POOLS = [
     "\u0301\u0308\u20dd\u200d\u200c\ufeff\u00a0\u3000",
     "\ufffd\ufffe\U0001d11e\U0010fffd",
 ]
-FRAGMENTS = ["=?utf-8?q?Acme=0D=0AReply-To:_x@evil.example?=", "'; DROP TABLE audit.entries; --", "%s%s%n", "<h1>Locked</h1>", "\\u0000"]
+FRAGMENTS = [
+    "=?utf-8?q?Acme=0D=0AReply-To:_x@evil.example?=",
+    "'; DROP TABLE audit.entries; --",
+    "%s%s%n",
+    "<h1>Locked</h1>",
+    "\\u0000",
+]
 
 
 def hostile_text(rng: random.Random, max_length: int) -> str:

@@ -75,7 +75,11 @@ def production_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = root / "venv" / "bin" / "python"
     installed = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(source)],
-        cwd=root, env=_outside_the_repo(), capture_output=True, text=True, timeout=600,
+        cwd=root,
+        env=_outside_the_repo(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return python
@@ -89,7 +93,11 @@ def _outside_the_repo() -> dict[str, str]:
 def test_a_production_install_imports_every_service_without_the_stack_the_tools_or_the_tests(production_python: Path) -> None:
     inspected = subprocess.run(
         [str(production_python), "-c", INSPECT, json.dumps(list(SERVICES)), json.dumps(NOT_FOR_PRODUCTION)],
-        cwd=production_python.parent, env=_outside_the_repo(), capture_output=True, text=True, timeout=120,
+        cwd=production_python.parent,
+        env=_outside_the_repo(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert inspected.returncode == 0, inspected.stderr
     found = json.loads(inspected.stdout)
@@ -103,7 +111,11 @@ def test_a_production_install_imports_every_service_without_the_stack_the_tools_
 def test_teamctl_in_a_production_install_names_the_extra_it_needs(production_python: Path) -> None:
     refused = subprocess.run(
         [str(production_python.parent / "teamctl"), "health"],
-        cwd=production_python.parent, env=_outside_the_repo(), capture_output=True, text=True, timeout=60,
+        cwd=production_python.parent,
+        env=_outside_the_repo(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode == 1
     assert "install the teamctl extra" in refused.stderr and "Traceback" not in refused.stderr

@@ -4,7 +4,7 @@ volume over NATS."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
@@ -20,7 +20,7 @@ from shared.settings import postgres_env
 from teamctl.client import Client
 from tests.servers import fresh_server_secret
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 SYSTEM = {"type": "system", "id": "platform"}
 OWNER = {"type": "user", "id": "owner-1"}
 
@@ -32,8 +32,18 @@ def decide(app: MembershipApplication, org_id: str, command_name: str, command_i
 
 @pytest.fixture
 def app(database_url: str):
-    application = MembershipApplication(FixedClock(T0), Secrets(fresh_server_secret()), env=postgres_env(database_url, pool_size=2))
-    created = decide(application, "acme", "create_organization", "create", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    application = MembershipApplication(
+        FixedClock(T0), Secrets(fresh_server_secret()), env=postgres_env(database_url, pool_size=2)
+    )
+    created = decide(
+        application,
+        "acme",
+        "create_organization",
+        "create",
+        name="Acme",
+        plan="pro",
+        owner={"user_id": "owner-1", "email": "o@acme.io"},
+    )
     application.record([created])
     yield application
     application.close()
@@ -81,21 +91,33 @@ def test_records_past_the_window_are_deleted_from_the_table(app):
 
 async def test_a_stranger_replaying_a_key_command_id_over_the_bus_learns_nothing(membership, nc):
     client = Client(nc)
-    created = await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    created = await client.command(
+        "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
     org_id = created["result"]["org_id"]
-    key = await client.command("create_api_key", command_id="X", org_id=org_id, actor=OWNER, name="billing", permissions=["billing:manage"])
+    key = await client.command(
+        "create_api_key", command_id="X", org_id=org_id, actor=OWNER, name="billing", permissions=["billing:manage"]
+    )
     assert key["ok"]
 
     raw = await nc.request(
         subjects.command("remove_member"),
-        msgspec.json.encode({"command_id": "X", "org_id": org_id, "actor": {"type": "user", "id": "mallory"}, "user_id": "owner-1"}),
+        msgspec.json.encode(
+            {"command_id": "X", "org_id": org_id, "actor": {"type": "user", "id": "mallory"}, "user_id": "owner-1"}
+        ),
         timeout=5,
     )
 
     assert key["result"]["secret"].encode() not in raw.data
     reply = msgspec.json.decode(raw.data)
-    assert (reply["ok"], reply["error"]["code"], reply["error"]["details"]) == (False, "conflict", {"reason": "command_id_reused"})
-    repeat = await client.command("create_api_key", command_id="X", org_id=org_id, actor=OWNER, name="billing", permissions=["billing:manage"])
+    assert (reply["ok"], reply["error"]["code"], reply["error"]["details"]) == (
+        False,
+        "conflict",
+        {"reason": "command_id_reused"},
+    )
+    repeat = await client.command(
+        "create_api_key", command_id="X", org_id=org_id, actor=OWNER, name="billing", permissions=["billing:manage"]
+    )
     assert repeat == key
 
 
@@ -104,20 +126,26 @@ async def test_after_thousands_of_invite_and_revoke_cycles_membership_lists_stil
     orgs, cycles = 4, 400
     org_ids = []
     for n in range(orgs):
-        created = await client.command("create_organization", name=f"Org {n}", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+        created = await client.command(
+            "create_organization", name=f"Org {n}", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+        )
         org_ids.append(created["result"]["org_id"])
 
     async def churn(org_id: str) -> None:
         for k in range(cycles):
             invited = await client.command("invite_member", org_id=org_id, actor=OWNER, email=f"p{k}@acme.io", role="developer")
             assert invited["ok"], invited
-            revoked = await client.command("revoke_invitation", org_id=org_id, actor=OWNER, invitation_id=invited["result"]["invitation_id"])
+            revoked = await client.command(
+                "revoke_invitation", org_id=org_id, actor=OWNER, invitation_id=invited["result"]["invitation_id"]
+            )
             assert revoked["ok"], revoked
 
     await asyncio.gather(*(churn(org_id) for org_id in org_ids))
 
     org_id = org_ids[0]
-    whole = await nc.request(subjects.query("membership", "get_organization"), msgspec.json.encode({"org_id": org_id}), timeout=10)
+    whole = await nc.request(
+        subjects.query("membership", "get_organization"), msgspec.json.encode({"org_id": org_id}), timeout=10
+    )
     assert len(whole.data) < nc.max_payload
     view = msgspec.json.decode(whole.data)["result"]
     assert len(view["invitations"]) == 100 and view["invitations_next_cursor"]
@@ -125,7 +153,9 @@ async def test_after_thousands_of_invite_and_revoke_cycles_membership_lists_stil
     seen, cursor, pages = set(), view["invitations_next_cursor"], 1
     while cursor:
         raw = await nc.request(
-            subjects.query("membership", "invitations"), msgspec.json.encode({"org_id": org_id, "cursor": cursor, "limit": 1000}), timeout=10
+            subjects.query("membership", "invitations"),
+            msgspec.json.encode({"org_id": org_id, "cursor": cursor, "limit": 1000}),
+            timeout=10,
         )
         assert len(raw.data) < nc.max_payload
         page = msgspec.json.decode(raw.data)["result"]
@@ -142,9 +172,18 @@ async def test_after_thousands_of_invite_and_revoke_cycles_membership_lists_stil
 
 async def test_an_org_id_with_a_trailing_newline_is_refused_and_the_relay_keeps_publishing(membership, nc):
     client = Client(nc)
-    poisoned = await client.command("create_organization", org_id="evil\n", actor=OWNER, name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    poisoned = await client.command(
+        "create_organization",
+        org_id="evil\n",
+        actor=OWNER,
+        name="Acme",
+        plan="pro",
+        owner={"user_id": "owner-1", "email": "o@acme.io"},
+    )
     assert poisoned["error"]["code"] == "validation_error"
-    healthy = await client.command("create_organization", actor=OWNER, name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    healthy = await client.command(
+        "create_organization", actor=OWNER, name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
     assert healthy["ok"], healthy
 
     sub = await nc.jetstream().subscribe(subjects.EVENTS_WILDCARD, ordered_consumer=True)
@@ -157,7 +196,9 @@ async def test_an_org_id_with_a_trailing_newline_is_refused_and_the_relay_keeps_
 
 async def test_the_invitation_behind_a_link_over_the_bus(membership, nc):
     client = Client(nc)
-    created = await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    created = await client.command(
+        "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
     org_id = created["result"]["org_id"]
     invited = await client.command("invite_member", org_id=org_id, actor=OWNER, email="dev@acme.io", role="developer")
     invitation_id = invited["result"]["invitation_id"]
@@ -173,17 +214,25 @@ async def test_the_invitation_behind_a_link_over_the_bus(membership, nc):
     shown = await client.query("membership", "invitation", invitation_id=invitation_id, token=token)
     assert shown["ok"], shown
     assert {k: shown["result"][k] for k in ("org_id", "org_name", "email", "role", "status")} == {
-        "org_id": org_id, "org_name": "Acme", "email": "dev@acme.io", "role": "developer", "status": "pending",
+        "org_id": org_id,
+        "org_name": "Acme",
+        "email": "dev@acme.io",
+        "role": "developer",
+        "status": "pending",
     }
     assert shown["result"]["invited_by"] == OWNER
 
 
 async def test_a_thousand_keys_with_long_names_are_listed_in_pages_that_fit_the_bus(membership, nc):
     client = Client(nc)
-    created = await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"})
+    created = await client.command(
+        "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
     org_id = created["result"]["org_id"]
     for n in range(1000):
-        made = await client.command("create_api_key", org_id=org_id, actor=OWNER, name=f"{n:04}" + "\U0001F600" * 196, permissions=["org:read"])
+        made = await client.command(
+            "create_api_key", org_id=org_id, actor=OWNER, name=f"{n:04}" + "\U0001f600" * 196, permissions=["org:read"]
+        )
         assert made["ok"], made
 
     seen, cursor = [], None

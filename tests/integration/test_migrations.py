@@ -5,7 +5,7 @@ import asyncpg
 from shared.migrations import migrate
 
 FIRST = [(1, "CREATE TABLE {schema}.things (id int PRIMARY KEY)")]
-SECOND = FIRST + [(2, "ALTER TABLE {schema}.things ADD COLUMN name text")]
+SECOND = [*FIRST, (2, "ALTER TABLE {schema}.things ADD COLUMN name text")]
 
 
 async def test_each_migration_applies_once_and_new_ones_apply_later(database_url):

@@ -39,7 +39,11 @@ async def test_a_node_stops_during_the_load_and_nothing_is_lost(cluster, databas
         for service in services:
             service.start()
         client = await Client.connect(urls)
-        org_id = (await client.command("create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}))["result"]["org_id"]
+        org_id = (
+            await client.command(
+                "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+            )
+        )["result"]["org_id"]
         accepted = []
         for n in range(150):
             if n == 50:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -24,11 +24,26 @@ from tests.servers import smtp_sink_in_scratch_dir
 from tests.waiting import eventually
 
 SUBJECT = subjects.query("notifier", "deliveries")
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 LONG_ERROR = "550 " + "🚫" * 996  # 1,000 characters, 4 bytes each: 1,000 such rows are 4 MB
 COLUMNS = (
-    "event_id", "org_id", "invitation_id", "kind", "recipient", "org_name", "inviter", "expires_at", "occurred_at",
-    "status", "reason", "attempts", "next_attempt_at", "last_error", "sent_at", "dead_lettered", "sequence",
+    "event_id",
+    "org_id",
+    "invitation_id",
+    "kind",
+    "recipient",
+    "org_name",
+    "inviter",
+    "expires_at",
+    "occurred_at",
+    "status",
+    "reason",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "sent_at",
+    "dead_lettered",
+    "sequence",
 )
 
 
@@ -41,13 +56,29 @@ def own_sink() -> Iterator[SmtpSink]:
 async def known_org(client: Client, nc) -> str:
     """An organization the notifier has seen created, from the stream."""
     org_id = f"org_{uuid.uuid4().hex[:12]}"
-    await publish(nc.jetstream(), {
-        "event_id": f"evt_{uuid.uuid4().hex}", "event_type": "OrganizationCreated", "schema_version": 1,
-        "org_id": org_id, "sequence": 1, "occurred_at": NOW, "actor": {"type": "user", "id": "owner"},
-        "command_id": "cmd-1", "correlation_id": None,
-        "data": {"name": "Acme", "plan": "pro", "owner_user_id": "owner", "owner_email": "owner@acme.io",
-                 "seats_included": 3, "unit_price_cents": 1000, "billing_anchor": NOW},
-    })
+    await publish(
+        nc.jetstream(),
+        {
+            "event_id": f"evt_{uuid.uuid4().hex}",
+            "event_type": "OrganizationCreated",
+            "schema_version": 1,
+            "org_id": org_id,
+            "sequence": 1,
+            "occurred_at": NOW,
+            "actor": {"type": "user", "id": "owner"},
+            "command_id": "cmd-1",
+            "correlation_id": None,
+            "data": {
+                "name": "Acme",
+                "plan": "pro",
+                "owner_user_id": "owner",
+                "owner_email": "owner@acme.io",
+                "seats_included": 3,
+                "unit_price_cents": 1000,
+                "billing_anchor": NOW,
+            },
+        },
+    )
 
     async def known():
         return (await client.query("notifier", "deliveries", org_id=org_id))["ok"]
@@ -61,12 +92,27 @@ def delivery_rows(org_id: str, sequences: range) -> list[tuple]:
     rows = []
     for sequence in sequences:
         status = ("sent", "skipped", "failed")[sequence % 3]
-        rows.append((
-            f"evt_{org_id}_{sequence:06d}", org_id, f"inv_{sequence}", "invited", f"p{sequence}@acme.io", "Acme",
-            "owner@acme.io", NOW + timedelta(days=7), NOW + timedelta(seconds=sequence), status,
-            "invitation revoked" if status == "skipped" else None, 1, NOW,
-            LONG_ERROR if status == "failed" else None, NOW if status == "sent" else None, status == "failed", sequence,
-        ))
+        rows.append(
+            (
+                f"evt_{org_id}_{sequence:06d}",
+                org_id,
+                f"inv_{sequence}",
+                "invited",
+                f"p{sequence}@acme.io",
+                "Acme",
+                "owner@acme.io",
+                NOW + timedelta(days=7),
+                NOW + timedelta(seconds=sequence),
+                status,
+                "invitation revoked" if status == "skipped" else None,
+                1,
+                NOW,
+                LONG_ERROR if status == "failed" else None,
+                NOW if status == "sent" else None,
+                status == "failed",
+                sequence,
+            )
+        )
     return rows
 
 
@@ -169,7 +215,9 @@ async def test_deliveries_from_before_the_sequence_column_are_numbered_below_any
     connection = await asyncpg.connect(database_url)
     try:
         await migrate(connection, "notifier", MIGRATIONS[:1])
-        old = [row[:-1] for row in delivery_rows("org_old", range(40, 43))] + [row[:-1] for row in delivery_rows("org_other", range(7, 8))]
+        old = [row[:-1] for row in delivery_rows("org_old", range(40, 43))] + [
+            row[:-1] for row in delivery_rows("org_other", range(7, 8))
+        ]
         await connection.copy_records_to_table("deliveries", schema_name="notifier", columns=COLUMNS[:-1], records=old)
         assert await migrate(connection, "notifier", MIGRATIONS) == [2]
         rows = await connection.fetch("SELECT org_id, event_id, sequence FROM notifier.deliveries ORDER BY org_id, sequence")

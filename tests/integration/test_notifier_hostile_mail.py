@@ -11,7 +11,7 @@ import email.parser
 import email.policy
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -89,35 +89,66 @@ class History:
         self.org_id = f"org_{uuid.uuid4().hex[:12]}"
         self.sequence = 0
         self.events: list[dict] = []
-        self.now = datetime.now(timezone.utc)
-        self.event("OrganizationCreated", {
-            "name": name, "plan": "pro", "owner_user_id": "owner", "owner_email": owner_email,
-            "seats_included": 3, "unit_price_cents": 1000, "billing_anchor": self.now,
-        }, {"type": "user", "id": "owner"})
+        self.now = datetime.now(UTC)
+        self.event(
+            "OrganizationCreated",
+            {
+                "name": name,
+                "plan": "pro",
+                "owner_user_id": "owner",
+                "owner_email": owner_email,
+                "seats_included": 3,
+                "unit_price_cents": 1000,
+                "billing_anchor": self.now,
+            },
+            {"type": "user", "id": "owner"},
+        )
 
     def event(self, event_type: str, data: dict, actor: dict) -> dict:
         self.sequence += 1
         event = {
-            "event_id": f"evt_{uuid.uuid4().hex}", "event_type": event_type, "schema_version": 1,
-            "org_id": self.org_id, "sequence": self.sequence, "occurred_at": self.now, "actor": actor,
-            "command_id": f"cmd-{uuid.uuid4().hex}", "correlation_id": None, "data": data,
+            "event_id": f"evt_{uuid.uuid4().hex}",
+            "event_type": event_type,
+            "schema_version": 1,
+            "org_id": self.org_id,
+            "sequence": self.sequence,
+            "occurred_at": self.now,
+            "actor": actor,
+            "command_id": f"cmd-{uuid.uuid4().hex}",
+            "correlation_id": None,
+            "data": data,
         }
         self.events.append(event)
         return event
 
     def key(self, name: str) -> dict:
         key_id = f"key_{self.sequence}"
-        self.event("ApiKeyCreated", {
-            "key_id": key_id, "name": name, "prefix": "tm_x", "owner_user_id": "owner",
-            "permissions": ["members:manage"], "expires_at": None,
-        }, {"type": "user", "id": "owner"})
+        self.event(
+            "ApiKeyCreated",
+            {
+                "key_id": key_id,
+                "name": name,
+                "prefix": "tm_x",
+                "owner_user_id": "owner",
+                "permissions": ["members:manage"],
+                "expires_at": None,
+            },
+            {"type": "user", "id": "owner"},
+        )
         return {"type": "api_key", "id": key_id}
 
     def invite(self, address: str, by: dict) -> dict:
-        return self.event("MemberInvited", {
-            "invitation_id": f"inv_{uuid.uuid4().hex[:12]}", "email": address, "role": "developer",
-            "invited_by": by, "expires_at": self.now + timedelta(days=7),
-        }, by)
+        return self.event(
+            "MemberInvited",
+            {
+                "invitation_id": f"inv_{uuid.uuid4().hex[:12]}",
+                "email": address,
+                "role": "developer",
+                "invited_by": by,
+                "expires_at": self.now + timedelta(days=7),
+            },
+            by,
+        )
 
 
 HOSTILE_NAMES = [
@@ -162,7 +193,9 @@ async def test_hostile_names_from_history_in_org_inviter_and_key_never_make_a_he
         assert key_sent["Subject"] == f"API key {shown} invited you to join {shown} on Team Members"
 
 
-async def test_each_email_has_one_envelope_recipient_the_stored_address_or_fails_with_a_reason(service_env, tmp_path, own_sink, nc):
+async def test_each_email_has_one_envelope_recipient_the_stored_address_or_fails_with_a_reason(
+    service_env, tmp_path, own_sink, nc
+):
     client = Client(nc)
     js = nc.jetstream()
     owner = {"type": "user", "id": "owner"}

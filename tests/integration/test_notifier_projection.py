@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiosmtplib
 import asyncpg
@@ -15,13 +15,13 @@ import pytest
 from services.notifier.config import NotifierSettings
 from services.notifier.handlers import carry_over
 from services.notifier.projection import LIVE_SCHEMA, NotifierProjection
+from services.notifier.sender import Sender
 from shared.clock import FixedClock
 from shared.consumer import apply_in_order, prepare
 from shared.contract.events import Envelope
 from shared.invitations import token_matches
-from services.notifier.sender import Sender
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 3, 10, 9, 30, tzinfo=UTC)
 WEEK = timedelta(days=7)
 SETTINGS = NotifierSettings(retry_base_seconds=1, retry_max_seconds=8, smtp_timeout_seconds=5, sending_timeout_seconds=30)
@@ -33,37 +33,74 @@ class History:
         self.org_id = org_id
         self.sequence = 0
         self.events: list[Envelope] = []
-        self.event("OrganizationCreated", T0, {
-            "name": name, "plan": "pro", "owner_user_id": "owner", "owner_email": "owner@acme.io",
-            "seats_included": 3, "unit_price_cents": 1000, "billing_anchor": T0,
-        })
+        self.event(
+            "OrganizationCreated",
+            T0,
+            {
+                "name": name,
+                "plan": "pro",
+                "owner_user_id": "owner",
+                "owner_email": "owner@acme.io",
+                "seats_included": 3,
+                "unit_price_cents": 1000,
+                "billing_anchor": T0,
+            },
+        )
 
     def event(self, event_type: str, at: datetime, data: dict, actor: dict | None = None) -> Envelope:
         self.sequence += 1
-        envelope = msgspec.convert({
-            "event_id": f"evt_{uuid.uuid4().hex}", "event_type": event_type, "schema_version": 1, "org_id": self.org_id,
-            "sequence": self.sequence, "occurred_at": at, "actor": actor or {"type": "user", "id": "owner"},
-            "command_id": f"cmd-{self.sequence}", "correlation_id": None, "data": msgspec.to_builtins(data),
-        }, Envelope)
+        envelope = msgspec.convert(
+            {
+                "event_id": f"evt_{uuid.uuid4().hex}",
+                "event_type": event_type,
+                "schema_version": 1,
+                "org_id": self.org_id,
+                "sequence": self.sequence,
+                "occurred_at": at,
+                "actor": actor or {"type": "user", "id": "owner"},
+                "command_id": f"cmd-{self.sequence}",
+                "correlation_id": None,
+                "data": msgspec.to_builtins(data),
+            },
+            Envelope,
+        )
         self.events.append(envelope)
         return envelope
 
     def invited(self, invitation_id: str, at: datetime = T0) -> Envelope:
-        return self.event("MemberInvited", at, {
-            "invitation_id": invitation_id, "email": f"{invitation_id}@example.com", "role": "developer",
-            "invited_by": {"type": "user", "id": "owner"}, "expires_at": at + WEEK,
-        })
+        return self.event(
+            "MemberInvited",
+            at,
+            {
+                "invitation_id": invitation_id,
+                "email": f"{invitation_id}@example.com",
+                "role": "developer",
+                "invited_by": {"type": "user", "id": "owner"},
+                "expires_at": at + WEEK,
+            },
+        )
 
     def resent(self, invitation_id: str, at: datetime) -> Envelope:
-        return self.event("InvitationResent", at, {"invitation_id": invitation_id, "email": f"{invitation_id}@example.com", "expires_at": at + WEEK})
+        return self.event(
+            "InvitationResent",
+            at,
+            {"invitation_id": invitation_id, "email": f"{invitation_id}@example.com", "expires_at": at + WEEK},
+        )
 
     def revoked(self, invitation_id: str, at: datetime = T0) -> Envelope:
         return self.event("InvitationRevoked", at, {"invitation_id": invitation_id, "email": f"{invitation_id}@example.com"})
 
     def accepted(self, invitation_id: str, at: datetime = T0) -> Envelope:
-        return self.event("InvitationAccepted", at, {
-            "invitation_id": invitation_id, "user_id": f"u_{invitation_id}", "email": f"{invitation_id}@example.com", "role": "developer",
-        })
+        return self.event(
+            "InvitationAccepted",
+            at,
+            {
+                "invitation_id": invitation_id,
+                "user_id": f"u_{invitation_id}",
+                "email": f"{invitation_id}@example.com",
+                "role": "developer",
+            },
+        )
 
 
 class RecordingMailer:
@@ -103,7 +140,9 @@ async def rows(pool, schema: str = LIVE_SCHEMA) -> dict[str, asyncpg.Record]:
 
 
 def sender(pool, clock, mailer) -> Sender:
-    return Sender(pool, None, LIVE_SCHEMA, mailer, SETTINGS, clock, public_url="https://app.test", server_secret=SECRET, database_url="")
+    return Sender(
+        pool, None, LIVE_SCHEMA, mailer, SETTINGS, clock, public_url="https://app.test", server_secret=SECRET, database_url=""
+    )
 
 
 async def test_one_delivery_per_event_id_even_when_the_projection_sees_an_event_twice(pool):
@@ -118,10 +157,17 @@ async def test_one_delivery_per_event_id_even_when_the_projection_sees_an_event_
     assert list(deliveries) == [invited.event_id]
     row = deliveries[invited.event_id]
     assert (row["recipient"], row["org_name"], row["inviter"], row["status"], row["attempts"]) == (
-        "inv_a@example.com", "Acme", "owner@acme.io", "pending", 0
+        "inv_a@example.com",
+        "Acme",
+        "owner@acme.io",
+        "pending",
+        0,
     )
     assert row["expires_at"] == T0 + WEEK
-    columns = {r["column_name"] for r in await pool.fetch("SELECT column_name FROM information_schema.columns WHERE table_schema = $1", LIVE_SCHEMA)}
+    columns = {
+        r["column_name"]
+        for r in await pool.fetch("SELECT column_name FROM information_schema.columns WHERE table_schema = $1", LIVE_SCHEMA)
+    }
     assert not any("token" in column for column in columns)
 
 
@@ -176,7 +222,10 @@ async def test_a_resend_supersedes_an_email_still_waiting_for_a_retry(pool):
     while await sender(pool, clock, mailer).send_next():
         pass
     deliveries = await rows(pool)
-    assert (deliveries[first.event_id]["status"], deliveries[first.event_id]["reason"]) == ("skipped", "superseded by a later resend")
+    assert (deliveries[first.event_id]["status"], deliveries[first.event_id]["reason"]) == (
+        "skipped",
+        "superseded by a later resend",
+    )
     assert deliveries[again.event_id]["status"] == "sent"
     assert [m["Message-ID"] for m in mailer.sent] == [f"<{again.event_id}@team-members.notifier>"]
 
@@ -243,9 +292,18 @@ async def test_a_rebuild_keeps_the_live_sending_state_so_nothing_is_sent_again(p
     history = History()
     sent, failed, waiting, revoked_later = (history.invited(f"inv_{n}") for n in ("sent", "failed", "waiting", "revoked"))
     await project(pool, history.events)
-    await pool.execute(f"UPDATE {LIVE_SCHEMA}.deliveries SET status = 'sent', attempts = 2, sent_at = $2 WHERE event_id = $1", sent.event_id, T0)
-    await pool.execute(f"UPDATE {LIVE_SCHEMA}.deliveries SET status = 'failed', attempts = 1, last_error = '550 no' WHERE event_id = $1", failed.event_id)
-    await pool.execute(f"UPDATE {LIVE_SCHEMA}.deliveries SET attempts = 3, last_error = '421 busy', next_attempt_at = $2 WHERE event_id = $1", waiting.event_id, T0 + timedelta(hours=1))
+    await pool.execute(
+        f"UPDATE {LIVE_SCHEMA}.deliveries SET status = 'sent', attempts = 2, sent_at = $2 WHERE event_id = $1", sent.event_id, T0
+    )
+    await pool.execute(
+        f"UPDATE {LIVE_SCHEMA}.deliveries SET status = 'failed', attempts = 1, last_error = '550 no' WHERE event_id = $1",
+        failed.event_id,
+    )
+    await pool.execute(
+        f"UPDATE {LIVE_SCHEMA}.deliveries SET attempts = 3, last_error = '421 busy', next_attempt_at = $2 WHERE event_id = $1",
+        waiting.event_id,
+        T0 + timedelta(hours=1),
+    )
     history.revoked("inv_revoked")  # on the stream, replayed by the rebuild, not yet applied live
 
     shadow = NotifierProjection("notifier_rebuild")

@@ -284,8 +284,12 @@ async def test_notifier_killed_mid_batch_leaves_no_invitation_without_its_email(
                 return all(inbox.to(address) for address in addresses)
 
             assert await eventually(all_mailed, timeout=30), [a for a in addresses if not inbox.to(a)]
+
             async def all_sent():
-                return all(d["status"] == "sent" for d in await deliveries(client, org_id)) and len(await deliveries(client, org_id)) == 12
+                return (
+                    all(d["status"] == "sent" for d in await deliveries(client, org_id))
+                    and len(await deliveries(client, org_id)) == 12
+                )
 
             assert await eventually(all_sent)
         finally:

@@ -43,14 +43,30 @@ class KeepingEnvelopes(RecordingMailer):
 @given(org_name=names, key_name=names)
 async def test_any_name_membership_accepts_is_stored_and_mailed_as_it_is(pool, org_name, key_name):
     history = History(org_id=f"org_{uuid.uuid4().hex[:12]}", name=org_name)
-    history.event("ApiKeyCreated", T0, {
-        "key_id": "key_1", "name": key_name, "prefix": "tm_x", "owner_user_id": "owner",
-        "permissions": ["members:manage"], "expires_at": None,
-    })
-    by_key = history.event("MemberInvited", T0, {
-        "invitation_id": f"inv_{uuid.uuid4().hex[:12]}", "email": "by.key@example.com", "role": "developer",
-        "invited_by": {"type": "api_key", "id": "key_1"}, "expires_at": T0 + WEEK,
-    }, actor={"type": "api_key", "id": "key_1"})
+    history.event(
+        "ApiKeyCreated",
+        T0,
+        {
+            "key_id": "key_1",
+            "name": key_name,
+            "prefix": "tm_x",
+            "owner_user_id": "owner",
+            "permissions": ["members:manage"],
+            "expires_at": None,
+        },
+    )
+    by_key = history.event(
+        "MemberInvited",
+        T0,
+        {
+            "invitation_id": f"inv_{uuid.uuid4().hex[:12]}",
+            "email": "by.key@example.com",
+            "role": "developer",
+            "invited_by": {"type": "api_key", "id": "key_1"},
+            "expires_at": T0 + WEEK,
+        },
+        actor={"type": "api_key", "id": "key_1"},
+    )
     by_owner = history.invited(f"inv_{uuid.uuid4().hex[:12]}")
     async with pool.acquire() as connection, connection.transaction():
         verdicts = await apply_in_order(connection, NotifierProjection(LIVE_SCHEMA), history.events)
@@ -58,16 +74,31 @@ async def test_any_name_membership_accepts_is_stored_and_mailed_as_it_is(pool, o
 
     stored = await pool.fetchrow(f"SELECT name FROM {LIVE_SCHEMA}.organizations WHERE org_id = $1", history.org_id)
     assert stored["name"] == org_name
-    rows = {r["event_id"]: r for r in await pool.fetch(f"SELECT * FROM {LIVE_SCHEMA}.deliveries WHERE org_id = $1", history.org_id)}
+    rows = {
+        r["event_id"]: r for r in await pool.fetch(f"SELECT * FROM {LIVE_SCHEMA}.deliveries WHERE org_id = $1", history.org_id)
+    }
     assert rows[by_key.event_id]["org_name"] == org_name and rows[by_key.event_id]["inviter"] == f"API key {key_name}"
 
     mailer = KeepingEnvelopes()
-    sender = Sender(pool, None, LIVE_SCHEMA, mailer, SETTINGS, FixedClock(T0), public_url="https://app.test",
-                    server_secret="s", database_url="")
+    sender = Sender(
+        pool,
+        None,
+        LIVE_SCHEMA,
+        mailer,
+        SETTINGS,
+        FixedClock(T0),
+        public_url="https://app.test",
+        server_secret="s",
+        database_url="",
+    )
     while await sender.send_next():
         pass
-    statuses = {r["event_id"]: (r["status"], r["last_error"]) for r in await pool.fetch(
-        f"SELECT event_id, status, last_error FROM {LIVE_SCHEMA}.deliveries WHERE org_id = $1", history.org_id)}
+    statuses = {
+        r["event_id"]: (r["status"], r["last_error"])
+        for r in await pool.fetch(
+            f"SELECT event_id, status, last_error FROM {LIVE_SCHEMA}.deliveries WHERE org_id = $1", history.org_id
+        )
+    }
     assert statuses == {by_key.event_id: ("sent", None), by_owner.event_id: ("sent", None)}
 
     inviters = {"by.key@example.com": f"API key {key_name}", by_owner.typed_data().email: "owner@acme.io"}

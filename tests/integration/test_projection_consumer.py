@@ -65,7 +65,9 @@ async def stack(clean_nats, database_url):
     await declare_streams(clean_nats)
     nc = await nats.connect(clean_nats)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    settings = ConsumerSettings(durable="applied-log", service="applied-log", max_attempts=3, retry_delay=0.1, gap_delay=0.1, ack_wait=1.0)
+    settings = ConsumerSettings(
+        durable="applied-log", service="applied-log", max_attempts=3, retry_delay=0.1, gap_delay=0.1, ack_wait=1.0
+    )
     consumer = ProjectionConsumer(nc.jetstream(), pool, AppliedLog(), settings)
     async with pool.acquire() as connection:
         await prepare(connection, consumer.projection)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -22,7 +22,7 @@ ORGS, SEAT_PURCHASES = 150, 60
 
 def record_history(database_url: str) -> list[str]:
     """Writes ORGS organizations of 1 + SEAT_PURCHASES events each straight into the store."""
-    clock = FixedClock(datetime(2026, 3, 1, tzinfo=timezone.utc))
+    clock = FixedClock(datetime(2026, 3, 1, tzinfo=UTC))
     app = MembershipApplication(clock, Secrets("test-secret"), env=postgres_env(database_url, pool_size=2))
     counter = iter(range(10**9))
 
@@ -71,9 +71,7 @@ async def wait_for_count(nc, at_least: int, timeout: float = 60.0) -> int:
     raise TimeoutError(f"stream holds fewer than {at_least} messages")
 
 
-async def test_a_relay_killed_mid_stream_publishes_every_event_exactly_once_after_restart(
-    service_env, tmp_path, nc
-):
+async def test_a_relay_killed_mid_stream_publishes_every_event_exactly_once_after_restart(service_env, tmp_path, nc):
     from tests.services_under_test import ServiceUnderTest
 
     recorded = await asyncio.to_thread(record_history, service_env["DATABASE_URL"])
@@ -105,8 +103,8 @@ async def test_per_org_sequences_on_the_stream_are_gapless(membership, nc):
             "create_organization", name=f"O{n}", plan="pro", owner={"user_id": f"u{n}", "email": f"u{n}@x.io"}
         )
         orgs.append(reply["result"]["org_id"])
-    for round_ in range(4):
-        for n, org_id in enumerate(orgs):
+    for _ in range(4):
+        for org_id in orgs:
             reply = await client.command("add_seats", org_id=org_id, quantity=1, accept_charge_cents=10_000)
             assert reply["ok"], reply
     await wait_for_count(nc, 15)

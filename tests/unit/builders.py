@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -18,7 +18,7 @@ from shared.clock import FixedClock
 from shared.contract import commands as cmd
 from shared.contract.replies import Reply
 
-UTC = timezone.utc
+UTC = UTC
 # A Sunday morning in a 31-day billing period (Mar 10 -> Apr 10, 2024).
 T0 = datetime(2024, 3, 10, 9, 30, tzinfo=UTC)
 SERVER_SECRET = "unit-test-server-secret-of-at-least-32-characters"

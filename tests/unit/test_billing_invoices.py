@@ -5,15 +5,15 @@ Dates are written out by hand from the contract's calendar rule (anchor + k mont
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from services.billing.invoices import upcoming_invoice
 from services.billing.ledger import Charge, record
-from tests.unit.test_billing_ledger import ORG, created, open_account, charge_renewals_until, seat_added, seat_removed
+from tests.unit.test_billing_ledger import ORG, charge_renewals_until, created, open_account, seat_added, seat_removed
 
 
 def at(year: int, month: int, day: int, hour: int = 10, minute: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def charges_of(account, *events) -> list[Charge]:
@@ -56,7 +56,9 @@ def test_across_a_month_end_the_current_periods_own_renewal_is_not_on_the_next_b
     invoice = upcoming_invoice(account, charges, at(2024, 3, 30, 23, 59))
 
     assert (invoice.billing_period_start, invoice.billing_period_end, invoice.issued_at) == (
-        at(2024, 3, 31), at(2024, 4, 30), at(2024, 3, 31)
+        at(2024, 3, 31),
+        at(2024, 4, 30),
+        at(2024, 3, 31),
     )
     assert [(line.kind, line.event_id, line.amount_cents) for line in invoice.lines] == [
         ("seat_proration", march.event_id, 839),

@@ -6,14 +6,14 @@ Every expected amount and date is written out by hand from the contract's rule
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import count
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.billing.ledger import Account, Charge, Entry, record, charge_renewals_until
+from services.billing.ledger import Account, Charge, Entry, charge_renewals_until, record
 from shared.contract.events import Envelope
 
 ORG = "org1"
@@ -21,7 +21,7 @@ _ids = count(1)
 
 
 def at(year: int, month: int, day: int, hour: int = 10, minute: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def envelope(event_type: str, occurred_at: datetime, org_id: str = ORG, **data) -> Envelope:
@@ -45,29 +45,53 @@ def envelope(event_type: str, occurred_at: datetime, org_id: str = ORG, **data) 
 
 def created(anchor: datetime, plan: str = "pro") -> Envelope:
     return envelope(
-        "OrganizationCreated", anchor, name="Acme", plan=plan, owner_user_id="u1", owner_email="o@acme.test",
-        seats_included=1 if plan == "free" else 3, unit_price_cents=1000, billing_anchor=anchor,
+        "OrganizationCreated",
+        anchor,
+        name="Acme",
+        plan=plan,
+        owner_user_id="u1",
+        owner_email="o@acme.test",
+        seats_included=1 if plan == "free" else 3,
+        unit_price_cents=1000,
+        billing_anchor=anchor,
     )
 
 
 def seat_added(when: datetime, quantity: int, cents: int, start: datetime, end: datetime) -> Envelope:
     return envelope(
-        "SeatAdded", when, quantity=quantity, seats_total=3 + quantity, unit_price_cents=1000,
-        charge_cents=cents, billing_period_start=start, billing_period_end=end,
+        "SeatAdded",
+        when,
+        quantity=quantity,
+        seats_total=3 + quantity,
+        unit_price_cents=1000,
+        charge_cents=cents,
+        billing_period_start=start,
+        billing_period_end=end,
     )
 
 
 def seat_removed(when: datetime, quantity: int, cents: int, start: datetime, end: datetime) -> Envelope:
     return envelope(
-        "SeatRemoved", when, quantity=quantity, seats_total=3, unit_price_cents=1000,
-        credit_cents=cents, billing_period_start=start, billing_period_end=end,
+        "SeatRemoved",
+        when,
+        quantity=quantity,
+        seats_total=3,
+        unit_price_cents=1000,
+        credit_cents=cents,
+        billing_period_start=start,
+        billing_period_end=end,
     )
 
 
 def invited(when: datetime) -> Envelope:
     return envelope(
-        "MemberInvited", when, invitation_id="inv1", email="x@acme.test", role="developer",
-        invited_by={"type": "system", "id": "platform"}, expires_at="2099-01-01T00:00:00Z",
+        "MemberInvited",
+        when,
+        invitation_id="inv1",
+        email="x@acme.test",
+        role="developer",
+        invited_by={"type": "system", "id": "platform"},
+        expires_at="2099-01-01T00:00:00Z",
     )
 
 
@@ -79,9 +103,16 @@ def open_account(anchor: datetime, plan: str = "pro") -> Account:
 
 def renewal(start: datetime, end: datetime, seats: int, event_id: str | None) -> Charge:
     return Charge(
-        charge_id=f"renewal:{ORG}:{start.strftime('%Y-%m-%dT%H:%M:%S')}+00:00", org_id=ORG, kind="seat_renewal",
-        quantity=seats, unit_price_cents=1000, amount_cents=seats * 1000, billing_period_start=start,
-        billing_period_end=end, occurred_at=start, event_id=event_id,
+        charge_id=f"renewal:{ORG}:{start.strftime('%Y-%m-%dT%H:%M:%S')}+00:00",
+        org_id=ORG,
+        kind="seat_renewal",
+        quantity=seats,
+        unit_price_cents=1000,
+        amount_cents=seats * 1000,
+        billing_period_start=start,
+        billing_period_end=end,
+        occurred_at=start,
+        event_id=event_id,
     )
 
 
@@ -107,9 +138,16 @@ def test_seat_added_records_one_proration_charge_of_the_events_amount_and_grows_
     entry = record(account, event)
     assert entry.charges == [
         Charge(
-            charge_id=f"{event.event_id}:seat_proration", org_id=ORG, kind="seat_proration", quantity=2,
-            unit_price_cents=1000, amount_cents=966, billing_period_start=JAN31, billing_period_end=FEB29,
-            occurred_at=at(2024, 2, 15), event_id=event.event_id,
+            charge_id=f"{event.event_id}:seat_proration",
+            org_id=ORG,
+            kind="seat_proration",
+            quantity=2,
+            unit_price_cents=1000,
+            amount_cents=966,
+            billing_period_start=JAN31,
+            billing_period_end=FEB29,
+            occurred_at=at(2024, 2, 15),
+            event_id=event.event_id,
         )
     ]
     assert entry.mismatches == []
@@ -198,7 +236,12 @@ def test_plan_change_from_free_to_pro_resets_the_renewal_schedule_to_the_new_anc
     account = open_account(at(2024, 1, 10), plan="free")
     new_anchor = at(2024, 3, 20, 15, 30)
     changed = envelope(
-        "PlanChanged", new_anchor, from_plan="free", to_plan="pro", seats_included=3, billing_anchor=new_anchor,
+        "PlanChanged",
+        new_anchor,
+        from_plan="free",
+        to_plan="pro",
+        seats_included=3,
+        billing_anchor=new_anchor,
     )
     assert record(account, changed).charges == []
     assert (account.plan, account.billing_anchor, account.renewed_through) == ("pro", new_anchor, new_anchor)
@@ -207,9 +250,16 @@ def test_plan_change_from_free_to_pro_resets_the_renewal_schedule_to_the_new_anc
     assert entry.mismatches == []  # the seat's period follows the new anchor
     assert charge_renewals_until(account, at(2024, 5, 15)) == [
         Charge(
-            charge_id=f"renewal:{ORG}:2024-04-20T15:30:00+00:00", org_id=ORG, kind="seat_renewal", quantity=1,
-            unit_price_cents=1000, amount_cents=1000, billing_period_start=at(2024, 4, 20, 15, 30),
-            billing_period_end=at(2024, 5, 20, 15, 30), occurred_at=at(2024, 4, 20, 15, 30), event_id=add.event_id,
+            charge_id=f"renewal:{ORG}:2024-04-20T15:30:00+00:00",
+            org_id=ORG,
+            kind="seat_renewal",
+            quantity=1,
+            unit_price_cents=1000,
+            amount_cents=1000,
+            billing_period_start=at(2024, 4, 20, 15, 30),
+            billing_period_end=at(2024, 5, 20, 15, 30),
+            occurred_at=at(2024, 4, 20, 15, 30),
+            event_id=add.event_id,
         )
     ]
 

@@ -6,7 +6,6 @@ code of the earliest one.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -15,7 +14,7 @@ from shared.contract import commands as cmd
 from shared.contract.replies import Reply
 from shared.requests import reply_handler
 
-from .builders import SYSTEM, full_org, new_org, user, api_key
+from .builders import SYSTEM, api_key, full_org, new_org, user
 
 OWNER = user("owner1")
 
@@ -78,7 +77,9 @@ def test_a_well_formed_body_reaches_the_application() -> None:
     world = new_org("pro")
 
     outcome = handle_over_the_wire(
-        world, "invite_member", {"command_id": "c1", "org_id": world.org_id, "actor": OWNER, "email": " A@Example.com", "role": "admin"}
+        world,
+        "invite_member",
+        {"command_id": "c1", "org_id": world.org_id, "actor": OWNER, "email": " A@Example.com", "role": "admin"},
     )
 
     assert outcome["reply"]["ok"] is True
@@ -89,7 +90,11 @@ def test_a_well_formed_body_reaches_the_application() -> None:
 # -- the organization before the permission --------------------------------------------------
 
 
-@pytest.mark.parametrize("actor", [user("stranger"), user("owner1"), SYSTEM, api_key("key_1")], ids=["non-member", "owner elsewhere", "platform", "key"])
+@pytest.mark.parametrize(
+    "actor",
+    [user("stranger"), user("owner1"), SYSTEM, api_key("key_1")],
+    ids=["non-member", "owner elsewhere", "platform", "key"],
+)
 @pytest.mark.parametrize(
     "name, fields",
     [

@@ -11,9 +11,19 @@ def test_schema_names_every_command_of_the_contract():
     schema = json.loads(SCHEMA_PATH.read_text())
     assert set(schema["commands"]) == {
         f"membership.cmd.{name}"
-        for name in (
-            "create_organization change_plan invite_member resend_invitation revoke_invitation accept_invitation "
-            "change_role remove_member add_seats remove_seats create_api_key revoke_api_key"
-        ).split()
+        for name in [
+            "create_organization",
+            "change_plan",
+            "invite_member",
+            "resend_invitation",
+            "revoke_invitation",
+            "accept_invitation",
+            "change_role",
+            "remove_member",
+            "add_seats",
+            "remove_seats",
+            "create_api_key",
+            "revoke_api_key",
+        ]
     }
     assert len(schema["events"]["data"]) == 12

@@ -10,16 +10,15 @@ import msgspec
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from shared.errors import InvalidToken, NotFound
-
 from services.membership import application
 from services.membership.domain import events as ev
 from services.membership.domain.organization import org_uuid
 from services.membership.secrets import Secrets
 from shared.contract import commands as cmd
+from shared.errors import InvalidToken, NotFound
 from shared.requests import MAX_MESSAGE, reply_handler
 
-from .builders import SERVER_SECRET, SYSTEM, T0, World, email_of, full_org, new_app, new_org, user, wire
+from .builders import SERVER_SECRET, SYSTEM, T0, World, email_of, full_org, new_org, user, wire
 
 OWNER = user("owner1")
 STRANGER = user("mallory")
@@ -67,7 +66,14 @@ def test_any_difference_in_a_repeat_is_a_conflict(name: str, actor: dict[str, st
 
 def test_the_same_command_id_in_another_org_is_another_command() -> None:
     world = new_org("pro", org_id="acme")
-    world.ok("create_organization", SYSTEM, org_id="globex", name="Globex", plan="pro", owner={"user_id": "g1", "email": "g1@example.com"})
+    world.ok(
+        "create_organization",
+        SYSTEM,
+        org_id="globex",
+        name="Globex",
+        plan="pro",
+        owner={"user_id": "g1", "email": "g1@example.com"},
+    )
     first = world.run("invite_member", OWNER, command_id="same", email="a@example.com", role="developer")
     other = world.run("invite_member", user("g1"), command_id="same", org_id="globex", email="a@example.com", role="developer")
     assert first.ok and other.ok and first.events != other.events
@@ -79,7 +85,9 @@ def test_a_success_record_is_saved_with_its_events_or_not_at_all() -> None:
     fingerprint = application.CommandFingerprint.of("invite_member", command)
     decision = world.app.decide(world.org_id, "invite_member", command, fingerprint)
     rival_command = world.command("invite_member", OWNER, "rival", email="b@example.com", role="developer")
-    rival = world.app.decide(world.org_id, "invite_member", rival_command, application.CommandFingerprint.of("invite_member", rival_command))
+    rival = world.app.decide(
+        world.org_id, "invite_member", rival_command, application.CommandFingerprint.of("invite_member", rival_command)
+    )
     world.app.record([rival])  # takes the version the first decision wanted
 
     with pytest.raises(IntegrityError):
@@ -162,7 +170,16 @@ def test_ordinary_unicode_names_are_accepted(name: str) -> None:
 
 @pytest.mark.parametrize(
     "email",
-    ["x,second@acme.io", "<x>@acme.io", "=?utf-8?q?a?=@acme.io", '"a b"@acme.io', "a@b@acme.io", "ü@acme.io", "a@acme.io\r\nBcc: b@acme.io", "a" * 250 + "@acme.io"],
+    [
+        "x,second@acme.io",
+        "<x>@acme.io",
+        "=?utf-8?q?a?=@acme.io",
+        '"a b"@acme.io',
+        "a@b@acme.io",
+        "ü@acme.io",
+        "a@acme.io\r\nBcc: b@acme.io",
+        "a" * 250 + "@acme.io",
+    ],
 )
 def test_addresses_outside_the_strict_grammar_are_refused(email: str) -> None:
     world = new_org("pro")
@@ -182,7 +199,9 @@ def test_invalid_utf8_and_overlong_ids_are_validation_errors() -> None:
     world = new_org("pro")
     handler = reply_handler(cmd.InviteMember, _run(world, "invite_member"))
     invalid_utf8 = b'{"command_id": "\xff\xfe", "org_id": "acme", "actor": {"type": "system", "id": "p"}, "email": "a@b.io", "role": "admin"}'
-    overlong = json.dumps({"command_id": "c" * 129, "org_id": "acme", "actor": SYSTEM, "email": "a@b.io", "role": "admin"}).encode()
+    overlong = json.dumps(
+        {"command_id": "c" * 129, "org_id": "acme", "actor": SYSTEM, "email": "a@b.io", "role": "admin"}
+    ).encode()
     for body in (invalid_utf8, overlong):
         assert json.loads(world.loop.run(handler(body)))["error"]["code"] == "validation_error"
 
@@ -213,7 +232,9 @@ def test_get_organization_caps_its_lists_and_the_paged_queries_continue_them() -
 
     seen, cursor = [], None
     while True:
-        page = world.app.invitations(msgspec.convert({"org_id": world.org_id, "limit": 33, "cursor": cursor}, application.q.InvitationsQuery))
+        page = world.app.invitations(
+            msgspec.convert({"org_id": world.org_id, "limit": 33, "cursor": cursor}, application.q.InvitationsQuery)
+        )
         seen += [i.email for i in page.invitations]
         if page.next_cursor is None:
             break
@@ -241,7 +262,9 @@ def test_invitations_filter_by_status_and_api_keys_list_without_secrets() -> Non
 
 def test_an_admins_keys_die_with_the_admins_membership() -> None:
     world = full_org()
-    minted = world.create_key("admins-backdoor", ["members:manage", "api_keys:manage", "members:invite"], by=user("admin1"), owner_user_id="owner1")
+    minted = world.create_key(
+        "admins-backdoor", ["members:manage", "api_keys:manage", "members:invite"], by=user("admin1"), owner_user_id="owner1"
+    )
     service = world.create_key("admins-service-key", ["members:invite", "api_keys:manage"], by=user("admin1"))
     grandchild = world.create_key("minted-by-the-service-key", ["members:invite"], by={"type": "api_key", "id": service})
 
@@ -307,25 +330,44 @@ def test_an_organization_holds_a_bounded_number_of_unrevoked_keys(monkeypatch) -
     assert world.run("create_api_key", OWNER, name="d", permissions=["gateway:use"]).ok
 
 
-@pytest.mark.parametrize("field, value", [("org_id", "acme2\n"), ("command_id", "c1\n"), ("correlation_id", "corr\n"), ("name", "Acme\n")])
+@pytest.mark.parametrize(
+    "field, value", [("org_id", "acme2\n"), ("command_id", "c1\n"), ("correlation_id", "corr\n"), ("name", "Acme\n")]
+)
 def test_a_trailing_newline_is_refused_in_every_id_and_text_field(field: str, value: str) -> None:
     world = new_org("pro")
-    body = {"command_id": "c1", "org_id": "acme2", "actor": SYSTEM, "name": "Acme", "plan": "pro", "owner": {"user_id": "u1", "email": "u1@example.com"}}
+    body = {
+        "command_id": "c1",
+        "org_id": "acme2",
+        "actor": SYSTEM,
+        "name": "Acme",
+        "plan": "pro",
+        "owner": {"user_id": "u1", "email": "u1@example.com"},
+    }
     body[field] = value
-    reply = json.loads(world.loop.run(reply_handler(cmd.CreateOrganization, _run(world, "create_organization"))(json.dumps(body).encode())))
+    reply = json.loads(
+        world.loop.run(reply_handler(cmd.CreateOrganization, _run(world, "create_organization"))(json.dumps(body).encode()))
+    )
     assert reply["error"]["code"] == "validation_error", reply
 
 
 def test_a_trailing_newline_is_refused_in_actor_and_user_ids() -> None:
     world = new_org("pro")
-    body = {"command_id": "c2", "org_id": world.org_id, "actor": {"type": "user", "id": "owner1\n"}, "user_id": "dev\n", "role": "admin"}
+    body = {
+        "command_id": "c2",
+        "org_id": world.org_id,
+        "actor": {"type": "user", "id": "owner1\n"},
+        "user_id": "dev\n",
+        "role": "admin",
+    }
     reply = json.loads(world.loop.run(reply_handler(cmd.ChangeRole, _run(world, "change_role"))(json.dumps(body).encode())))
     assert reply["error"]["code"] == "validation_error"
 
 
 def test_an_expiry_in_the_past_is_a_shape_error_before_any_permission_check() -> None:
     world = new_org("pro")
-    command = world.command("create_api_key", STRANGER, name="ci", permissions=["gateway:use"], expires_at=T0 - timedelta(seconds=1))
+    command = world.command(
+        "create_api_key", STRANGER, name="ci", permissions=["gateway:use"], expires_at=T0 - timedelta(seconds=1)
+    )
     assert code_of(world.execute("create_api_key", command)) == "validation_error"
 
 
@@ -335,7 +377,15 @@ def test_revoking_an_invitation_on_the_free_plan_is_plan_required() -> None:
 
 
 def test_keys_recorded_before_creators_were_are_removed_by_owner_alone() -> None:
-    state = {"key_id": "k", "name": "n", "prefix": "p", "owner_user_id": None, "permissions": [], "expires_at": None, "secret_hash": "h"}
+    state = {
+        "key_id": "k",
+        "name": "n",
+        "prefix": "p",
+        "owner_user_id": None,
+        "permissions": [],
+        "expires_at": None,
+        "secret_hash": "h",
+    }
     ev.ApiKeyCreated.upcast_v1_v2(state)
     assert state["created_by"] is None
 
@@ -402,7 +452,9 @@ def test_a_refusal_stands_for_its_command_id() -> None:
 
 def test_validation_errors_are_not_remembered() -> None:
     world = new_org("pro")
-    command = world.command("create_api_key", OWNER, "V", name="ci", permissions=["gateway:use"], expires_at=T0 - timedelta(days=1))
+    command = world.command(
+        "create_api_key", OWNER, "V", name="ci", permissions=["gateway:use"], expires_at=T0 - timedelta(days=1)
+    )
     assert code_of(world.execute("create_api_key", command)) == "validation_error"
     assert world.run("create_api_key", OWNER, command_id="V", name="ci", permissions=["gateway:use"]).ok
 
@@ -428,7 +480,9 @@ def test_a_failed_save_leaves_neither_the_cache_nor_the_snapshot_ahead_of_the_st
     doomed = world.command("invite_member", OWNER, "doomed", email="p3@example.com", role="developer")  # would be 6
 
     async def both():
-        return await asyncio.gather(world.runner.run("invite_member", crossing), world.runner.run("invite_member", doomed), return_exceptions=True)
+        return await asyncio.gather(
+            world.runner.run("invite_member", crossing), world.runner.run("invite_member", doomed), return_exceptions=True
+        )
 
     outcomes = world.loop.run(both())
     world.loop.run(world.runner.settled())
@@ -446,7 +500,11 @@ def test_a_failed_save_leaves_neither_the_cache_nor_the_snapshot_ahead_of_the_st
 
 
 SCIM_ON_PRO = [
-    ("create_organization", {"org_id": "other", "name": "Other", "plan": "pro", "owner": {"user_id": "x1", "email": "x1@example.com"}}, "permission_denied"),
+    (
+        "create_organization",
+        {"org_id": "other", "name": "Other", "plan": "pro", "owner": {"user_id": "x1", "email": "x1@example.com"}},
+        "permission_denied",
+    ),
     ("change_plan", {"plan": "enterprise"}, "permission_denied"),
     ("invite_member", {"email": "n@example.com", "role": "developer"}, "plan_required"),
     ("resend_invitation", "pending", "plan_required"),
@@ -490,7 +548,16 @@ def test_scim_needs_the_enterprise_plan_for_every_command(name: str, fields, on_
 def test_a_key_expiry_given_with_an_offset_is_recorded_and_answered_in_utc() -> None:
     world = new_org("pro")
     command = msgspec.json.decode(
-        json.dumps({"command_id": "k", "org_id": world.org_id, "actor": OWNER, "name": "ci", "permissions": ["gateway:use"], "expires_at": "2024-04-01T12:00:00+02:00"}),
+        json.dumps(
+            {
+                "command_id": "k",
+                "org_id": world.org_id,
+                "actor": OWNER,
+                "name": "ci",
+                "permissions": ["gateway:use"],
+                "expires_at": "2024-04-01T12:00:00+02:00",
+            }
+        ),
         type=cmd.CreateApiKey,
     )
     world.execute("create_api_key", command)
@@ -503,7 +570,14 @@ def test_a_key_expiry_given_with_an_offset_is_recorded_and_answered_in_utc() -> 
 
 def test_creating_an_existing_org_as_someone_who_would_not_own_it_is_permission_denied() -> None:
     world = new_org("pro", org_id="acme")
-    reply = world.run("create_organization", STRANGER, org_id="acme", name="Acme", plan="pro", owner={"user_id": "owner1", "email": email_of("owner1")})
+    reply = world.run(
+        "create_organization",
+        STRANGER,
+        org_id="acme",
+        name="Acme",
+        plan="pro",
+        owner={"user_id": "owner1", "email": email_of("owner1")},
+    )
     assert code_of(reply) == "permission_denied"
 
 
@@ -513,7 +587,9 @@ def test_a_duplicate_invitation_is_not_revealed_to_an_actor_without_the_permissi
     assert code_of(reply) == "permission_denied"
     # with no seat free, the admin lacks billing:manage: that is decided before the duplicate is
     world.invite("fill@example.com", by=OWNER)
-    assert code_of(world.run("invite_member", user("admin1"), email="pending@example.com", role="developer")) == "permission_denied"
+    assert (
+        code_of(world.run("invite_member", user("admin1"), email="pending@example.com", role="developer")) == "permission_denied"
+    )
 
 
 def test_resending_a_revoked_invitation_is_expired() -> None:
@@ -527,7 +603,9 @@ def test_accepting_with_another_email_is_refused() -> None:
     world = new_org("pro")
     invitation = world.invite("a@example.com", by=OWNER)
     token = world.token(invitation["invitation_id"], invitation["expires_at"])
-    reply = world.run("accept_invitation", user("a"), invitation_id=invitation["invitation_id"], token=token, user_id="a", email="b@example.com")
+    reply = world.run(
+        "accept_invitation", user("a"), invitation_id=invitation["invitation_id"], token=token, user_id="a", email="b@example.com"
+    )
     assert (code_of(reply), reply.error.details) == ("permission_denied", {"reason": "email_mismatch"})
 
 
@@ -550,7 +628,7 @@ def test_the_unit_server_secret_is_long_enough_for_production_rules() -> None:
 
 def test_a_page_of_keys_with_long_names_stops_at_its_byte_budget_and_continues() -> None:
     world = new_org("pro")
-    names = [str(n) + "\U0001F600" * (200 - len(str(n))) for n in range(900)]
+    names = [str(n) + "\U0001f600" * (200 - len(str(n))) for n in range(900)]
     for name in names:
         world.create_key(name, ["gateway:use"])
     query = application.q.ApiKeysQuery
@@ -577,11 +655,19 @@ def test_the_invitation_behind_a_link_is_shown_only_with_its_token() -> None:
     link = application.q.InvitationLinkQuery
 
     shown = world.app.invitation_behind_link(org_id, link(invitation_id=invitation["invitation_id"], token=token))
-    assert (shown.org_id, shown.org_name, shown.email, shown.role, shown.status) == ("acme", "Acme", "a@example.com", "developer", "pending")
+    assert (shown.org_id, shown.org_name, shown.email, shown.role, shown.status) == (
+        "acme",
+        "Acme",
+        "a@example.com",
+        "developer",
+        "pending",
+    )
     assert (shown.invited_by.type, shown.invited_by.id) == ("user", "owner1")
     with pytest.raises(InvalidToken):
         world.app.invitation_behind_link(org_id, link(invitation_id=invitation["invitation_id"], token="forged"))
     world.clock.advance(days=8)
-    assert world.app.invitation_behind_link(org_id, link(invitation_id=invitation["invitation_id"], token=token)).status == "expired"
+    assert (
+        world.app.invitation_behind_link(org_id, link(invitation_id=invitation["invitation_id"], token=token)).status == "expired"
+    )
     with pytest.raises(NotFound):
         world.app.org_of_invitation("inv_unknown")

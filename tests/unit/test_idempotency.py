@@ -87,9 +87,13 @@ def test_an_invitation_that_bought_a_seat_repeated_buys_nothing_more() -> None:
     world.invite("a@example.com", by=OWNER)
     world.invite("b@example.com", by=OWNER)
 
-    first = world.run("invite_member", OWNER, command_id="invite-c", email="c@example.com", role="developer", accept_charge_cents=1000)
+    first = world.run(
+        "invite_member", OWNER, command_id="invite-c", email="c@example.com", role="developer", accept_charge_cents=1000
+    )
     recorded = world.count_recorded()
-    second = world.run("invite_member", OWNER, command_id="invite-c", email="c@example.com", role="developer", accept_charge_cents=1000)
+    second = world.run(
+        "invite_member", OWNER, command_id="invite-c", email="c@example.com", role="developer", accept_charge_cents=1000
+    )
 
     assert len(first.events) == 2
     assert wire(second) == wire(first)
@@ -145,4 +149,3 @@ def test_event_ids_are_unique_across_commands() -> None:
 
     assert len(event_ids) == len(set(event_ids))
     assert all(e.command_id for e in world.recorded())
-

@@ -5,19 +5,19 @@ from __future__ import annotations
 import email
 import email.policy
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiosmtplib
 import pytest
 
 from services.notifier.config import NotifierSettings
-from services.notifier.mail import Invitation, compose, message_id
 from services.notifier.deliveries import PermanentFailure, is_permanent, why_not_send
+from services.notifier.mail import Invitation, compose, message_id
 from services.notifier.smtp import InvalidSmtpUrl, parse_smtp_url
-from shared.settings import Settings
 from shared.invitations import accept_link, invitation_token, token_matches
+from shared.settings import Settings
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 3, 10, 9, 30, tzinfo=UTC)
 SECRET = "unit-secret"
 
@@ -124,7 +124,9 @@ def test_user_input_is_escaped_in_html_and_kept_out_of_header_structure():
 
 def test_a_duplicate_send_carries_the_same_message_id():
     first = compose(invitation(), mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0).message
-    again = compose(invitation(), mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0 + timedelta(hours=1)).message
+    again = compose(
+        invitation(), mail_from="t@x.io", public_url="http://l", server_secret=SECRET, now=T0 + timedelta(hours=1)
+    ).message
     assert first["Message-ID"] == again["Message-ID"]
 
 

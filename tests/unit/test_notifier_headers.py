@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import markupsafe
 import pytest
@@ -13,10 +13,10 @@ from aiosmtplib.email import flatten_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.notifier.headers import UnmailableAddress, display_text, encoded_words, mailable_address
+from services.notifier.headers import UnmailableAddress, display_text, encoded_words
 from services.notifier.mail import Invitation, OutgoingEmail, compose
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 3, 10, 9, 30, tzinfo=UTC)
 SECRET = "unit-secret"
 MAIL_FROM = "Team Members <no-reply@team-members.localhost>"
@@ -175,7 +175,9 @@ accepted_text = st.text(
     max_size=200,
 )
 SAMPLES = st.sampled_from(["🚀", "👩‍👩‍👧", "株式会社", "e\u0301", "שלום", "مرحبا", "=?utf-8?q?", "?=", "\u3000", "<>&\"'"])
-names = st.one_of(accepted_text, st.lists(st.one_of(SAMPLES, accepted_text), min_size=1, max_size=8).map("".join).map(lambda s: s[:200]))
+names = st.one_of(
+    accepted_text, st.lists(st.one_of(SAMPLES, accepted_text), min_size=1, max_size=8).map("".join).map(lambda s: s[:200])
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -28,10 +28,20 @@ CONTRACT_ROLES: dict[str, frozenset[str]] = {
     "owner": ALL_PERMISSIONS,
     "admin": frozenset(
         {
-            "org:read", "members:read", "members:invite", "members:manage", "projects:read", "projects:use",
-            "projects:manage", "api_keys:read", "api_keys:own", "api_keys:manage", "audit:read", "gateway:use",
+            "org:read",
+            "members:read",
+            "members:invite",
+            "members:manage",
+            "projects:read",
+            "projects:use",
+            "projects:manage",
+            "api_keys:read",
+            "api_keys:own",
+            "api_keys:manage",
+            "audit:read",
+            "gateway:use",
         }
-    ),  # fmt: skip
+    ),
     "developer": frozenset(
         {"org:read", "members:read", "projects:read", "projects:use", "api_keys:read", "api_keys:own", "gateway:use"}
     ),
@@ -100,7 +110,15 @@ PRINCIPALS = [
     _service_key("key_api_keys_own", "api_keys:own", "api_keys:read", "gateway:use"),
     _service_key("key_everything", *sorted(ALL_PERMISSIONS)),
     _members_key("admins_key_with_owner_rights", "admin1", "admin", *sorted(ALL_PERMISSIONS)),
-    _members_key("developers_key_with_manager_rights", "dev1", "developer", "members:invite", "members:manage", "api_keys:manage", "gateway:use"),
+    _members_key(
+        "developers_key_with_manager_rights",
+        "dev1",
+        "developer",
+        "members:invite",
+        "members:manage",
+        "api_keys:manage",
+        "gateway:use",
+    ),
     _members_key("owners_billing_key", "owner2", "owner", "billing:manage", "gateway:use"),
     _members_key("developers_gateway_key", "dev1", "developer", "gateway:use"),
     # keys that are not live act with nothing, whatever they were given
@@ -114,8 +132,16 @@ PRINCIPALS = [
         key_owner="admin1",
         lifecycle="orphaned",
     ),
-    Principal("key_minted_by_a_revoked_key", None, frozenset(), tuple(sorted(ALL_PERMISSIONS)), lifecycle="minted_by_revoked_key"),
-    Principal("key_kept_when_its_creator_left", None, frozenset({"members:invite", "gateway:use"}), ("members:invite", "gateway:use"), lifecycle="kept"),
+    Principal(
+        "key_minted_by_a_revoked_key", None, frozenset(), tuple(sorted(ALL_PERMISSIONS)), lifecycle="minted_by_revoked_key"
+    ),
+    Principal(
+        "key_kept_when_its_creator_left",
+        None,
+        frozenset({"members:invite", "gateway:use"}),
+        ("members:invite", "gateway:use"),
+        lifecycle="kept",
+    ),
 ]
 
 # -- what is asked -------------------------------------------------------------------
@@ -145,7 +171,12 @@ def pending_invitation(world: World, _p: Principal) -> dict[str, Any]:
 
 CASES = [
     Case("change_plan", "change_plan", lambda w, p: {"plan": "enterprise"}, needs("billing:manage")),
-    Case("invite_developer", "invite_member", lambda w, p: {"email": "new@example.com", "role": "developer"}, needs("members:invite")),
+    Case(
+        "invite_developer",
+        "invite_member",
+        lambda w, p: {"email": "new@example.com", "role": "developer"},
+        needs("members:invite"),
+    ),
     Case("invite_admin", "invite_member", lambda w, p: {"email": "new@example.com", "role": "admin"}, needs("members:invite")),
     Case(
         "invite_owner",
@@ -201,7 +232,12 @@ CASES = [
         frozenset({"gateway:use"}),
     ),
     # "api_keys:manage, or the key's owner"
-    Case("revoke_own_key", "revoke_api_key", lambda w, p: {"key_id": w.keys[f"own:{p.user_id}"]}, lambda p: frozenset() if p.is_member else None),
+    Case(
+        "revoke_own_key",
+        "revoke_api_key",
+        lambda w, p: {"key_id": w.keys[f"own:{p.user_id}"]},
+        lambda p: frozenset() if p.is_member else None,
+    ),
     Case("revoke_another_members_key", "revoke_api_key", lambda w, p: {"key_id": w.keys["own:dev2"]}, needs("api_keys:manage")),
     # a key is not its owner: revoking the owner's other keys needs api_keys:manage in the key itself
     Case(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
 
 from shared.pricing import add_months, billing_period, prorate
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(*parts: int) -> datetime:

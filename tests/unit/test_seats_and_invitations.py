@@ -75,7 +75,9 @@ def test_an_invitation_without_a_free_seat_needs_a_purchase_and_is_given_a_quote
 def test_accepting_the_charge_buys_a_seat_and_invites_in_one_command() -> None:
     world = filled_pro_org(invited_at=SIXTEEN_DAYS_LEFT)
 
-    reply = world.run("invite_member", OWNER, email="c@example.com", role="developer", accept_charge_cents=CHARGE_WITH_SIXTEEN_DAYS_LEFT)
+    reply = world.run(
+        "invite_member", OWNER, email="c@example.com", role="developer", accept_charge_cents=CHARGE_WITH_SIXTEEN_DAYS_LEFT
+    )
 
     assert reply.ok, reply.error
     assert len(reply.events) == 2 and len(set(reply.events)) == 2
@@ -460,7 +462,10 @@ def test_the_billing_period_starts_at_the_org_creation() -> None:
 
     assert type(created).__name__ == "OrganizationCreated"
     assert created.billing_anchor == T0.replace(month=1, day=31)
-    assert (quote["billing_period_start"], quote["billing_period_end"]) == (T0.replace(month=1, day=31), T0.replace(month=2, day=29))
+    assert (quote["billing_period_start"], quote["billing_period_end"]) == (
+        T0.replace(month=1, day=31),
+        T0.replace(month=2, day=29),
+    )
 
 
 def test_the_invitation_flow_works_for_a_service_key_with_invite_permission() -> None:

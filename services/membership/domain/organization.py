@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -122,7 +122,7 @@ class Organization(Aggregate):
                 permissions=frozenset(k["permissions"]),
                 expires_at=k["expires_at"],
                 secret_hash=k["secret_hash"],
-                created_at=datetime(1970, 1, 1, tzinfo=timezone.utc),
+                created_at=datetime(1970, 1, 1, tzinfo=UTC),
                 created_by=None,
                 revoked=k["revoked"],
             )
@@ -478,7 +478,9 @@ class Organization(Aggregate):
 
     def _keys_granted_by(self, user_id: str) -> set[str]:
         """Every unrevoked key the member owns or created, and the keys those keys created, and so on."""
-        granted = {k.key_id for k in self.api_keys.values() if k.owner_user_id == user_id or k.created_by == ActorRef("user", user_id)}
+        granted = {
+            k.key_id for k in self.api_keys.values() if k.owner_user_id == user_id or k.created_by == ActorRef("user", user_id)
+        }
         while True:
             more = {
                 k.key_id
