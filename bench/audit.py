@@ -21,6 +21,7 @@ import msgspec
 import nats
 
 from shared import pricing, subjects
+from shared.contract.common import Actor, Role
 from shared.contract.events import (
     SCHEMA_VERSION,
     ApiKeyCreated,
@@ -63,7 +64,7 @@ MIX = (
     ("ApiKeyCreated", 2),
     ("ApiKeyRevoked", 1),
 )
-ROLES = ("admin", "developer")
+ROLES: tuple[Role, ...] = ("admin", "developer")
 _encoder = msgspec.json.Encoder()
 
 
@@ -83,7 +84,7 @@ class History:
     def publications(self) -> Iterator[tuple[str, str, bytes]]:
         rng = random.Random(self.seed)
         kinds = [kind for kind, weight in MIX for _ in range(weight)]
-        owner = {"type": "user", "id": "usr_bench_owner"}
+        owner = Actor(type="user", id="usr_bench_owner")
         unit = pricing.UNIT_PRICE_CENTS
         seats = included = pricing.INCLUDED_SEATS["enterprise"]
         yield self._publication(
@@ -92,7 +93,7 @@ class History:
             OrganizationCreated(
                 name="Audit Bench",
                 plan="enterprise",
-                owner_user_id=owner["id"],
+                owner_user_id=owner.id,
                 owner_email="owner@audit-bench.io",
                 seats_included=included,
                 unit_price_cents=unit,
@@ -167,7 +168,7 @@ class History:
                     )
             yield self._publication(sequence, owner, data)
 
-    def _publication(self, sequence: int, actor: dict[str, str], data: Any) -> tuple[str, str, bytes]:
+    def _publication(self, sequence: int, actor: Actor, data: Any) -> tuple[str, str, bytes]:
         event_type = type(data).__name__
         envelope = Envelope(
             event_id=f"evt_{uuid.uuid4().hex}",
@@ -248,7 +249,8 @@ async def _searcher(
 async def search_latency(nats_url: str, history: History) -> list[Figure]:
     clients = [Client(await nats.connect(nats_url), timeout=60) for _ in range(SEARCH_CLIENTS)]
     by_action: dict[str, Latencies] = defaultdict(Latencies)
-    totals, returned = Latencies(), []
+    totals = Latencies()
+    returned: list[int] = []
     try:
         # A few queries first, so that connections and plans are warm.
         await _searcher(clients[0], history, random.Random(0), 8, defaultdict(Latencies), Latencies(), [])

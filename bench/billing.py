@@ -14,6 +14,7 @@ import msgspec
 import nats
 
 from shared import pricing, subjects
+from shared.contract.common import Actor
 from shared.contract.events import SCHEMA_VERSION, Envelope, OrganizationCreated, SeatAdded
 from teamctl.client import Client
 
@@ -71,7 +72,7 @@ def _publication(org_id: str, sequence: int, at: datetime, actor: dict, command_
         org_id=org_id,
         sequence=sequence,
         occurred_at=at,
-        actor=actor,
+        actor=msgspec.convert(actor, Actor),
         command_id=command_id,
         correlation_id=None,
         data=data,

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import nats
+from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
@@ -40,7 +41,7 @@ def dead_letter_stream_config(replicas: int = 1) -> StreamConfig:
 STREAM_NAME_IN_USE = 10058  # JetStream's error code: the stream exists with another configuration
 
 
-async def ensure_stream(js: Any, config: StreamConfig, attempts: int = 20) -> None:
+async def ensure_stream(js: JetStreamContext, config: StreamConfig, attempts: int = 20) -> None:
     """Creates the stream, or brings an existing one to this configuration.
 
     A cluster that has just started may refuse for a few seconds while it elects its leaders."""

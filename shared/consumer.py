@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 import structlog
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import dead_letters, subjects
@@ -75,7 +76,12 @@ async def prepare(connection: asyncpg.Connection, projection: Projection) -> Non
 
 class ProjectionConsumer:
     def __init__(
-        self, js: Any, pool: asyncpg.Pool, projection: Projection, settings: ConsumerSettings, clock: Clock | None = None
+        self,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        projection: Projection,
+        settings: ConsumerSettings,
+        clock: Clock | None = None,
     ) -> None:
         self.js = js
         self.pool = pool

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .contract.replies import ErrorCode
+
 
 class Refused(Exception):
-    code = "internal"
+    code: ErrorCode = "internal"
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)

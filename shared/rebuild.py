@@ -17,10 +17,11 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import subjects
-from .consumer import Projection, apply_in_order, prepare
+from .consumer import Projection, ProjectionConsumer, apply_in_order, prepare
 from .contract.events import decode_envelope
 from .errors import Conflict
 
@@ -47,7 +48,7 @@ class RebuildReport:
 
 
 async def rebuild(
-    js: Any,
+    js: JetStreamContext,
     pool: asyncpg.Pool,
     shadow: Projection,
     live_schema: str,
@@ -80,7 +81,7 @@ class Rebuilder:
     """A service's rebuild request: one at a time, the live consumer paused only for the swap."""
 
     def __init__(
-        self, consumer: Any, make_shadow: Callable[[], Projection], live_schema: str, finish: Finish | None = None
+        self, consumer: ProjectionConsumer, make_shadow: Callable[[], Projection], live_schema: str, finish: Finish | None = None
     ) -> None:
         self.consumer = consumer
         self.make_shadow = make_shadow
@@ -117,7 +118,9 @@ class Rebuilder:
 class Replay:
     """Every message of the stream, in order, through an ephemeral consumer without acks."""
 
-    def __init__(self, js: Any, pool: asyncpg.Pool, projection: Projection, on_progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, js: JetStreamContext, pool: asyncpg.Pool, projection: Projection, on_progress: Callable[[int], None] | None
+    ) -> None:
         self.js = js
         self.pool = pool
         self.projection = projection
@@ -160,7 +163,7 @@ class Replay:
             self.on_progress(self.events)
 
 
-async def _last_sequence(js: Any) -> int:
+async def _last_sequence(js: JetStreamContext) -> int:
     return (await js.stream_info(subjects.STREAM)).state.last_seq
 
 

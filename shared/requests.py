@@ -52,7 +52,7 @@ def reply_handler(kind: type[T], handle: Callable[[T], Awaitable[Reply | Any]]) 
             outcome = await handle(request)
             reply = outcome if isinstance(outcome, Reply) else success(outcome)
         except Refused as refused:
-            reply = failure(refused.code, bounded(refused.message), refused.details)  # type: ignore[arg-type]
+            reply = failure(refused.code, bounded(refused.message), refused.details)
         except Exception:
             log.exception("request failed", request_type=kind.__name__)
             reply = failure("internal", "the service could not complete the request")

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import nats
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from .contract.replies import failure
 from .requests import encode_reply
@@ -29,7 +30,7 @@ class Responder:
         self.nc = nc
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._subscriptions: list[object] = []
+        self._subscriptions: list[Subscription] = []
 
     async def serve(self, subject: str, queue: str, respond: Respond) -> None:
         async def on_request(msg: Msg) -> None:

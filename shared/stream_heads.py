@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 import nats.js.errors
+from nats.js import JetStreamContext
 
 from . import subjects
 from .contract.events import decode_envelope
 
 
 class StreamHeads:
-    def __init__(self, js: Any) -> None:
+    def __init__(self, js: JetStreamContext) -> None:
         self.js = js
 
     async def __call__(self, org_id: str) -> int:
@@ -25,6 +24,6 @@ class StreamHeads:
         except nats.js.errors.NotFoundError:
             return 0
         try:
-            return decode_envelope(newest.data).sequence
+            return decode_envelope(newest.data or b"").sequence
         except (msgspec.DecodeError, msgspec.ValidationError):
             return 0

@@ -107,7 +107,8 @@ async def _wait_for_mail(mail_dir: Path, address: str, timeout: float = 15.0) ->
             if address in (message.get("To") or ""):
                 for part in message.walk():
                     if part.get_content_type() == "text/plain":
-                        match = LINK.search(part.get_payload(decode=True).decode())
+                        payload = part.get_payload(decode=True)
+                        match = LINK.search(payload.decode()) if isinstance(payload, bytes) else None
                         if match:
                             return path, (unquote(match["invitation"]), unquote(match["token"]))
         await asyncio.sleep(0.3)

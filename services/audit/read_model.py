@@ -72,7 +72,8 @@ class AuditReadModel:
 
     async def search(self, query: q.AuditSearch) -> dict[str, Any]:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), query.limit, query)
-        entries, size = [], 0
+        entries: list[dict[str, Any]] = []
+        size = 0
         for row in rows:
             entry = entry_for_reply(row)
             size += len(_encode(entry)) + 1

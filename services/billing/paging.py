@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import msgspec
 
 from shared import pricing
 from shared.errors import Invalid
 
+T = TypeVar("T", bound=msgspec.Struct)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_MICROSECONDS = pricing.microseconds(datetime(1, 1, 2, tzinfo=UTC))
 _MAX_MICROSECONDS = pricing.microseconds(datetime(9999, 12, 30, tzinfo=UTC))
@@ -58,7 +60,7 @@ def _encode(position: msgspec.Struct) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
 
 
-def _decode(cursor: str, kind: type[msgspec.Struct]):  # type: ignore[no-untyped-def]
+def _decode(cursor: str, kind: type[T]) -> T:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         return msgspec.json.decode(raw, type=kind)

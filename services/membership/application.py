@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import Transcoder
+from eventsourcing.persistence import JSONTranscoder
 from eventsourcing.popo import POPOFactory
 from eventsourcing.utils import get_topic
 
@@ -28,7 +28,7 @@ from shared.contract.common import Actor
 from shared.contract.replies import Reply, failure, success
 from shared.errors import Conflict, Invalid, InvalidToken, NotFound, Refused
 
-from .domain.events import MemberInvited
+from .domain.events import MemberInvited, OrganizationEvent
 from .domain.organization import CommandContext, Organization, org_uuid, require_creator
 from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
 from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
@@ -97,7 +97,7 @@ class MembershipApplication(Application):
             return POPOCommandRecorder()
         return super().construct_recorder()
 
-    def register_transcodings(self, transcoder: Transcoder) -> None:
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         for transcoding in VALUE_TRANSCODINGS:
             transcoder.register(transcoding)
@@ -128,7 +128,7 @@ class MembershipApplication(Application):
         except Refused as refused:
             return self._refusal(org_id, command, fingerprint, failure(refused.code, refused.message, refused.details), now)
         recorded = list(org.pending_events)
-        reply = success(result, [e.event_id for e in recorded])
+        reply = success(result, [cast(OrganizationEvent, e).event_id for e in recorded])
         seal = self.secrets.seal if sealed else None
         record = new_record(org_id, command.command_id, fingerprint, reply, seal, now, self.command_retention)
         return Decision(org_id, reply, org, record, recorded)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import msgspec
 
 from shared import subjects
+from shared.contract.common import Actor
 from shared.contract.events import EVENT_DATA, SCHEMA_VERSION, Envelope
 
 from .domain.events import OrganizationEvent
@@ -47,7 +48,7 @@ def envelope_of(event: OrganizationEvent) -> Envelope:
         org_id=event.org_id,
         sequence=event.originator_version,
         occurred_at=event.timestamp,
-        actor=event.actor,
+        actor=msgspec.convert(event.actor, Actor),
         command_id=event.command_id,
         correlation_id=event.correlation_id,
         data=msgspec.convert(fields, EVENT_DATA[event_type]),

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Sequence
+from typing import cast
 
 import structlog
+from eventsourcing.persistence import Notification
+from eventsourcing.postgres import PostgresApplicationRecorder
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from shared import subjects
 from shared.database import single_active
 
 from .application import MembershipApplication
+from .domain.events import OrganizationEvent
 from .publication import NOTIFICATION_HEADER, publication_of
 
 RELAY_LOCK_KEY = 0x7EA3_0001
@@ -27,7 +32,7 @@ log = structlog.get_logger()
 
 
 class Relay:
-    def __init__(self, app: MembershipApplication, js: Any, database_url: str, batch_size: int = 256) -> None:
+    def __init__(self, app: MembershipApplication, js: JetStreamContext, database_url: str, batch_size: int = 256) -> None:
         self.app = app
         self.js = js
         self.database_url = database_url
@@ -40,7 +45,9 @@ class Relay:
         while True:
             try:
                 async with single_active(self.database_url, RELAY_LOCK_KEY) as connection:
-                    await connection.add_listener(self.app.recorder.channel_name, lambda *_: self._new_events.set())
+                    await connection.add_listener(
+                        cast(PostgresApplicationRecorder, self.app.recorder).channel_name, lambda *_: self._new_events.set()
+                    )
                     log.info("relay active")
                     self.position = await self._resume()
                     await self._follow()
@@ -88,13 +95,13 @@ class Relay:
                 ids.add(int(message.headers[NOTIFICATION_HEADER]))
         return ids
 
-    async def _select(self, start: int, limit: int) -> list[Any]:
+    async def _select(self, start: int, limit: int) -> Sequence[Notification]:
         return await asyncio.to_thread(self.app.recorder.select_notifications, start, limit)
 
-    async def _publish(self, notifications: list[Any]) -> None:
+    async def _publish(self, notifications: Sequence[Notification]) -> None:
         pending = []
         for notification in notifications:
-            publication = publication_of(self.app.mapper.to_domain_event(notification))
+            publication = publication_of(cast(OrganizationEvent, self.app.mapper.to_domain_event(notification)))
             headers = {"Nats-Msg-Id": publication.event_id, NOTIFICATION_HEADER: str(notification.id)}
             pending.append(await self.js.publish_async(publication.subject, publication.body, headers=headers))
         # An ack lost with the connection never comes: give up on the batch and resume from the stream.

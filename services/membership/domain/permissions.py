@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from shared.contract.common import PERMISSIONS, Permission, Role
 
 _EVERYONE: frozenset[Permission] = frozenset(
@@ -30,5 +32,6 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
-def permissions_of(role: Role) -> frozenset[Permission]:
-    return ROLE_PERMISSIONS[role]
+def permissions_of(role: str) -> frozenset[Permission]:
+    """A role's permissions; a role the contract does not know has none."""
+    return ROLE_PERMISSIONS.get(cast(Role, role), frozenset())
