@@ -1,7 +1,10 @@
 """What billing answers: the ledger, invoices by period, the next bill, and the state of its projection.
 
 Invoices are not stored: an invoice is its period's charges, grouped when asked for. Lists are
-paged by keyset (see `paging.py`).
+paged by keyset (see `paging.py`). An invoice shows at most `INVOICE_LINES_SHOWN` lines (with
+`line_count`, `lines_complete` and a `total_cents` over all of them), and a page of invoices ends at
+the byte budget, so that no reply outgrows the bus however many seat changes a period holds; every
+line is in `billing.query.charges`, paged.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from shared.errors import NotFound
+from shared.paging import PAGE_BUDGET_BYTES
 
 from . import paging
 from .invoices import current_period, upcoming_invoice
 from .ledger import Account, Charge
 from .projection import CHARGE_COLUMNS, account_of
 
+INVOICE_LINES_SHOWN = 500
 _SELECT_CHARGES = f'SELECT {", ".join(CHARGE_COLUMNS)} FROM "{{schema}}".charges'
 
 
@@ -69,16 +75,24 @@ class BillingReadModel:
         lines: dict[datetime, list[dict[str, Any]]] = {start: [] for start in starts}
         for row in rows:
             lines[row["billing_period_start"]].append(dict(row))
-        invoices = [_invoice(start, found[0]["billing_period_end"], found, now) for start, found in lines.items()]
-        more = len(periods) > limit
-        return {"invoices": invoices, "next_cursor": paging.invoices_cursor(starts[-1]) if more else None}
+        invoices: list[dict[str, Any]] = []
+        size = 0
+        for start, found in lines.items():
+            invoice = _invoice(start, found[0]["billing_period_end"], found, now)
+            size += len(msgspec.json.encode(invoice)) + 1
+            if invoices and size > PAGE_BUDGET_BYTES:
+                break
+            invoices.append(invoice)
+        more = len(periods) > limit or len(invoices) < len(starts)
+        last = invoices[-1]["billing_period_start"] if invoices else None
+        return {"invoices": invoices, "next_cursor": paging.invoices_cursor(last) if more and last else None}
 
     async def upcoming_invoice(self, org_id: str, now: datetime) -> dict[str, Any]:
         async with self.pool.acquire() as connection:
             account = account_of(await self._require_account(connection, org_id))
             this_period = await self._period_charges(connection, account, now)
-        invoice = upcoming_invoice(account, this_period, now)
-        return asdict(invoice)
+        invoice = asdict(upcoming_invoice(account, this_period, now))
+        return {**invoice, **_shown_lines(invoice["lines"])}
 
     async def mismatch_count(self) -> int:
         async with self.pool.acquire() as connection:
@@ -101,11 +115,16 @@ class BillingReadModel:
         return [Charge(**dict(row)) for row in rows]
 
 
+def _shown_lines(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first lines of an invoice, and whether they are all of them (the rest: `billing.query.charges`)."""
+    return {"lines": lines[:INVOICE_LINES_SHOWN], "line_count": len(lines), "lines_complete": len(lines) <= INVOICE_LINES_SHOWN}
+
+
 def _invoice(start: datetime, end: datetime, lines: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     return {
         "billing_period_start": start,
         "billing_period_end": end,
         "status": "closed" if end <= now else "open",
-        "lines": lines,
+        **_shown_lines(lines),
         "total_cents": sum(line["amount_cents"] for line in lines),
     }

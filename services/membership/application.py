@@ -111,9 +111,9 @@ class MembershipApplication(Application):
     def decide(self, org_id: str, name: str, command: cmd.Command, fingerprint: CommandFingerprint) -> Decision:
         """The reply to the command, and what to save for it; nothing shared changes here."""
         now = self.clock.now()
-        earlier = self.commands.find_command(org_id, command.command_id, now - self.command_retention)
+        earlier = self.commands.find_command(command.command_id, now - self.command_retention)
         if earlier is not None:
-            return Decision(org_id, repeat_reply(earlier, fingerprint, self.secrets.seal))
+            return Decision(org_id, repeat_reply(earlier, org_id, fingerprint, self.secrets.seal))
         ctx = CommandContext(command.actor, command.command_id, command.correlation_id, now, self.new_id)
         org: Organization | None = None
         sealed = False
@@ -313,7 +313,7 @@ class MembershipApplication(Application):
             org_id=org.org_id,
             org_name=org.name,
             email=invitation.email,
-            role=invitation.role,  # type: ignore[arg-type]
+            role=invitation.role,
             invited_by=q.Principal(type=inviter.type, id=inviter.id) if inviter else None,  # type: ignore[arg-type]
             expires_at=invitation.expires_at,
             status=invitation.status_at(self.clock.now()),  # type: ignore[arg-type]
@@ -362,14 +362,14 @@ def _key_position(key: ApiKey) -> paging.Position:
 
 
 def _member_view(member: Member) -> q.MemberView:
-    return q.MemberView(user_id=member.user_id, email=member.email, role=member.role, joined_at=member.joined_at)  # type: ignore[arg-type]
+    return q.MemberView(user_id=member.user_id, email=member.email, role=member.role, joined_at=member.joined_at)
 
 
 def _invitation_view(invitation: Invitation, now: datetime) -> q.InvitationView:
     return q.InvitationView(
         invitation_id=invitation.invitation_id,
         email=invitation.email,
-        role=invitation.role,  # type: ignore[arg-type]
+        role=invitation.role,
         expires_at=invitation.expires_at,
         status=invitation.status_at(now),  # type: ignore[arg-type]
     )

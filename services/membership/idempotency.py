@@ -1,6 +1,6 @@
 """Command records: what makes a repeated `command_id` safe.
 
-A record binds a `command_id` to the org, the command's name, the actor and a fingerprint of the
+A `command_id` is one command across the whole system. A record binds it to the org, the command's name, the actor and a fingerprint of the
 decoded body (without `command_id` and `correlation_id`). A true repeat gets the first reply,
 refusals included; a reuse that differs in any of these gets `conflict` and learns nothing.
 A success's record is written in the transaction that saves its events; a refusal's or a no-op's
@@ -80,9 +80,9 @@ def new_record(
     return CommandRecord(org_id, command_id, fingerprint, encoded, seal is not None, now, now - retention)
 
 
-def repeat_reply(record: CommandRecord, fingerprint: CommandFingerprint, seal: ReplySeal) -> Reply:
-    """The reply to a command whose id was already recorded."""
-    if record.fingerprint != fingerprint:
+def repeat_reply(record: CommandRecord, org_id: str, fingerprint: CommandFingerprint, seal: ReplySeal) -> Reply:
+    """The reply to a command whose id was already recorded (in this organization or another)."""
+    if record.org_id != org_id or record.fingerprint != fingerprint:
         return failure(
             "conflict",
             "this command_id was already used for another command; use a new command_id",

@@ -26,7 +26,7 @@ from .idempotency import CommandFingerprint, CommandRecord
 class CommandRecorder(Protocol):
     """An application recorder that also keeps command records."""
 
-    def find_command(self, org_id: str, command_id: str, recorded_since: datetime) -> CommandRecord | None: ...
+    def find_command(self, command_id: str, recorded_since: datetime) -> CommandRecord | None: ...
 
     def remember_command(self, record: CommandRecord) -> None:
         """For a reply without events; a record already there wins."""
@@ -47,7 +47,7 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
                 "org_id text NOT NULL, command_id text NOT NULL, command_name text NOT NULL, "
                 "actor_type text NOT NULL, actor_id text NOT NULL, body_hash text NOT NULL, "
                 "reply bytea NOT NULL, sealed boolean NOT NULL, recorded_at timestamptz NOT NULL, "
-                "PRIMARY KEY (org_id, command_id))"
+                "PRIMARY KEY (command_id))"
             ).format(table)
         )
         self.sql_create_statements.append(
@@ -60,11 +60,11 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(table)
         self._select_record = SQL(
-            "SELECT command_name, actor_type, actor_id, body_hash, reply, sealed, recorded_at FROM {0} "
-            "WHERE org_id = %s AND command_id = %s AND recorded_at >= %s"
+            "SELECT org_id, command_name, actor_type, actor_id, body_hash, reply, sealed, recorded_at FROM {0} "
+            "WHERE command_id = %s AND recorded_at >= %s"
         ).format(table)
         self._delete_before = SQL("DELETE FROM {0} WHERE recorded_at < %s").format(table)
-        self._delete_stale = SQL("DELETE FROM {0} WHERE org_id = %s AND command_id = %s AND recorded_at < %s").format(table)
+        self._delete_stale = SQL("DELETE FROM {0} WHERE command_id = %s AND recorded_at < %s").format(table)
         self._add_invitation_index()
 
     def _add_invitation_index(self) -> None:
@@ -92,7 +92,7 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         records: Sequence[CommandRecord] = kwargs.get("command_records", ())
         if records:
-            curs.executemany(self._delete_stale, [(r.org_id, r.command_id, r.stale_before) for r in records])
+            curs.executemany(self._delete_stale, [(r.command_id, r.stale_before) for r in records])
             curs.executemany(self._insert_record, [_row(record) for record in records])
         invitation_orgs: Sequence[tuple[str, str]] = kwargs.get("invitation_orgs", ())
         if invitation_orgs:
@@ -105,21 +105,21 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
             row = curs.fetchone()
         return None if row is None else str(row["org_id"])
 
-    def find_command(self, org_id: str, command_id: str, recorded_since: datetime) -> CommandRecord | None:
+    def find_command(self, command_id: str, recorded_since: datetime) -> CommandRecord | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_record, (org_id, command_id, recorded_since), prepare=True)
+            curs.execute(self._select_record, (command_id, recorded_since), prepare=True)
             row = curs.fetchone()
         if row is None:
             return None
         fingerprint = CommandFingerprint(row["command_name"], row["actor_type"], row["actor_id"], row["body_hash"])
         return CommandRecord(
-            org_id, command_id, fingerprint, bytes(row["reply"]), row["sealed"], row["recorded_at"], row["recorded_at"]
+            row["org_id"], command_id, fingerprint, bytes(row["reply"]), row["sealed"], row["recorded_at"], row["recorded_at"]
         )
 
     def remember_command(self, record: CommandRecord) -> None:
-        statement = self._insert_record + SQL(" ON CONFLICT (org_id, command_id) DO NOTHING")
+        statement = self._insert_record + SQL(" ON CONFLICT (command_id) DO NOTHING")
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._delete_stale, (record.org_id, record.command_id, record.stale_before))
+            curs.execute(self._delete_stale, (record.command_id, record.stale_before))
             curs.execute(statement, _row(record))
 
     def forget_commands_before(self, cutoff: datetime) -> int:
@@ -133,7 +133,7 @@ class POPOCommandRecorder(POPOApplicationRecorder):
 
     def __init__(self) -> None:
         super().__init__()
-        self._records: dict[tuple[str, str], CommandRecord] = {}
+        self._records: dict[str, CommandRecord] = {}
         self._invitation_orgs: dict[str, str] = {}
         self._records_lock = threading.Lock()
 
@@ -144,7 +144,7 @@ class POPOCommandRecorder(POPOApplicationRecorder):
                 raise IntegrityError("command already recorded")
             notification_ids = super().insert_events(stored_events, **kwargs)
             for record in records:
-                self._records[(record.org_id, record.command_id)] = record
+                self._records[record.command_id] = record
             self._invitation_orgs.update(kwargs.get("invitation_orgs", ()))
         return notification_ids
 
@@ -153,17 +153,17 @@ class POPOCommandRecorder(POPOApplicationRecorder):
 
     def _is_fresh(self, new: CommandRecord) -> bool:
         """An earlier record of the same command that is still inside the window."""
-        earlier = self._records.get((new.org_id, new.command_id))
+        earlier = self._records.get(new.command_id)
         return earlier is not None and earlier.recorded_at >= new.stale_before
 
-    def find_command(self, org_id: str, command_id: str, recorded_since: datetime) -> CommandRecord | None:
-        record = self._records.get((org_id, command_id))
+    def find_command(self, command_id: str, recorded_since: datetime) -> CommandRecord | None:
+        record = self._records.get(command_id)
         return record if record is not None and record.recorded_at >= recorded_since else None
 
     def remember_command(self, record: CommandRecord) -> None:
         with self._records_lock:
             if not self._is_fresh(record):
-                self._records[(record.org_id, record.command_id)] = record
+                self._records[record.command_id] = record
 
     def forget_commands_before(self, cutoff: datetime) -> int:
         with self._records_lock:

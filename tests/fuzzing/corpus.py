@@ -18,11 +18,11 @@ import msgspec
 from shared import subjects
 from shared.contract import commands, queries
 from shared.schema import _QUERIES
+from shared.topology import PROJECTORS, SERVICES
 
 from .hostile import broken_bytes, encode_json, every_field_poisoned, mutated_body
 
-SERVICES = ("membership", "billing", "audit", "notifier")
-PROJECTIONS = ("billing", "audit", "notifier")
+PROJECTIONS = PROJECTORS
 # Operators' subjects of the projections: only bodies their decoder refuses are sent, as a valid
 # one would rebuild, purge, renew or retry.
 ADMIN_REQUESTS: dict[str, type[msgspec.Struct]] = {

@@ -140,3 +140,37 @@ async def test_invoices_come_in_pages_of_periods(billing):
     assert [i["status"] for i in first["invoices"] + rest["invoices"]] == ["closed", "closed", "open"]
     bad = await client.query("billing", "invoices", org_id="acme", cursor="WyJjIiwxLCJ4Il0")  # a charges cursor
     assert bad["error"]["code"] == "validation_error"
+
+
+async def test_invoices_of_a_period_with_thousands_of_seat_changes_still_fit_the_bus(billing):
+    """From the second review: lines were unbounded, so both invoice queries answered `internal`."""
+    service, client = billing
+    acme = OrgHistory("acme", ANCHOR)
+    changes = 1600
+    for n in range(changes // 2):
+        at = datetime(2024, 2, 1, tzinfo=UTC) + timedelta(seconds=n)
+        acme.seats_added(1, at)
+        acme.seats_removed(1, at + timedelta(milliseconds=500))
+    await history_applied(service, acme)
+    service.clock.set(datetime(2024, 2, 20, tzinfo=UTC))
+
+    upcoming = await client.query("billing", "upcoming_invoice", org_id="acme")
+    assert upcoming["ok"], upcoming
+    bill = upcoming["result"]
+    assert (bill["line_count"], len(bill["lines"]), bill["lines_complete"]) == (changes, 500, False)
+    every_charge, cursor = [], None
+    while True:
+        page = (await client.query("billing", "charges", org_id="acme", limit=1000, **({"cursor": cursor} if cursor else {})))[
+            "result"
+        ]
+        every_charge += page["charges"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert bill["total_cents"] == sum(c["amount_cents"] for c in every_charge)
+
+    invoices = await client.query("billing", "invoices", org_id="acme", limit=1000)
+    assert invoices["ok"], invoices
+    (february,) = [i for i in invoices["result"]["invoices"] if i["billing_period_start"] == "2024-01-31T10:00:00Z"]
+    assert (february["line_count"], february["lines_complete"]) == (changes, False)
+    assert february["total_cents"] == bill["total_cents"]

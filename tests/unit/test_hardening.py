@@ -64,7 +64,7 @@ def test_any_difference_in_a_repeat_is_a_conflict(name: str, actor: dict[str, st
     assert world.count_recorded() == recorded
 
 
-def test_the_same_command_id_in_another_org_is_another_command() -> None:
+def test_the_same_command_id_in_another_org_is_a_reuse() -> None:
     world = new_org("pro", org_id="acme")
     world.ok(
         "create_organization",
@@ -75,8 +75,11 @@ def test_the_same_command_id_in_another_org_is_another_command() -> None:
         owner={"user_id": "g1", "email": "g1@example.com"},
     )
     first = world.run("invite_member", OWNER, command_id="same", email="a@example.com", role="developer")
-    other = world.run("invite_member", user("g1"), command_id="same", org_id="globex", email="a@example.com", role="developer")
-    assert first.ok and other.ok and first.events != other.events
+    recorded = world.count_recorded()
+    other = world.run("invite_member", OWNER, command_id="same", org_id="globex", email="a@example.com", role="developer")
+    assert first.ok
+    assert (code_of(other), other.error.details) == ("conflict", {"reason": "command_id_reused"})
+    assert world.count_recorded() == recorded
 
 
 def test_a_success_record_is_saved_with_its_events_or_not_at_all() -> None:
@@ -93,7 +96,7 @@ def test_a_success_record_is_saved_with_its_events_or_not_at_all() -> None:
     with pytest.raises(IntegrityError):
         world.app.record([decision])
 
-    assert world.app.commands.find_command(world.org_id, "atomic", T0 - timedelta(days=1)) is None
+    assert world.app.commands.find_command("atomic", T0 - timedelta(days=1)) is None
     again = world.run("invite_member", OWNER, command_id="atomic", email="a@example.com", role="developer")
     assert again.ok and world.quote()["seats_used"] == 3
 
@@ -112,7 +115,7 @@ def test_the_stored_record_of_a_key_creation_holds_no_secret_in_clear() -> None:
     world = new_org("pro")
     created = world.ok("create_api_key", OWNER, command_id="key-1", name="ci", permissions=["gateway:use"])
 
-    record = world.app.commands.find_command(world.org_id, "key-1", T0 - timedelta(days=1))
+    record = world.app.commands.find_command("key-1", T0 - timedelta(days=1))
 
     assert record is not None and record.sealed
     assert created["secret"].encode() not in record.reply
@@ -136,7 +139,7 @@ def test_records_past_the_retention_window_are_erased_and_decided_afresh() -> No
     world.clock.advance(hours=25)
 
     assert world.app.forget_commands(world.clock.now()) >= 1
-    assert world.app.commands.find_command(world.org_id, "key-1", T0 - timedelta(days=10)) is None
+    assert world.app.commands.find_command("key-1", T0 - timedelta(days=10)) is None
     again = world.run("create_api_key", OWNER, command_id="key-1", name="ci", permissions=["gateway:use"])
     assert again.ok and len(world.app.organization(world.org_id).api_keys) == 2
 
@@ -671,3 +674,53 @@ def test_the_invitation_behind_a_link_is_shown_only_with_its_token() -> None:
     )
     with pytest.raises(NotFound):
         world.app.org_of_invitation("inv_unknown")
+
+
+# -- second review: no grant outlives or exceeds whoever granted it --------------------------
+
+
+def test_a_key_kept_by_scim_holds_no_more_than_scim() -> None:
+    world = new_org("enterprise")
+    world.add_member("admin1", "admin")
+    svc = world.create_key("svc", ["api_keys:manage", "audit:read", "projects:manage", "members:invite"], by=user("admin1"))
+    world.ok("remove_member", {"type": "scim", "id": "okta"}, user_id="admin1", keep_api_keys=[svc])
+    for permission in ("api_keys:manage", "audit:read", "projects:manage"):
+        assert world.authorize_key(svc, permission)["allowed"] is False, permission
+    assert world.authorize_key(svc, "members:invite")["allowed"] is True
+
+
+def test_removing_an_admin_revokes_the_invitations_they_sent() -> None:
+    world = new_org("pro")
+    world.add_member("admin1", "admin")
+    invitation = world.invite("alt@evil.example", "admin", by=user("admin1"))
+    removed = world.ok("remove_member", OWNER, user_id="admin1")
+    assert removed["revoked_invitations"] == [invitation["invitation_id"]]
+    reply = world.accept(invitation, "admin1-alt")
+    assert code_of(reply) == "expired" and world.role_of("admin1-alt") is None
+
+
+@pytest.mark.parametrize("how", ["demoted", "key revoked"])
+def test_an_invitation_whose_sender_lost_the_right_cannot_be_accepted(how: str) -> None:
+    world = new_org("pro")
+    world.add_member("admin1", "admin")
+    if how == "demoted":
+        invitation = world.invite("alt@evil.example", "admin", by=user("admin1"))
+        world.ok("change_role", OWNER, user_id="admin1", role="developer")
+    else:
+        key = world.create_key("inviter", ["members:invite"])
+        invitation = world.invite("alt@evil.example", "admin", by={"type": "api_key", "id": key})
+        world.ok("revoke_api_key", OWNER, key_id=key)
+    reply = world.accept(invitation, "alt")
+    assert (code_of(reply), reply.error.details) == ("expired", {"reason": "inviter_lost_rights"})
+    assert world.role_of("alt") is None
+
+
+def test_whoever_leaves_cannot_keep_keys_behind() -> None:
+    world = new_org("pro")
+    world.add_member("admin1", "admin")
+    svc = world.create_key("svc", ["members:invite"], by=user("admin1"))
+    reply = world.run("remove_member", user("admin1"), user_id="admin1", keep_api_keys=[svc])
+    assert code_of(reply) == "conflict" and world.role_of("admin1") == "admin"
+    world.ok("remove_member", user("admin1"), user_id="admin1")
+    world.add_member("admin1", "admin")
+    assert world.authorize_key(svc, "members:invite")["allowed"] is False

@@ -309,7 +309,7 @@ def test_with_two_owners_one_can_remove_the_other() -> None:
 
     reply = world.run("remove_member", OWNER, user_id="owner2")
 
-    assert reply.ok and reply.result == {"user_id": "owner2", "revoked_api_keys": []}
+    assert reply.ok and reply.result == {"user_id": "owner2", "revoked_api_keys": [], "revoked_invitations": []}
     assert world.event_types_of(reply) == ["MemberRemoved"]
     assert world.role_of("owner2") is None
     assert world.quote()["seats_used"] == 1
@@ -332,7 +332,7 @@ def test_removing_a_member_revokes_their_api_keys_in_the_same_command() -> None:
     # then the member's live keys are revoked by the same command, and only those
     expected = sorted([world.keys["own:dev1"], second])
     assert reply.ok
-    assert reply.result == {"user_id": "dev1", "revoked_api_keys": expected}
+    assert reply.result == {"user_id": "dev1", "revoked_api_keys": expected, "revoked_invitations": []}
     assert world.event_types_of(reply) == ["MemberRemoved", "ApiKeyRevoked", "ApiKeyRevoked"]
     revocations = world.events_of(reply)[1:]
     assert sorted(e.key_id for e in revocations) == expected

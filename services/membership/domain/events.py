@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
 
+from shared.contract.common import Role
+
 from .values import ActorRef, ApiKey, Invitation, Member
 
 if TYPE_CHECKING:
@@ -75,7 +77,7 @@ class PlanChanged(OrganizationEvent):
 class MemberInvited(OrganizationEvent):
     invitation_id: str
     email: str
-    role: str
+    role: Role
     invited_by: dict[str, str]
     expires_at: datetime
 
@@ -106,7 +108,7 @@ class InvitationAccepted(OrganizationEvent):
     invitation_id: str
     user_id: str
     email: str
-    role: str
+    role: Role
 
     def change(self, org: Organization) -> None:
         org.invitations[self.invitation_id] = replace(org.invitations[self.invitation_id], status="accepted")
@@ -116,8 +118,8 @@ class InvitationAccepted(OrganizationEvent):
 class RoleChanged(OrganizationEvent):
     user_id: str
     email: str
-    from_role: str
-    to_role: str
+    from_role: Role
+    to_role: Role
 
     def change(self, org: Organization) -> None:
         org.members[self.user_id] = replace(org.members[self.user_id], role=self.to_role)
@@ -128,7 +130,7 @@ class MemberRemoved(OrganizationEvent):
 
     user_id: str
     email: str
-    role: str
+    role: Role
     kept_api_keys: list[str]
 
     @staticmethod

@@ -154,7 +154,8 @@ class Organization(Aggregate):
 
     # -- who is asking ------------------------------------------------------
 
-    def permissions_of(self, actor: Actor, now: datetime) -> frozenset[str]:
+    def permissions_of(self, actor: Actor | ActorRef, now: datetime, _seen: frozenset[str] = frozenset()) -> frozenset[str]:
+        """What an actor may do now: a member's role, a live key's own permissions, SCIM's, the platform's."""
         if actor.type == "system":
             return _ALL_PERMISSIONS
         if actor.type == "scim":
@@ -163,7 +164,7 @@ class Organization(Aggregate):
             member = self.members.get(actor.id)
             return permissions_of(member.role) if member else _NOTHING
         key = self.api_keys.get(actor.id)
-        return self.key_permissions(key, now) if key else _NOTHING
+        return self.key_permissions(key, now, _seen) if key else _NOTHING
 
     def key_permissions(self, key: ApiKey, now: datetime, _seen: frozenset[str] = frozenset()) -> frozenset[str]:
         """What a key may do now: its own permissions while it is live, never beyond its owner's
@@ -176,14 +177,17 @@ class Organization(Aggregate):
             if owner is None:
                 return _NOTHING
             granted &= permissions_of(owner.role)
-        creator = key.created_by
-        if creator is not None and creator.type == "user":
-            member = self.members.get(creator.id)
-            granted &= permissions_of(member.role) if member else _NOTHING
-        elif creator is not None and creator.type == "api_key":
-            parent = self.api_keys.get(creator.id)
-            granted &= self.key_permissions(parent, now, _seen | {key.key_id}) if parent else _NOTHING
+        if key.created_by is not None:
+            granted &= self.permissions_of(key.created_by, now, _seen | {key.key_id})
         return granted
+
+    def still_vouches_for(self, invitation: Invitation, now: datetime) -> bool:
+        """Whether whoever sent the invitation may still invite to its role (an inviter removed,
+        demoted or revoked takes their invitations' authority with them)."""
+        if invitation.invited_by is None:  # sent before inviters were kept
+            return True
+        needed = {"members:invite", *(["owners:manage"] if invitation.role == "owner" else [])}
+        return needed <= self.permissions_of(invitation.invited_by, now)
 
     def is_live(self, key: ApiKey, now: datetime) -> bool:
         return bool(self.key_permissions(key, now))
@@ -345,6 +349,10 @@ class Organization(Aggregate):
             raise Conflict(f"invitation {invitation_id} was already accepted")
         if invitation.has_lapsed(ctx.now):
             raise Expired(f"invitation {invitation_id} expired at {invitation.expires_at.isoformat()}")
+        if not self.still_vouches_for(invitation, ctx.now):
+            raise Expired(
+                "whoever sent the invitation may no longer invite to its role; ask for a new one", reason="inviter_lost_rights"
+            )
         if user_id in self.members:
             raise Conflict(f"user {user_id} is already a member")
         if any(m.email == invitation.email for m in self.members.values()):
@@ -387,14 +395,23 @@ class Organization(Aggregate):
             self._require_another_owner(user_id)
         granted = self._keys_granted_by(user_id)
         kept = sorted(granted & set(keep_api_keys))
+        if kept and leaving_by_choice:
+            raise Conflict("keys are kept by someone who stays; whoever leaves takes theirs along", kept=kept)
         owned = [key_id for key_id in kept if self.api_keys[key_id].owner_user_id == user_id]
         if owned:
             raise Conflict("a key the member owns cannot outlive them; only keys they created can be kept", owned=owned)
         revoked = sorted(granted - set(kept))
+        sent = sorted(
+            i.invitation_id
+            for i in self.invitations.values()
+            if i.status == "pending" and i.invited_by is not None and _sent_by(i.invited_by, user_id, revoked)
+        )
         self._trigger(ev.MemberRemoved, ctx, user_id=user_id, email=member.email, role=member.role, kept_api_keys=kept)
         for key_id in revoked:
             self._trigger(ev.ApiKeyRevoked, ctx, key_id=key_id, reason="member_removed")
-        return {"user_id": user_id, "revoked_api_keys": revoked}
+        for invitation_id in sent:
+            self._trigger(ev.InvitationRevoked, ctx, invitation_id=invitation_id, email=self.invitations[invitation_id].email)
+        return {"user_id": user_id, "revoked_api_keys": revoked, "revoked_invitations": sent}
 
     def add_seats(self, ctx: CommandContext, quantity: int, accept_charge_cents: int) -> dict[str, Any]:
         self.require(ctx, "billing:manage")
@@ -521,6 +538,11 @@ class Organization(Aggregate):
 
     def _trigger(self, event_class: type[ev.OrganizationEvent], ctx: CommandContext, **data: Any) -> None:
         self.trigger_event(event_class, timestamp=ctx.now, **_provenance(ctx, self.org_id), **data)
+
+
+def _sent_by(inviter: ActorRef, user_id: str, revoked_keys: list[str]) -> bool:
+    """Sent by the member leaving, or by one of the keys leaving with them."""
+    return inviter == ActorRef("user", user_id) or (inviter.type == "api_key" and inviter.id in revoked_keys)
 
 
 def require_creator(actor: Actor, owner_user_id: str) -> None:

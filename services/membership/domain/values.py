@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from eventsourcing.persistence import Transcoding
 
+from shared.contract.common import Role
+
 InvitationStatus = Literal["pending", "accepted", "revoked"]
 
 
@@ -31,7 +33,7 @@ class ActorRef:
 class Member:
     user_id: str
     email: str
-    role: str
+    role: Role
     joined_at: datetime
 
 
@@ -39,7 +41,7 @@ class Member:
 class Invitation:
     invitation_id: str
     email: str
-    role: str
+    role: Role
     invited_at: datetime
     expires_at: datetime
     status: InvitationStatus
