@@ -15,6 +15,7 @@ from shared import subjects
 from shared.clock import FixedClock
 from shared.contract.common import Actor
 from shared.settings import postgres_env
+from teamctl.client import Client
 
 SYSTEM = Actor(type="system", id="platform")
 ORGS, SEAT_PURCHASES = 150, 60
@@ -85,12 +86,15 @@ async def test_a_relay_killed_mid_stream_publishes_every_event_exactly_once_afte
         assert published_before_crash < len(recorded), "the crash came too late to interrupt the relay"
         service.start()
         await wait_for_count(nc, len(recorded))
-        await asyncio.sleep(1.0)  # a duplicate publish would land now
+        marker = await Client(nc).command(
+            "create_organization", name="Marker", plan="pro", owner={"user_id": "m1", "email": "m1@x.io"}
+        )
+        await wait_for_count(nc, len(recorded) + 1)  # published after anything the relay could publish twice
         on_stream = await stream_event_ids(nc)
     finally:
         service.stop()
 
-    assert on_stream == recorded  # all of them, once each, in the store's order
+    assert on_stream == [*recorded, *marker["events"]]  # all of them, once each, in the store's order
 
 
 async def test_per_org_sequences_on_the_stream_are_gapless(membership, nc):
