@@ -125,6 +125,29 @@ def unauthorized_success(name: str, command: cmd.Command, before: Organization, 
     return f"{actor} lacks {sorted(missing)}" if missing else None
 
 
+def removal_revokes_wrongly(before: Organization, command: cmd.RemoveMember, revoked: list[str], now: datetime) -> str | None:
+    """Why the keys a removal revoked are not the contract's: every live key the member owns or
+    created, except those kept. Keys minted by those keys may go too, and so may expired ones;
+    nothing else may, and nothing kept."""
+    user_id, keep = command.user_id, set(command.keep_api_keys)
+    keys = before.api_keys.values()
+
+    def live(key: Any) -> bool:
+        return not key.revoked and (key.expires_at is None or now < key.expires_at)
+
+    granted = {k.key_id for k in keys if k.owner_user_id == user_id or (k.created_by and (k.created_by.type, k.created_by.id) == ("user", user_id))}
+    must = {k for k in granted if live(before.api_keys[k])} - keep
+    descendants = set(granted)
+    while more := {k.key_id for k in keys if k.created_by and k.created_by.type == "api_key" and k.created_by.id in descendants} - descendants:
+        descendants |= more
+    may = {k for k in descendants if not before.api_keys[k].revoked} - keep
+    if not must <= set(revoked):
+        return f"left live keys {sorted(must - set(revoked))} of the removed member"
+    if not set(revoked) <= may:
+        return f"revoked keys {sorted(set(revoked) - may)} that were not the member's, or were kept, or were revoked already"
+    return None
+
+
 # -- the ledger, recomputed -------------------------------------------------------------
 
 
