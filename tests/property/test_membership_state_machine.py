@@ -14,6 +14,8 @@ adds usage (invite, resend of a lapsed invitation) or removes seats (remove_seat
 free) checks for room, accepting an invitation moves its seat to the member, time only lets
 invitations lapse, and plan changes between paid plans keep the 3 included seats.
 
+Saves that fail (the store lost) and two copies of one command at once are in the mix too.
+
 `PROPERTY_PROFILE=long` (`make test-property-long`) runs many more and longer examples.
 """
 
@@ -67,11 +69,11 @@ _COMMON = {
     "suppress_health_check": [HealthCheck.too_slow],
     "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
 }
-settings.register_profile("membership-ci", max_examples=100, stateful_step_count=50, **_COMMON)
+settings.register_profile("membership-ci", max_examples=150, stateful_step_count=60, **_COMMON)
 settings.register_profile("membership-long", max_examples=1000, stateful_step_count=80, **_COMMON)
 PROFILE = "membership-" + os.environ.get("PROPERTY_PROFILE", "ci")
 
-SNAPSHOT_EVERY = 5  # instead of 200, so that examples reload from snapshots often
+SNAPSHOT_EVERY = 5  # events, instead of 200, so that examples reload from snapshots often
 ORG = "acme"
 FOUNDER = "u1"
 USERS = ("u1", "u2", "u3", "u4", "u5", "stranger")
@@ -150,14 +152,14 @@ class MembershipMachine(RuleBasedStateMachine):
 
     # -- sending commands ------------------------------------------------------------------
 
-    def execute(self, name: str, actor: dict[str, str], /, correlation_id: str | None = None, **fields: Any) -> Reply:
+    def execute(self, name: str, actor: ActorBody, /, correlation_id: str | None = None, copies: int = 1, **fields: Any) -> Reply:
         body = {"command_id": f"cmd-{next(self.command_numbers)}", "org_id": ORG, "actor": dict(actor), **fields}
         if correlation_id is not None:
             body["correlation_id"] = correlation_id
-        return self.send(name, body)
+        return self.send(name, body, copies)
 
-    def send(self, name: str, body: dict[str, Any]) -> Reply:
-        """Sends one command through the endpoint and checks what the contract says of its reply."""
+    def send(self, name: str, body: dict[str, Any], copies: int = 1) -> Reply:
+        """Sends the command through the endpoint (`copies` at once) and checks what the contract says of the reply."""
         raw = _encoder.encode(body)
         try:
             command = msgspec.json.decode(raw, type=COMMANDS[name])
@@ -166,7 +168,9 @@ class MembershipMachine(RuleBasedStateMachine):
         events_before = len(self.recorded_events())
         before = copy.deepcopy(self.org) if events_before else None  # None: the organization is yet to be created
         now = self.now
-        wire = self.world.loop.run(self._handle(name, raw))
+        wires = self.world.loop.run(self._handle(name, raw, copies))
+        assert all(w == wires[0] for w in wires), "copies of one command sent at once got different replies"
+        wire = wires[0]
         reply = msgspec.json.decode(wire, type=Reply)
         new_events = self.recorded_events()[events_before:]
         self.sent.append((name, body))
@@ -206,10 +210,10 @@ class MembershipMachine(RuleBasedStateMachine):
         self.ever_members |= set(self.org.members)
         return reply
 
-    async def _handle(self, name: str, raw: bytes) -> bytes:
-        wire = await self.handlers[name](raw)
+    async def _handle(self, name: str, raw: bytes, copies: int) -> list[bytes]:
+        wires = await asyncio.gather(*(self.handlers[name](raw) for _ in range(copies)))
         await self.endpoints.runner.settled()  # the snapshot taken after the reply
-        return wire
+        return wires
 
     def _check_repeat(self, earlier: Remembered, identity: Any, wire: bytes, reply: Reply, new_events: list[Any]) -> None:
         assert not new_events, "a repeated command_id recorded events"
@@ -297,14 +301,21 @@ class MembershipMachine(RuleBasedStateMachine):
         return {"plan": data.draw(st.sampled_from(PLANS))}
 
     def _invite_member_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
-        invited = sorted({i.email for i in self.org.invitations.values()})
-        email = data.draw(st.sampled_from(EMAILS) | st.sampled_from(invited or EMAILS), label="email")
+        invitations = self.org.invitations.values()
+        invited = sorted({i.email for i in invitations})
+        lapsed = sorted({i.email for i in invitations if i.has_lapsed(self.now)})
+        choice = st.sampled_from(EMAILS) | st.sampled_from(invited or EMAILS) | st.sampled_from(lapsed or EMAILS)
+        email = data.draw(choice, label="email")
         fields = {"email": email, "role": data.draw(st.sampled_from(ROLES))}
         charge = data.draw(st.sampled_from([None, 10**6, 10**6, 0]), label="accept_charge_cents")
         return fields if charge is None else {**fields, "accept_charge_cents": charge}
 
     def _resend_invitation_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
-        return {"invitation_id": data.draw(st.sampled_from(self.invitation_ids()))}
+        invitations = self.org.invitations.values()
+        unanswered = sorted(i.invitation_id for i in invitations if i.status == "pending") or self.invitation_ids()
+        lapsed = sorted(i.invitation_id for i in invitations if i.has_lapsed(self.now)) or self.invitation_ids()
+        choice = st.sampled_from(self.invitation_ids()) | st.sampled_from(unanswered) | st.sampled_from(lapsed)
+        return {"invitation_id": data.draw(choice, label="invitation_id")}
 
     _revoke_invitation_fields = _resend_invitation_fields
 
@@ -335,7 +346,15 @@ class MembershipMachine(RuleBasedStateMachine):
         return {"user_id": self.draw_user_id(data), "role": data.draw(st.sampled_from(ROLES))}
 
     def _remove_member_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {"user_id": self.draw_user_id(data)}
+        org = self.org
+        owners = {k.owner_user_id for k in org.api_keys.values()}
+        creators = {k.created_by.id for k in org.api_keys.values() if k.created_by is not None}
+        holders = sorted((owners | creators) & set(org.members))  # removing them must revoke their keys
+        if holders and data.draw(st.booleans(), label="a key holder"):
+            user_id = data.draw(st.sampled_from(holders), label="user_id")
+        else:
+            user_id = self.draw_user_id(data)
+        fields: dict[str, Any] = {"user_id": user_id}
         keep = data.draw(st.lists(st.sampled_from(self.key_ids()), max_size=2, unique=True), label="keep_api_keys")
         return {**fields, "keep_api_keys": keep} if keep else fields
 
@@ -373,11 +392,11 @@ class MembershipMachine(RuleBasedStateMachine):
     def _revoke_api_key_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
         return {"key_id": data.draw(st.sampled_from(self.key_ids()))}
 
-    def run_command(self, name: str, data: st.DataObject) -> Reply:
+    def run_command(self, name: str, data: st.DataObject, copies: int = 1) -> Reply:
         actor = self.draw_actor(data)
         fields = self.fields_of(name, data, actor)
         correlation = data.draw(st.sampled_from([None, "corr-1"]), label="correlation_id")
-        return self.execute(name, actor, correlation_id=correlation, **fields)
+        return self.execute(name, actor, correlation_id=correlation, copies=copies, **fields)
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -385,8 +404,10 @@ class MembershipMachine(RuleBasedStateMachine):
         plan=st.sampled_from(PLANS),
         founder_creates=st.booleans(),
         team=st.lists(st.tuples(st.sampled_from(("u2", "u3", "u4")), st.sampled_from(ROLES)), max_size=3, unique_by=lambda t: t[0]),
+        lapsed=st.booleans(),
     )
-    def create_organization_and_team(self, plan: str, founder_creates: bool, team: list[tuple[str, str]]) -> None:
+    def create_organization_and_team(self, plan: str, founder_creates: bool, team: list[tuple[str, str]], lapsed: bool) -> None:
+        """An organization, perhaps with members (invited and accepted) and an invitation that lapsed unanswered."""
         creator = user(FOUNDER) if founder_creates else SYSTEM
         fields = {"name": "Acme", "plan": plan, "owner": {"user_id": FOUNDER, "email": email_of(FOUNDER)}}
         assert self.execute("create_organization", creator, **fields).ok
@@ -399,6 +420,9 @@ class MembershipMachine(RuleBasedStateMachine):
             token = self.world.token(invitation_id, self.org.invitations[invitation_id].expires_at)
             accepted = self.execute("accept_invitation", user(user_id), invitation_id=invitation_id, token=token, user_id=user_id)
             assert accepted.ok, accepted.error
+        if lapsed:
+            assert self.execute("invite_member", SYSTEM, email="u5@example.com", role="developer", accept_charge_cents=10**6).ok
+            self.clock.advance(days=8)
 
     # -- every command ------------------------------------------------------------------
 
@@ -523,6 +547,11 @@ class MembershipMachine(RuleBasedStateMachine):
         finally:
             del recorder.insert_events
             self.saves_fail = False
+
+    @rule(data=st.data())
+    def the_same_command_twice_at_once(self, data: st.DataObject) -> None:
+        """Two deliveries of one request race through the runner: one decides, the other is its repeat."""
+        self.run_command(data.draw(st.sampled_from(sorted(COMMANDS)), label="command"), data, copies=2)
 
     @rule()
     def forget_old_command_records(self) -> None:
