@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv run test static format test-unit test-integration test-e2e bench schema clean
+.PHONY: venv run test static format test-unit test-integration test-e2e test-property-long bench schema clean
 
 venv: $(INSTALLED)
 
@@ -38,6 +38,10 @@ test-integration: venv
 
 test-e2e: venv
 	$(PYTEST) tests/e2e
+
+# The membership state machine with many more and longer examples than `make test` runs (minutes).
+test-property-long: venv
+	PROPERTY_PROFILE=long $(PYTEST) --timeout=0 tests/property
 
 bench: venv
 	$(PY) -m bench

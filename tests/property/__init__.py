@@ -1,0 +1,1 @@
+"""Property tier: hypothesis tests of the membership domain, in process, no servers."""
