@@ -46,6 +46,10 @@ def seats_used(org: Organization, now: datetime) -> int:
     return len(org.members) + len(pending)
 
 
+# The contract: SCIM provisions members (and owners), nothing else.
+SCIM_RIGHTS = frozenset({"org:read", "members:read", "members:invite", "members:manage", "owners:manage"})
+
+
 def key_bound(org: Organization, key_id: str, now: datetime, seen: frozenset[str] = frozenset()) -> frozenset[str]:
     """The most a key may do now: its own permissions while live (not revoked, not expired, owner
     still a member), within its owner's role, its creator's role while the creator is a member,
@@ -58,24 +62,30 @@ def key_bound(org: Organization, key_id: str, now: datetime, seen: frozenset[str
         owner = org.members.get(key.owner_user_id)
         bound &= ROLE_PERMISSIONS[owner.role] if owner else NOTHING
     creator = key.created_by
-    if creator is not None and creator.type == "user" and creator.id in org.members:
-        bound &= ROLE_PERMISSIONS[org.members[creator.id].role]
+    if creator is not None and creator.type == "user":
+        bound &= ROLE_PERMISSIONS[org.members[creator.id].role] if creator.id in org.members else NOTHING
     elif creator is not None and creator.type == "api_key":
         bound &= key_bound(org, creator.id, now, seen | {key_id})
+    elif creator is not None and creator.type == "scim":
+        bound &= SCIM_RIGHTS
     return bound
 
 
 def actor_bound(org: Organization, actor: dict[str, str], now: datetime) -> frozenset[str]:
     """The most an actor may do now (SCIM is bounded by the plan, checked apart)."""
-    if actor["type"] in ("system", "scim"):
+    if actor["type"] == "system":
         return ALL_PERMISSIONS
+    if actor["type"] == "scim":
+        return SCIM_RIGHTS
     if actor["type"] == "user":
         member = org.members.get(actor["id"])
         return ROLE_PERMISSIONS[member.role] if member else NOTHING
     return key_bound(org, actor["id"], now)
 
 
-def unauthorized_success(name: str, command: cmd.Command, before: Organization, now: datetime, event_types: list[str]) -> str | None:
+def unauthorized_success(
+    name: str, command: cmd.Command, before: Organization, now: datetime, event_types: list[str]
+) -> str | None:
     """Why a command that succeeded should not have (None when the contract allows it).
 
     `before` is the organization the command was decided on."""
@@ -135,10 +145,17 @@ def removal_revokes_wrongly(before: Organization, command: cmd.RemoveMember, rev
     def live(key: Any) -> bool:
         return not key.revoked and (key.expires_at is None or now < key.expires_at)
 
-    granted = {k.key_id for k in keys if k.owner_user_id == user_id or (k.created_by and (k.created_by.type, k.created_by.id) == ("user", user_id))}
+    granted = {
+        k.key_id
+        for k in keys
+        if k.owner_user_id == user_id or (k.created_by and (k.created_by.type, k.created_by.id) == ("user", user_id))
+    }
     must = {k for k in granted if live(before.api_keys[k])} - keep
     descendants = set(granted)
-    while more := {k.key_id for k in keys if k.created_by and k.created_by.type == "api_key" and k.created_by.id in descendants} - descendants:
+    while (
+        more := {k.key_id for k in keys if k.created_by and k.created_by.type == "api_key" and k.created_by.id in descendants}
+        - descendants
+    ):
         descendants |= more
     may = {k for k in descendants if not before.api_keys[k].revoked} - keep
     if not must <= set(revoked):
@@ -209,7 +226,9 @@ def recomputed_charges(envelopes: list[Envelope], now: datetime) -> tuple[list[L
             amount = prorate(unit, quantity, start, end, at)
             recorded = data["charge_cents" if added else "credit_cents"]
             if (start, end) != (_moment(data["billing_period_start"]), _moment(data["billing_period_end"])):
-                wrong.append(f"{envelope.event_id}: period {data['billing_period_start']}..{data['billing_period_end']}, rule says {start}..{end}")
+                wrong.append(
+                    f"{envelope.event_id}: period {data['billing_period_start']}..{data['billing_period_end']}, rule says {start}..{end}"
+                )
             if recorded != amount:
                 wrong.append(f"{envelope.event_id}: {recorded} cents recorded, the rule says {amount}")
             kind, signed = ("seat_proration", amount) if added else ("seat_credit", -amount)

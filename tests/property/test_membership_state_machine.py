@@ -47,7 +47,8 @@ import services.membership.application as membership_application
 from services.billing import ledger
 from services.membership.application import MembershipApplication
 from services.membership.domain.organization import Organization, org_uuid
-from services.membership.entrypoint import MembershipEndpoints
+from services.membership.handlers import MembershipHandlers
+from services.membership.secrets import KeyName
 from services.membership.publication import envelope_of
 from services.membership.secrets import Secrets
 from shared import pricing
@@ -115,7 +116,7 @@ class MembershipMachine(RuleBasedStateMachine):
         secrets = Secrets(SERVER_SECRET)
         app = MembershipApplication(clock, secrets, new_id=CountingIds())
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="property")
-        self.endpoints = MembershipEndpoints(app, self.executor)  # the production composition, less NATS
+        self.endpoints = MembershipHandlers(app, self.executor)  # the production composition, less NATS
         self.world = World(app, clock, secrets, self.endpoints.runner, asyncio.Runner(), org_id=ORG, owner_id=FOUNDER)
         self.app, self.clock = app, clock
         self.handlers = {name: self.endpoints.command_handler(name) for name in COMMANDS}
@@ -295,7 +296,11 @@ class MembershipMachine(RuleBasedStateMachine):
 
     def _create_organization_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
         owner = data.draw(st.sampled_from(USERS))
-        return {"name": "Acme again", "plan": data.draw(st.sampled_from(PLANS)), "owner": {"user_id": owner, "email": email_of(owner)}}
+        return {
+            "name": "Acme again",
+            "plan": data.draw(st.sampled_from(PLANS)),
+            "owner": {"user_id": owner, "email": email_of(owner)},
+        }
 
     def _change_plan_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
         return {"plan": data.draw(st.sampled_from(PLANS))}
@@ -403,7 +408,9 @@ class MembershipMachine(RuleBasedStateMachine):
     @initialize(
         plan=st.sampled_from(PLANS),
         founder_creates=st.booleans(),
-        team=st.lists(st.tuples(st.sampled_from(("u2", "u3", "u4")), st.sampled_from(ROLES)), max_size=3, unique_by=lambda t: t[0]),
+        team=st.lists(
+            st.tuples(st.sampled_from(("u2", "u3", "u4")), st.sampled_from(ROLES)), max_size=3, unique_by=lambda t: t[0]
+        ),
         lapsed=st.booleans(),
     )
     def create_organization_and_team(self, plan: str, founder_creates: bool, team: list[tuple[str, str]], lapsed: bool) -> None:
@@ -579,9 +586,9 @@ class MembershipMachine(RuleBasedStateMachine):
     def seats_used_never_exceed_seats_total(self) -> None:
         org = self.org
         purchased = 0
-        for event in self.recorded_events():
-            name = type(event).__name__
-            purchased += event.quantity if name == "SeatAdded" else -event.quantity if name == "SeatRemoved" else 0
+        for recorded in self.recorded_events():
+            name = type(recorded).__name__
+            purchased += recorded.quantity if name == "SeatAdded" else -recorded.quantity if name == "SeatRemoved" else 0
         assert org.seats_purchased == purchased >= 0
         total = rules.INCLUDED_SEATS[org.plan] + purchased
         assert rules.seats_used(org, self.now) <= total, f"{rules.seats_used(org, self.now)} seats used of {total}"
@@ -589,7 +596,10 @@ class MembershipMachine(RuleBasedStateMachine):
     @invariant()
     def no_key_grants_more_than_its_owner_and_creator_hold(self) -> None:
         org, now = self.org, self.now
-        granted = {key_id: frozenset(self.app.authorize_key(secret, "org:read")["permissions"]) for key_id, secret in self.world.key_secrets.items()}
+        granted = {
+            key_id: frozenset(self.app.authorize_key(KeyName(ORG, key_id), secret, "org:read")["permissions"])
+            for key_id, secret in self.world.key_secrets.items()
+        }
         for key_id, permissions in granted.items():
             bound = rules.key_bound(org, key_id, now)
             assert permissions <= bound, f"key {key_id} grants {sorted(permissions - bound)} beyond {sorted(bound)}"
@@ -608,7 +618,9 @@ class MembershipMachine(RuleBasedStateMachine):
             version = snapshot.originator_version
             assert version <= len(self.events), f"a snapshot at version {version} of {len(self.events)} saved events"
             at_version = project_aggregate(None, self.events[:version])
-            assert vars(snapshot.mutate(None)) == vars(at_version), f"the snapshot at version {version} holds what was never saved"
+            assert vars(snapshot.mutate(None)) == vars(at_version), (
+                f"the snapshot at version {version} holds what was never saved"
+            )
             self.checked_snapshots.add(version)
 
     @invariant()
@@ -624,9 +636,17 @@ class MembershipMachine(RuleBasedStateMachine):
             assert not entry.mismatches, entry.mismatches
             account, charges = entry.account, charges + entry.charges
         assert account is not None
-        charges += ledger.renewals_until(account, self.now)
+        charges += ledger.charge_renewals_until(account, self.now)
         written = sorted(
-            rules.Line(c.occurred_at, c.kind, c.quantity, c.unit_price_cents, c.amount_cents, c.billing_period_start, c.billing_period_end)
+            rules.Line(
+                c.occurred_at,
+                c.kind,
+                c.quantity,
+                c.unit_price_cents,
+                c.amount_cents,
+                c.billing_period_start,
+                c.billing_period_end,
+            )
             for c in charges
         )
         expected, wrong = rules.recomputed_charges(envelopes, self.now)
