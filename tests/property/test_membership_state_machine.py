@@ -48,9 +48,8 @@ from services.billing import ledger
 from services.membership.application import MembershipApplication
 from services.membership.domain.organization import Organization, org_uuid
 from services.membership.handlers import MembershipHandlers
-from services.membership.secrets import KeyName
 from services.membership.publication import envelope_of
-from services.membership.secrets import Secrets
+from services.membership.secrets import KeyName, Secrets
 from shared import pricing
 from shared.clock import FixedClock
 from shared.contract.commands import COMMANDS, RemoveMember
