@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -189,3 +190,23 @@ def test_a_taken_metrics_port_stops_the_service_with_a_clear_message(service_env
         assert service.popen is not None
         assert service.popen.wait(timeout=30) == 78
     assert f"127.0.0.1:{port}" in service.output() and "METRICS_PORT" in service.output()
+
+
+def test_make_run_gives_each_service_its_default_port_or_a_free_one_and_prints_them(capsys):
+    import socket
+
+    from devstack.run import metrics_ports, print_metrics_endpoints
+    from shared.telemetry import DEFAULT_PORTS
+
+    names = ["membership", "billing", "audit", "notifier"]
+    assert metrics_ports(names, {"METRICS_PORT": "0"}) == dict.fromkeys(names, 0)
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # taken already, by another run: the same case
+            taken.bind(("127.0.0.1", DEFAULT_PORTS["billing"]))
+        ports = metrics_ports(names, {})
+    assert ports["billing"] != DEFAULT_PORTS["billing"] and ports["billing"] > 0
+    assert len(set(ports.values())) == 4
+    print_metrics_endpoints(ports, "127.0.0.1")
+    printed = capsys.readouterr().out
+    for name, port in ports.items():
+        assert f"metrics of {name}: http://127.0.0.1:{port}/metrics" in printed
