@@ -210,3 +210,25 @@ def test_make_run_gives_each_service_its_default_port_or_a_free_one_and_prints_t
     printed = capsys.readouterr().out
     for name, port in ports.items():
         assert f"metrics of {name}: http://127.0.0.1:{port}/metrics" in printed
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_services_export():
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import shared.telemetry  # noqa: F401  (defines the families)
+
+    families = {family.name for family in REGISTRY.collect()}
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "team-members.json").read_text())
+    read = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"team_members_\w+", target["expr"])
+    }
+    assert read and read <= families, sorted(read - families)
+    titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
+    for family in ("commands", "command latency", "authorize", "consumer lag", "dead letters", "relay lag", "deliveries"):
+        assert family in titles
