@@ -5,6 +5,8 @@ is killed outright, its guardian stops them; if the guardian is gone too, the ne
 var/stack.json and stops them before it starts. Data stays under var/ for the next run.
 NATS_URL, DATABASE_URL and SMTP_URL point at servers of your own instead; PUBLIC_URL is passed on.
 The server secret is SERVER_SECRET from the environment, or one generated once into var/server-secret.
+Each service serves Prometheus metrics on its default port (9101..9104), or a free one when that is
+taken; the endpoints are printed at start. METRICS_PORT=0 turns them off.
 """
 
 import argparse
@@ -21,7 +23,7 @@ from typing import TypeVar
 
 from devstack.health import report_readiness
 from devstack.nats_server import NatsServer
-from devstack.ports import port_is_free
+from devstack.ports import free_port, port_is_free
 from devstack.postgres_server import PostgresServer
 from devstack.process import ServerStartError
 from devstack.server_secret import secret_for_services
@@ -34,6 +36,7 @@ from devstack.stack_record import (
     stop_in_reverse_order,
     stop_recorded,
 )
+from shared.telemetry import DEFAULT_HOST, DEFAULT_PORTS
 from shared.topology import SERVICES
 
 DATABASE = "team_members"
@@ -230,6 +233,24 @@ def service_environment(urls: dict[str, str], secret: dict[str, str]) -> dict[st
     }
 
 
+def metrics_ports(names: list[str], environment: dict[str, str]) -> dict[str, int]:
+    """Each service's metrics port: its default, or a free one when that is taken; all 0 with METRICS_PORT=0."""
+    if environment.get("METRICS_PORT") == "0":
+        return dict.fromkeys(names, 0)
+    host = environment.get("METRICS_HOST", DEFAULT_HOST)
+    ports = {}
+    for name in names:
+        default = DEFAULT_PORTS.get(name, 0)
+        ports[name] = default if default and port_is_free(default, host) else free_port(host)
+    return ports
+
+
+def print_metrics_endpoints(ports: dict[str, int], host: str) -> None:
+    for name, port in ports.items():
+        shown = f"http://{host}:{port}/metrics" if port else "off (METRICS_PORT=0)"
+        console("run", f"metrics of {name}: {shown}")
+
+
 async def supervise(root: Path, options: RunOptions) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -248,7 +269,9 @@ async def supervise(root: Path, options: RunOptions) -> int:
         if stop_requested.is_set():
             return 0
         environment = service_environment(urls, secret)
-        services = [ServiceProcess(name, environment, root) for name in services_present(root)]
+        ports = metrics_ports(services_present(root), environment)
+        print_metrics_endpoints(ports, environment.get("METRICS_HOST", DEFAULT_HOST))
+        services = [ServiceProcess(name, {**environment, "METRICS_PORT": str(port)}, root) for name, port in ports.items()]
         for service in services:
             await service.start()
             watch.add(recorded_service(service))

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from . import dead_letters, subjects
+from . import dead_letters, subjects, telemetry
 from .clock import Clock, SystemClock
 from .contract.events import Envelope, decode_envelope
 from .dead_letters import DeadLetter
@@ -185,6 +185,7 @@ class ProjectionConsumer:
         if outcome.verdict == ACK:
             await message.ack()
             self.lag.record(self.clock.now() - event.occurred_at)
+            telemetry.consumer_settled(self.settings.durable, message, self.clock.now() - event.occurred_at)
         elif outcome.verdict == WAIT:
             await message.nak(delay=self.settings.gap_delay)
         elif message.metadata.num_delivered >= self.settings.max_attempts:
@@ -210,6 +211,7 @@ class ProjectionConsumer:
                 _, skipped = await sort_out(connection, self.projection.schema, [event])
                 await save_positions(connection, self.projection.schema, skipped)
         await message.term()
+        telemetry.dead_lettered(self.settings.durable)
         log.error("dead-lettered", subject=message.subject, error=error)
 
 

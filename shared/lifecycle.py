@@ -11,19 +11,23 @@ import structlog
 
 from .logging import configure_logging
 from .settings import ConfigurationError, Settings
+from .telemetry import MetricsSettings, start_exporter
 
 EXIT_MISCONFIGURED = 78  # EX_CONFIG from sysexits.h
 
 
 def run_service(name: str, serve: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
-    """Runs `serve(settings, stopping)` until a signal sets `stopping`; refuses to start when misconfigured."""
+    """Runs `serve(settings, stopping)` until a signal sets `stopping`, serving its metrics meanwhile;
+    refuses to start when misconfigured (a metrics port already taken included)."""
     try:
         settings = Settings.from_env()
+        exporter = start_exporter(MetricsSettings.from_env(name))  # its own thread, never the event loop
     except ConfigurationError as error:
         print(f"{name}: refusing to start: {error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_MISCONFIGURED)
     log = configure_logging(name, settings.log_level)
     log.info("server secret loaded", source=settings.server_secret_source)
+    log.info("metrics", url=exporter.url if exporter else "off (METRICS_PORT=0)")
 
     async def main() -> None:
         stopping = asyncio.Event()
@@ -33,4 +37,8 @@ def run_service(name: str, serve: Callable[[Settings, asyncio.Event], Awaitable[
         await serve(settings, stopping)
         structlog.get_logger().info("stopped")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if exporter is not None:
+            exporter.stop()

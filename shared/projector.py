@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import nats
 
-from . import subjects
+from . import subjects, telemetry
 from .bus import connect, declare_streams
 from .clock import Clock
 from .consumer import ConsumerSettings, Projection, ProjectionConsumer, prepare
@@ -55,6 +55,7 @@ async def projection_runtime(
     nc = await connect(settings.nats_url)
     consumer = ProjectionConsumer(nc.jetstream(), pool, projection, ConsumerSettings(durable=service, service=service), clock)
     runtime = ProjectionRuntime(pool, nc, consumer, Responder(nc), clock)
+    runtime.in_background(telemetry.sample(service, stopping, telemetry.consumer_probe(consumer)))
     consuming = asyncio.create_task(consumer.run(stopping))
     try:
         yield runtime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,13 +41,17 @@ def encode_reply(reply: Reply) -> bytes:
     return _encoder.encode(reply)
 
 
-def reply_handler(kind: type[T], handle: Callable[[T], Awaitable[Reply | Any]]) -> Callable[[bytes], Awaitable[bytes]]:
+def reply_handler(
+    kind: type[T], handle: Callable[[T], Awaitable[Reply | Any]], observe: Callable[[Reply, float], None] | None = None
+) -> Callable[[bytes], Awaitable[bytes]]:
     """Wraps `handle` so that every request gets exactly one encoded reply.
 
-    `handle` returns a Reply, or a plain result that becomes a success reply.
+    `handle` returns a Reply, or a plain result that becomes a success reply. `observe`, when
+    given, gets each reply and the seconds it took (the metrics of `shared/telemetry.py`).
     """
 
     async def respond(body: bytes) -> bytes:
+        started = time.perf_counter()
         try:
             request = decode_strictly(body, kind)
             outcome = await handle(request)
@@ -56,6 +61,8 @@ def reply_handler(kind: type[T], handle: Callable[[T], Awaitable[Reply | Any]]) 
         except Exception:
             log.exception("request failed", request_type=kind.__name__)
             reply = failure("internal", "the service could not complete the request")
+        if observe is not None:
+            observe(reply, time.perf_counter() - started)
         return encode_reply(reply)
 
     return respond

@@ -32,7 +32,8 @@ def with_a_server_secret(env: dict[str, str]) -> dict[str, str]:
 class ServiceUnderTest:
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
-        self.env = with_a_server_secret({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
+        # No metrics port unless the test gives one: parallel runs would fight over the defaults.
+        self.env = with_a_server_secret({**os.environ, "METRICS_PORT": "0", **env, "PYTHONUNBUFFERED": "1"})
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
 

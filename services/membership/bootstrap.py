@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
+from shared import telemetry
 from shared.bus import connect, declare_streams
 from shared.clock import SystemClock
 from shared.periodic import every
@@ -43,7 +44,9 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
         every(own.command_cleanup_seconds, handlers.forget_old_commands, stopping, failed="dropping old command records failed")
     )
     relay_connection = await connect(settings.nats_url)
-    relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size).run())
+    relaying = Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size)
+    relay = asyncio.create_task(relaying.run())
+    sampling = asyncio.create_task(telemetry.sample("membership", stopping, telemetry.relay_probe(relaying)))
     log.info("membership ready")
     try:
         await stopping.wait()
@@ -52,6 +55,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
         await nc.drain()
         await handlers.runner.settled()
         await cleanup
+        await sampling
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from shared import subjects
+from shared import subjects, telemetry
 from shared.contract import commands as cmd
 from shared.contract import queries as q
 from shared.contract.replies import Reply
@@ -43,7 +43,7 @@ class MembershipHandlers:
                 structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
 
-        return reply_handler(cmd.COMMANDS[name], handle)
+        return reply_handler(cmd.COMMANDS[name], handle, telemetry.command_observer(name))
 
     def query_handlers(self) -> dict[str, Callable[[bytes], Awaitable[bytes]]]:
         for_org = self.runner.for_org
@@ -86,7 +86,7 @@ class MembershipHandlers:
             "api_keys": reply_handler(q.ApiKeysQuery, api_keys),
             "invitation": reply_handler(q.InvitationLinkQuery, invitation),
             "seat_quote": reply_handler(q.SeatQuoteQuery, seat_quote),
-            "authorize": reply_handler(q.Authorize, authorize),
+            "authorize": reply_handler(q.Authorize, authorize, telemetry.observe_authorize),
             "health": reply_handler(q.Health, healthy),
         }
 

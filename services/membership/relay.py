@@ -38,6 +38,7 @@ class Relay:
         self.database_url = database_url
         self.batch_size = batch_size
         self.position = 0
+        self.active = False  # holds the lock (read by the metrics)
         self._new_events = asyncio.Event()
 
     async def run(self) -> None:
@@ -49,11 +50,13 @@ class Relay:
                         cast(PostgresApplicationRecorder, self.app.recorder).channel_name, lambda *_: self._new_events.set()
                     )
                     log.info("relay active")
+                    self.active = True
                     self.position = await self._resume()
                     await self._follow()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.active = False
                 log.exception("relay failed; restarting")
                 await asyncio.sleep(1.0)
 

@@ -6,11 +6,13 @@ import asyncio
 
 import structlog
 
+from shared import telemetry
 from shared.clock import SystemClock
 from shared.projector import projection_runtime
 from shared.settings import Settings
 
 from .config import NotifierSettings
+from .deliveries import Status
 from .handlers import NotifierHandlers
 from .projection import LIVE_SCHEMA, NotifierProjection
 from .read_model import NotifierReadModel
@@ -36,6 +38,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
         )
         read_model = NotifierReadModel(runtime.pool, LIVE_SCHEMA)
         await NotifierHandlers(read_model, runtime.consumer, sender).subscribe(runtime.responder)
+        runtime.in_background(telemetry.sample("notifier", stopping, telemetry.deliveries_probe(read_model.counts, list(Status))))
         # Not a background task of the runtime (those are cancelled at stop): a send in progress
         # is settled before the service stops, so a clean stop never leaves a row in `sending`.
         sending = asyncio.create_task(sender.run(stopping))

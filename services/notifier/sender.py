@@ -26,7 +26,7 @@ import msgspec
 import structlog
 from nats.js import JetStreamContext
 
-from shared import dead_letters, subjects
+from shared import dead_letters, subjects, telemetry
 from shared.clock import Clock
 from shared.errors import Conflict
 
@@ -128,6 +128,7 @@ class Sender:
             reason = why_not_send(row, now)
             if reason is not None:
                 await self.deliveries.skip(connection, row["event_id"], reason)
+                telemetry.delivery_settled("skipped")
                 log.info("delivery skipped", event_id=row["event_id"], org_id=row["org_id"], reason=reason)
                 return True
             await self.deliveries.mark_sending(connection, row["event_id"], now)
@@ -140,6 +141,7 @@ class Sender:
             await self._settle_failure(connection, row, attempt, error)
         else:
             await self.deliveries.mark_sent(connection, row["event_id"], self.clock.now())
+            telemetry.delivery_settled("sent")
             log.info("invitation email sent", event_id=row["event_id"], org_id=row["org_id"], attempt=attempt)
         return True
 
@@ -172,10 +174,12 @@ class Sender:
         description = describe(error)
         if is_permanent(error):
             await self.deliveries.mark_failed(connection, row["event_id"], description)
+            telemetry.delivery_settled("failed")
             log.error("invitation email refused for good", event_id=row["event_id"], org_id=row["org_id"], error=description)
             return
         delay = self.settings.backoff(attempt)
         await self.deliveries.retry_later(connection, row["event_id"], description, self.clock.now() + timedelta(seconds=delay))
+        telemetry.delivery_settled("retry")
         log.warning(
             "invitation email not sent; will retry",
             event_id=row["event_id"],
