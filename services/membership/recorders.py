@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
@@ -34,6 +35,11 @@ class CommandRecorder(Protocol):
     def forget_commands_before(self, cutoff: datetime) -> int: ...
 
     def org_of_invitation(self, invitation_id: str) -> str | None: ...
+
+    def command_and_events_after(
+        self, command_id: str, recorded_since: datetime, originator_id: UUID, after_version: int
+    ) -> tuple[CommandRecord | None, Sequence[StoredEvent]]:
+        """`find_command` and the aggregate's events after a version, read together (one round trip on PostgreSQL)."""
 
 
 class PostgresCommandRecorder(PostgresApplicationRecorder):
@@ -109,12 +115,27 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_record, (command_id, recorded_since), prepare=True)
             row = curs.fetchone()
-        if row is None:
-            return None
-        fingerprint = CommandFingerprint(row["command_name"], row["actor_type"], row["actor_id"], row["body_hash"])
-        return CommandRecord(
-            row["org_id"], command_id, fingerprint, bytes(row["reply"]), row["sealed"], row["recorded_at"], row["recorded_at"]
-        )
+        return _record_of(command_id, row)
+
+    def command_and_events_after(
+        self, command_id: str, recorded_since: datetime, originator_id: UUID, after_version: int
+    ) -> tuple[CommandRecord | None, Sequence[StoredEvent]]:
+        """Both statements sent in one pipeline: the command path's one read before deciding."""
+        events_after = self.select_events_statement + SQL(" AND originator_version > %s ORDER BY originator_version ASC")
+        with self.datastore.get_connection() as conn, conn.pipeline(), conn.cursor() as records, conn.cursor() as events:
+            records.execute(self._select_record, (command_id, recorded_since), prepare=True)
+            events.execute(events_after, (originator_id, after_version), prepare=True)
+            record = _record_of(command_id, records.fetchone())
+            stored = [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in events.fetchall()
+            ]
+        return record, stored
 
     def remember_command(self, record: CommandRecord) -> None:
         statement = self._insert_record + SQL(" ON CONFLICT (command_id) DO NOTHING")
@@ -160,6 +181,11 @@ class POPOCommandRecorder(POPOApplicationRecorder):
         record = self._records.get(command_id)
         return record if record is not None and record.recorded_at >= recorded_since else None
 
+    def command_and_events_after(
+        self, command_id: str, recorded_since: datetime, originator_id: UUID, after_version: int
+    ) -> tuple[CommandRecord | None, Sequence[StoredEvent]]:
+        return self.find_command(command_id, recorded_since), self.select_events(originator_id, gt=after_version)
+
     def remember_command(self, record: CommandRecord) -> None:
         with self._records_lock:
             if not self._is_fresh(record):
@@ -171,6 +197,15 @@ class POPOCommandRecorder(POPOApplicationRecorder):
             for key in old:
                 del self._records[key]
         return len(old)
+
+
+def _record_of(command_id: str, row: DictRow | None) -> CommandRecord | None:
+    if row is None:
+        return None
+    fingerprint = CommandFingerprint(row["command_name"], row["actor_type"], row["actor_id"], row["body_hash"])
+    return CommandRecord(
+        row["org_id"], command_id, fingerprint, bytes(row["reply"]), row["sealed"], row["recorded_at"], row["recorded_at"]
+    )
 
 
 def _row(record: CommandRecord) -> tuple[Any, ...]:
