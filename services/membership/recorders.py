@@ -69,6 +69,15 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
             "SELECT org_id, command_name, actor_type, actor_id, body_hash, reply, sealed, recorded_at FROM {0} "
             "WHERE command_id = %s AND recorded_at >= %s"
         ).format(table)
+        events = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        self._select_record_and_events = SQL(
+            "SELECT r.org_id, r.command_name, r.actor_type, r.actor_id, r.body_hash, r.reply, r.sealed, r.recorded_at, "
+            "e.originator_version, e.topic, e.state FROM (SELECT 1) one "
+            "LEFT JOIN LATERAL (SELECT * FROM {0} WHERE command_id = %s AND recorded_at >= %s) r ON true "
+            "LEFT JOIN LATERAL (SELECT originator_version, topic, state FROM {1} "
+            "WHERE originator_id = %s AND originator_version > %s) e ON true "
+            "ORDER BY e.originator_version"
+        ).format(table, events)
         self._delete_before = SQL("DELETE FROM {0} WHERE recorded_at < %s").format(table)
         self._delete_stale = SQL("DELETE FROM {0} WHERE command_id = %s AND recorded_at < %s").format(table)
         self._add_invitation_index()
@@ -120,21 +129,23 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
     def command_and_events_after(
         self, command_id: str, recorded_since: datetime, originator_id: UUID, after_version: int
     ) -> tuple[CommandRecord | None, Sequence[StoredEvent]]:
-        """Both statements sent in one pipeline: the command path's one read before deciding."""
-        events_after = self.select_events_statement + SQL(" AND originator_version > %s ORDER BY originator_version ASC")
-        with self.datastore.get_connection() as conn, conn.pipeline(), conn.cursor() as records, conn.cursor() as events:
-            records.execute(self._select_record, (command_id, recorded_since), prepare=True)
-            events.execute(events_after, (originator_id, after_version), prepare=True)
-            record = _record_of(command_id, records.fetchone())
-            stored = [
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in events.fetchall()
-            ]
+        """One statement, one round trip: the record (repeated on each row) beside each newer event, or alone."""
+        record: CommandRecord | None = None
+        stored: list[StoredEvent] = []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_record_and_events, (command_id, recorded_since, originator_id, after_version), prepare=True)
+            for row in curs.fetchall():
+                if record is None and row["command_name"] is not None:
+                    record = _record_of(command_id, row)
+                if row["originator_version"] is not None:
+                    stored.append(
+                        StoredEvent(
+                            originator_id=originator_id,
+                            originator_version=row["originator_version"],
+                            topic=row["topic"],
+                            state=bytes(row["state"]),
+                        )
+                    )
         return record, stored
 
     def remember_command(self, record: CommandRecord) -> None:
