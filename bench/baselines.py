@@ -78,3 +78,38 @@ async def asyncpg_batched_insert_rate(database_url: str, rows: int = 100_000, ba
     finally:
         await connection.close()
     return figures
+
+
+async def echo_responder_rate(nats_url: str, clients: int = 16, requests_per_client: int = 1000) -> list[Figure]:
+    """A bare nats-py subscription that answers at once, asked by `clients` connections one request at a time each."""
+    server = await nats.connect(nats_url)
+    connections = [await nats.connect(nats_url) for _ in range(clients)]
+    latencies: list[float] = []
+
+    async def echo(msg) -> None:
+        await msg.respond(msg.data)
+
+    try:
+        await server.subscribe("bench.echo", queue="echo", cb=echo)
+        await server.flush()
+        body = b'{"command_id": "' + b"x" * 32 + b'", "org_id": "org_bench"}'
+
+        async def client(nc: nats.NATS) -> None:
+            for _ in range(requests_per_client):
+                started = time.perf_counter()
+                await nc.request("bench.echo", body, timeout=10)
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(nc) for nc in connections))
+        elapsed = time.perf_counter() - started
+    finally:
+        for nc in connections:
+            await nc.close()
+        await server.close()
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return [
+        Figure(f"baseline: bare nats-py echo responder, {clients} clients", clients * requests_per_client / elapsed, "reqs/s"),
+        Figure("  echo latency p99", p99, "ms"),
+    ]

@@ -26,4 +26,5 @@ class Figure:
     note: str = ""
 
     def line(self) -> str:
-        return f"  {self.name:<52} {self.value:>12,.1f} {self.unit:<10} {self.note}"
+        digits = 3 if self.unit == "x" else 1  # a ratio is read to the thousandth
+        return f"  {self.name:<52} {self.value:>12,.{digits}f} {self.unit:<10} {self.note}"

@@ -8,6 +8,7 @@ copy replaces the cached one only once its events are saved (`record`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -111,7 +112,15 @@ class MembershipApplication(Application):
     def decide(self, org_id: str, name: str, command: cmd.Command, fingerprint: CommandFingerprint) -> Decision:
         """The reply to the command, and what to save for it; nothing shared changes here."""
         now = self.clock.now()
-        earlier = self.commands.find_command(command.command_id, now - self.command_retention)
+        since = now - self.command_retention
+        cached = None if isinstance(command, cmd.CreateOrganization) else self._cached(org_id)
+        if cached is None:
+            earlier = self.commands.find_command(command.command_id, since)
+        else:
+            # One round trip: the command's record, and what other instances saved since the cached version.
+            earlier, newer = self.commands.command_and_events_after(command.command_id, since, cached.id, cached.version)
+            for stored in newer:
+                cached = cast(Organization, self.mapper.to_domain_event(stored).mutate(cached))  # type: ignore[attr-defined]
         if earlier is not None:
             return Decision(org_id, repeat_reply(earlier, org_id, fingerprint, self.secrets.seal))
         ctx = CommandContext(command.actor, command.command_id, command.correlation_id, now, self.new_id)
@@ -123,7 +132,7 @@ class MembershipApplication(Application):
                 org = self._create(ctx, org_id, command)
                 result = org.creation_result()
             else:
-                org = self.organization_for_change(org_id)
+                org = self.organization_for_change(org_id) if cached is None else copy.deepcopy(cached)
                 result, sealed = self._decide(org, ctx, command)
         except Refused as refused:
             return self._refusal(org_id, command, fingerprint, failure(refused.code, refused.message, refused.details), now)
@@ -132,6 +141,15 @@ class MembershipApplication(Application):
         seal = self.secrets.seal if sealed else None
         record = new_record(org_id, command.command_id, fingerprint, reply, seal, now, self.command_retention)
         return Decision(org_id, reply, org, record, recorded)
+
+    def _cached(self, org_id: str) -> Organization | None:
+        """The cached organization, as the library keeps it (not yet fast-forwarded), or None."""
+        if self.repository.cache is None:
+            return None
+        try:
+            return cast(Organization, self.repository.cache.get(org_uuid(org_id)))
+        except KeyError:
+            return None
 
     def _refusal(
         self, org_id: str, command: cmd.Command, fingerprint: CommandFingerprint, reply: Reply, now: datetime
@@ -211,18 +229,23 @@ class MembershipApplication(Application):
         """Drops the records older than the retention window; their ids may then be decided afresh."""
         return self.commands.forget_commands_before(now - self.command_retention)
 
+    @staticmethod
+    def snapshot_due(decision: Decision) -> bool:
+        """Whether the saved decision crossed a snapshot interval (checked on the loop: no hop when not)."""
+        org = decision.org
+        return (
+            org is not None
+            and not org.pending_events
+            and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded)
+        )
+
     def snapshot_if_due(self, decision: Decision) -> None:
         """Snapshots a saved organization when the decision crossed an interval.
 
         Taken from the saved copy after the reply, not rebuilt from the store inside the save, so
         that a snapshot never holds up the group commit, and never holds an unsaved change."""
-        org = decision.org
-        if (
-            org is not None
-            and not org.pending_events
-            and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded)
-        ):
-            self.snapshots.put([Organization.Snapshot.take(org)])  # type: ignore[union-attr]
+        if self.snapshot_due(decision):
+            self.snapshots.put([Organization.Snapshot.take(decision.org)])  # type: ignore[union-attr,arg-type]
 
     def evict(self, org_id: str) -> None:
         """Drops the cached organization; the next read reloads it from the snapshot and the store."""

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
@@ -34,6 +35,11 @@ class CommandRecorder(Protocol):
     def forget_commands_before(self, cutoff: datetime) -> int: ...
 
     def org_of_invitation(self, invitation_id: str) -> str | None: ...
+
+    def command_and_events_after(
+        self, command_id: str, recorded_since: datetime, originator_id: UUID, after_version: int
+    ) -> tuple[CommandRecord | None, Sequence[StoredEvent]]:
+        """`find_command` and the aggregate's events after a version, read together (one round trip on PostgreSQL)."""
 
 
 class PostgresCommandRecorder(PostgresApplicationRecorder):
@@ -63,6 +69,15 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
             "SELECT org_id, command_name, actor_type, actor_id, body_hash, reply, sealed, recorded_at FROM {0} "
             "WHERE command_id = %s AND recorded_at >= %s"
         ).format(table)
+        events = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        self._select_record_and_events = SQL(
+            "SELECT r.org_id, r.command_name, r.actor_type, r.actor_id, r.body_hash, r.reply, r.sealed, r.recorded_at, "
+            "e.originator_version, e.topic, e.state FROM (SELECT 1) one "
+            "LEFT JOIN LATERAL (SELECT * FROM {0} WHERE command_id = %s AND recorded_at >= %s) r ON true "
+            "LEFT JOIN LATERAL (SELECT originator_version, topic, state FROM {1} "
+            "WHERE originator_id = %s AND originator_version > %s) e ON true "
+            "ORDER BY e.originator_version"
+        ).format(table, events)
         self._delete_before = SQL("DELETE FROM {0} WHERE recorded_at < %s").format(table)
         self._delete_stale = SQL("DELETE FROM {0} WHERE command_id = %s AND recorded_at < %s").format(table)
         self._add_invitation_index()
@@ -109,12 +124,29 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_record, (command_id, recorded_since), prepare=True)
             row = curs.fetchone()
-        if row is None:
-            return None
-        fingerprint = CommandFingerprint(row["command_name"], row["actor_type"], row["actor_id"], row["body_hash"])
-        return CommandRecord(
-            row["org_id"], command_id, fingerprint, bytes(row["reply"]), row["sealed"], row["recorded_at"], row["recorded_at"]
-        )
+        return _record_of(command_id, row)
+
+    def command_and_events_after(
+        self, command_id: str, recorded_since: datetime, originator_id: UUID, after_version: int
+    ) -> tuple[CommandRecord | None, Sequence[StoredEvent]]:
+        """One statement, one round trip: the record (repeated on each row) beside each newer event, or alone."""
+        record: CommandRecord | None = None
+        stored: list[StoredEvent] = []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_record_and_events, (command_id, recorded_since, originator_id, after_version), prepare=True)
+            for row in curs.fetchall():
+                if record is None and row["command_name"] is not None:
+                    record = _record_of(command_id, row)
+                if row["originator_version"] is not None:
+                    stored.append(
+                        StoredEvent(
+                            originator_id=originator_id,
+                            originator_version=row["originator_version"],
+                            topic=row["topic"],
+                            state=bytes(row["state"]),
+                        )
+                    )
+        return record, stored
 
     def remember_command(self, record: CommandRecord) -> None:
         statement = self._insert_record + SQL(" ON CONFLICT (command_id) DO NOTHING")
@@ -160,6 +192,11 @@ class POPOCommandRecorder(POPOApplicationRecorder):
         record = self._records.get(command_id)
         return record if record is not None and record.recorded_at >= recorded_since else None
 
+    def command_and_events_after(
+        self, command_id: str, recorded_since: datetime, originator_id: UUID, after_version: int
+    ) -> tuple[CommandRecord | None, Sequence[StoredEvent]]:
+        return self.find_command(command_id, recorded_since), self.select_events(originator_id, gt=after_version)
+
     def remember_command(self, record: CommandRecord) -> None:
         with self._records_lock:
             if not self._is_fresh(record):
@@ -171,6 +208,15 @@ class POPOCommandRecorder(POPOApplicationRecorder):
             for key in old:
                 del self._records[key]
         return len(old)
+
+
+def _record_of(command_id: str, row: DictRow | None) -> CommandRecord | None:
+    if row is None:
+        return None
+    fingerprint = CommandFingerprint(row["command_name"], row["actor_type"], row["actor_id"], row["body_hash"])
+    return CommandRecord(
+        row["org_id"], command_id, fingerprint, bytes(row["reply"]), row["sealed"], row["recorded_at"], row["recorded_at"]
+    )
 
 
 def _row(record: CommandRecord) -> tuple[Any, ...]:

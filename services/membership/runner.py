@@ -63,7 +63,8 @@ class CommandRunner:
                     await self._record(decision)
                 except IntegrityError:
                     continue  # another instance wrote first (events or the record): decide again on what it saved
-                self._in_background(self.for_org(org_id, self.app.snapshot_if_due, decision))
+                if self.app.snapshot_due(decision):
+                    self._in_background(self.for_org(org_id, self.app.snapshot_if_due, decision))
                 return decision.reply
         return CONCURRENT_CHANGE
 

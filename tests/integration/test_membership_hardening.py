@@ -68,6 +68,8 @@ def test_a_success_whose_command_record_conflicts_saves_no_event(app, monkeypatc
     app.record([decide(app, "acme", "invite_member", "twice", email="a@acme.io", role="developer")])
     # another instance that had not yet seen the record decides the same command on the newer state
     monkeypatch.setattr(app.commands, "find_command", lambda *_: None)
+    events_only = app.commands.command_and_events_after  # the command path's read: record and newer events together
+    monkeypatch.setattr(app.commands, "command_and_events_after", lambda *args: (None, events_only(*args)[1]))
     racing = decide(app, "acme", "invite_member", "twice", email="b@acme.io", role="developer")
     assert racing.recorded[0].originator_version == 3  # no event conflict: only the record's key can refuse it
 
@@ -244,3 +246,33 @@ async def test_a_thousand_keys_with_long_names_are_listed_in_pages_that_fit_the_
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) == 1000
+
+
+def test_an_instance_with_a_cached_organization_decides_on_what_another_instance_saved(app, database_url):
+    """The command path reads the command's record and the cached organization's newer events in one statement."""
+    other = MembershipApplication(app.clock, app.secrets, env=postgres_env(database_url, pool_size=2))
+    try:
+        app.organization("acme")  # cached here at version 1
+        saved_there = []
+        for number, email in enumerate(["a@acme.io", "b@acme.io"]):
+            saved_there.append(decide(other, "acme", "invite_member", f"there-{number}", email=email, role="developer"))
+            other.record([saved_there[-1]])
+
+        repeat = decide(app, "acme", "invite_member", "there-1", email="b@acme.io", role="developer")
+        assert not repeat.needs_saving
+        assert msgspec.json.encode(repeat.reply) == msgspec.json.encode(saved_there[1].reply)  # found beside two newer events
+
+        refused = decide(app, "acme", "invite_member", "here-0", email="a@acme.io", role="developer")
+        assert not refused.reply.ok and refused.reply.error.code == "conflict"  # the invitation saved there is seen here
+
+        fresh = decide(app, "acme", "invite_member", "here-1", email="c@acme.io", role="developer", accept_charge_cents=10**9)
+        assert fresh.reply.ok, fresh.reply
+        assert fresh.recorded[0].originator_version == 4  # a seat bought after the two invitations saved there
+        app.record([fresh])
+        assert sorted(i.email for i in other.organization_for_change("acme").invitations.values()) == [
+            "a@acme.io",
+            "b@acme.io",
+            "c@acme.io",
+        ]
+    finally:
+        other.close()
