@@ -1,4 +1,5 @@
-"""NATS plumbing every service shares: the event stream and the dead-letter stream."""
+"""NATS plumbing every service shares: the event stream, the dead-letter stream, and the partitioned
+copies of the event stream that partitioned projectors read (`shared/partitions.py`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig, StreamSource, SubjectTransform
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from . import subjects
+from .partitions import partition_transform, partitioned_stream
 
 DUPLICATE_WINDOW_SECONDS = 15 * 60.0
 
@@ -31,6 +33,22 @@ def dead_letter_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=subjects.DEAD_LETTER_STREAM,
         subjects=["deadletter.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        max_age=0,
+        num_replicas=replicas,
+    )
+
+
+def partitioned_stream_config(count: int, replicas: int = 1) -> StreamConfig:
+    """`MEMBERSHIP_PARTITIONED_<count>`: every message of MEMBERSHIP, from its first, under
+    `partitioned.<count>.<p>.membership.events.<org_id>.<EventType>`. It has no subjects of its own:
+    nothing can publish into it but the source."""
+    source, destination = partition_transform(count)
+    return StreamConfig(
+        name=partitioned_stream(count),
+        subjects=[],
+        sources=[StreamSource(name=subjects.STREAM, subject_transforms=[SubjectTransform(src=source, dest=destination)])],
         storage=StorageType.FILE,
         retention=RetentionPolicy.LIMITS,
         max_age=0,
@@ -67,11 +85,14 @@ async def connect(nats_url: str, **options: Any) -> nats.NATS:
     return await nats.connect(servers=servers, max_reconnect_attempts=-1, **options)
 
 
-async def declare_streams(nats_url: str, replicas: int = 1) -> None:
+async def declare_streams(nats_url: str, replicas: int = 1, partitions: int = 1) -> None:
+    """The event and dead-letter streams, and, when `partitions` > 1, `MEMBERSHIP_PARTITIONED_<partitions>`."""
     nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         await ensure_stream(js, event_stream_config(replicas))
         await ensure_stream(js, dead_letter_stream_config(replicas))
+        if partitions > 1:
+            await ensure_stream(js, partitioned_stream_config(partitions, replicas))
     finally:
         await nc.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
@@ -28,6 +28,7 @@ from .clock import Clock, SystemClock
 from .contract.events import Envelope, decode_envelope
 from .dead_letters import DeadLetter
 from .metrics import LagRecorder
+from .partitions import Partition, original_subject
 
 log = structlog.get_logger()
 
@@ -56,6 +57,14 @@ class ConsumerSettings:
     retry_delay: float = 1.0
     gap_delay: float = 0.5
     ack_wait: float = 5.0  # how long a crashed batch waits before it is delivered again
+    # Which organizations this instance owns: all of them (MEMBERSHIP itself) unless PARTITIONS > 1.
+    partition: Partition = field(default_factory=Partition)
+
+    @classmethod
+    def for_service(cls, service: str, partition: Partition | None = None) -> ConsumerSettings:
+        """The durable a projector consumes through: `<service>`, or `<service>-p<p>` on a partitioned stream."""
+        partition = partition or Partition()
+        return cls(durable=partition.durable(service), service=service, partition=partition)
 
 
 @dataclass
@@ -65,8 +74,12 @@ class Outcome:
 
 
 async def prepare(connection: asyncpg.Connection, projection: Projection) -> None:
-    """The projection's schema, its tables and its per-organization positions."""
+    """The projection's schema, its tables and its per-organization positions.
+
+    Instances that start together (the partitions of one projector) take turns: two concurrent
+    `CREATE ... IF NOT EXISTS` of one name can still collide in PostgreSQL's catalog."""
     async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prepare:{projection.schema}")
         await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{projection.schema}"')
         await connection.execute(
             f'CREATE TABLE IF NOT EXISTS "{projection.schema}".positions (org_id text PRIMARY KEY, last_sequence bigint NOT NULL)'
@@ -105,14 +118,14 @@ class ProjectionConsumer:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait,
             max_ack_pending=settings.batch_size * 10,
-            filter_subject=subjects.EVENTS_WILDCARD,
+            filter_subject=settings.partition.filter_subject,
         )
 
     async def subscribe(self) -> Any:
         return await self.js.pull_subscribe(
-            subjects.EVENTS_WILDCARD,
+            self.settings.partition.filter_subject,
             durable=self.settings.durable,
-            stream=subjects.STREAM,
+            stream=self.settings.partition.stream,
             config=self.consumer_config(self.settings),
         )
 
@@ -194,14 +207,16 @@ class ProjectionConsumer:
             await message.nak(delay=self.settings.retry_delay * 2 ** (message.metadata.num_delivered - 1))
 
     async def _dead_letter(self, message: Msg, event: Envelope | None, error: str) -> None:
-        """Parks the message with its error, and moves the organization past it."""
-        stream_sequence = message.metadata.sequence.stream
+        """Parks the message with its error, and moves the organization past it.
+
+        Named by its subject and sequence on MEMBERSHIP, also when it came through a partition."""
+        stream_sequence = membership_sequence(message, self.settings.partition)
         letter = DeadLetter(
             service=self.settings.service,
             kind=dead_letters.EVENT,
             key=str(stream_sequence),
             error=error,
-            original_subject=message.subject,
+            original_subject=original_subject(message.subject),
             body=message.data,
             original_stream_sequence=stream_sequence,
         )
@@ -213,6 +228,17 @@ class ProjectionConsumer:
         await message.term()
         telemetry.dead_lettered(self.settings.durable)
         log.error("dead-lettered", subject=message.subject, error=error)
+
+
+SOURCE_HEADER = "Nats-Stream-Source"  # set by JetStream on a sourced message: "<stream> <sequence> ..."
+
+
+def membership_sequence(message: Msg, partition: Partition) -> int:
+    """The message's sequence on MEMBERSHIP: its own, or, sourced into a partitioned stream, its origin's."""
+    source = (message.headers or {}).get(SOURCE_HEADER, "").split() if partition.partitioned else []
+    if len(source) >= 2 and source[0] == subjects.STREAM and source[1].isdigit():
+        return int(source[1])
+    return int(message.metadata.sequence.stream)
 
 
 async def apply_in_order(connection: asyncpg.Connection, projection: Projection, events: list[Envelope]) -> list[str]:

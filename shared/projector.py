@@ -19,6 +19,8 @@ from .clock import Clock
 from .consumer import ConsumerSettings, Projection, ProjectionConsumer, prepare
 from .contract import queries as q
 from .dead_letters import DeadLetterDesk
+from .errors import Conflict
+from .partitions import Partition
 from .rebuild import Rebuilder
 from .requests import reply_handler
 from .responder import Respond, Responder
@@ -45,15 +47,23 @@ class ProjectionRuntime:
 
 @asynccontextmanager
 async def projection_runtime(
-    settings: Settings, projection: Projection, service: str, clock: Clock, stopping: asyncio.Event
+    settings: Settings,
+    projection: Projection,
+    service: str,
+    clock: Clock,
+    stopping: asyncio.Event,
+    partition: Partition | None = None,
 ) -> AsyncIterator[ProjectionRuntime]:
-    """Prepares the schema, then consumes the stream until `stopping` is set; stops in order."""
-    await declare_streams(settings.nats_url, settings.stream_replicas)
+    """Prepares the schema, then consumes the stream until `stopping` is set; stops in order.
+
+    With a `partition` of N > 1, consumes only that partition's organizations (`shared/partitions.py`)."""
+    partition = partition or Partition()
+    await declare_streams(settings.nats_url, settings.stream_replicas, partition.count)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
     async with pool.acquire() as connection:
         await prepare(connection, projection)
     nc = await connect(settings.nats_url)
-    consumer = ProjectionConsumer(nc.jetstream(), pool, projection, ConsumerSettings(durable=service, service=service), clock)
+    consumer = ProjectionConsumer(nc.jetstream(), pool, projection, ConsumerSettings.for_service(service, partition), clock)
     runtime = ProjectionRuntime(pool, nc, consumer, Responder(nc), clock)
     runtime.in_background(telemetry.sample(service, stopping, telemetry.consumer_probe(consumer)))
     consuming = asyncio.create_task(consumer.run(stopping))
@@ -86,8 +96,11 @@ def projection_routes(
     - `<service>.admin.rebuild`, `<service>.admin.rebuild_status`: replay the stream into a shadow
       schema and swap it in (`shared/rebuild.py`), and how far it is;
     - `<service>.admin.retry_dead_letter {sequence}`: retry a parked letter (`shared/dead_letters.py`).
+
+    A partitioned instance refuses to rebuild: see `refuse_partitioned_rebuild`.
     """
     desk = dead_letters if dead_letters is not None else DeadLetterDesk(consumer)
+    partition = consumer.settings.partition
 
     async def projection_status(_: q.EmptyRequest) -> dict[str, Any]:
         details = await status_details() if status_details is not None else {}
@@ -99,10 +112,26 @@ def projection_routes(
     return {
         subjects.query(service, "projection_status"): reply_handler(q.EmptyRequest, projection_status),
         subjects.query(service, "health"): reply_handler(q.Health, healthy),
-        f"{service}.admin.rebuild": reply_handler(q.EmptyRequest, rebuilder),
+        f"{service}.admin.rebuild": reply_handler(
+            q.EmptyRequest, refuse_partitioned_rebuild(service, partition) if partition.partitioned else rebuilder
+        ),
         f"{service}.admin.rebuild_status": reply_handler(q.EmptyRequest, rebuilder.status),
         f"{service}.admin.retry_dead_letter": reply_handler(q.RetryDeadLetter, desk.retry),
     }
+
+
+def refuse_partitioned_rebuild(service: str, partition: Partition) -> Callable[[q.EmptyRequest], Awaitable[dict[str, Any]]]:
+    """A rebuild pauses only its own instance's consumer before it swaps the schema in; the other
+    partitions' instances would go on writing into the schema being replaced, and what they applied
+    in between would be lost. So a partitioned instance says no, and says what to do instead."""
+
+    async def refuse(_: q.EmptyRequest) -> dict[str, Any]:
+        raise Conflict(
+            f"{service} runs as {partition.describe()}: a rebuild needs every instance stopped and one "
+            "instance running with PARTITIONS=1 (see deploy/README.md, 'Partitions')"
+        )
+
+    return refuse
 
 
 async def serve_routes(responder: Responder, queue_group: str, routes: Mapping[str, Respond]) -> None:

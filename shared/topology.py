@@ -11,13 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .bus import dead_letter_stream_config, event_stream_config
+from .bus import dead_letter_stream_config, event_stream_config, partitioned_stream_config
 from .consumer import ConsumerSettings, ProjectionConsumer
+from .partitions import Partition
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "jetstream"
 
 # Membership takes the commands and writes the MEMBERSHIP stream; each projector reads it through a
 # durable consumer named after itself. `teamctl`, the development stack and the tests use these lists.
+# The example of a partitioned projector written out beside them: billing over 2 partitions.
+EXAMPLE_PARTITIONS = 2
+
 COMMAND_SERVICE = "membership"
 PROJECTORS = ("billing", "audit", "notifier")
 SERVICES = (COMMAND_SERVICE, *PROJECTORS)
@@ -35,6 +39,14 @@ def documents(replicas: int = 3) -> dict[str, dict[str, Any]]:
     for name in PROJECTORS:
         settings = ConsumerSettings(durable=name, service=name)
         found[f"consumer-{name}.json"] = {"stream": "MEMBERSHIP", **_clean(ProjectionConsumer.consumer_config(settings))}
+    partitioned = partitioned_stream_config(EXAMPLE_PARTITIONS, replicas)
+    found[f"stream-{partitioned.name}.json"] = _clean(partitioned)
+    for index in range(EXAMPLE_PARTITIONS):
+        settings = ConsumerSettings.for_service("billing", Partition(EXAMPLE_PARTITIONS, index))
+        found[f"consumer-{settings.durable}.json"] = {
+            "stream": partitioned.name,
+            **_clean(ProjectionConsumer.consumer_config(settings)),
+        }
     return found
 
 

@@ -7,6 +7,7 @@ import asyncio
 import structlog
 
 from shared.clock import SystemClock
+from shared.partitions import Partition
 from shared.projector import projection_runtime
 from shared.settings import Settings
 from shared.stream_heads import StreamHeads
@@ -18,7 +19,9 @@ from .retention import RetentionScheduler
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
-    async with projection_runtime(settings, AuditProjection(LIVE_SCHEMA), "audit", SystemClock(), stopping) as runtime:
+    async with projection_runtime(
+        settings, AuditProjection(LIVE_SCHEMA), "audit", SystemClock(), stopping, Partition.from_env()
+    ) as runtime:
         handlers = AuditHandlers(
             AuditReadModel(runtime.pool, LIVE_SCHEMA, StreamHeads(runtime.consumer.js)), runtime.consumer, runtime.clock
         )

@@ -7,6 +7,7 @@ import asyncio
 import structlog
 
 from shared.clock import SystemClock
+from shared.partitions import Partition
 from shared.projector import projection_runtime
 from shared.settings import Settings
 from shared.stream_heads import StreamHeads
@@ -21,7 +22,7 @@ from .renewals import RenewalScheduler
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     own = BillingSettings.from_env()
     projection = BillingProjection(LIVE_SCHEMA)
-    async with projection_runtime(settings, projection, "billing", SystemClock(), stopping) as runtime:
+    async with projection_runtime(settings, projection, "billing", SystemClock(), stopping, Partition.from_env()) as runtime:
         renewals = RenewalScheduler(
             runtime.pool,
             projection,

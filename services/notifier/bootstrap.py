@@ -8,6 +8,7 @@ import structlog
 
 from shared import telemetry
 from shared.clock import SystemClock
+from shared.partitions import Partition
 from shared.projector import projection_runtime
 from shared.settings import Settings
 
@@ -24,7 +25,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     notifier_settings = NotifierSettings.from_env()
     smtp_url = parse_smtp_url(settings.smtp_url)
     projection = NotifierProjection(LIVE_SCHEMA)
-    async with projection_runtime(settings, projection, "notifier", SystemClock(), stopping) as runtime:
+    async with projection_runtime(settings, projection, "notifier", SystemClock(), stopping, Partition.from_env()) as runtime:
         sender = Sender(
             runtime.pool,
             runtime.consumer.js,
