@@ -14,6 +14,8 @@ from shared.periodic import every
 from shared.responder import Responder
 from shared.settings import Settings, postgres_env
 
+from .access_bucket import AccessBucket
+from .access_index import AccessIndex, IndexFollower, stream_position
 from .application import MembershipApplication
 from .config import MembershipSettings
 from .handlers import MembershipHandlers
@@ -36,14 +38,22 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     app = await asyncio.to_thread(build_application, settings, own)
     executor = ThreadPoolExecutor(max_workers=own.worker_threads, thread_name_prefix="membership")
     nc = await connect(settings.nats_url)
+    # The access index: the stream's position first, then the store, then the stream from that position.
+    start = await stream_position(nc.jetstream())
+    index = AccessIndex(app.clock.now)
+    await asyncio.to_thread(index.load, app)
+    follower = asyncio.create_task(IndexFollower(index, app, nc.jetstream(), start + 1).run())
     responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
-    handlers = MembershipHandlers(app, executor)
+    handlers = MembershipHandlers(app, executor, index)
     await handlers.subscribe(responder)
     cleanup = asyncio.create_task(
         every(own.command_cleanup_seconds, handlers.forget_old_commands, stopping, failed="dropping old command records failed")
     )
     relay_connection = await connect(settings.nats_url)
-    relay = asyncio.create_task(Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size).run())
+    access = AccessBucket(app, relay_connection.jetstream(), settings.stream_replicas, own.access_heartbeat_seconds)
+    relay = asyncio.create_task(
+        Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size, access=access).run()
+    )
     log.info("membership ready")
     try:
         await stopping.wait()
@@ -52,9 +62,10 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
         await nc.drain()
         await handlers.runner.settled()
         await cleanup
-        relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
+        for task in (relay, follower):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await relay_connection.close()
         executor.shutdown(wait=True)
         app.close()

@@ -16,19 +16,21 @@ from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
 
-from .application import Decision, MembershipApplication, denied, org_id_for
+from .access_index import AccessIndex
+from .application import Decision, MembershipApplication, org_id_for
 from .group_commit import GroupCommit
 from .runner import CommandRunner
-from .secrets import parse_api_key
 
 QUEUE_GROUP = "membership"
 
 
 class MembershipHandlers:
-    def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor, index: AccessIndex) -> None:
+        """`index` is loaded already; the runner hands it each saved decision before the reply."""
         self.app = app
+        self.index = index
         self.group_commit = GroupCommit(self._save)
-        self.runner = CommandRunner(app, executor, record=self.group_commit.submit)
+        self.runner = CommandRunner(app, executor, record=self.group_commit.submit, saved=index.adopt)
 
     async def _save(self, decisions: list[Decision]) -> None:
         await self.runner.in_thread(self.app.record, decisions)
@@ -67,14 +69,14 @@ class MembershipHandlers:
         async def seat_quote(query: q.SeatQuoteQuery) -> Any:
             return await for_org(query.org_id, self.app.seat_quote, query.org_id)
 
+        index = self.index
+
         async def authorize(query: q.Authorize) -> Any:
+            """From the access index alone: no lock, no thread, no store."""
             if query.api_key is not None:
-                named = parse_api_key(query.api_key)
-                if named is None:
-                    return denied()
-                return await for_org(named.org_id, self.app.authorize_key, named, query.api_key, query.permission)
+                return index.authorize_key(query.api_key, query.permission)
             assert query.org_id is not None and query.user_id is not None
-            return await for_org(query.org_id, self.app.authorize_user, query.org_id, query.user_id, query.permission)
+            return index.authorize_user(query.org_id, query.user_id, query.permission)
 
         async def healthy(_: q.Health) -> Any:
             return health("membership")
