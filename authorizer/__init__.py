@@ -68,6 +68,8 @@ class _Key:
     sorted_permissions: tuple[str, ...]
     expires_at: float | None  # epoch seconds
     status: str
+    answers: dict[str, Decision]  # by permission, built once: a check allocates nothing
+    refused: Decision
 
 
 class Authorizer:
@@ -79,6 +81,8 @@ class Authorizer:
         self.heartbeat_at: float | None = None  # the writer's wall clock, epoch seconds
         self.position = 0
         self._subscription: Any = None
+        # Secrets seen lately -> their hash: a gateway sees the same keys again and again. Cleared when full.
+        self._hashes: dict[str, str] = {}
 
     @classmethod
     async def start(cls, nc: Any, max_staleness: float = 5.0) -> Authorizer:
@@ -124,14 +128,19 @@ class Authorizer:
                     self.keys.pop(secret_hash, None)
                     return
                 grant = _decode_key(value)
+                listed = tuple(grant.permissions)
                 self.keys[secret_hash] = _Key(
                     org_id=grant.org_id,
                     key_id=grant.key_id,
                     role=grant.role,
-                    permissions=frozenset(grant.permissions),
-                    sorted_permissions=tuple(grant.permissions),
+                    permissions=frozenset(listed),
+                    sorted_permissions=listed,
                     expires_at=grant.expires_at.timestamp() if grant.expires_at is not None else None,
                     status=grant.status,
+                    answers={
+                        p: Decision(True, "allowed", grant.org_id, "api_key", grant.key_id, grant.role, listed) for p in listed
+                    },
+                    refused=Decision(False, "not_permitted", grant.org_id, "api_key", grant.key_id, grant.role, listed),
                 )
             elif entry.startswith(ROLE_PREFIX):
                 org_id, _, user_id = entry[len(ROLE_PREFIX) :].partition(".")
@@ -159,22 +168,19 @@ class Authorizer:
         now = time.time()
         if self.heartbeat_at is None or now - self.heartbeat_at > self.max_staleness:
             return _STALE
-        key = self.keys.get(hashlib.sha256(secret.encode()).hexdigest())
+        secret_hash = self._hashes.get(secret)
+        if secret_hash is None:
+            if len(self._hashes) >= _HASH_CACHE_SIZE:
+                self._hashes.clear()
+            secret_hash = self._hashes[secret] = hashlib.sha256(secret.encode()).hexdigest()
+        key = self.keys.get(secret_hash)
         if key is None:
             return _UNKNOWN
         if key.status != "live":
             return Decision(False, key.status, key.org_id, "api_key", key.key_id)
         if key.expires_at is not None and now >= key.expires_at:
             return Decision(False, "expired", key.org_id, "api_key", key.key_id)
-        return Decision(
-            permission in key.permissions,
-            "allowed" if permission in key.permissions else "not_permitted",
-            key.org_id,
-            "api_key",
-            key.key_id,
-            key.role,
-            key.sorted_permissions,
-        )
+        return key.answers.get(permission, key.refused)
 
     def check_user(self, org_id: str, user_id: str, permission: str) -> Decision:
         if self.heartbeat_at is None or time.time() - self.heartbeat_at > self.max_staleness:
@@ -187,5 +193,6 @@ class Authorizer:
         return Decision(allowed, "allowed" if allowed else "not_permitted", org_id, "user", user_id, role, listed)
 
 
+_HASH_CACHE_SIZE = 100_000
 _STALE = Decision(False, "stale")
 _UNKNOWN = Decision(False, "unknown_key")

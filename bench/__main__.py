@@ -8,6 +8,7 @@ import sys
 import time
 
 from . import audit
+from .authorize import authorize_figures
 from .baselines import asyncpg_batched_insert_rate, asyncpg_commit_rate, jetstream_publish_rate
 from .billing import live_lag, rebuild_throughput
 from .measure import Figure
@@ -20,7 +21,7 @@ def report(title: str, figures: list) -> None:
     sys.stdout.flush()
 
 
-SECTIONS = ("membership", "billing", "audit")
+SECTIONS = ("membership", "authorize", "billing", "audit")
 
 
 def baselines(stack) -> tuple[Figure, Figure, Figure]:
@@ -69,6 +70,8 @@ def main() -> None:
         commit, copy, publish = baselines(stack)
         if "membership" in wanted:
             membership_section(stack, commit)
+        if "authorize" in wanted:
+            authorize_section(stack)
         if "billing" in wanted:
             billing_section(stack, copy, publish)
     if "billing" in wanted:
@@ -87,6 +90,17 @@ def membership_section(stack, commit: Figure) -> None:
     rate = figures[0]
     figures.append(Figure("ratio to the single-connection commit rate", rate.value / commit.value, "x"))
     report("Membership commands (target: >= 500 cmds/s, p99 < 50 ms)", figures)
+
+
+def authorize_section(stack) -> None:
+    membership = stack.service("membership", stack.database("bench_authorize")).start()
+    try:
+        figures = asyncio.run(authorize_figures(stack.nats.url))
+    finally:
+        membership.stop()
+    report(
+        "Authorize (targets: >= 80% of echo's rate, p99 <= 2x echo's; embedded >= 200,000/s; revocation p99 <= 100 ms)", figures
+    )
 
 
 def billing_section(stack, copy: Figure, publish: Figure) -> None:

@@ -83,9 +83,7 @@ async def test_another_instance_index_follows_the_stream(membership, nc, databas
     try:
         assert index.authorize_key(secret, "gateway:use")["allowed"] is True
         for n in range(3):
-            extra = await client.command(
-                "create_api_key", org_id=org_id, actor=OWNER, name=f"k{n}", permissions=["gateway:use"]
-            )
+            extra = await client.command("create_api_key", org_id=org_id, actor=OWNER, name=f"k{n}", permissions=["gateway:use"])
             assert extra["ok"]
         assert (await client.command("revoke_api_key", org_id=org_id, actor=OWNER, key_id=key_id))["ok"]
 
