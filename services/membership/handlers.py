@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
+from nats.aio.msg import Msg
 
 from shared import subjects
 from shared.contract import commands as cmd
@@ -96,7 +97,26 @@ class MembershipHandlers:
         for name in cmd.COMMANDS:
             await responder.serve(subjects.command(name), QUEUE_GROUP, self.command_handler(name))
         for name, handler in self.query_handlers().items():
-            await responder.serve(subjects.query("membership", name), QUEUE_GROUP, handler)
+            if name == "authorize":
+                await self._serve_inline(responder, subjects.query("membership", name), handler)
+            else:
+                await responder.serve(subjects.query("membership", name), QUEUE_GROUP, handler)
+
+    @staticmethod
+    async def _serve_inline(responder: Responder, subject: str, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
+        """`authorize` never waits on anything (the access index is in memory): answered in the
+        subscription's own callback, without a task per request. `reply_handler` turns any failure into
+        a reply; the connection's drain at shutdown answers what was taken."""
+
+        async def on_request(msg: Msg) -> None:
+            reply = await handler(msg.data)
+            if msg.reply:
+                try:
+                    await msg.respond(reply)
+                except Exception:
+                    structlog.get_logger().exception("reply could not be sent", subject=msg.subject)
+
+        await responder.nc.subscribe(subject, queue=QUEUE_GROUP, cb=on_request)
 
     async def forget_old_commands(self) -> None:
         """Command records past the retention window are dropped, so the table stays the window's size."""
