@@ -47,6 +47,11 @@ async def open_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
 
 
 class AccessBucket:
+    """Runs as a task of its own while the relay holds the lock: the relay only hands it batches and
+    "caught up" marks (never waits on the bucket), so a slow or failing bucket never holds up the
+    event stream. On any failure it starts again from the store; meanwhile no heartbeat is put, and
+    gateways fail closed once their bound passes."""
+
     def __init__(
         self, app: MembershipApplication, js: JetStreamContext, replicas: int = 1, heartbeat_seconds: float = 0.5
     ) -> None:
@@ -58,10 +63,63 @@ class AccessBucket:
         self._pending: list[Changes] = []
         self._kv: KeyValue | None = None
         self._last_beat = 0.0
+        self._queue: asyncio.Queue[tuple[Sequence[Notification], int, float | None]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._writing = False
 
-    async def start(self) -> int:
-        """Called when the relay takes the lock: a fresh index from the store, every entry put, the
-        roles of members gone deleted. Returns the notification position the index holds."""
+    # -- the relay's side: never blocks ------------------------------------------------
+
+    def activate(self) -> None:
+        """The relay took the lock."""
+        self.deactivate()
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(self._queue))
+
+    def deactivate(self) -> None:
+        """The relay lost the lock (or stops): no more writes from here."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._writing = False
+
+    def published(self, notifications: Sequence[Notification]) -> None:
+        """The relay published these. While the writer is (re)starting they are left out: its
+        rebuild from the store covers them."""
+        if self._writing:
+            self._queue.put_nowait((notifications, notifications[-1].id, None))
+
+    def caught_up(self, position: int, at_wall_clock: float) -> None:
+        """The relay found nothing left in the log as of `at_wall_clock`."""
+        if self._writing and time.monotonic() - self._last_beat >= self.heartbeat_seconds:
+            self._last_beat = time.monotonic()
+            self._queue.put_nowait(((), position, at_wall_clock))
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _run(self, queue: asyncio.Queue[tuple[Sequence[Notification], int, float | None]]) -> None:
+        while True:
+            try:
+                await self._start()
+                while True:
+                    notifications, position, beat_at = await queue.get()
+                    if notifications:
+                        self.index.apply(self.app.mapper.to_domain_event(n) for n in notifications)
+                        while self._pending:
+                            await self._write(self._pending.pop(0))
+                    if beat_at is not None:
+                        assert self._kv is not None
+                        beat = Heartbeat(at=datetime.fromtimestamp(beat_at, UTC), position=position)
+                        await self._kv.put(HEARTBEAT_ENTRY, _encode(beat))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._writing = False
+                log.exception("access bucket writer failed; starting again from the store")
+                await asyncio.sleep(1.0)
+
+    async def _start(self) -> None:
+        """A fresh index from the store, every entry put, the roles of members gone deleted."""
+        self._writing = True  # batches from now on are queued; the rebuild below covers those before
         self._kv = await open_bucket(self.js, self.replicas)
         self.index = AccessIndex(self.app.clock.now)
         position = await asyncio.to_thread(self.index.load, self.app)
@@ -77,21 +135,6 @@ class AccessBucket:
             if entry.startswith(ROLE_PREFIX) and entry not in wanted:
                 await self._kv.delete(entry)
         log.info("access bucket written", keys=len(self.index.by_hash), roles=len(self.index.roles), position=position)
-        return position
-
-    async def published(self, notifications: Sequence[Notification]) -> None:
-        """The relay published these: apply them, put what changed."""
-        self.index.apply(self.app.mapper.to_domain_event(n) for n in notifications)
-        while self._pending:
-            await self._write(self._pending.pop(0))
-
-    async def caught_up(self, position: int, at_wall_clock: float) -> None:
-        """The relay found nothing left in the log as of `at_wall_clock`: a heartbeat, when due."""
-        if self._kv is None or time.monotonic() - self._last_beat < self.heartbeat_seconds:
-            return
-        self._last_beat = time.monotonic()
-        beat = Heartbeat(at=datetime.fromtimestamp(at_wall_clock, UTC), position=position)
-        await self._kv.put(HEARTBEAT_ENTRY, _encode(beat))
 
     async def _write(self, changes: Changes) -> None:
         assert self._kv is not None

@@ -62,13 +62,16 @@ class Relay:
                     log.info("relay active")
                     self.position = await self._resume()
                     if self.access is not None:
-                        await self.access.start()
+                        self.access.activate()
                     await self._follow()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("relay failed; restarting")
                 await asyncio.sleep(1.0)
+            finally:
+                if self.access is not None:
+                    self.access.deactivate()
 
     async def _follow(self) -> None:
         while True:
@@ -79,9 +82,9 @@ class Relay:
                 await self._publish(notifications)
                 self.position = notifications[-1].id
                 if self.access is not None:
-                    await self.access.published(notifications)
+                    self.access.published(notifications)
             if self.access is not None and len(notifications) < self.batch_size:
-                await self.access.caught_up(self.position, selected_at)
+                self.access.caught_up(self.position, selected_at)
             if notifications:
                 continue
             with contextlib.suppress(TimeoutError):
