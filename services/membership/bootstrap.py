@@ -38,11 +38,13 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     app = await asyncio.to_thread(build_application, settings, own)
     executor = ThreadPoolExecutor(max_workers=own.worker_threads, thread_name_prefix="membership")
     nc = await connect(settings.nats_url)
-    # The access index: the stream's position first, then the store, then the stream from that position.
-    start = await stream_position(nc.jetstream())
+    # The access index: the stream's position first, then the store, then the stream from that position,
+    # on a connection of its own (its ordered consumer's resets never touch the responder's connection).
+    follower_connection = await connect(settings.nats_url)
+    start = await stream_position(follower_connection.jetstream())
     index = AccessIndex(app.clock.now)
     await asyncio.to_thread(index.load, app)
-    follower = asyncio.create_task(IndexFollower(index, app, nc.jetstream(), start + 1).run())
+    follower = asyncio.create_task(IndexFollower(index, app, follower_connection.jetstream(), start + 1).run())
     responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
     handlers = MembershipHandlers(app, executor, index)
     await handlers.subscribe(responder)
@@ -67,5 +69,6 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await relay_connection.close()
+        await follower_connection.close()
         executor.shutdown(wait=True)
         app.close()
