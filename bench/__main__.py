@@ -13,6 +13,7 @@ from devstack import free_port
 from devstack.smtp_sink_server import SmtpSink
 
 from . import audit
+from .authorize import authorize_figures
 from .baselines import asyncpg_batched_insert_rate, asyncpg_commit_rate, echo_responder_rate, jetstream_publish_rate
 from .billing import live_lag, rebuild_throughput
 from .measure import Figure
@@ -25,7 +26,7 @@ def report(title: str, figures: list) -> None:
     sys.stdout.flush()
 
 
-SECTIONS = ("membership", "stack", "billing", "audit")
+SECTIONS = ("membership", "stack", "authorize", "billing", "audit")
 
 
 def baselines(stack) -> tuple[Figure, Figure, Figure]:
@@ -74,6 +75,8 @@ def main() -> None:
         commit, copy, publish = baselines(stack)
         if "membership" in wanted:
             membership_section(stack, commit)
+        if "authorize" in wanted:
+            authorize_section(stack)
         if "billing" in wanted:
             billing_section(stack, copy, publish)
     if "stack" in wanted:
@@ -117,6 +120,17 @@ def whole_stack_section() -> None:
         figures.insert(0, echo[0])
         figures.append(Figure("ratio to the echo responder at 16 clients", figures[2].value / echo[0].value, "x"))
         report("invite_member, whole stack (target: >= 0.08 of the echo responder)", figures)
+
+
+def authorize_section(stack) -> None:
+    membership = stack.service("membership", stack.database("bench_authorize")).start()
+    try:
+        figures = asyncio.run(authorize_figures(stack.nats.url))
+    finally:
+        membership.stop()
+    report(
+        "Authorize (targets: >= 80% of echo's rate, p99 <= 2x echo's; embedded >= 200,000/s; revocation p99 <= 100 ms)", figures
+    )
 
 
 def billing_section(stack, copy: Figure, publish: Figure) -> None:

@@ -15,6 +15,8 @@ from shared.periodic import every
 from shared.responder import Responder
 from shared.settings import Settings, postgres_env
 
+from .access_bucket import AccessBucket
+from .access_index import AccessIndex, IndexFollower, stream_position
 from .application import MembershipApplication
 from .config import MembershipSettings
 from .handlers import MembershipHandlers
@@ -37,14 +39,22 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     app = await asyncio.to_thread(build_application, settings, own)
     executor = ThreadPoolExecutor(max_workers=own.worker_threads, thread_name_prefix="membership")
     nc = await connect(settings.nats_url)
+    # The access index: the stream's position first, then the store, then the stream from that position,
+    # on a connection of its own (its ordered consumer's resets never touch the responder's connection).
+    follower_connection = await connect(settings.nats_url)
+    start = await stream_position(follower_connection.jetstream())
+    index = AccessIndex(app.clock.now)
+    await asyncio.to_thread(index.load, app)
+    follower = asyncio.create_task(IndexFollower(index, app, follower_connection.jetstream(), start + 1).run())
     responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
-    handlers = MembershipHandlers(app, executor)
+    handlers = MembershipHandlers(app, executor, index)
     await handlers.subscribe(responder)
     cleanup = asyncio.create_task(
         every(own.command_cleanup_seconds, handlers.forget_old_commands, stopping, failed="dropping old command records failed")
     )
     relay_connection = await connect(settings.nats_url)
-    relaying = Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size)
+    access = AccessBucket(app, relay_connection.jetstream(), settings.stream_replicas, own.access_heartbeat_seconds)
+    relaying = Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size, access=access)
     relay = asyncio.create_task(relaying.run())
     sampling = asyncio.create_task(telemetry.sample("membership", stopping, telemetry.relay_probe(relaying)))
     log.info("membership ready")
@@ -56,9 +66,11 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
         await handlers.runner.settled()
         await cleanup
         await sampling
-        relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
+        for task in (relay, follower):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await relay_connection.close()
+        await follower_connection.close()
         executor.shutdown(wait=True)
         app.close()

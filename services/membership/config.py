@@ -15,6 +15,9 @@ class MembershipSettings:
     command_cleanup_seconds: float = 600.0  # how often records past the window are dropped
     worker_threads: int = 8  # decisions and saves run in threads (the event store is synchronous)
     relay_batch_size: int = 256  # events the relay publishes before it awaits their acks
+    # How often the access bucket's writer says it is caught up (gateways' authorizers fail closed
+    # when the last such heartbeat is older than their bound).
+    access_heartbeat_seconds: float = 0.5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> MembershipSettings:
@@ -25,6 +28,7 @@ class MembershipSettings:
             command_cleanup_seconds=float(env.get("COMMAND_CLEANUP_SECONDS", d.command_cleanup_seconds)),
             worker_threads=int(env.get("WORKER_THREADS", d.worker_threads)),
             relay_batch_size=int(env.get("RELAY_BATCH_SIZE", d.relay_batch_size)),
+            access_heartbeat_seconds=float(env.get("ACCESS_HEARTBEAT_SECONDS", d.access_heartbeat_seconds)),
         )
         if not settings.command_retention_hours > 0:
             raise ValueError("COMMAND_RETENTION_HOURS must be positive")

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
+from nats.aio.msg import Msg
 
 from shared import subjects, telemetry
 from shared.contract import commands as cmd
@@ -16,19 +17,21 @@ from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
 
-from .application import Decision, MembershipApplication, denied, org_id_for
+from .access_index import AccessIndex
+from .application import Decision, MembershipApplication, org_id_for
 from .group_commit import GroupCommit
 from .runner import CommandRunner
-from .secrets import parse_api_key
 
 QUEUE_GROUP = "membership"
 
 
 class MembershipHandlers:
-    def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor, index: AccessIndex) -> None:
+        """`index` is loaded already; the runner hands it each saved decision before the reply."""
         self.app = app
+        self.index = index
         self.group_commit = GroupCommit(self._save)
-        self.runner = CommandRunner(app, executor, record=self.group_commit.submit)
+        self.runner = CommandRunner(app, executor, record=self.group_commit.submit, saved=index.adopt)
 
     async def _save(self, decisions: list[Decision]) -> None:
         await self.runner.in_thread(self.app.record, decisions)
@@ -67,14 +70,14 @@ class MembershipHandlers:
         async def seat_quote(query: q.SeatQuoteQuery) -> Any:
             return await for_org(query.org_id, self.app.seat_quote, query.org_id)
 
+        index = self.index
+
         async def authorize(query: q.Authorize) -> Any:
+            """From the access index alone: no lock, no thread, no store."""
             if query.api_key is not None:
-                named = parse_api_key(query.api_key)
-                if named is None:
-                    return denied()
-                return await for_org(named.org_id, self.app.authorize_key, named, query.api_key, query.permission)
+                return index.authorize_key(query.api_key, query.permission)
             assert query.org_id is not None and query.user_id is not None
-            return await for_org(query.org_id, self.app.authorize_user, query.org_id, query.user_id, query.permission)
+            return index.authorize_user(query.org_id, query.user_id, query.permission)
 
         async def healthy(_: q.Health) -> Any:
             return health("membership")
@@ -94,7 +97,26 @@ class MembershipHandlers:
         for name in cmd.COMMANDS:
             await responder.serve(subjects.command(name), QUEUE_GROUP, self.command_handler(name))
         for name, handler in self.query_handlers().items():
-            await responder.serve(subjects.query("membership", name), QUEUE_GROUP, handler)
+            if name == "authorize":
+                await self._serve_inline(responder, subjects.query("membership", name), handler)
+            else:
+                await responder.serve(subjects.query("membership", name), QUEUE_GROUP, handler)
+
+    @staticmethod
+    async def _serve_inline(responder: Responder, subject: str, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
+        """`authorize` never waits on anything (the access index is in memory): answered in the
+        subscription's own callback, without a task per request. `reply_handler` turns any failure into
+        a reply; the connection's drain at shutdown answers what was taken."""
+
+        async def on_request(msg: Msg) -> None:
+            reply = await handler(msg.data)
+            if msg.reply:
+                try:
+                    await msg.respond(reply)
+                except Exception:
+                    structlog.get_logger().exception("reply could not be sent", subject=msg.subject)
+
+        await responder.nc.subscribe(subject, queue=QUEUE_GROUP, cb=on_request)
 
     async def forget_old_commands(self) -> None:
         """Command records past the retention window are dropped, so the table stays the window's size."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import cast
 
@@ -21,6 +22,7 @@ from nats.js.errors import NotFoundError
 from shared import subjects
 from shared.database import single_active
 
+from .access_bucket import AccessBucket
 from .application import MembershipApplication
 from .domain.events import OrganizationEvent
 from .publication import NOTIFICATION_HEADER, publication_of
@@ -32,8 +34,17 @@ log = structlog.get_logger()
 
 
 class Relay:
-    def __init__(self, app: MembershipApplication, js: JetStreamContext, database_url: str, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        app: MembershipApplication,
+        js: JetStreamContext,
+        database_url: str,
+        batch_size: int = 256,
+        access: AccessBucket | None = None,
+    ) -> None:
+        """`access`, when given, is written under the same lock, after each batch is published."""
         self.app = app
+        self.access = access
         self.js = js
         self.database_url = database_url
         self.batch_size = batch_size
@@ -52,6 +63,8 @@ class Relay:
                     log.info("relay active")
                     self.active = True
                     self.position = await self._resume()
+                    if self.access is not None:
+                        self.access.activate()
                     await self._follow()
             except asyncio.CancelledError:
                 raise
@@ -59,14 +72,23 @@ class Relay:
                 self.active = False
                 log.exception("relay failed; restarting")
                 await asyncio.sleep(1.0)
+            finally:
+                if self.access is not None:
+                    self.access.deactivate()
 
     async def _follow(self) -> None:
         while True:
             self._new_events.clear()
+            selected_at = time.time()
             notifications = await self._select(self.position + 1, self.batch_size)
             if notifications:
                 await self._publish(notifications)
                 self.position = notifications[-1].id
+                if self.access is not None:
+                    self.access.published(notifications)
+            if self.access is not None and len(notifications) < self.batch_size:
+                self.access.caught_up(self.position, selected_at)
+            if notifications:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_events.wait(), timeout=0.5)

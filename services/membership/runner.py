@@ -27,12 +27,21 @@ CONFLICT_RETRIES = 5
 CONCURRENT_CHANGE = failure("conflict", "the organization changed concurrently; retry the command")
 
 Record = Callable[[Decision], Awaitable[None]]
+Saved = Callable[[Decision], None]
 T = TypeVar("T")
 
 
 class CommandRunner:
-    def __init__(self, app: MembershipApplication, executor: Executor | None = None, record: Record | None = None) -> None:
+    def __init__(
+        self,
+        app: MembershipApplication,
+        executor: Executor | None = None,
+        record: Record | None = None,
+        saved: Saved | None = None,
+    ) -> None:
+        """`saved` hears of each decision once its events are saved, before the reply (the access index)."""
         self.app = app
+        self._saved = saved
         self.executor = executor
         self.org_locks = KeyedLock()
         self._record = record or self.save_directly
@@ -63,6 +72,8 @@ class CommandRunner:
                     await self._record(decision)
                 except IntegrityError:
                     continue  # another instance wrote first (events or the record): decide again on what it saved
+                if self._saved is not None:
+                    self._saved(decision)
                 if self.app.snapshot_due(decision):
                     self._in_background(self.for_org(org_id, self.app.snapshot_if_due, decision))
                 return decision.reply

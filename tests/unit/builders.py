@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from services.membership.access_index import AccessIndex
 from services.membership.application import MembershipApplication
 from services.membership.runner import CommandRunner
 from services.membership.secrets import Secrets, parse_api_key
@@ -60,6 +61,7 @@ class World:
     secrets: Secrets
     runner: CommandRunner
     loop: asyncio.Runner
+    index: AccessIndex
     org_id: str = ""
     owner_id: str = "owner1"
     keys: dict[str, str] = field(default_factory=dict)  # key name -> key_id
@@ -147,7 +149,14 @@ class World:
         secret = self.key_secrets[key_id]
         named = parse_api_key(secret)
         assert named is not None
-        return self.app.authorize_key(named, secret, permission)
+        answer = self.app.authorize_key(named, secret, permission)
+        assert self.index.authorize_key(secret, permission) == answer  # the access index agrees with the store
+        return answer
+
+    def authorize_user(self, user_id: str, permission: str) -> dict[str, Any]:
+        answer = self.app.authorize_user(self.org_id, user_id, permission)
+        assert self.index.authorize_user(self.org_id, user_id, permission) == answer
+        return answer
 
     # -- the record ------------------------------------------------------------
 
@@ -178,7 +187,10 @@ def new_app(start: datetime = T0, app: MembershipApplication | None = None, cloc
     clock = clock or FixedClock(start)
     secrets = Secrets(SERVER_SECRET)
     app = app or MembershipApplication(clock, secrets, new_id=CountingIds())
-    return World(app=app, clock=clock, secrets=secrets, runner=CommandRunner(app), loop=asyncio.Runner())
+    index = AccessIndex(clock.now)
+    index.load(app)  # an application given may hold events already
+    runner = CommandRunner(app, saved=index.adopt)
+    return World(app=app, clock=clock, secrets=secrets, runner=runner, loop=asyncio.Runner(), index=index)
 
 
 def new_org(plan: str = "pro", start: datetime = T0, org_id: str = "acme", owner_id: str = "owner1") -> World:

@@ -407,7 +407,7 @@ def test_removing_a_member_revokes_their_keys_and_authorize_then_refuses_them() 
     assert removal.ok
     assert sorted(removal.result["revoked_api_keys"]) == sorted([key_id, world.keys["own:dev1"]])
     assert world.authorize_key(key_id, "gateway:use")["allowed"] is False
-    assert world.app.authorize_user(world.org_id, "dev1", "org:read")["allowed"] is False
+    assert world.authorize_user("dev1", "org:read")["allowed"] is False
     refused = world.run("create_api_key", api_key(key_id), name="x", permissions=["gateway:use"], owner_user_id="dev1")
     assert refused.error is not None and refused.error.code == "permission_denied"
 
@@ -438,7 +438,7 @@ def test_authorize_reports_the_contract_permissions_of_each_role(role: str) -> N
     member = {"owner": "owner2", "admin": "admin1", "developer": "dev1"}[role]
 
     for permission in sorted(ALL_PERMISSIONS):
-        decision = world.app.authorize_user(world.org_id, member, permission)
+        decision = world.authorize_user(member, permission)
         assert decision["allowed"] is (permission in CONTRACT_ROLES[role]), permission
     assert set(decision["permissions"]) == CONTRACT_ROLES[role]
     assert decision["role"] == role
@@ -447,4 +447,4 @@ def test_authorize_reports_the_contract_permissions_of_each_role(role: str) -> N
 def test_authorize_refuses_a_non_member() -> None:
     world = full_org()
 
-    assert world.app.authorize_user(world.org_id, "stranger", "org:read")["allowed"] is False
+    assert world.authorize_user("stranger", "org:read")["allowed"] is False

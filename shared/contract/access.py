@@ -1,0 +1,63 @@
+"""The access bucket: what membership publishes for gateways that authorize in-process.
+
+A JetStream key-value bucket, apart from the MEMBERSHIP stream (which never carries a key's hash).
+One writer (the membership instance holding the relay lock) keeps it; gateways only read it,
+through a local replica (`authorizer.Authorizer`).
+
+Entries:
+- `key.<sha256 of the secret>`  -> `KeyGrant`: the key's effective permissions (already capped by its
+  owner's role and its creator's current rights), the expiry after which it is dead, its status.
+- `role.<org_id>.<user_id>`     -> `RoleGrant`; deleted when the member leaves.
+- `feed.heartbeat`              -> `Heartbeat`: when the writer last had published everything saved.
+  A replica whose last heartbeat is older than its bound fails closed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from .common import Permission, Role
+
+BUCKET = "MEMBERSHIP_ACCESS"
+HEARTBEAT_ENTRY = "feed.heartbeat"
+KEY_PREFIX = "key."
+ROLE_PREFIX = "role."
+
+KeyStatus = Literal["live", "revoked", "expired", "inactive"]
+
+
+def key_entry(secret_hash: str) -> str:
+    return KEY_PREFIX + secret_hash
+
+
+def role_entry(org_id: str, user_id: str) -> str:
+    return f"{ROLE_PREFIX}{org_id}.{user_id}"
+
+
+class KeyGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """`permissions` are effective until `expires_at` (the earliest expiry along the key's chain of
+    creators); empty when the key is revoked or capped to nothing (its owner gone, say)."""
+
+    org_id: str
+    key_id: str
+    role: Role | None  # the owner's role, for a key with an owner
+    permissions: list[Permission]
+    expires_at: datetime | None
+    status: KeyStatus
+    version: int  # the organization's version the grant was computed at
+
+
+class RoleGrant(msgspec.Struct, frozen=True, kw_only=True):
+    org_id: str
+    user_id: str
+    role: Role
+    permissions: list[Permission]  # the role's, so a replica needs no copy of the matrix
+    version: int
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    at: datetime  # the writer's clock when it had applied every event saved before
+    position: int  # the last notification applied

@@ -1,0 +1,139 @@
+"""`authorize` from the access index, another instance's index following the stream, and the
+gateway's embedded authorizer on the access bucket: real NATS, PostgreSQL and the service process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from authorizer import Authorizer
+from services.membership.access_index import AccessIndex, IndexFollower, stream_position
+from services.membership.application import MembershipApplication
+from services.membership.secrets import Secrets
+from shared import subjects
+from shared.clock import SystemClock
+from shared.settings import postgres_env
+from teamctl.client import Client
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+OWNER = {"type": "user", "id": "owner-1"}
+
+
+async def authorize(client: Client, **fields: Any) -> dict[str, Any]:
+    reply = await client.request(subjects.query("membership", "authorize"), fields)
+    assert reply["ok"], reply
+    return reply["result"]
+
+
+async def org_with_a_member_and_key(client: Client) -> tuple[str, str, str]:
+    created = await client.command(
+        "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
+    org_id = created["result"]["org_id"]
+    invited = await client.command(
+        "invite_member", org_id=org_id, actor=OWNER, email="dev@acme.io", role="admin", accept_charge_cents=10**6
+    )
+    assert invited["ok"], invited
+    key = await client.command(
+        "create_api_key", org_id=org_id, actor=OWNER, name="gw", permissions=["gateway:use", "members:invite"]
+    )
+    assert key["ok"], key
+    return org_id, key["result"]["key_id"], key["result"]["secret"]
+
+
+async def test_authorize_reads_its_own_writes_after_revoke_and_change_role(membership, nc):
+    client = Client(nc)
+    org_id, key_id, secret = await org_with_a_member_and_key(client)
+    assert (await authorize(client, api_key=secret, permission="gateway:use"))["allowed"] is True
+    assert (await authorize(client, org_id=org_id, user_id="owner-1", permission="billing:manage"))["allowed"] is True
+
+    second_owner = await client.command(
+        "create_api_key", org_id=org_id, actor=OWNER, name="x", permissions=["gateway:use"], owner_user_id="owner-1"
+    )
+    revoked = await client.command("revoke_api_key", org_id=org_id, actor=OWNER, key_id=key_id)
+    assert revoked["ok"], revoked
+    # one instance: the reply came from the one answering authorize, which applied the revocation first
+    assert await authorize(client, api_key=secret, permission="gateway:use") == {
+        "allowed": False,
+        "org_id": org_id,
+        "principal": None,
+        "role": None,
+        "permissions": [],
+    }
+    owned = await authorize(client, api_key=second_owner["result"]["secret"], permission="gateway:use")
+    assert owned["allowed"] is True and owned["role"] == "owner"
+    assert (await authorize(client, api_key="tmk_nope.nope.nope", permission="gateway:use"))["org_id"] is None
+
+
+async def test_another_instance_index_follows_the_stream(membership, nc, database_url):
+    """A second instance's index, as bootstrap builds it: position, store, then the stream."""
+    client = Client(nc)
+    org_id, key_id, secret = await org_with_a_member_and_key(client)
+    app = MembershipApplication(SystemClock(), Secrets("unused"), env=postgres_env(database_url, pool_size=2))
+    js = nc.jetstream()
+    start = await stream_position(js)
+    index = AccessIndex(app.clock.now)
+    await asyncio.to_thread(index.load, app)
+    follower = asyncio.create_task(IndexFollower(index, app, js, start + 1).run())
+    try:
+        assert index.authorize_key(secret, "gateway:use")["allowed"] is True
+        for n in range(3):
+            extra = await client.command("create_api_key", org_id=org_id, actor=OWNER, name=f"k{n}", permissions=["gateway:use"])
+            assert extra["ok"]
+        assert (await client.command("revoke_api_key", org_id=org_id, actor=OWNER, key_id=key_id))["ok"]
+
+        async def denied() -> bool:
+            return not index.authorize_key(secret, "gateway:use")["allowed"]
+
+        assert await eventually(denied)
+        rebuilt = AccessIndex(app.clock.now)
+        await asyncio.to_thread(rebuilt.load, app)
+        assert index.state() == rebuilt.state()
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        app.close()
+
+
+async def test_the_embedded_authorizer_follows_the_bucket_and_fails_closed(membership, nc):
+    client = Client(nc)
+    org_id, key_id, secret = await org_with_a_member_and_key(client)
+
+    async def bucket_ready() -> Authorizer | None:
+        with contextlib.suppress(Exception):
+            candidate = await Authorizer.start(nc, max_staleness=2.0)
+            if candidate.check_key(secret, "gateway:use").allowed:
+                return candidate
+            await candidate.stop()
+        return None
+
+    authz = await eventually(bucket_ready)
+    assert authz is not None
+    try:
+        assert authz.staleness() < 2.0
+        assert authz.check_key(secret, "billing:manage").reason == "not_permitted"
+        assert authz.check_user(org_id, "owner-1", "billing:manage").allowed is True
+        assert authz.check_user(org_id, "nobody", "org:read").reason == "not_a_member"
+
+        assert (await client.command("revoke_api_key", org_id=org_id, actor=OWNER, key_id=key_id))["ok"]
+
+        async def revoked() -> bool:
+            return authz.check_key(secret, "gateway:use").reason == "revoked"
+
+        assert await eventually(revoked)
+
+        membership.kill()  # the writer is gone: no more heartbeats
+
+        async def stale() -> bool:
+            return authz.check_user(org_id, "owner-1", "org:read").reason == "stale"
+
+        assert await eventually(stale)
+        assert authz.staleness() > 2.0
+    finally:
+        await authz.stop()
