@@ -45,6 +45,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import services.membership.application as membership_application
 from services.billing import ledger
+from services.membership.access_index import AccessIndex
 from services.membership.application import MembershipApplication
 from services.membership.domain.organization import Organization, org_uuid
 from services.membership.handlers import MembershipHandlers
@@ -115,8 +116,12 @@ class MembershipMachine(RuleBasedStateMachine):
         secrets = Secrets(SERVER_SECRET)
         app = MembershipApplication(clock, secrets, new_id=CountingIds())
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="property")
-        self.endpoints = MembershipHandlers(app, self.executor)  # the production composition, less NATS
-        self.world = World(app, clock, secrets, self.endpoints.runner, asyncio.Runner(), org_id=ORG, owner_id=FOUNDER)
+        index = AccessIndex(clock.now)
+        index.load(app)
+        self.endpoints = MembershipHandlers(app, self.executor, index)  # the production composition, less NATS
+        self.world = World(
+            app, clock, secrets, self.endpoints.runner, asyncio.Runner(), index=index, org_id=ORG, owner_id=FOUNDER
+        )
         self.app, self.clock = app, clock
         self.handlers = {name: self.endpoints.command_handler(name) for name in COMMANDS}
         self.records: dict[str, Remembered] = {}
