@@ -57,9 +57,13 @@ class OrganizationCreated(Aggregate.Created):
         org.seats_purchased = 0
         org.unit_price_cents = self.unit_price_cents
         org.billing_anchor = self.billing_anchor
-        org.members = {self.owner_user_id: Member(self.owner_user_id, self.owner_email, "owner", self.timestamp)}
+        org.members = {}
         org.invitations = {}
         org.api_keys = {}
+        org.member_emails = {}
+        org.open_expiries = []
+        org.open_by_email = {}
+        org.join(Member(self.owner_user_id, self.owner_email, "owner", self.timestamp))
 
 
 class PlanChanged(OrganizationEvent):
@@ -82,8 +86,8 @@ class MemberInvited(OrganizationEvent):
     expires_at: datetime
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id] = Invitation(
-            self.invitation_id, self.email, self.role, self.timestamp, self.expires_at, "pending", ActorRef.of(self.invited_by)
+        org.open_invitation(
+            Invitation(self.invitation_id, self.email, self.role, self.timestamp, self.expires_at, "pending", ActorRef.of(self.invited_by))
         )
 
 
@@ -93,7 +97,7 @@ class InvitationResent(OrganizationEvent):
     expires_at: datetime
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id] = replace(org.invitations[self.invitation_id], expires_at=self.expires_at)
+        org.extend_invitation(self.invitation_id, self.expires_at)
 
 
 class InvitationRevoked(OrganizationEvent):
@@ -101,7 +105,7 @@ class InvitationRevoked(OrganizationEvent):
     email: str
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id] = replace(org.invitations[self.invitation_id], status="revoked")
+        org.close_invitation(self.invitation_id, "revoked")
 
 
 class InvitationAccepted(OrganizationEvent):
@@ -111,8 +115,8 @@ class InvitationAccepted(OrganizationEvent):
     role: Role
 
     def change(self, org: Organization) -> None:
-        org.invitations[self.invitation_id] = replace(org.invitations[self.invitation_id], status="accepted")
-        org.members[self.user_id] = Member(self.user_id, self.email, self.role, self.timestamp)
+        org.close_invitation(self.invitation_id, "accepted")
+        org.join(Member(self.user_id, self.email, self.role, self.timestamp))
 
 
 class RoleChanged(OrganizationEvent):
@@ -138,7 +142,7 @@ class MemberRemoved(OrganizationEvent):
         state["kept_api_keys"] = []
 
     def change(self, org: Organization) -> None:
-        del org.members[self.user_id]
+        org.leave(self.user_id)
         remover = ActorRef.of(self.actor)
         for key_id in self.kept_api_keys:  # the remover vouches for them now: they live on within the remover's rights
             org.api_keys[key_id] = replace(org.api_keys[key_id], created_by=remover)

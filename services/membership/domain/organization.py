@@ -8,8 +8,9 @@ before its events are saved.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -33,7 +34,7 @@ from shared.errors import (
 
 from . import events as ev
 from .permissions import ROLE_PERMISSIONS, permissions_of
-from .values import ActorRef, ApiKey, Invitation, Member
+from .values import ActorRef, ApiKey, Invitation, InvitationStatus, Member
 
 INVITATION_LIFETIME = timedelta(days=7)
 # Removing a member revokes their keys in one change, and its reply lists them: the cap keeps that
@@ -71,9 +72,11 @@ class NewApiKey:
 class Organization(Aggregate):
     """State, set by the events: `org_id`, `name`, `plan`, `seats_included`, `seats_purchased`,
     `unit_price_cents`, `billing_anchor`, and `members`, `invitations` and `api_keys`: dicts of
-    immutable values by id."""
+    immutable values by id. Beside them, indexes the events keep so that a command does not scan
+    every invitation: `member_emails` (email -> user id), and of the open invitations (status
+    `pending`, lapsed or not) `open_expiries` (sorted) and `open_by_email` (email -> ids)."""
 
-    class_version = 2
+    class_version = 3
 
     if TYPE_CHECKING:  # set by the events; annotated here for readers and mypy, not as constructor fields
         org_id: str
@@ -86,16 +89,26 @@ class Organization(Aggregate):
         members: dict[str, Member]
         invitations: dict[str, Invitation]
         api_keys: dict[str, ApiKey]
+        member_emails: dict[str, str]
+        open_expiries: list[datetime]
+        open_by_email: dict[str, list[str]]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Organization:
         """The values are immutable: a copy needs fresh dicts, not fresh values."""
         copy = object.__new__(type(self))
         state = dict(vars(self))
-        for name in ("members", "invitations", "api_keys"):
+        for name in ("members", "invitations", "api_keys", "member_emails"):
             state[name] = dict(state[name])
+        state["open_expiries"] = list(state["open_expiries"])
+        state["open_by_email"] = {email: list(ids) for email, ids in state["open_by_email"].items()}
         state["_pending_events"] = list(state["_pending_events"])
         copy.__dict__.update(state)
         return copy
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """Snapshots from before the indexes: derived from the members and invitations."""
+        state.update(indexes_of(state["members"], state["invitations"]))
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -211,10 +224,46 @@ class Organization(Aggregate):
         return self.seats_included + self.seats_purchased
 
     def seats_used(self, now: datetime) -> int:
-        return len(self.members) + len(self.pending_invitations(now))
+        """Members, and open invitations not yet expired: those expiring after `now`."""
+        return len(self.members) + len(self.open_expiries) - bisect_right(self.open_expiries, now)
 
     def pending_invitations(self, now: datetime) -> list[Invitation]:
         return [i for i in self.invitations.values() if i.is_pending(now)]
+
+    # -- what the events change, with the indexes ----------------------------------------
+
+    def join(self, member: Member) -> None:
+        self.members[member.user_id] = member
+        self.member_emails[member.email] = member.user_id
+
+    def leave(self, user_id: str) -> None:
+        member = self.members.pop(user_id)
+        self.member_emails.pop(member.email, None)
+
+    def open_invitation(self, invitation: Invitation) -> None:
+        self.invitations[invitation.invitation_id] = invitation
+        insort(self.open_expiries, invitation.expires_at)
+        self.open_by_email.setdefault(invitation.email, []).append(invitation.invitation_id)
+
+    def extend_invitation(self, invitation_id: str, expires_at: datetime) -> None:
+        before = self.invitations[invitation_id]
+        self.invitations[invitation_id] = replace(before, expires_at=expires_at)
+        if before.status == "pending":
+            self._drop_open_expiry(before.expires_at)
+            insort(self.open_expiries, expires_at)
+
+    def close_invitation(self, invitation_id: str, status: InvitationStatus) -> None:
+        before = self.invitations[invitation_id]
+        self.invitations[invitation_id] = replace(before, status=status)
+        if before.status == "pending":
+            self._drop_open_expiry(before.expires_at)
+            ids = self.open_by_email[before.email]
+            ids.remove(invitation_id)
+            if not ids:
+                del self.open_by_email[before.email]
+
+    def _drop_open_expiry(self, expires_at: datetime) -> None:
+        del self.open_expiries[bisect_left(self.open_expiries, expires_at)]
 
     def billing_period(self, now: datetime) -> tuple[datetime, datetime]:
         return pricing.billing_period(self.billing_anchor, now)
@@ -355,7 +404,7 @@ class Organization(Aggregate):
             )
         if user_id in self.members:
             raise Conflict(f"user {user_id} is already a member")
-        if any(m.email == invitation.email for m in self.members.values()):
+        if invitation.email in self.member_emails:
             raise Conflict("a member with that email already belongs to the organization")
         self._trigger(
             ev.InvitationAccepted,
@@ -515,9 +564,10 @@ class Organization(Aggregate):
 
     def _require_email_free(self, email: str, now: datetime, besides: str | None = None) -> None:
         """One person, one seat: no member with the address, and no other pending invitation for it."""
-        if any(m.email == email for m in self.members.values()):
+        if email in self.member_emails:
             raise Conflict("that address already belongs to a member")
-        if any(i.email == email and i.invitation_id != besides for i in self.pending_invitations(now)):
+        open_ids = self.open_by_email.get(email, ())
+        if any(i != besides and self.invitations[i].is_pending(now) for i in open_ids):
             raise Conflict("that address already has a pending invitation")
 
     def _require_another_owner(self, user_id: str) -> None:
@@ -538,6 +588,19 @@ class Organization(Aggregate):
 
     def _trigger(self, event_class: type[ev.OrganizationEvent], ctx: CommandContext, **data: Any) -> None:
         self.trigger_event(event_class, timestamp=ctx.now, **_provenance(ctx, self.org_id), **data)
+
+
+def indexes_of(members: dict[str, Member], invitations: dict[str, Invitation]) -> dict[str, Any]:
+    """The indexes an organization keeps, derived from its members and invitations."""
+    open_by_email: dict[str, list[str]] = {}
+    for invitation in invitations.values():
+        if invitation.status == "pending":
+            open_by_email.setdefault(invitation.email, []).append(invitation.invitation_id)
+    return {
+        "member_emails": {member.email: user_id for user_id, member in members.items()},
+        "open_expiries": sorted(i.expires_at for i in invitations.values() if i.status == "pending"),
+        "open_by_email": open_by_email,
+    }
 
 
 def _sent_by(inviter: ActorRef, user_id: str, revoked_keys: list[str]) -> bool:
