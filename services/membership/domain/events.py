@@ -87,7 +87,15 @@ class MemberInvited(OrganizationEvent):
 
     def change(self, org: Organization) -> None:
         org.open_invitation(
-            Invitation(self.invitation_id, self.email, self.role, self.timestamp, self.expires_at, "pending", ActorRef.of(self.invited_by))
+            Invitation(
+                self.invitation_id,
+                self.email,
+                self.role,
+                self.timestamp,
+                self.expires_at,
+                "pending",
+                ActorRef.of(self.invited_by),
+            )
         )
 
 
