@@ -14,6 +14,7 @@ from nats.js.api import StreamConfig
 
 from devstack import NatsServer, PostgresServer, SmtpSink, free_port, nats_cluster
 from devstack.process import pid_is_alive
+from shared.bus import ensure_stream
 from tests.servers import (
     nats_server_in_scratch_dir,
     postgres_server_in_scratch_dir,
@@ -28,7 +29,8 @@ async def publish_to_new_stream(url: str, stream: str, messages: list[bytes], re
     connection = await nats.connect(url)
     try:
         jetstream = connection.jetstream()
-        await jetstream.add_stream(StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], num_replicas=replicas))
+        # as the services do: a cluster that has just started refuses while it places its first stream
+        await ensure_stream(jetstream, StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], num_replicas=replicas))
         for message in messages:
             await jetstream.publish(f"{stream.lower()}.event", message)
     finally:
