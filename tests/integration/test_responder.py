@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import nats
+import pytest
 
 from shared.responder import Responder
+from tests.servers import nats_server_in_scratch_dir
 
 
-async def test_requests_overlap_and_stop_answers_those_already_taken(clean_nats):
-    server_side = await nats.connect(clean_nats)
-    client = await nats.connect(clean_nats)
+@pytest.fixture
+def own_nats() -> Iterator[str]:
+    """A server of its own: nothing another test left behind on the session's server can take a request."""
+    with nats_server_in_scratch_dir() as server:
+        yield server.url
+
+
+async def test_requests_overlap_and_stop_answers_those_already_taken(own_nats):
+    server_side = await nats.connect(own_nats)
+    client = await nats.connect(own_nats)
     started = asyncio.Event()
     in_handler = 0
 
