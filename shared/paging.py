@@ -41,6 +41,30 @@ def decode_cursor(cursor: str) -> Position:
     return at, item_id
 
 
+MAX_BIGINT = 2**63 - 1  # a PostgreSQL bigint: the largest sequence a cursor may name
+
+
+def sequence_cursor(label: str, sequence: int) -> str:
+    """An opaque cursor after `sequence` in a list ordered by a bigint sequence; `label` names the list."""
+    return base64.urlsafe_b64encode(f"{label}:{sequence}".encode()).decode()
+
+
+def sequence_after(label: str, cursor: str | None) -> int:
+    """The sequence a `sequence_cursor(label, ...)` continues after (0 without a cursor); anything
+    this service could not have given out is `Invalid`, never a crash."""
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+    except (ValueError, UnicodeError):
+        text = ""
+    digits = text.removeprefix(f"{label}:") if text.startswith(f"{label}:") else ""
+    canonical = digits.isascii() and digits.isdigit() and len(digits) <= 19
+    if canonical and int(digits) <= MAX_BIGINT and sequence_cursor(label, int(digits)) == cursor:
+        return int(digits)
+    raise Invalid("cursor is not one this service gave out")
+
+
 def page(
     items: Sequence[T],
     position_of: Callable[[T], Position],

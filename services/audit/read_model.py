@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -13,8 +12,8 @@ import asyncpg
 import msgspec
 
 from shared.contract import queries as q
-from shared.errors import Invalid, NotFound
-from shared.paging import PAGE_BUDGET_BYTES
+from shared.errors import NotFound
+from shared.paging import MAX_BIGINT, PAGE_BUDGET_BYTES, sequence_after, sequence_cursor
 from shared.stream_heads import StreamHeads
 
 from .entries import GENESIS_HASH, ChainWalk, rfc3339
@@ -26,24 +25,16 @@ _encode = msgspec.json.Encoder().encode
 EXPORT_CHUNK_ENTRIES = 2000
 
 
+MAX_SEQ = MAX_BIGINT
+
+
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
-
-
-MAX_SEQ = 2**63 - 1  # PostgreSQL bigint
+    return sequence_cursor("seq", seq)
 
 
 def decode_cursor(cursor: str | None) -> int:
-    """The `seq` a cursor continues after; anything this service could not have given out is invalid."""
-    if not cursor:
-        return 0
-    try:
-        seq = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii").removeprefix("seq:")
-    except (ValueError, UnicodeError):
-        seq = ""
-    if seq.isascii() and seq.isdigit() and len(seq) <= 19 and int(seq) <= MAX_SEQ and encode_cursor(int(seq)) == cursor:
-        return int(seq)
-    raise Invalid("cursor is not one this service gave out")
+    """The `seq` a cursor continues after (an empty cursor is the first page)."""
+    return sequence_after("seq", cursor or None)
 
 
 def entry_of(row: asyncpg.Record) -> dict[str, Any]:

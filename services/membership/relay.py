@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 from typing import cast
 
@@ -79,7 +78,7 @@ class Relay:
     async def _follow(self) -> None:
         while True:
             self._new_events.clear()
-            selected_at = time.time()
+            selected_at = self.app.clock.now().timestamp()
             notifications = await self._select(self.position + 1, self.batch_size)
             if notifications:
                 await self._publish(notifications)

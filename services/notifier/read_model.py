@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,34 +9,25 @@ import asyncpg
 import msgspec
 
 from shared.contract import queries as q
-from shared.errors import Invalid, NotFound
+from shared.errors import NotFound
+from shared.paging import sequence_after, sequence_cursor
 
 from .store import DeliveryStore
 
 # A page stops before its deliveries pass this many bytes of JSON, whatever `limit` says: the reply
 # stays well under NATS's default max_payload (1 MB) even when every row carries a long error.
 PAGE_BYTES = 700_000
-_CURSOR_PREFIX = "deliveries:"
-_MAX_SEQUENCE = 2**63 - 1  # bigint
+_CURSOR_LABEL = "deliveries"
 _encode = msgspec.json.Encoder().encode
 
 
 def encode_cursor(sequence: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{sequence}".encode()).decode()
+    return sequence_cursor(_CURSOR_LABEL, sequence)
 
 
 def decode_cursor(cursor: str | None) -> int:
     """The sequence after which the page starts; 0 for the first page."""
-    if cursor is None:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
-    except (UnicodeError, binascii.Error, ValueError):
-        text = ""
-    digits = text.removeprefix(_CURSOR_PREFIX) if text.startswith(_CURSOR_PREFIX) else ""
-    if digits.isascii() and digits.isdigit() and len(digits) <= 19 and int(digits) <= _MAX_SEQUENCE:
-        return int(digits)
-    raise Invalid("cursor is not one this service gave out")
+    return sequence_after(_CURSOR_LABEL, cursor)
 
 
 @dataclass(frozen=True)
