@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 PREFIX = "team_members"
 # `make run` gives each service its own port; 0 turns the exporter off.
-DEFAULT_PORTS = {"membership": 9101, "billing": 9102, "audit": 9103, "notifier": 9104}
+DEFAULT_PORTS = {"membership": 9101, "billing": 9102, "audit": 9103, "notifier": 9104, "web": 9105}
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_SAMPLE_SECONDS = 5.0
 

@@ -1,0 +1,72 @@
+"""Composition root: the HTTP edge on WEB_HOST:WEB_PORT, and its health on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from shared import subjects
+from shared.bus import connect
+from shared.contract import queries as q
+from shared.requests import reply_handler
+from shared.responder import Responder
+from shared.settings import Settings
+from shared.version import health
+
+from .app import create_app
+from .bus import PlatformBus
+from .callers import NoSessions
+from .config import WebSettings
+from .edge import Edge
+
+QUEUE_GROUP = "web"
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our own lifecycle: the service's signal handlers stop it, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, stopping: asyncio.Event) -> None:
+    own = WebSettings.from_env()
+    nc = await connect(settings.nats_url)
+    responder = Responder(nc)
+    try:
+        edge = Edge(PlatformBus(nc, own.bus_timeout_seconds), NoSessions(), own, settings.public_url)
+        server = EmbeddedServer(
+            uvicorn.Config(
+                create_app(edge),
+                host=own.host,
+                port=own.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                server_header=False,
+                proxy_headers=False,
+            )
+        )
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving.done():
+                serving.result()  # the port could not be taken: raise why
+                raise RuntimeError("the HTTP server stopped before it started")
+            await asyncio.sleep(0.05)
+
+        async def healthy(_: q.Health) -> object:
+            return health("web")
+
+        await responder.serve(subjects.query("web", "health"), QUEUE_GROUP, reply_handler(q.Health, healthy))
+        structlog.get_logger().info("web ready", url=f"http://{own.host}:{own.port}", public_url=settings.public_url)
+        await asyncio.wait([serving, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+    finally:
+        await responder.stop()
+        await nc.drain()

@@ -1,0 +1,102 @@
+"""Who is calling: an API key (`Authorization: Bearer <secret>`) or a signed-in user (the session
+cookie). The edge never trusts an actor named by the client; it names the actor itself.
+
+Queries on the bus carry no actor, so before every read the edge asks `authorize` whether the caller
+holds the permission the read needs. Commands carry the actor, and membership checks them itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from litestar import Request
+
+from shared.contract.common import Actor
+from shared.errors import PermissionDenied, Refused
+
+from .bus import PlatformBus
+
+BEARER = "bearer "
+# Any permission serves to learn who a key is: `authorize` names the principal either way.
+IDENTIFYING_PERMISSION = "org:read"
+
+
+class Unauthenticated(Refused):
+    """No credentials, or a key that is unknown, revoked, expired or inactive: 401."""
+
+    code = "unauthenticated"  # type: ignore[assignment]  # the edge's own code, never on the bus
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    user_id: str
+    email: str
+
+
+class SessionReader(Protocol):
+    async def signed_in(self, request: Request) -> SignedInUser | None: ...
+
+
+class NoSessions:
+    async def signed_in(self, request: Request) -> SignedInUser | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Access:
+    """What `authorize` said about a caller in one organization."""
+
+    org_id: str
+    role: str | None
+    permissions: tuple[str, ...]
+
+    def allows(self, permission: str) -> bool:
+        return permission in self.permissions
+
+
+@dataclass(frozen=True)
+class Caller:
+    actor: Actor
+    api_key: str | None = None  # the presented secret; never logged, never echoed
+    user: SignedInUser | None = None
+    key_org_id: str | None = None  # the one org a key belongs to
+
+    async def access(self, bus: PlatformBus, org_id: str, permission: str) -> Access:
+        if self.api_key is not None:
+            answer = await bus.query("membership", "authorize", api_key=self.api_key, permission=permission)
+            if answer["principal"] is None:
+                raise Unauthenticated("the API key is unknown, revoked or expired")
+            if answer["org_id"] != org_id:
+                raise PermissionDenied("the API key belongs to another organization", reason="other_organization")
+        else:
+            answer = await bus.query("membership", "authorize", org_id=org_id, user_id=self.actor.id, permission=permission)
+            if answer["principal"] is None:
+                raise PermissionDenied("you are not a member of this organization", reason="not_a_member")
+        return Access(org_id=org_id, role=answer["role"], permissions=tuple(answer["permissions"]))
+
+    async def require(self, bus: PlatformBus, org_id: str, permission: str) -> Access:
+        """The caller's access in `org_id`, when it holds `permission`; otherwise permission_denied."""
+        access = await self.access(bus, org_id, permission)
+        if not access.allows(permission):
+            raise PermissionDenied(f"this needs the permission {permission}", permission=permission)
+        return access
+
+
+async def identify(request: Request, bus: PlatformBus, sessions: SessionReader) -> Caller:
+    """The caller behind a request; raises Unauthenticated (401) when there is none."""
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        if not authorization.lower().startswith(BEARER) or not authorization[len(BEARER) :].strip():
+            raise Unauthenticated("the Authorization header must be `Bearer <API key>`")
+        secret = authorization[len(BEARER) :].strip()
+        if len(secret) > 512:
+            raise Unauthenticated("the API key is unknown, revoked or expired")
+        answer = await bus.query("membership", "authorize", api_key=secret, permission=IDENTIFYING_PERMISSION)
+        if answer["principal"] is None:
+            raise Unauthenticated("the API key is unknown, revoked or expired")
+        return Caller(actor=Actor(type="api_key", id=answer["principal"]["id"]), api_key=secret, key_org_id=answer["org_id"])
+    user = await sessions.signed_in(request)
+    if user is None:
+        raise Unauthenticated("sign in, or present an API key as `Authorization: Bearer <secret>`")
+    return Caller(actor=Actor(type="user", id=user.user_id), user=user)
