@@ -19,8 +19,10 @@ from shared.errors import Refused
 from shared.requests import bounded
 from shared.version import package_version
 
+from . import openapi
 from .api import ROUTES as API_ROUTES
 from .bus import InternalFailure, Unavailable
+from .callers import Unauthenticated
 from .edge import HEADER_ID, Edge
 from .problems import PROBLEM_MEDIA_TYPE, problem
 
@@ -36,7 +38,8 @@ def problem_response(
 
 
 def _refused(_: Request[Any, Any, Any], refusal: Refused) -> Response[bytes]:
-    return problem_response(refusal.code, refusal.message, refusal.details)
+    challenge = {"WWW-Authenticate": 'Bearer realm="team-members"'} if isinstance(refusal, Unauthenticated) else None
+    return problem_response(refusal.code, refusal.message, refusal.details, headers=challenge)
 
 
 def _unavailable(request: Request[Any, Any, Any], failure: Exception) -> Response[bytes]:
@@ -60,6 +63,8 @@ def _http(_: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
         return problem_response("not_found", "no such resource")
     if error.status_code == 413:
         return problem_response("payload_too_large", "the request body is too large")
+    if error.status_code == 400:  # a body that is not JSON, say: as invalid as a wrong field
+        return problem_response("validation_error", str(error.detail))
     body = problem("http_error", bounded(str(error.detail)))
     body = msgspec.structs.replace(body, status=error.status_code, title=str(error.detail)[:100])
     return Response(
@@ -97,7 +102,11 @@ async def healthz() -> dict[str, object]:
 
 @get("/openapi.json", media_type=MediaType.JSON, include_in_schema=False)
 async def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return request.app.openapi_schema.to_schema()
+    document: dict[str, Any] = request.app.state.get("openapi_document") or openapi.finished(
+        request.app.openapi_schema.to_schema()
+    )
+    request.app.state.openapi_document = document
+    return document
 
 
 def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:

@@ -60,19 +60,16 @@ class Caller:
     actor: Actor
     api_key: str | None = None  # the presented secret; never logged, never echoed
     user: SignedInUser | None = None
-    key_org_id: str | None = None  # the one org a key belongs to
+    key_access: Access | None = None  # a key's one organization and its permissions there, learnt when identified
 
     async def access(self, bus: PlatformBus, org_id: str, permission: str) -> Access:
-        if self.api_key is not None:
-            answer = await bus.query("membership", "authorize", api_key=self.api_key, permission=permission)
-            if answer["principal"] is None:
-                raise Unauthenticated("the API key is unknown, revoked or expired")
-            if answer["org_id"] != org_id:
+        if self.key_access is not None:
+            if self.key_access.org_id != org_id:
                 raise PermissionDenied("the API key belongs to another organization", reason="other_organization")
-        else:
-            answer = await bus.query("membership", "authorize", org_id=org_id, user_id=self.actor.id, permission=permission)
-            if answer["principal"] is None:
-                raise PermissionDenied("you are not a member of this organization", reason="not_a_member")
+            return self.key_access
+        answer = await bus.query("membership", "authorize", org_id=org_id, user_id=self.actor.id, permission=permission)
+        if answer["principal"] is None:
+            raise PermissionDenied("you are not a member of this organization", reason="not_a_member")
         return Access(org_id=org_id, role=answer["role"], permissions=tuple(answer["permissions"]))
 
     async def require(self, bus: PlatformBus, org_id: str, permission: str) -> Access:
@@ -95,7 +92,8 @@ async def identify(request: Request, bus: PlatformBus, sessions: SessionReader) 
         answer = await bus.query("membership", "authorize", api_key=secret, permission=IDENTIFYING_PERMISSION)
         if answer["principal"] is None:
             raise Unauthenticated("the API key is unknown, revoked or expired")
-        return Caller(actor=Actor(type="api_key", id=answer["principal"]["id"]), api_key=secret, key_org_id=answer["org_id"])
+        access = Access(org_id=answer["org_id"], role=answer["role"], permissions=tuple(answer["permissions"]))
+        return Caller(actor=Actor(type="api_key", id=answer["principal"]["id"]), api_key=secret, key_access=access)
     user = await sessions.signed_in(request)
     if user is None:
         raise Unauthenticated("sign in, or present an API key as `Authorization: Bearer <secret>`")

@@ -34,7 +34,8 @@ class Edge:
         caller = await self.caller(request)
         return caller, await caller.require(self.bus, org_id, permission)
 
-    async def command(self, request: Request[Any, Any, Any], name: str, org_id: str, actor: Actor, **fields: Any) -> Any:
+    async def command(self, request: Request[Any, Any, Any], name: str, org_id: str, actor: Actor, /, **fields: Any) -> Any:
+        """The command's result; `fields` are its own (an API key's `name` among them), None ones left out."""
         return await self.bus.command(
             name,
             org_id,
