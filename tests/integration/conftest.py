@@ -8,6 +8,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.integration.web_edge import edge_stack  # noqa: F401  (the HTTP edge on the real stack, per module)
 from tests.servers import fresh_server_secret
 from tests.services_under_test import ServiceUnderTest, running_service
 

@@ -12,7 +12,7 @@ from shared.contract.queries import Principal
 
 from ..callers import IDENTIFYING_PERMISSION, Caller
 from ..edge import Edge
-from .parameters import Cursor, Limit
+from .parameters import Limit, PageCursor
 from .responses import problems
 from .results import Me, OrgAccess, UserView
 
@@ -20,7 +20,7 @@ ME_PAGE = 100
 
 
 @get("/v1/me", operation_id="me", responses=problems(401, 422, 503))
-async def me(request: Request[Any, Any, Any], edge: Edge, limit: Limit = ME_PAGE, cursor: Cursor = None) -> Me:
+async def me(request: Request[Any, Any, Any], edge: Edge, limit: Limit = ME_PAGE, cursor: PageCursor = None) -> Me:
     caller = await edge.caller(request)
     principal = Principal(type=caller.actor.type, id=caller.actor.id)
     if caller.key_access is not None:
