@@ -15,6 +15,7 @@ RETRY_AFTER = {
 
 
 def finished(document: dict[str, Any]) -> dict[str, Any]:
+    document = _patterns_escaped(document)
     schemas = document.get("components", {}).get("schemas", {})
     for body in Body.__subclasses__():
         if body.__name__ in schemas:
@@ -32,3 +33,18 @@ def finished(document: dict[str, Any]) -> dict[str, Any]:
                 text = {"schema": {"type": "string"}}
                 responses["200"]["content"] = {media_type: text for media_type in EXPORT_MEDIA_TYPES.values()}
     return document
+
+
+def _patterns_escaped(node: Any) -> Any:
+    """The contract's text pattern names the characters it refuses, lone surrogates among them, which
+    no JSON encoder writes as they are: in the document they are `\\uXXXX` escapes, read the same by
+    Python's `re` and by JSON Schema's regex dialect."""
+    if isinstance(node, dict):
+        return {k: _escaped(v) if k == "pattern" and isinstance(v, str) else _patterns_escaped(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_patterns_escaped(item) for item in node]
+    return node
+
+
+def _escaped(pattern: str) -> str:
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in pattern)
