@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
 import msgspec
 import structlog
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi.config import OpenAPIConfig
+from litestar.params import ParameterKwarg
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import Refused
+from shared.errors import Invalid, Refused
 from shared.requests import bounded
 from shared.version import package_version
 
@@ -79,6 +82,31 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[b
     return Response(content=_encoder.encode(body), status_code=500, media_type=PROBLEM_MEDIA_TYPE)
 
 
+RESERVED_NAMES = frozenset({"request", "edge", "data"})
+
+
+@functools.cache
+def query_names(handler: HTTPRouteHandler) -> frozenset[str]:
+    """The query parameters a route declares (by their names on the wire)."""
+    names = set()
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        declared = field.kwarg_definition
+        if name in RESERVED_NAMES or not isinstance(declared, ParameterKwarg) or declared.header or declared.cookie:
+            continue
+        names.add(declared.query or name)
+    return frozenset(names)
+
+
+async def unknown_query_refused(request: Request[Any, Any, Any]) -> None:
+    """Unknown query parameters are refused, as unknown fields are on the bus: a typo never passes as a default."""
+    handler = request.route_handler
+    if not isinstance(handler, HTTPRouteHandler):
+        return
+    unknown = set(request.query_params) - query_names(handler) - set(request.path_params)
+    if unknown:
+        raise Invalid("unknown query parameters", unknown=sorted(name[:64] for name in unknown)[:10])
+
+
 class RequestIdMiddleware(ASGIMiddleware):
     """A well-formed X-Request-ID is kept, any other replaced by one of ours; echoed on the response."""
 
@@ -114,7 +142,12 @@ def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
         return edge
 
     config = AppConfig(
-        route_handlers=[healthz, openapi_document, *API_ROUTES, *(extra_routes or [])],
+        route_handlers=[
+            healthz,
+            openapi_document,
+            Router("/", route_handlers=API_ROUTES, before_request=unknown_query_refused),
+            *(extra_routes or []),
+        ],
         dependencies={"edge": Provide(provide_edge, sync_to_thread=False)},
         exception_handlers={
             Refused: _refused,

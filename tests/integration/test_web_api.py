@@ -333,6 +333,7 @@ def test_bad_input_gets_one_clear_problem_and_changes_nothing(edge_stack: EdgeSt
             ("GET", "/v1/orgs/acme%0A/members", None),
             ("GET", "/v1/orgs/" + "a" * 65, None),
             ("GET", f"{base}/members?limit=0", None),
+            ("GET", f"{base}/members?limt=5", None),
             ("GET", f"{base}/members?limit=1000000000", None),
             ("GET", f"{base}/members?cursor=%00", None),
             ("POST", f"{base}/invitations", b"{not json"),
