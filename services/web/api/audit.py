@@ -11,7 +11,7 @@ from litestar.response import Stream
 
 from ..bus import PlatformBus
 from ..edge import Edge
-from .parameters import Action, ActorId, Cursor, ExportFormat, From, Limit, OrgId, TargetId, To
+from .parameters import Action, ActorId, Cursor, ExportFormat, From, Limit, OrgId, TargetId, To, instant
 from .responses import READ
 from .results import AuditEntriesPage, AuditVerdict
 
@@ -40,13 +40,13 @@ async def search(
         "audit",
         "search",
         org_id=org_id,
-        to=to,
+        to=instant(to, "to"),
         action=action,
         actor_id=actor_id,
         target_id=target_id,
         cursor=cursor,
         limit=limit,
-        **{"from": from_},
+        **{"from": instant(from_, "from")},
     )
     return result
 
@@ -65,7 +65,7 @@ async def export(
 ) -> Stream:
     """The whole log (or a time window) as CSV or NDJSON, streamed page by page as audit gives it out."""
     await edge.reader(request, org_id, "audit:read")
-    query = {"org_id": org_id, "format": format, "from": from_, "to": to}
+    query = {"org_id": org_id, "format": format, "from": instant(from_, "from"), "to": instant(to, "to")}
     # The first page is asked for before the response starts, so a refusal is still a problem+json.
     first = await edge.bus.query("audit", "export", **query)
     return Stream(

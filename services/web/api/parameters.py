@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+import msgspec
 from litestar.params import Parameter
 
-from shared.contract.common import ID_PATTERN, SAFE_TEXT, whole
+from shared.contract.common import ID_PATTERN, SAFE_TEXT, UtcTime, whole
+from shared.errors import Invalid
 
 PAGE_CURSOR_PATTERN = whole("[A-Za-z0-9_=-]+")
 
@@ -27,8 +29,14 @@ Cursor = Annotated[
     str | None, Parameter(min_length=1, max_length=512, pattern=SAFE_TEXT, description="`next_cursor` of the previous page")
 ]
 
-From = Annotated[datetime | None, Parameter(query="from", description="entries at or after this instant (RFC 3339)")]
-To = Annotated[datetime | None, Parameter(description="entries before this instant (RFC 3339)")]
+# Instants arrive as text and are read as RFC 3339 with an offset only: Litestar would also take a
+# bare number of seconds since 1970 for a `datetime` (schemathesis sent `to=231`).
+INSTANT = {"format": "date-time"}
+From = Annotated[
+    str | None,
+    Parameter(query="from", max_length=64, schema_extra=INSTANT, description="entries at or after this instant (RFC 3339)"),
+]
+To = Annotated[str | None, Parameter(max_length=64, schema_extra=INSTANT, description="entries before this instant (RFC 3339)")]
 Action = Annotated[
     str | None,
     Parameter(min_length=1, max_length=64, pattern=SAFE_TEXT, description="an action, or a prefix like `member.*`"),
@@ -36,3 +44,12 @@ Action = Annotated[
 ActorId = Annotated[str | None, Parameter(pattern=ID_PATTERN, min_length=1, max_length=64, description="the actor's id")]
 TargetId = Annotated[str | None, Parameter(pattern=ID_PATTERN, min_length=1, max_length=64, description="a target's id")]
 ExportFormat = Annotated[Literal["csv", "ndjson"], Parameter(description="csv or ndjson")]
+
+
+def instant(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return msgspec.convert(text, UtcTime)
+    except msgspec.ValidationError:
+        raise Invalid(f"`{name}` must be an RFC 3339 instant with its offset, like 2025-01-31T09:00:00Z", field=name) from None
