@@ -40,7 +40,8 @@ def test_a_person_creates_an_org_invites_someone_and_sees_the_events(membership,
 
     refused = teamctl(clean_nats, "cmd", "invite_member", invite.replace("developer", "Emperor"))  # not a role key
     assert refused.returncode == 1 and json.loads(refused.stdout)["error"]["code"] == "validation_error"
-    custom = teamctl(clean_nats, "cmd", "invite_member", invite.replace("developer", "emperor"))  # a key: custom roles are enterprise
+    # a well-formed key: custom roles need the enterprise plan, checked before whether the org defines it
+    custom = teamctl(clean_nats, "cmd", "invite_member", invite.replace("developer", "emperor"))
     assert custom.returncode == 1 and json.loads(custom.stdout)["error"]["code"] == "plan_required"
 
     events = teamctl(clean_nats, "events", "--org", org_id)
