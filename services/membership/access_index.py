@@ -46,12 +46,9 @@ if TYPE_CHECKING:
 
 # Time-independent permissions: computed "before any expiry", the expiry kept apart (see `_key_access`).
 _BEFORE_ANY_EXPIRY = datetime(1, 1, 1, tzinfo=UTC)
-# Events that change neither members nor keys: the derived entries stay as they are. A role defined
-# or deleted is held by no one (assigning an undefined role is refused, deleting a held one too);
-# `RoleUpdated` changes access.
+# Events that change neither members nor keys: the derived entries stay as they are. Every role event
+# refreshes (they are rare): `RoleUpdated` changes every holder's entry and their keys'.
 _NO_ACCESS_CHANGE = (
-    ev.RoleDefined,
-    ev.RoleDeleted,
     ev.PlanChanged,
     ev.MemberInvited,
     ev.InvitationResent,
