@@ -25,7 +25,9 @@ async def list_members(
     return result
 
 
-@patch("/v1/orgs/{org_id:str}/members/{user_id:str}", operation_id="change_role", responses=problems(*COMMAND))
+@patch(
+    "/v1/orgs/{org_id:str}/members/{user_id:str}", operation_id="change_role", responses=problems(*COMMAND, 402)
+)  # 402: a custom role needs the enterprise plan
 async def change_role(
     request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, user_id: UserId, data: RoleChange
 ) -> MemberRole:
