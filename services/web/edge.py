@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from litestar import Request
 
@@ -14,9 +14,7 @@ from shared.errors import Invalid
 from .bus import PlatformBus, fresh_command_id
 from .callers import Access, Caller, SessionReader, identify
 from .config import WebSettings
-
-if TYPE_CHECKING:
-    from .signin import SignIn
+from .signin import SignIn
 
 # X-Request-ID and Idempotency-Key become `correlation_id` and `command_id`: the contract's bounded keys.
 HEADER_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")

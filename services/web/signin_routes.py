@@ -46,7 +46,7 @@ async def local_sign_in(request: Request[Any, Any, Any], edge: Edge) -> Response
     return _signed_in(signin, identity, next_path)
 
 
-@post("/session/sign-out", include_in_schema=False, status_code=204)
+@post("/session/sign-out", include_in_schema=False, status_code=200)
 async def sign_out(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]:
     """Ends the session on every edge (CSRF token required); without one, only forgets the cookie."""
     signin = _door(edge)
@@ -58,6 +58,16 @@ async def sign_out(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]
     if _wants_html(request):
         return Redirect("/", status_code=303, cookies=[ended])
     return Response(content=b"", status_code=204, cookies=[ended])
+
+
+@get("/session/csrf-token", include_in_schema=False)
+async def csrf_token(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]:
+    """The session's CSRF token for scripts of this site (no other origin can read it: no CORS here)."""
+    user = await _door(edge).sessions.signed_in(request)
+    if user is None:
+        return not_signed_in(request, "sign in first")
+    body = _encoder.encode({"csrf_token": user.csrf_token})
+    return Response(content=body, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
 
 def _door(edge: Edge) -> SignIn:
@@ -94,4 +104,4 @@ def not_signed_in(request: Request[Any, Any, Any], detail: str) -> Response[Any]
     return Response(content=_encoder.encode(body), status_code=401, media_type=PROBLEM_MEDIA_TYPE)
 
 
-ROUTES = [platform_sign_in, local_sign_in, sign_out]
+ROUTES = [platform_sign_in, local_sign_in, sign_out, csrf_token]
