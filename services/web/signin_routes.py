@@ -84,8 +84,13 @@ def _parameter(request: Request[Any, Any, Any], name: str) -> str:
     return value
 
 
+# The sign-in URL holds a token: no cache keeps the answer, and no Referer carries the URL on.
+_PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
 def _signed_in(signin: SignIn, identity: Identity, next_path: Any) -> Response[Any]:
-    return Redirect(safe_next_path(next_path) or "/", status_code=303, cookies=[signin.sessions.begin(identity)])
+    cookie = signin.sessions.begin(identity)
+    return Redirect(safe_next_path(next_path) or "/", status_code=303, cookies=[cookie], headers=_PRIVATE)
 
 
 def _wants_html(request: Request[Any, Any, Any]) -> bool:
@@ -99,9 +104,9 @@ def not_signed_in(request: Request[Any, Any, Any], detail: str) -> Response[Any]
             "<!doctype html><html lang=en><meta charset=utf-8><title>Not signed in</title>"
             f"<main><h1>Not signed in</h1><p>{html.escape(detail)}</p></main></html>"
         )
-        return Response(content=page, status_code=401, media_type=MediaType.HTML)
+        return Response(content=page, status_code=401, media_type=MediaType.HTML, headers=_PRIVATE)
     body = problem("unauthenticated", detail)
-    return Response(content=_encoder.encode(body), status_code=401, media_type=PROBLEM_MEDIA_TYPE)
+    return Response(content=_encoder.encode(body), status_code=401, media_type=PROBLEM_MEDIA_TYPE, headers=_PRIVATE)
 
 
 ROUTES = [platform_sign_in, local_sign_in, sign_out, csrf_token]

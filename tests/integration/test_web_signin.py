@@ -164,6 +164,7 @@ async def test_a_platform_token_signs_the_user_in_and_sends_them_to_next(
         assert cookie.startswith("tm_session=")
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie and "Max-Age=43200" in cookie
         assert "Secure" not in cookie
+        assert (response.headers["cache-control"], response.headers["referrer-policy"]) == ("no-store", "no-referrer")
         assert await is_signed_in_as(client, org_id)
 
 
