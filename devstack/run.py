@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from devstack.demo_sign_in import offer_demo_sign_in
 from devstack.health import report_readiness
 from devstack.nats_server import NatsServer
 from devstack.ports import free_port, port_is_free
@@ -275,7 +276,7 @@ async def supervise(root: Path, options: RunOptions) -> int:
         for service in services:
             await service.start()
             watch.add(recorded_service(service))
-        return await run_until_stopped(services, stop_requested, urls["NATS_URL"])
+        return await run_until_stopped(services, stop_requested, urls["NATS_URL"], environment)
     except ServerStartError as error:
         console("run", f"could not start: {error}")
         return 1
@@ -287,10 +288,17 @@ async def supervise(root: Path, options: RunOptions) -> int:
         console("run", "stopped")
 
 
-async def run_until_stopped(services: list[ServiceProcess], stop_requested: asyncio.Event, nats_url: str) -> int:
+async def run_until_stopped(
+    services: list[ServiceProcess], stop_requested: asyncio.Event, nats_url: str, environment: dict[str, str] | None = None
+) -> int:
     """Until a stop is requested (exit 0) or a service exits on its own (exit 1)."""
+
+    async def ready_then_offer_sign_in() -> None:
+        await report_readiness(nats_url, [s.name for s in services])
+        await offer_demo_sign_in(nats_url, environment or dict(os.environ))
+
     if services:
-        readiness = asyncio.create_task(report_readiness(nats_url, [s.name for s in services]))
+        readiness = asyncio.create_task(ready_then_offer_sign_in())
     else:
         readiness = None
         console("run", f"no services/<name>/__main__.py yet ({', '.join(SERVICES)}): running the servers only")

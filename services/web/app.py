@@ -28,6 +28,7 @@ from .bus import InternalFailure, Unavailable
 from .callers import Unauthenticated
 from .edge import HEADER_ID, Edge
 from .problems import PROBLEM_MEDIA_TYPE, problem
+from .signin_routes import ROUTES as SIGNIN_ROUTES
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
@@ -146,6 +147,7 @@ def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
             healthz,
             openapi_document,
             Router("/", route_handlers=API_ROUTES, before_request=unknown_query_refused),
+            *SIGNIN_ROUTES,
             *(extra_routes or []),
         ],
         dependencies={"edge": Provide(provide_edge, sync_to_thread=False)},

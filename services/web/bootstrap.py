@@ -11,6 +11,7 @@ import uvicorn
 
 from shared import subjects
 from shared.bus import connect
+from shared.clock import SystemClock
 from shared.contract import queries as q
 from shared.requests import reply_handler
 from shared.responder import Responder
@@ -19,9 +20,9 @@ from shared.version import health
 
 from .app import create_app
 from .bus import PlatformBus
-from .callers import NoSessions
-from .config import WebSettings
+from .config import PlatformSignInSettings, WebSettings
 from .edge import Edge
+from .signin import open_sign_in
 
 QUEUE_GROUP = "web"
 
@@ -36,10 +37,14 @@ class EmbeddedServer(uvicorn.Server):
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     own = WebSettings.from_env()
+    platform = PlatformSignInSettings.from_env()
     nc = await connect(settings.nats_url)
     responder = Responder(nc)
     try:
-        edge = Edge(PlatformBus(nc, own.bus_timeout_seconds), NoSessions(), own, settings.public_url)
+        signin = await open_sign_in(
+            nc.jetstream(), settings.server_secret, settings.public_url, own, platform, SystemClock(), settings.stream_replicas
+        )
+        edge = Edge(PlatformBus(nc, own.bus_timeout_seconds), signin.sessions, own, settings.public_url, signin)
         server = EmbeddedServer(
             uvicorn.Config(
                 create_app(edge),

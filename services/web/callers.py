@@ -7,6 +7,7 @@ holds the permission the read needs. Commands carry the actor, and membership ch
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +19,12 @@ from shared.errors import PermissionDenied, Refused
 from .bus import PlatformBus
 
 BEARER = "bearer "
+# A session caller's unsafe request carries the session's CSRF token: in this header (scripts) or this
+# form field (HTML forms). API keys need none: no browser sends them on its own.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # Any permission serves to learn who a key is: `authorize` names the principal either way.
 IDENTIFYING_PERMISSION = "org:read"
 
@@ -32,6 +39,9 @@ class Unauthenticated(Refused):
 class SignedInUser:
     user_id: str
     email: str
+    session_id: str = ""
+    # Pages put it in forms (`csrf_token`) or a meta tag for scripts (`X-CSRF-Token`); empty never passes.
+    csrf_token: str = ""
 
 
 class SessionReader(Protocol):
@@ -97,4 +107,22 @@ async def identify(request: Request, bus: PlatformBus, sessions: SessionReader) 
     user = await sessions.signed_in(request)
     if user is None:
         raise Unauthenticated("sign in, or present an API key as `Authorization: Bearer <secret>`")
+    await require_csrf_token(request, user)
     return Caller(actor=Actor(type="user", id=user.user_id), user=user)
+
+
+async def require_csrf_token(request: Request, user: SignedInUser) -> None:
+    """For an unsafe method: the session's CSRF token, from the header or the form; else permission_denied."""
+    if request.method.upper() not in UNSAFE_METHODS:
+        return
+    presented = request.headers.get(CSRF_HEADER)
+    if presented is None and request.headers.get("content-type", "").lower().startswith(FORM_TYPES):
+        field = (await request.form()).get(CSRF_FIELD)
+        presented = field if isinstance(field, str) else None
+    if not presented:
+        raise PermissionDenied(
+            f"a signed-in change needs the session's CSRF token in {CSRF_HEADER} or the form field {CSRF_FIELD}",
+            reason="csrf_token_missing",
+        )
+    if not user.csrf_token or not hmac.compare_digest(presented.encode(), user.csrf_token.encode()):
+        raise PermissionDenied("the CSRF token does not belong to this session; reload the page", reason="csrf_token_mismatch")

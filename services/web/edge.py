@@ -14,6 +14,7 @@ from shared.errors import Invalid
 from .bus import PlatformBus, fresh_command_id
 from .callers import Access, Caller, SessionReader, identify
 from .config import WebSettings
+from .signin import SignIn
 
 # X-Request-ID and Idempotency-Key become `correlation_id` and `command_id`: the contract's bounded keys.
 HEADER_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
@@ -25,6 +26,7 @@ class Edge:
     sessions: SessionReader
     settings: WebSettings
     public_url: str
+    signin: SignIn | None = None  # /session's sign-in and sign-out; `sessions` is its reader
 
     async def caller(self, request: Request[Any, Any, Any]) -> Caller:
         return await identify(request, self.bus, self.sessions)
