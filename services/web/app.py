@@ -22,6 +22,7 @@ from shared.version import package_version
 from .api import ROUTES as API_ROUTES
 from .bus import InternalFailure, Unavailable
 from .edge import HEADER_ID, Edge
+from .pages import ROUTES as PAGE_ROUTES
 from .problems import PROBLEM_MEDIA_TYPE, problem
 
 log = structlog.get_logger()
@@ -105,7 +106,7 @@ def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
         return edge
 
     config = AppConfig(
-        route_handlers=[healthz, openapi_document, *API_ROUTES, *(extra_routes or [])],
+        route_handlers=[healthz, openapi_document, *API_ROUTES, *PAGE_ROUTES, *(extra_routes or [])],
         dependencies={"edge": Provide(provide_edge, sync_to_thread=False)},
         exception_handlers={
             Refused: _refused,
