@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -85,12 +85,6 @@ _environment = Environment(
 _environment.filters.update(dollars=dollars, day=day, short_day=short_day, moment=moment)
 
 
-class CsrfSource(Protocol):
-    """What the session machinery offers pages: the token bound to the request's session."""
-
-    def csrf_token(self, request: Request[Any, Any, Any]) -> str | None: ...
-
-
 @dataclass(frozen=True)
 class NavEntry:
     label: str
@@ -115,10 +109,9 @@ def navigation(org_id: str, access: Access, current: str) -> list[NavEntry]:
     ]
 
 
-def csrf_token_of(request: Request[Any, Any, Any]) -> str:
-    sessions = request.app.state.edge.sessions
-    token = sessions.csrf_token(request) if hasattr(sessions, "csrf_token") else None
-    return token or ""
+def csrf_token_of(user: SignedInUser | None) -> str:
+    """The session's CSRF token, for the page's script to send as X-CSRF-Token (empty never passes)."""
+    return getattr(user, "csrf_token", "") if user is not None else ""
 
 
 def render(
@@ -129,7 +122,7 @@ def render(
     **context: Any,
 ) -> Response[str]:
     html = _environment.get_template(template).render(
-        csrf_token=csrf_token_of(request),
+        csrf_token=csrf_token_of(user),
         user=user,
         request_path=request.url.path,
         **context,
