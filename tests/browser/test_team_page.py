@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from services.web.signin_links import local_sign_in_link
 
 from devstack import free_port
 from services.web.pages.rendering import dollars, short_day
-from services.web.signin_links import local_sign_in_link
 from teamctl.client import Client
 from tests.e2e.stack import accept_link, mails_to
 from tests.servers import smtp_sink_in_scratch_dir
