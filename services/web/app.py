@@ -27,6 +27,7 @@ from .api import ROUTES as API_ROUTES
 from .bus import InternalFailure, Unavailable
 from .callers import Unauthenticated
 from .edge import HEADER_ID, Edge
+from .pages import ROUTES as PAGE_ROUTES
 from .problems import PROBLEM_MEDIA_TYPE, problem
 from .signin_routes import ROUTES as SIGNIN_ROUTES
 
@@ -148,6 +149,7 @@ def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
             openapi_document,
             Router("/", route_handlers=API_ROUTES, before_request=unknown_query_refused),
             *SIGNIN_ROUTES,
+            *PAGE_ROUTES,
             *(extra_routes or []),
         ],
         dependencies={"edge": Provide(provide_edge, sync_to_thread=False)},
