@@ -22,6 +22,7 @@ from .bus import PlatformBus
 from .callers import NoSessions
 from .config import WebSettings
 from .edge import Edge
+from .metrics import HttpMetrics
 
 QUEUE_GROUP = "web"
 
@@ -42,7 +43,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
         edge = Edge(PlatformBus(nc, own.bus_timeout_seconds), NoSessions(), own, settings.public_url)
         server = EmbeddedServer(
             uvicorn.Config(
-                create_app(edge),
+                HttpMetrics(create_app(edge)),
                 host=own.host,
                 port=own.port,
                 log_config=None,
