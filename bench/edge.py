@@ -1,6 +1,9 @@
 """The HTTP edge's overhead: the same query and command through the edge (httpx, an API key) and
 straight over NATS, from the same number of concurrent clients, in one run on one stack.
 
+The HTTP floor, `GET /healthz` (no bus), is measured too: the share of the cost that is HTTP itself,
+httpx in this process included.
+
 Each client has an organization of its own (seats bought first, so no invitation buys one). Through
 the edge, a members read is `authorize` twice (who the key is, then the permission the read needs)
 and the query; an invitation is one `authorize` and the command. Those round trips are the edge's
@@ -98,7 +101,7 @@ async def edge_overhead(nats_url: str, edge_url: str) -> list[Figure]:
         def nats_invite(client: Client, org: BenchOrg) -> Callable[[int], Awaitable[bool]]:
             async def invite(i: int) -> bool:
                 reply = await client.command(
-                    "invite_member", org_id=org.org_id, actor=OWNER, email=f"nats{i}@{org.org_id}.io", role="developer"
+                    "invite_member", org_id=org.org_id, actor=OWNER, email=f"nats{i}@bench.io", role="developer"
                 )
                 return reply["ok"]
 
@@ -106,13 +109,20 @@ async def edge_overhead(nats_url: str, edge_url: str) -> list[Figure]:
 
         def http_invite(http: httpx.AsyncClient, org: BenchOrg) -> Callable[[int], Awaitable[bool]]:
             async def invite(i: int) -> bool:
-                body = {"email": f"http{i}@{org.org_id}.io", "role": "developer"}
+                body = {"email": f"http{i}@bench.io", "role": "developer"}
                 return (await http.post(f"/v1/orgs/{org.org_id}/invitations", json=body)).status_code == 201
 
             return invite
 
+        def healthz(http: httpx.AsyncClient) -> Callable[[int], Awaitable[bool]]:
+            async def probe(_: int) -> bool:
+                return (await http.get("/healthz")).status_code == 200
+
+            return probe
+
         pairs = list(zip(connections, https, orgs, strict=True))
         await _concurrently([http_read(h, o) for _, h, o in pairs], 10)  # warm-up: connections, caches
+        floor = await _concurrently([healthz(h) for h in https], READS_PER_CLIENT)
         read_nats = await _concurrently([nats_read(c, o) for c, _, o in pairs], READS_PER_CLIENT)
         read_http = await _concurrently([http_read(h, o) for _, h, o in pairs], READS_PER_CLIENT)
         invite_nats = await _concurrently([nats_invite(c, o) for c, _, o in pairs], INVITES_PER_CLIENT)
@@ -123,6 +133,7 @@ async def edge_overhead(nats_url: str, edge_url: str) -> list[Figure]:
         for connection in connections:
             await connection.close()
     return [
+        Figure(f"GET /healthz through the edge (no bus), {CLIENTS} clients", floor.rate, "reqs/s", f"p50 {floor.p50:.1f} ms"),
         *_compared("GET /v1/orgs/{org}/members", "membership.query.members", read_nats, read_http, "reads/s"),
         *_compared("POST /v1/orgs/{org}/invitations", "membership.cmd.invite_member", invite_nats, invite_http, "cmds/s"),
     ]
