@@ -6,6 +6,7 @@ Real processes throughout: NATS, PostgreSQL, membership and the edge, spoken to 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -196,3 +197,15 @@ async def test_an_oversized_body_gets_413_problem_json_and_changes_nothing(web, 
     invitations = await Client(nc).query("membership", "invitations", org_id=team.org_id)
     assert [i for i in invitations["result"]["invitations"] if i["email"] == "big@edge.example.com"] == []
     assert answers_health(web.env["NATS_URL"], "web")
+
+
+def test_the_edge_refuses_to_start_on_a_taken_port_and_says_which(service_env, tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = ServiceUnderTest("web", {**service_env, "WEB_PORT": str(port)}, tmp_path).start(wait=False)
+        assert service.popen is not None
+        assert service.popen.wait(timeout=30) != 0
+    assert f"127.0.0.1:{port}" in service.output() and "WEB_PORT" in service.output()
+    assert "Traceback" not in service.output()
