@@ -122,7 +122,7 @@ async def _status(client: Client, _: argparse.Namespace) -> int:
         health = await _health_of(client, service)
         healthy &= health in ("ok", "not running")
         position = behind = unacked = "-"
-        if service != COMMAND_SERVICE:
+        if service in PROJECTORS:  # membership writes the stream and the edge holds nothing: no consumer
             try:
                 consumer = await js.consumer_info(subjects.STREAM, service)
                 position, behind, unacked = consumer.delivered.stream_seq, consumer.num_pending, consumer.num_ack_pending

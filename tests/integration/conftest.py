@@ -63,3 +63,10 @@ def billing(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnde
 def audit(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
     with running_service("audit", service_env, tmp_path) as service:
         yield service
+
+
+@pytest.fixture
+def web(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
+    """The HTTP edge on a free port (its `base_url`), in front of membership."""
+    with running_service("web", service_env, tmp_path) as service:
+        yield service

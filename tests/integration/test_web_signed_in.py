@@ -1,5 +1,6 @@
 """The signed-in paths of `/v1` (accepting an invitation, `/v1/me`) on real membership, with the
-edge in-process and a session reader of the test's own until platform sign-in lands."""
+edge in-process and a session reader of the test's own (the sign-in itself is tested in test_web_signin.py).
+Every request carries the session's CSRF token, as the pages' script does."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from teamctl.client import Client
 from tests.services_under_test import ServiceUnderTest
 
 
+CSRF = "csrf-of-the-test-session"
+
+
 class SignedInAs:
     """Whoever the test says is signed in (None: nobody)."""
 
@@ -37,7 +41,9 @@ async def signed_in(nc: nats.NATS) -> AsyncIterator[tuple[httpx.AsyncClient, Sig
     sessions = SignedInAs()
     edge = Edge(PlatformBus(nc, timeout=5.0), sessions, WebSettings(retry_after_seconds=7), "http://127.0.0.1")
     # On the test's own event loop, where its NATS connection lives.
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(edge)), base_url="http://edge") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(edge)), base_url="http://edge", headers={"X-CSRF-Token": CSRF}
+    ) as http:
         yield http, sessions
 
 
@@ -61,7 +67,7 @@ async def test_the_signed_in_invitee_accepts_and_then_sees_the_organization_in_m
     nobody = await http.post(f"/v1/invitations/{invitation_id}/accept", json={"token": token})
     assert nobody.status_code == 401
 
-    sessions.user = SignedInUser(user_id="dev-7", email="Dev@Example.com")
+    sessions.user = SignedInUser(user_id="dev-7", email="Dev@Example.com", csrf_token=CSRF)
     forged = await http.post(f"/v1/invitations/{invitation_id}/accept", json={"token": "forged"})
     assert (forged.status_code, forged.json()["code"]) == (403, "invalid_token")
     unknown = await http.post("/v1/invitations/inv_nobody/accept", json={"token": token})
@@ -82,7 +88,7 @@ async def test_the_signed_in_invitee_accepts_and_then_sees_the_organization_in_m
 async def test_accepting_as_someone_whose_email_is_not_the_invitation_s_is_refused(membership, nc, signed_in) -> None:
     http, sessions = signed_in
     org_id, invitation_id, token = await invited(membership, nc, "dev@example.com")
-    sessions.user = SignedInUser(user_id="mallory", email="mallory@example.com")
+    sessions.user = SignedInUser(user_id="mallory", email="mallory@example.com", csrf_token=CSRF)
 
     refused = await http.post(f"/v1/invitations/{invitation_id}/accept", json={"token": token})
     assert (refused.status_code, refused.json()["code"]) == (403, "permission_denied")
