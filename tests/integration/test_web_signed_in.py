@@ -22,7 +22,6 @@ from shared.invitations import invitation_token
 from teamctl.client import Client
 from tests.services_under_test import ServiceUnderTest
 
-
 CSRF = "csrf-of-the-test-session"
 
 

@@ -8,9 +8,9 @@ import msgspec
 import pytest
 
 from services.audit.entries import metadata_of
+from services.membership.domain.organization import Organization
 from services.membership.domain.values import VALUE_TRANSCODINGS, ApiKey, Member
 from services.membership.publication import envelope_of
-from services.membership.domain.organization import Organization
 from shared.contract.common import PROJECT_PERMISSIONS, Actor
 from shared.contract.events import EVENT_DATA, Envelope, decode_envelope
 
