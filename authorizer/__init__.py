@@ -10,11 +10,16 @@ the base install, never the operator tools or the development stack.
 
     nc = await nats.connect("nats://127.0.0.1:4222")
     authz = await Authorizer.start(nc, max_staleness=5.0)
-    decision = authz.check_key(request_api_key, "gateway:use")
+    decision = authz.check_key(request_api_key, "gateway:use", project_id="proj_web")
     if not decision.allowed:
-        ...  # 403; decision.reason says why ("unknown_key", "revoked", "stale", ...)
+        ...  # 403; decision.reason says why ("unknown_key", "revoked", "outside_projects", "stale", ...)
     authz.staleness()  # seconds since the writer last said it had published everything
     await authz.stop()
+
+Project scopes (contract v1.4): a key or member may be scoped to some projects (`decision.projects`;
+None means every project). A project-level permission (`projects:read`, `projects:use`,
+`projects:manage`, `gateway:use`) asked of a scoped principal is allowed only with a `project_id` in
+its scope; otherwise the reason is "outside_projects". Org-level permissions ignore `project_id`.
 
 It fails closed: when the last heartbeat is older than `max_staleness` (the writer is down, the
 connection is lost, the watch stalled), every check is denied with reason "stale".
@@ -38,6 +43,7 @@ from shared.contract.access import (
     KeyGrant,
     RoleGrant,
 )
+from shared.contract.common import PROJECT_PERMISSIONS
 
 __all__ = ["Authorizer", "Decision"]
 
@@ -51,12 +57,14 @@ _decode_beat = msgspec.json.Decoder(Heartbeat).decode
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
-    reason: str  # "allowed", "not_permitted", "unknown_key", "revoked", "expired", "inactive", "not_a_member", "stale"
+    # "allowed", "not_permitted", "outside_projects", "unknown_key", "revoked", "expired", "inactive", "not_a_member", "stale"
+    reason: str
     org_id: str | None = None
     principal_type: str | None = None
     principal_id: str | None = None
     role: str | None = None
     permissions: tuple[str, ...] = ()
+    projects: tuple[str, ...] | None = None  # the principal's project scope; None: every project
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +76,19 @@ class _Key:
     sorted_permissions: tuple[str, ...]
     expires_at: float | None  # epoch seconds
     status: str
+    projects: frozenset[str] | None
     answers: dict[str, Decision]  # by permission, built once: a check allocates nothing
     refused: Decision
+    outside: Decision  # a project-level permission held, asked outside the key's projects
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    role: str
+    permissions: frozenset[str]
+    sorted_permissions: tuple[str, ...]
+    projects: frozenset[str] | None
+    sorted_projects: tuple[str, ...] | None
 
 
 class Authorizer:
@@ -77,7 +96,7 @@ class Authorizer:
         self.nc = nc
         self.max_staleness = max_staleness
         self.keys: dict[str, _Key] = {}
-        self.roles: dict[tuple[str, str], tuple[str, frozenset[str], tuple[str, ...]]] = {}
+        self.roles: dict[tuple[str, str], _Member] = {}
         self.heartbeat_at: float | None = None  # the writer's wall clock, epoch seconds
         self.position = 0
         self._subscription: Any = None
@@ -129,6 +148,8 @@ class Authorizer:
                     return
                 grant = _decode_key(value)
                 listed = tuple(grant.permissions)
+                scope = None if grant.projects is None else tuple(grant.projects)
+                principal = (grant.org_id, "api_key", grant.key_id, grant.role, listed, scope)
                 self.keys[secret_hash] = _Key(
                     org_id=grant.org_id,
                     key_id=grant.key_id,
@@ -137,10 +158,10 @@ class Authorizer:
                     sorted_permissions=listed,
                     expires_at=grant.expires_at.timestamp() if grant.expires_at is not None else None,
                     status=grant.status,
-                    answers={
-                        p: Decision(True, "allowed", grant.org_id, "api_key", grant.key_id, grant.role, listed) for p in listed
-                    },
-                    refused=Decision(False, "not_permitted", grant.org_id, "api_key", grant.key_id, grant.role, listed),
+                    projects=None if scope is None else frozenset(scope),
+                    answers={p: Decision(True, "allowed", *principal) for p in listed},
+                    refused=Decision(False, "not_permitted", *principal),
+                    outside=Decision(False, "outside_projects", *principal),
                 )
             elif entry.startswith(ROLE_PREFIX):
                 org_id, _, user_id = entry[len(ROLE_PREFIX) :].partition(".")
@@ -148,7 +169,13 @@ class Authorizer:
                     self.roles.pop((org_id, user_id), None)
                 else:
                     role = _decode_role(value)
-                    self.roles[(org_id, user_id)] = (role.role, frozenset(role.permissions), tuple(role.permissions))
+                    self.roles[(org_id, user_id)] = _Member(
+                        role.role,
+                        frozenset(role.permissions),
+                        tuple(role.permissions),
+                        None if role.projects is None else frozenset(role.projects),
+                        None if role.projects is None else tuple(role.projects),
+                    )
             elif entry == HEARTBEAT_ENTRY and not deleted:
                 beat = _decode_beat(value)
                 self.heartbeat_at = beat.at.timestamp()
@@ -164,7 +191,7 @@ class Authorizer:
             return float("inf")
         return max(0.0, time.time() - self.heartbeat_at)
 
-    def check_key(self, secret: str, permission: str) -> Decision:
+    def check_key(self, secret: str, permission: str, project_id: str | None = None) -> Decision:
         now = time.time()
         if self.heartbeat_at is None or now - self.heartbeat_at > self.max_staleness:
             return _STALE
@@ -180,17 +207,29 @@ class Authorizer:
             return Decision(False, key.status, key.org_id, "api_key", key.key_id)
         if key.expires_at is not None and now >= key.expires_at:
             return Decision(False, "expired", key.org_id, "api_key", key.key_id)
-        return key.answers.get(permission, key.refused)
+        answer = key.answers.get(permission, key.refused)
+        if answer.allowed and not _reaches(key.projects, permission, project_id):
+            return key.outside
+        return answer
 
-    def check_user(self, org_id: str, user_id: str, permission: str) -> Decision:
+    def check_user(self, org_id: str, user_id: str, permission: str, project_id: str | None = None) -> Decision:
         if self.heartbeat_at is None or time.time() - self.heartbeat_at > self.max_staleness:
             return _STALE
         held = self.roles.get((org_id, user_id))
         if held is None:
             return Decision(False, "not_a_member", org_id)
-        role, granted, listed = held
-        allowed = permission in granted
-        return Decision(allowed, "allowed" if allowed else "not_permitted", org_id, "user", user_id, role, listed)
+        reason = "allowed"
+        if permission not in held.permissions:
+            reason = "not_permitted"
+        elif not _reaches(held.projects, permission, project_id):
+            reason = "outside_projects"
+        principal = (org_id, "user", user_id, held.role, held.sorted_permissions, held.sorted_projects)
+        return Decision(reason == "allowed", reason, *principal)
+
+
+def _reaches(projects: frozenset[str] | None, permission: str, project_id: str | None) -> bool:
+    """The contract's rule (v1.4): a scoped principal holds a project-level permission only in its projects."""
+    return projects is None or permission not in PROJECT_PERMISSIONS or (project_id is not None and project_id in projects)
 
 
 _HASH_CACHE_SIZE = 100_000

@@ -74,7 +74,10 @@ def metadata_of(event: Envelope) -> dict[str, Any]:
     data = dict(event.data)
     match event.event_type:
         case "RoleChanged":
-            return {"email": data["email"], "before": {"role": data["from_role"]}, "after": {"role": data["to_role"]}}
+            before, after = {"role": data["from_role"]}, {"role": data["to_role"]}
+            if "projects" in data:  # v1.4: the project scope, null for every project (absent from older events)
+                before["projects"], after["projects"] = data.get("from_projects"), data["projects"]
+            return {"email": data["email"], "before": before, "after": after}
         case "PlanChanged":
             return {
                 "before": {"plan": data["from_plan"]},

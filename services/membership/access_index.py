@@ -3,9 +3,10 @@
 Per organization the index holds its own `Organization` (built by the same events, so the domain's
 rules answer: `Organization.key_permissions`), and derived from it, whenever a change touches
 members or keys:
-- a key's secret hash -> `KeyAccess` (principal, effective permissions, expiry, status);
+- a key's secret hash -> `KeyAccess` (principal, effective permissions and project scope, expiry, status);
 - (org_id, user_id) -> `MemberAccess`: the role and the permissions it grants now (a custom role's
-  as currently defined: `RoleUpdated` changes every holder's entry and every key they own).
+  as currently defined: `RoleUpdated` changes every holder's entry and every key they own), and the
+  member's project scope (`RoleChanged` may change it, and so every key they own or created).
 
 `authorize_key` / `authorize_user` are plain dict look-ups on the event loop: no PostgreSQL, no org
 lock, no thread. Changes arrive three ways, all in per-organization order (an event whose version is
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -34,8 +35,10 @@ from shared import paging, pricing, subjects
 from shared.contract import queries as q
 from shared.contract.access import KeyGrant, KeyStatus, RoleGrant
 
+from .authorization import answer, denied
 from .domain import events as ev
 from .domain.organization import Organization, org_uuid
+from .domain.scopes import Scope
 from .domain.values import ApiKey
 from .secrets import hash_secret
 
@@ -70,6 +73,7 @@ class KeyAccess:
     expires_at: datetime | None
     status: KeyStatus
     version: int
+    projects: tuple[str, ...] | None  # sorted, the effective scope; None: every project
 
     def granted_at(self, now: datetime) -> tuple[str, ...]:
         if self.expires_at is not None and now >= self.expires_at:
@@ -85,6 +89,7 @@ class KeyAccess:
             expires_at=self.expires_at,
             status=self.status,
             version=self.version,
+            projects=None if self.projects is None else list(self.projects),
         )
 
 
@@ -92,6 +97,7 @@ class KeyAccess:
 class MemberAccess:
     role: str
     permissions: tuple[str, ...]  # sorted: the role's, as defined at the organization's version
+    projects: tuple[str, ...] | None  # sorted: the member's scope; None: every project
 
 
 @dataclass
@@ -119,22 +125,22 @@ class AccessIndex:
 
     # -- answering (the hot path) -----------------------------------------------------
 
-    def authorize_key(self, secret: str, permission: str) -> dict[str, Any]:
+    def authorize_key(self, secret: str, permission: str, project_id: str | None = None) -> dict[str, Any]:
         access = self.by_hash.get(hash_secret(secret))
         if access is None:
             return denied()
         granted = access.granted_at(self.now())
         if not granted:
             return denied(access.org_id)
-        return decision(access.org_id, "api_key", access.key_id, access.role, granted, permission)
+        return answer(access.org_id, "api_key", access.key_id, access.role, granted, access.projects, permission, project_id)
 
-    def authorize_user(self, org_id: str, user_id: str, permission: str) -> dict[str, Any]:
+    def authorize_user(self, org_id: str, user_id: str, permission: str, project_id: str | None = None) -> dict[str, Any]:
         if org_id not in self.orgs:
             return denied()
         access = self.roles.get((org_id, user_id))
         if access is None:
             return denied(org_id)
-        return decision(org_id, "user", user_id, access.role, access.permissions, permission)
+        return answer(org_id, "user", user_id, access.role, access.permissions, access.projects, permission, project_id)
 
     def user_orgs(self, query: q.UserOrgsQuery) -> q.UserOrgsPage:
         """The organizations `user_id` is a member of, the earliest joined first, one page."""
@@ -190,7 +196,7 @@ class AccessIndex:
         keys = {key.secret_hash: _key_access(org, key) for key in org.api_keys.values()}
         old_roles = self._org_roles.get(org_id, {})
         roles = {
-            user_id: MemberAccess(member.role, tuple(sorted(org.role_permissions(member.role))))
+            user_id: MemberAccess(member.role, tuple(sorted(org.role_permissions(member.role))), _sorted(member.projects))
             for user_id, member in org.members.items()
         }
         for secret_hash, access in keys.items():
@@ -256,6 +262,7 @@ def _key_access(org: Organization, key: ApiKey) -> KeyAccess:
     """The domain's own rule (`key_permissions`), asked before any expiry; the expiry along the key's
     chain of creating keys is kept apart, so the answer at any time is one comparison."""
     granted = tuple(sorted(org.key_permissions(key, _BEFORE_ANY_EXPIRY)))
+    scope = _sorted(org.key_scope(key, _BEFORE_ANY_EXPIRY))
     owner = org.members.get(key.owner_user_id) if key.owner_user_id else None
     status: KeyStatus = "revoked" if key.revoked else ("live" if granted else "inactive")
     return KeyAccess(
@@ -266,7 +273,12 @@ def _key_access(org: Organization, key: ApiKey) -> KeyAccess:
         expires_at=_chain_expiry(org, key),
         status=status,
         version=org.version,
+        projects=scope,
     )
+
+
+def _sorted(scope: Scope) -> tuple[str, ...] | None:
+    return None if scope is None else tuple(sorted(scope))
 
 
 def role_grant(org_id: str, user_id: str, access: MemberAccess, version: int) -> RoleGrant:
@@ -276,6 +288,7 @@ def role_grant(org_id: str, user_id: str, access: MemberAccess, version: int) ->
         role=access.role,
         permissions=list(access.permissions),  # type: ignore[arg-type]
         version=version,
+        projects=None if access.projects is None else list(access.projects),
     )
 
 
@@ -296,28 +309,13 @@ def _chain_expiry(org: Organization, key: ApiKey) -> datetime | None:
 
 
 def _differs(old: KeyAccess | None, new: KeyAccess) -> bool:
-    return old is None or (old.role, old.permissions, old.expires_at, old.status) != (
+    return old is None or (old.role, old.permissions, old.expires_at, old.status, old.projects) != (
         new.role,
         new.permissions,
         new.expires_at,
         new.status,
+        new.projects,
     )
-
-
-def denied(org_id: str | None = None) -> dict[str, Any]:
-    return {"allowed": False, "org_id": org_id, "principal": None, "role": None, "permissions": []}
-
-
-def decision(
-    org_id: str, kind: str, principal_id: str, role: str | None, granted: Sequence[str], permission: str
-) -> dict[str, Any]:
-    return {
-        "allowed": permission in granted,
-        "org_id": org_id,
-        "principal": {"type": kind, "id": principal_id},
-        "role": role,
-        "permissions": list(granted),
-    }
 
 
 class _Sequence(msgspec.Struct):

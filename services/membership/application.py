@@ -29,8 +29,10 @@ from shared.contract.common import Actor
 from shared.contract.replies import Reply, failure, success
 from shared.errors import Conflict, Invalid, InvalidToken, NotFound, Refused
 
+from .authorization import answer, denied
 from .domain.events import MemberInvited, OrganizationEvent
 from .domain.organization import CommandContext, Organization, org_uuid, require_creator
+from .domain.scopes import listed
 from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
 from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
 from .recorders import CommandRecorder, POPOCommandRecorder, PostgresCommandRecorder
@@ -174,7 +176,7 @@ class MembershipApplication(Application):
             case cmd.ChangePlan():
                 return org.change_plan(ctx, command.plan), False
             case cmd.InviteMember():
-                return org.invite_member(ctx, command.email, command.role, command.accept_charge_cents), False
+                return org.invite_member(ctx, command.email, command.role, command.accept_charge_cents, command.projects), False
             case cmd.ResendInvitation():
                 return org.resend_invitation(ctx, command.invitation_id), False
             case cmd.RevokeInvitation():
@@ -189,7 +191,7 @@ class MembershipApplication(Application):
                     lambda invitation_id, expires_at: self.secrets.token_matches(token, invitation_id, expires_at),
                 ), False
             case cmd.ChangeRole():
-                return org.change_role(ctx, command.user_id, command.role), False
+                return org.change_role(ctx, command.user_id, command.role, command.new_scope(), command.keeps_scope()), False
             case cmd.RemoveMember():
                 return org.remove_member(ctx, command.user_id, command.keep_api_keys), False
             case cmd.AddSeats():
@@ -199,7 +201,13 @@ class MembershipApplication(Application):
             case cmd.CreateApiKey():
                 issued = self.secrets.issue_api_key(org.org_id, ctx.new_id("key"))
                 result = org.create_api_key(
-                    ctx, command.name, list(command.permissions), command.owner_user_id, command.expires_at, issued.stored
+                    ctx,
+                    command.name,
+                    list(command.permissions),
+                    command.owner_user_id,
+                    command.expires_at,
+                    issued.stored,
+                    command.projects,
                 )
                 return {**result, "secret": issued.secret}, True
             case cmd.RevokeApiKey():
@@ -352,7 +360,7 @@ class MembershipApplication(Application):
     def seat_quote(self, org_id: str) -> dict[str, Any]:
         return self.organization(org_id).seat_quote(self.clock.now())
 
-    def authorize_user(self, org_id: str, user_id: str, permission: str) -> dict[str, Any]:
+    def authorize_user(self, org_id: str, user_id: str, permission: str, project_id: str | None = None) -> dict[str, Any]:
         try:
             org = self.organization(org_id)
         except NotFound:
@@ -361,9 +369,9 @@ class MembershipApplication(Application):
         if member is None:
             return denied(org_id)
         granted = sorted(org.permissions_of(Actor(type="user", id=user_id), self.clock.now()))
-        return _decision(org_id, "user", user_id, member.role, granted, permission)
+        return answer(org_id, "user", user_id, member.role, granted, listed(member.projects), permission, project_id)
 
-    def authorize_key(self, named: KeyName, secret: str, permission: str) -> dict[str, Any]:
+    def authorize_key(self, named: KeyName, secret: str, permission: str, project_id: str | None = None) -> dict[str, Any]:
         """`named` is what `parse_api_key(secret)` found; the secret is checked against the stored hash here."""
         try:
             org = self.organization(named.org_id)
@@ -376,7 +384,9 @@ class MembershipApplication(Application):
         if not granted:
             return denied(named.org_id)
         owner = org.members.get(key.owner_user_id) if key.owner_user_id else None
-        return _decision(named.org_id, "api_key", named.key_id, owner.role if owner else None, granted, permission)
+        scope = listed(org.key_scope(key, self.clock.now()))
+        role = owner.role if owner else None
+        return answer(named.org_id, "api_key", named.key_id, role, granted, scope, permission, project_id)
 
 
 def _member_position(member: Member) -> paging.Position:
@@ -417,17 +427,3 @@ def _key_view(org: Organization, key: ApiKey, now: datetime) -> q.ApiKeyView:
         created_by=q.Principal(type=key.created_by.type, id=key.created_by.id) if key.created_by else None,  # type: ignore[arg-type]
         status=key.status_at(now) if key.revoked or key.has_expired(now) or org.is_live(key, now) else "inactive",  # type: ignore[arg-type]
     )
-
-
-def denied(org_id: str | None = None) -> dict[str, Any]:
-    return {"allowed": False, "org_id": org_id, "principal": None, "role": None, "permissions": []}
-
-
-def _decision(org_id: str, kind: str, principal_id: str, role: str | None, granted: list[str], permission: str) -> dict[str, Any]:
-    return {
-        "allowed": permission in granted,
-        "org_id": org_id,
-        "principal": {"type": kind, "id": principal_id},
-        "role": role,
-        "permissions": granted,
-    }

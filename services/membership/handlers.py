@@ -75,9 +75,9 @@ class MembershipHandlers:
         async def authorize(query: q.Authorize) -> Any:
             """From the access index alone: no lock, no thread, no store."""
             if query.api_key is not None:
-                return index.authorize_key(query.api_key, query.permission)
+                return index.authorize_key(query.api_key, query.permission, query.project_id)
             assert query.org_id is not None and query.user_id is not None
-            return index.authorize_user(query.org_id, query.user_id, query.permission)
+            return index.authorize_user(query.org_id, query.user_id, query.permission, query.project_id)
 
         async def user_orgs(query: q.UserOrgsQuery) -> Any:
             return index.user_orgs(query)

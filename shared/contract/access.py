@@ -6,7 +6,8 @@ through a local replica (`authorizer.Authorizer`).
 
 Entries:
 - `key.<sha256 of the secret>`  -> `KeyGrant`: the key's effective permissions (already capped by its
-  owner's role and its creator's current rights), the expiry after which it is dead, its status.
+  owner's role and its creator's current rights), the expiry after which it is dead, its status, and
+  its effective project scope (v1.4: the key's own, within its owner's and creator's current ones).
 - `role.<org_id>.<user_id>`     -> `RoleGrant`; deleted when the member leaves.
 - `feed.heartbeat`              -> `Heartbeat`: when the writer last had published everything saved.
   A replica whose last heartbeat is older than its bound fails closed.
@@ -48,6 +49,7 @@ class KeyGrant(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None
     status: KeyStatus
     version: int  # the organization's version the grant was computed at
+    projects: list[str] | None = None  # the effective project scope (v1.4); null: every project
 
 
 class RoleGrant(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +58,7 @@ class RoleGrant(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     permissions: list[Permission]  # the role's, so a replica needs no copy of the matrix
     version: int
+    projects: list[str] | None = None  # the member's project scope (v1.4); null: every project
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,12 +19,14 @@ from .common import (
     NonEmptyText,
     Permission,
     Plan,
+    ProjectScope,
     Quantity,
     Role,
     RoleKey,
     UtcTime,
     as_utc,
     normalize_email,
+    require_distinct_projects,
     whole,
 )
 
@@ -67,9 +69,11 @@ class InviteMember(Command, frozen=True, kw_only=True):
     email: EmailText
     role: Role
     accept_charge_cents: Cents | None = None
+    projects: ProjectScope | None = None  # the member's project scope once joined; absent: every project (v1.4)
 
     def __post_init__(self) -> None:
         _normalized_email(self)
+        require_distinct_projects(self.projects)
 
 
 class ResendInvitation(Command, frozen=True, kw_only=True):
@@ -92,8 +96,26 @@ class AcceptInvitation(Command, frozen=True, kw_only=True):
 
 
 class ChangeRole(Command, frozen=True, kw_only=True):
+    """`projects` narrows the member's scope to those projects; `every_project: true` widens it to all;
+    with neither, the scope stays as it is (a role change alone keeps it). `projects: null` is refused:
+    many clients drop or add nulls, so "every project" is said explicitly (v1.4)."""
+
     user_id: Identifier
     role: Role
+    projects: ProjectScope | msgspec.UnsetType = msgspec.UNSET
+    every_project: bool = False
+
+    def __post_init__(self) -> None:
+        if self.every_project and self.projects is not msgspec.UNSET:
+            raise ValueError("give `projects` or `every_project: true`, not both (at `$.every_project`)")
+        require_distinct_projects(self.new_scope())
+
+    def new_scope(self) -> list[str] | None:
+        """The scope asked for: a list, None for every project; `keeps_scope()` when neither was given."""
+        return None if isinstance(self.projects, msgspec.UnsetType) else self.projects
+
+    def keeps_scope(self) -> bool:
+        return self.projects is msgspec.UNSET and not self.every_project
 
 
 class RemoveMember(Command, frozen=True, kw_only=True):
@@ -115,8 +137,10 @@ class CreateApiKey(Command, frozen=True, kw_only=True):
     permissions: Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=64)]
     owner_user_id: Identifier | None = None
     expires_at: UtcTime | None = None
+    projects: ProjectScope | None = None  # absent: every project; within the creator's scope (v1.4)
 
     def __post_init__(self) -> None:
+        require_distinct_projects(self.projects)
         if self.expires_at is not None:
             msgspec.structs.force_setattr(self, "expires_at", as_utc(self.expires_at))
 

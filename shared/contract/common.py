@@ -68,6 +68,17 @@ PERMISSIONS: tuple[Permission, ...] = Permission.__args__  # type: ignore[attr-d
 RESERVED_PERMISSIONS: frozenset[Permission] = frozenset({"owners:manage", "org:manage"})
 # Permissions that apply per project: a project-scoped principal holds them only in its projects.
 PROJECT_PERMISSIONS: frozenset[Permission] = frozenset({"projects:read", "projects:use", "projects:manage", "gateway:use"})
+# A project scope (v1.4): the projects a principal's project-level permissions apply in. Projects are
+# the gateway's opaque ids, in the id grammar; a scope names at least one and at most MAX_PROJECTS.
+MAX_PROJECTS = 100
+ProjectId = Identifier
+ProjectScope = Annotated[list[ProjectId], msgspec.Meta(min_length=1, max_length=MAX_PROJECTS)]
+
+
+def require_distinct_projects(projects: list[str] | None, field: str = "projects") -> None:
+    """A scope lists each project once (raised inside `__post_init__`, it is a `validation_error`)."""
+    if projects is not None and len(set(projects)) != len(projects):
+        raise ValueError(f"a project is listed twice (at `$.{field}`)")
 
 
 def normalize_email(raw: str) -> str:

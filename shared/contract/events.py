@@ -41,6 +41,7 @@ class MemberInvited(EventData, frozen=True, kw_only=True):
     role: Role
     invited_by: Actor
     expires_at: UtcTime
+    projects: list[str] | None = None  # the scope the member gets on accepting; null: every project (v1.4)
 
 
 class InvitationResent(EventData, frozen=True, kw_only=True):
@@ -59,6 +60,7 @@ class InvitationAccepted(EventData, frozen=True, kw_only=True):
     user_id: str
     email: str
     role: Role
+    projects: list[str] | None = None  # the new member's project scope; null: every project (v1.4)
 
 
 class RoleChanged(EventData, frozen=True, kw_only=True):
@@ -66,6 +68,8 @@ class RoleChanged(EventData, frozen=True, kw_only=True):
     email: str
     from_role: Role
     to_role: Role
+    from_projects: list[str] | None = None  # the member's project scope before and after; null: every project (v1.4)
+    projects: list[str] | None = None
 
 
 class MemberRemoved(EventData, frozen=True, kw_only=True):
@@ -101,6 +105,7 @@ class ApiKeyCreated(EventData, frozen=True, kw_only=True):
     permissions: list[Permission]
     expires_at: UtcTime | None
     created_by: Actor | None = None  # who minted it; null for keys recorded before v1.1
+    projects: list[str] | None = None  # the key's project scope; null: every project (v1.4)
 
 
 class ApiKeyRevoked(EventData, frozen=True, kw_only=True):

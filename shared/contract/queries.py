@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .common import SAFE_TEXT, BoundedKey, Identifier, Permission, Plan, Role, UtcTime, whole
+from .common import SAFE_TEXT, BoundedKey, Identifier, Permission, Plan, ProjectId, Role, UtcTime, whole
 
 ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512)]
@@ -80,6 +80,7 @@ class Authorize(Query, frozen=True, kw_only=True):
     api_key: ApiKeySecret | None = None
     org_id: Identifier | None = None
     user_id: Identifier | None = None
+    project_id: ProjectId | None = None  # v1.4: the project a project-level permission is asked for
 
     def __post_init__(self) -> None:
         by_key = self.api_key is not None
@@ -251,6 +252,7 @@ class AuthorizeResult(msgspec.Struct, frozen=True, kw_only=True):
     principal: Principal | None
     role: Role | None
     permissions: list[Permission]
+    projects: list[str] | None = None  # the principal's project scope (v1.4); null: every project
 
 
 class HealthResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -64,6 +64,7 @@ async def test_authorize_reads_its_own_writes_after_revoke_and_change_role(membe
         "principal": None,
         "role": None,
         "permissions": [],
+        "projects": None,
     }
     owned = await authorize(client, api_key=second_owner["result"]["secret"], permission="gateway:use")
     assert owned["allowed"] is True and owned["role"] == "owner"
@@ -240,6 +241,99 @@ async def _replica_with(nc: Any, secret: str) -> Authorizer | None:
     with contextlib.suppress(Exception):
         candidate = await Authorizer.start(nc, max_staleness=5.0)
         if candidate.check_key(secret, "gateway:use").allowed:
+            return candidate
+        await candidate.stop()
+    return None
+
+
+async def test_project_scopes_hold_on_the_service_and_the_embedded_replica(membership, nc):
+    """A key scoped to one project reaches only it, on the service and on the gateway's replica;
+    narrowing its owner's scope narrows the key on both (a key never reaches beyond its owner)."""
+    from datetime import datetime
+
+    from shared.invitations import invitation_token
+
+    client = Client(nc)
+    created = await client.command(
+        "create_organization", name="Acme", plan="pro", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
+    org_id = created["result"]["org_id"]
+    invited = await client.command(
+        "invite_member",
+        org_id=org_id,
+        actor=OWNER,
+        email="d@acme.io",
+        role="developer",
+        projects=["web", "api"],
+        accept_charge_cents=10**6,
+    )
+    assert invited["ok"], invited
+    invitation_id = invited["result"]["invitation_id"]
+    expires_at = datetime.fromisoformat(invited["result"]["expires_at"].replace("Z", "+00:00"))
+    token = invitation_token(membership.env["SERVER_SECRET"], invitation_id, expires_at)
+    dev = {"type": "user", "id": "dana"}
+    accepted = await client.command(
+        "accept_invitation", org_id=org_id, actor=dev, invitation_id=invitation_id, token=token, user_id="dana"
+    )
+    assert accepted["ok"], accepted
+    unscoped = await client.command(
+        "create_api_key", org_id=org_id, actor=dev, name="all", permissions=["gateway:use"], owner_user_id="dana"
+    )
+    assert unscoped["error"]["code"] == "permission_denied", unscoped  # beyond her own projects
+    key = await client.command(
+        "create_api_key",
+        org_id=org_id,
+        actor=dev,
+        name="web-ci",
+        permissions=["gateway:use", "api_keys:read"],
+        owner_user_id="dana",
+        projects=["web", "api"],
+    )
+    assert key["ok"] and key["result"]["projects"] == ["api", "web"], key
+    secret = key["result"]["secret"]
+
+    on_the_service = await authorize(client, api_key=secret, permission="gateway:use", project_id="web")
+    assert (on_the_service["allowed"], on_the_service["projects"]) == (True, ["api", "web"])
+    assert (await authorize(client, api_key=secret, permission="gateway:use", project_id="ml"))["allowed"] is False
+    assert (await authorize(client, api_key=secret, permission="gateway:use"))["allowed"] is False
+    assert (await authorize(client, api_key=secret, permission="api_keys:read"))["allowed"] is True
+    as_member = await authorize(client, org_id=org_id, user_id="dana", permission="projects:use", project_id="ml")
+    assert (as_member["allowed"], as_member["projects"]) == (False, ["api", "web"])
+
+    authz = await eventually(lambda: _replica_reaching(nc, secret, "web"))
+    assert authz is not None
+    try:
+        assert authz.check_key(secret, "gateway:use", project_id="ml").reason == "outside_projects"
+        assert authz.check_key(secret, "gateway:use").reason == "outside_projects"
+        assert authz.check_key(secret, "api_keys:read").allowed is True
+        assert authz.check_user(org_id, "dana", "projects:use", project_id="api").allowed is True
+        assert authz.check_user(org_id, "dana", "projects:use", project_id="ml").reason == "outside_projects"
+        assert authz.check_user(org_id, "owner-1", "projects:use", project_id="ml").allowed is True
+
+        narrowed = await client.command(
+            "change_role", org_id=org_id, actor=OWNER, user_id="dana", role="developer", projects=["api"]
+        )
+        assert narrowed["ok"], narrowed
+        after = await authorize(client, api_key=secret, permission="gateway:use", project_id="web")
+        assert (after["allowed"], after["projects"]) == (False, ["api"])
+
+        async def replica_follows() -> bool:
+            return (
+                authz.check_key(secret, "gateway:use", project_id="web").reason == "outside_projects"
+                and authz.check_user(org_id, "dana", "projects:use", project_id="web").reason == "outside_projects"
+            )
+
+        assert await eventually(replica_follows)
+        assert authz.check_key(secret, "gateway:use", project_id="api").allowed is True
+        assert authz.check_key(secret, "gateway:use", project_id="api").projects == ("api",)
+    finally:
+        await authz.stop()
+
+
+async def _replica_reaching(nc: Any, secret: str, project_id: str) -> Authorizer | None:
+    with contextlib.suppress(Exception):
+        candidate = await Authorizer.start(nc, max_staleness=5.0)
+        if candidate.check_key(secret, "gateway:use", project_id=project_id).allowed:
             return candidate
         await candidate.stop()
     return None

@@ -175,7 +175,7 @@ def test_a_member_s_role_is_changed_and_the_member_removed_but_never_the_last_ow
     with edge_stack.client() as http:
         join(edge_stack, http, org, "dev-1")
         changed = http.patch(f"/v1/orgs/{org.org_id}/members/dev-1", json={"role": "admin"}, headers=org.as_owner)
-        assert (changed.status_code, changed.json()) == (200, {"user_id": "dev-1", "role": "admin"})
+        assert (changed.status_code, changed.json()) == (200, {"user_id": "dev-1", "role": "admin", "projects": None})
 
         removed = http.delete(f"/v1/orgs/{org.org_id}/members/dev-1", headers=org.as_owner)
         assert removed.status_code == 200, removed.text

@@ -83,6 +83,31 @@ def key_bound(org: Organization, key_id: str, now: datetime, seen: frozenset[str
     return bound
 
 
+def key_scope_bound(org: Organization, key_id: str, seen: frozenset[str] = frozenset()) -> frozenset[str] | None:
+    """The widest project scope a key may reach now (None: every project): its own, within its
+    owner's current scope and its creator's (a removed creator reaches none). An upper bound."""
+    key = org.api_keys.get(key_id)
+    if key is None or key_id in seen:
+        return NOTHING
+    bound = None if key.projects is None else frozenset(key.projects)
+    if key.owner_user_id is not None:
+        owner = org.members.get(key.owner_user_id)
+        bound = _both(bound, owner.projects if owner else NOTHING)
+    creator = key.created_by
+    if creator is not None and creator.type == "user":
+        member = org.members.get(creator.id)
+        bound = _both(bound, member.projects if member else NOTHING)
+    elif creator is not None and creator.type == "api_key":
+        bound = _both(bound, key_scope_bound(org, creator.id, seen | {key_id}))
+    return bound
+
+
+def _both(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return a & b
+
+
 def actor_bound(org: Organization, actor: dict[str, str], now: datetime) -> frozenset[str]:
     """The most an actor may do now (SCIM is bounded by the plan, checked apart)."""
     if actor["type"] == "system":

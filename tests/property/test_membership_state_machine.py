@@ -104,6 +104,9 @@ ROLE_PERMISSION_SETS = (
     ["gateway:use", "api_keys:own"],
     [],
 )
+# Project scopes (v1.4): drawn from a few gateway projects; "elsewhere" is in no scope ever given.
+PROJECTS = ("web", "api", "ml")
+SCOPES = st.none() | st.lists(st.sampled_from(PROJECTS), min_size=1, max_size=3, unique=True)
 REPEAT_VARIANTS = ("same", "same_other_correlation", "other_actor", "other_body", "other_command")
 ActorBody = dict[str, str]
 UTC_TIMESTAMP = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?([^"]*)"')
@@ -327,6 +330,9 @@ class MembershipMachine(RuleBasedStateMachine):
         email = data.draw(choice, label="email")
         fields = {"email": email, "role": data.draw(st.sampled_from(ASSIGNABLE_ROLES))}
         charge = data.draw(st.sampled_from([None, 10**6, 10**6, 0]), label="accept_charge_cents")
+        projects = data.draw(SCOPES, label="projects")
+        if projects is not None:
+            fields["projects"] = projects
         return fields if charge is None else {**fields, "accept_charge_cents": charge}
 
     def _resend_invitation_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
@@ -362,7 +368,13 @@ class MembershipMachine(RuleBasedStateMachine):
         return fields if email is None else {**fields, "email": email}
 
     def _change_role_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
-        return {"user_id": self.draw_user_id(data), "role": data.draw(st.sampled_from(ASSIGNABLE_ROLES))}
+        fields = {"user_id": self.draw_user_id(data), "role": data.draw(st.sampled_from(ASSIGNABLE_ROLES))}
+        scope = data.draw(st.sampled_from(["keep", "every", "some"]), label="scope")
+        if scope == "every":
+            return {**fields, "every_project": True}
+        if scope == "some":
+            return {**fields, "projects": data.draw(SCOPES.filter(bool), label="projects")}
+        return fields
 
     def _remove_member_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
         org = self.org
@@ -393,6 +405,9 @@ class MembershipMachine(RuleBasedStateMachine):
         owner = data.draw(st.sampled_from([None, None, *themself, *self.org.members, "stranger"]), label="owner_user_id")
         if owner is not None:
             fields["owner_user_id"] = owner
+        projects = data.draw(SCOPES, label="projects")
+        if projects is not None:
+            fields["projects"] = projects
         now = self.now
         expires_at = data.draw(
             st.sampled_from(
@@ -650,6 +665,27 @@ class MembershipMachine(RuleBasedStateMachine):
             creator = org.api_keys[key_id].created_by
             if creator is not None and creator.type == "api_key" and creator.id in granted:
                 assert permissions <= granted[creator.id], f"key {key_id} outranks the key that minted it"
+
+    @invariant()
+    def a_scoped_key_never_authorizes_outside_its_projects(self) -> None:
+        """Nor beyond its owner's current scope: the key's effective scope is within both, and a
+        project-level permission is granted only in a project of it (never without a project)."""
+        org = self.org
+        for key_id in self.world.key_secrets:
+            bound = rules.key_scope_bound(org, key_id)
+            for project_id in (*PROJECTS, "elsewhere", None):
+                decision = self.world.authorize_key(key_id, "gateway:use", project_id)  # the index agrees with the store
+                stated = None if decision["projects"] is None else frozenset(decision["projects"])
+                if not decision["permissions"]:
+                    continue
+                assert bound is None or (stated is not None and stated <= bound), (key_id, stated, bound)
+                if decision["allowed"] and bound is not None:
+                    assert project_id in bound, f"key {key_id} authorized in {project_id}, outside {sorted(bound)}"
+                    assert project_id in (stated or ()), (key_id, project_id, stated)
+            owner_id = org.api_keys[key_id].owner_user_id
+            owner = org.members.get(owner_id) if owner_id else None
+            if owner is not None and owner.projects is not None and decision["permissions"]:
+                assert decision["projects"] is not None and set(decision["projects"]) <= owner.projects, key_id
 
     @invariant()
     def every_held_role_is_defined_and_custom_ones_only_on_enterprise(self) -> None:

@@ -145,17 +145,17 @@ class World:
         self.key_secrets[result["key_id"]] = result["secret"]
         return result["key_id"]
 
-    def authorize_key(self, key_id: str, permission: str) -> dict[str, Any]:
+    def authorize_key(self, key_id: str, permission: str, project_id: str | None = None) -> dict[str, Any]:
         secret = self.key_secrets[key_id]
         named = parse_api_key(secret)
         assert named is not None
-        answer = self.app.authorize_key(named, secret, permission)
-        assert self.index.authorize_key(secret, permission) == answer  # the access index agrees with the store
+        answer = self.app.authorize_key(named, secret, permission, project_id)
+        assert self.index.authorize_key(secret, permission, project_id) == answer  # the access index agrees with the store
         return answer
 
-    def authorize_user(self, user_id: str, permission: str) -> dict[str, Any]:
-        answer = self.app.authorize_user(self.org_id, user_id, permission)
-        assert self.index.authorize_user(self.org_id, user_id, permission) == answer
+    def authorize_user(self, user_id: str, permission: str, project_id: str | None = None) -> dict[str, Any]:
+        answer = self.app.authorize_user(self.org_id, user_id, permission, project_id)
+        assert self.index.authorize_user(self.org_id, user_id, permission, project_id) == answer
         return answer
 
     # -- the record ------------------------------------------------------------

@@ -131,6 +131,7 @@ def test_read_your_writes_revoke_remove_and_change_role() -> None:
         "principal": None,
         "role": None,
         "permissions": [],
+        "projects": None,
     }
 
     other = world.create_key("k2", ["gateway:use"], by=user("dev1"), owner_user_id="dev1")

@@ -553,3 +553,57 @@ def test_authorize_reports_a_custom_roles_permissions(member: str, held: frozens
     world = enterprise_full_org()
     for permission in sorted(ALL_PERMISSIONS):
         assert world.authorize_user(member, permission)["allowed"] is (permission in held), permission
+
+
+# -- scoped keys (v1.4) ------------------------------------------------------------------------------
+
+PROJECT_LEVEL = frozenset({"projects:read", "projects:use", "projects:manage", "gateway:use"})
+SCOPES: list[list[str] | None] = [None, ["web"], ["web", "api"]]
+ASKED_IN = [None, "web", "api", "ml"]
+
+
+def _expected_scope(key: list[str] | None, owner: list[str] | None) -> frozenset[str] | None:
+    if key is None or owner is None:
+        chosen = key if owner is None else owner
+        return None if chosen is None else frozenset(chosen)
+    return frozenset(key) & frozenset(owner)
+
+
+@pytest.mark.parametrize("owner_role", ["admin", "developer"])
+@pytest.mark.parametrize("owner_scope", SCOPES, ids=str)
+@pytest.mark.parametrize("key_scope", SCOPES, ids=str)
+def test_a_scoped_key_is_allowed_exactly_its_permissions_in_its_owners_and_its_own_projects(
+    owner_role: str, owner_scope: list[str] | None, key_scope: list[str] | None
+) -> None:
+    world = full_org()
+    member = "admin1" if owner_role == "admin" else "dev1"
+    if owner_scope is not None:
+        world.ok("change_role", SYSTEM, user_id=member, role=owner_role, projects=owner_scope)
+    scope_field = {} if key_scope is None else {"projects": key_scope}
+    key_id = world.create_key(
+        "scoped", sorted(ALL_PERMISSIONS - {"owners:manage", "org:manage"}), owner_user_id=member, **scope_field
+    )
+    held = CONTRACT_ROLES[owner_role]
+    effective = _expected_scope(key_scope, owner_scope)
+    for permission in sorted(ALL_PERMISSIONS):
+        for project_id in ASKED_IN:
+            in_scope = permission not in PROJECT_LEVEL or effective is None or project_id in effective
+            decision = world.authorize_key(key_id, permission, project_id)
+            assert decision["allowed"] is (permission in held and in_scope), (permission, project_id)
+            assert decision["projects"] == (None if effective is None else sorted(effective))
+
+
+@pytest.mark.parametrize("creator_scope", SCOPES, ids=str)
+@pytest.mark.parametrize("asked", [None, ["web"], ["api"], ["web", "ml"]], ids=str)
+def test_a_key_is_created_only_within_its_creators_scope(creator_scope: list[str] | None, asked: list[str] | None) -> None:
+    world = full_org()
+    if creator_scope is not None:
+        world.ok("change_role", SYSTEM, user_id="admin1", role="admin", projects=creator_scope)
+    fields = {} if asked is None else {"projects": asked}
+    reply = world.run("create_api_key", user("admin1"), name="k", permissions=["gateway:use"], **fields)
+    within = creator_scope is None or (asked is not None and set(asked) <= set(creator_scope))
+    if within:
+        assert reply.ok, reply.error
+    else:
+        assert reply.error is not None and reply.error.code == "permission_denied", reply
+        assert reply.error.details["reason"] == "projects_beyond_grantor"

@@ -15,6 +15,7 @@ from eventsourcing.domain import Aggregate
 
 from shared.contract.common import Role
 
+from .scopes import scope_of
 from .values import ActorRef, ApiKey, CustomRole, Invitation, Member
 
 if TYPE_CHECKING:
@@ -80,11 +81,19 @@ class PlanChanged(OrganizationEvent):
 
 
 class MemberInvited(OrganizationEvent):
+    class_version = 2
+
     invitation_id: str
     email: str
     role: Role
     invited_by: dict[str, str]
     expires_at: datetime
+    projects: list[str] | None  # None: every project
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Invitations from before project scopes: to every project."""
+        state["projects"] = None
 
     def change(self, org: Organization) -> None:
         org.open_invitation(
@@ -96,6 +105,7 @@ class MemberInvited(OrganizationEvent):
                 self.expires_at,
                 "pending",
                 ActorRef.of(self.invited_by),
+                scope_of(self.projects),
             )
         )
 
@@ -118,24 +128,42 @@ class InvitationRevoked(OrganizationEvent):
 
 
 class InvitationAccepted(OrganizationEvent):
+    class_version = 2
+
     invitation_id: str
     user_id: str
     email: str
     role: Role
+    projects: list[str] | None  # the invitation's scope, now the member's
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["projects"] = None
 
     def change(self, org: Organization) -> None:
         org.close_invitation(self.invitation_id, "accepted")
-        org.join(Member(self.user_id, self.email, self.role, self.timestamp))
+        org.join(Member(self.user_id, self.email, self.role, self.timestamp, scope_of(self.projects)))
 
 
 class RoleChanged(OrganizationEvent):
+    """A new role, a new project scope, or both (`from_projects` -> `projects`; None: every project)."""
+
+    class_version = 2
+
     user_id: str
     email: str
     from_role: Role
     to_role: Role
+    from_projects: list[str] | None
+    projects: list[str] | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["from_projects"] = None
+        state["projects"] = None
 
     def change(self, org: Organization) -> None:
-        org.members[self.user_id] = replace(org.members[self.user_id], role=self.to_role)
+        org.members[self.user_id] = replace(org.members[self.user_id], role=self.to_role, projects=scope_of(self.projects))
 
 
 class MemberRemoved(OrganizationEvent):
@@ -182,7 +210,7 @@ class SeatRemoved(OrganizationEvent):
 
 
 class ApiKeyCreated(OrganizationEvent):
-    class_version = 2
+    class_version = 3
 
     key_id: str
     name: str
@@ -192,11 +220,17 @@ class ApiKeyCreated(OrganizationEvent):
     expires_at: datetime | None
     secret_hash: str
     created_by: dict[str, str] | None
+    projects: list[str] | None  # None: every project
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         """Keys created before creators were recorded: removal goes by the owner alone."""
         state["created_by"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """Keys created before project scopes: every project."""
+        state["projects"] = None
 
     def change(self, org: Organization) -> None:
         org.api_keys[self.key_id] = ApiKey(
@@ -209,6 +243,7 @@ class ApiKeyCreated(OrganizationEvent):
             secret_hash=self.secret_hash,
             created_at=self.timestamp,
             created_by=ActorRef.of(self.created_by),
+            projects=scope_of(self.projects),
         )
 
 

@@ -34,6 +34,7 @@ from shared.errors import (
 
 from . import events as ev
 from .permissions import ROLE_PERMISSIONS, is_builtin, permissions_of
+from .scopes import NO_PROJECT, Scope, beyond, listed, narrowed, scope_of
 from .values import ActorRef, ApiKey, CustomRole, Invitation, InvitationStatus, Member
 
 INVITATION_LIFETIME = timedelta(days=7)
@@ -186,6 +187,30 @@ class Organization(Aggregate):
         key = self.api_keys.get(actor.id)
         return self.key_permissions(key, now, _seen) if key else _NOTHING
 
+    def project_scope(self, actor: Actor | ActorRef, now: datetime, _seen: frozenset[str] = frozenset()) -> Scope:
+        """Where an actor's project-level permissions apply now (None: every project): a member's own
+        scope, a key's effective one (`key_scope`); the platform and SCIM are not scoped."""
+        if actor.type in ("system", "scim"):
+            return None
+        if actor.type == "user":
+            member = self.members.get(actor.id)
+            return member.projects if member else NO_PROJECT
+        key = self.api_keys.get(actor.id)
+        return self.key_scope(key, now, _seen) if key else NO_PROJECT
+
+    def key_scope(self, key: ApiKey, now: datetime, _seen: frozenset[str] = frozenset()) -> Scope:
+        """A key's effective scope: its own, within its owner's current scope and its creator's, as
+        `key_permissions` caps its permissions (a key never reaches a project its grantors cannot)."""
+        if key.key_id in _seen:
+            return NO_PROJECT
+        scope = key.projects
+        if key.owner_user_id is not None:
+            owner = self.members.get(key.owner_user_id)
+            scope = narrowed(scope, owner.projects if owner else NO_PROJECT)
+        if key.created_by is not None:
+            scope = narrowed(scope, self.project_scope(key.created_by, now, _seen | {key.key_id}))
+        return scope
+
     def role_permissions(self, role: str) -> frozenset[str]:
         """A built-in role's permissions, or a custom role's as defined now; an unknown role has none."""
         if is_builtin(role):
@@ -216,7 +241,8 @@ class Organization(Aggregate):
         needed = {"members:invite", *(["owners:manage"] if invitation.role == "owner" else [])}
         if not is_builtin(invitation.role):
             needed |= self.role_permissions(invitation.role)
-        return needed <= self.permissions_of(invitation.invited_by, now)
+        within = beyond(invitation.projects, self.project_scope(invitation.invited_by, now)) == []
+        return within and needed <= self.permissions_of(invitation.invited_by, now)
 
     def is_live(self, key: ApiKey, now: datetime) -> bool:
         return bool(self.key_permissions(key, now))
@@ -351,10 +377,19 @@ class Organization(Aggregate):
         )
         return result
 
-    def invite_member(self, ctx: CommandContext, email: str, role: str, accept_charge_cents: int | None) -> dict[str, Any]:
+    def invite_member(
+        self,
+        ctx: CommandContext,
+        email: str,
+        role: str,
+        accept_charge_cents: int | None,
+        projects: list[str] | None = None,
+    ) -> dict[str, Any]:
         self.require(ctx, "members:invite", *(["owners:manage"] if role == "owner" else []))
         self._require_paid_plan()
         self._require_assignable(ctx, role)
+        scope = scope_of(projects)
+        self._require_scope_within_actor(ctx, scope, "the invitation")
         needs_seat = self.seats_used(ctx.now) >= self.seats_total
         if needs_seat and "billing:manage" not in self.permissions_of(ctx.actor, ctx.now):
             raise PermissionDenied("no seat is free, and buying one needs billing:manage", missing=["billing:manage"])
@@ -374,6 +409,7 @@ class Organization(Aggregate):
             role=role,
             invited_by={"type": ctx.actor.type, "id": ctx.actor.id},
             expires_at=expires_at,
+            projects=listed(scope),
         )
         return {"invitation_id": invitation_id, "expires_at": expires_at, "seat_charge_cents": seat_charge}
 
@@ -437,22 +473,40 @@ class Organization(Aggregate):
             user_id=user_id,
             email=invitation.email,
             role=invitation.role,
+            projects=listed(invitation.projects),
         )
         return {"user_id": user_id, "role": invitation.role}
 
-    def change_role(self, ctx: CommandContext, user_id: str, role: str) -> dict[str, Any]:
+    def change_role(
+        self, ctx: CommandContext, user_id: str, role: str, projects: list[str] | None = None, keep_scope: bool = True
+    ) -> dict[str, Any]:
+        """`keep_scope`: the member keeps their project scope; otherwise it becomes `projects` (None:
+        every project). The role and the scope together must lie within the assigner's rights."""
         self.require(ctx, "members:manage")
         member = self.members.get(user_id)
         if role == "owner" or (member is not None and member.role == "owner"):
             self.require(ctx, "owners:manage")
+        if not keep_scope and projects is not None:
+            self._require_scopes_plan()
         self._require_assignable(ctx, role)
         member = self._member(user_id)
-        result = {"user_id": user_id, "role": role}
-        if member.role == role:
+        scope = member.projects if keep_scope else scope_of(projects)
+        self._require_scope_within_actor(ctx, scope, "the member's scope")
+        result = {"user_id": user_id, "role": role, "projects": listed(scope)}
+        if member.role == role and member.projects == scope:
             return result
-        if member.role == "owner":
+        if member.role == "owner" and role != "owner":
             self._require_another_owner(user_id)
-        self._trigger(ev.RoleChanged, ctx, user_id=user_id, email=member.email, from_role=member.role, to_role=role)
+        self._trigger(
+            ev.RoleChanged,
+            ctx,
+            user_id=user_id,
+            email=member.email,
+            from_role=member.role,
+            to_role=role,
+            from_projects=listed(member.projects),
+            projects=listed(scope),
+        )
         return result
 
     def remove_member(self, ctx: CommandContext, user_id: str, keep_api_keys: list[str]) -> dict[str, Any]:
@@ -522,12 +576,17 @@ class Organization(Aggregate):
         owner_user_id: str | None,
         expires_at: datetime | None,
         key: NewApiKey,
+        projects: list[str] | None = None,
     ) -> dict[str, Any]:
         for_themself = ctx.actor.type == "user" and owner_user_id == ctx.actor.id
         self.require(ctx, "api_keys:own" if for_themself else "api_keys:manage")
-        beyond = sorted(set(permissions) - self.permissions_of(ctx.actor, ctx.now))
-        if beyond:
-            raise PermissionDenied(f"a key cannot hold permissions its creator lacks: {', '.join(beyond)}", missing=beyond)
+        lacking = sorted(set(permissions) - self.permissions_of(ctx.actor, ctx.now))
+        if lacking:
+            raise PermissionDenied(f"a key cannot hold permissions its creator lacks: {', '.join(lacking)}", missing=lacking)
+        scope = scope_of(projects)
+        self._require_scope_within_actor(ctx, scope, "a key")
+        if scope is not None:
+            self._require_scopes_plan()
         if owner_user_id is not None:
             self._member(owner_user_id)
         if expires_at is not None and expires_at <= ctx.now:
@@ -548,8 +607,9 @@ class Organization(Aggregate):
             expires_at=expires_at,
             secret_hash=key.secret_hash,
             created_by={"type": ctx.actor.type, "id": ctx.actor.id},
+            projects=listed(scope),
         )
-        return {"key_id": key.key_id, "prefix": key.prefix}
+        return {"key_id": key.key_id, "prefix": key.prefix, "projects": listed(scope)}
 
     def revoke_api_key(self, ctx: CommandContext, key_id: str) -> dict[str, Any]:
         key = self.api_keys.get(key_id)
@@ -611,6 +671,21 @@ class Organization(Aggregate):
         return {"role_key": role_key}
 
     # -- helpers --------------------------------------------------------------
+
+    def _require_scopes_plan(self) -> None:
+        if self.plan == "free":
+            raise PlanRequired("project scopes need a paid plan", required_plan="pro")
+
+    def _require_scope_within_actor(self, ctx: CommandContext, scope: Scope, what: str) -> None:
+        """Whoever grants a project scope holds it: a scoped actor grants only within its own projects,
+        and never every project. `details.projects` lists the excess (null: every project was asked)."""
+        excess = beyond(scope, self.project_scope(ctx.actor, ctx.now))
+        if excess == []:
+            return
+        reach = "every project" if excess is None else ", ".join(excess)
+        raise PermissionDenied(
+            f"{what} cannot reach projects beyond its grantor's: {reach}", reason="projects_beyond_grantor", projects=excess
+        )
 
     def _require_custom_roles_plan(self) -> None:
         if self.plan != "enterprise":

@@ -14,6 +14,8 @@ from eventsourcing.persistence import Transcoding
 
 from shared.contract.common import Role
 
+from .scopes import Scope
+
 InvitationStatus = Literal["pending", "accepted", "revoked"]
 
 
@@ -50,6 +52,7 @@ class Member:
     email: str
     role: Role
     joined_at: datetime
+    projects: Scope = None  # the project scope; None: every project (and for members from before scopes)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Invitation:
     expires_at: datetime
     status: InvitationStatus
     invited_by: ActorRef | None = None  # None only in snapshots taken before it was kept
+    projects: Scope = None  # the scope the member gets on accepting; None: every project
 
     def is_pending(self, now: datetime) -> bool:
         """Holds a seat: not accepted, not revoked, not yet expired."""
@@ -85,6 +89,7 @@ class ApiKey:
     created_at: datetime
     created_by: ActorRef | None  # None for keys recorded before creators were
     revoked: bool = False
+    projects: Scope = None  # the key's own project scope; None: every project (see Organization.key_scope)
 
     def has_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -96,21 +101,28 @@ class ApiKey:
 
 
 class _ValueTranscoding(Transcoding):
-    """Snapshots store values as JSON objects; frozensets as sorted lists."""
+    """Snapshots store values as JSON objects; frozensets as sorted lists. A value from a snapshot
+    taken before project scopes has no `projects`: it reads as None, every project, as it was."""
 
     def __init__(self, value_type: type[Any]) -> None:
         self.type = value_type
         self.name = f"membership.{value_type.__name__}"
 
     def encode(self, obj: Any) -> dict[str, Any]:
+        encoded = dict(vars(obj))  # nested values (an ActorRef) are encoded by their own transcoding
         if isinstance(obj, ApiKey | CustomRole):
-            return {**vars(obj), "permissions": sorted(obj.permissions)}
-        return dict(vars(obj))  # nested values (an ActorRef) are encoded by their own transcoding
+            encoded["permissions"] = sorted(obj.permissions)
+        if isinstance(obj, Member | Invitation | ApiKey) and obj.projects is not None:
+            encoded["projects"] = sorted(obj.projects)
+        return encoded
 
     def decode(self, data: dict[str, Any]) -> Any:
+        decoded = dict(data)
         if self.type in (ApiKey, CustomRole):
-            return self.type(**{**data, "permissions": frozenset(data["permissions"])})
-        return self.type(**data)
+            decoded["permissions"] = frozenset(data["permissions"])
+        if decoded.get("projects") is not None:
+            decoded["projects"] = frozenset(decoded["projects"])
+        return self.type(**decoded)
 
 
 VALUE_TRANSCODINGS = [_ValueTranscoding(t) for t in (ActorRef, Member, Invitation, ApiKey, CustomRole)]

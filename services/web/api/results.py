@@ -41,6 +41,7 @@ class MemberRole(Result, frozen=True, kw_only=True):
 
     user_id: str
     role: Role
+    projects: list[str] | None = None  # change_role: the member's project scope (v1.4); null: every project
 
 
 class MemberRemoved(Result, frozen=True, kw_only=True):
@@ -63,6 +64,7 @@ class ApiKeyCreated(Result, frozen=True, kw_only=True):
     key_id: str
     prefix: str
     secret: str  # shown once: this response is the only place it ever appears
+    projects: list[str] | None = None  # the key's project scope (v1.4); null: every project
 
 
 class ApiKeyRevoked(Result, frozen=True, kw_only=True):
