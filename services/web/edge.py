@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from shared.contract.common import Actor
 from shared.errors import Invalid
@@ -61,3 +62,7 @@ def command_id_of(request: Request[Any, Any, Any]) -> str:
     if not HEADER_ID.fullmatch(given):
         raise Invalid("Idempotency-Key must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -", field="Idempotency-Key")
     return given
+
+
+# How a route handler asks for the edge: by name, as Litestar 3 requires.
+InjectedEdge = NamedDependency[Edge]

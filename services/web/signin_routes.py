@@ -15,7 +15,7 @@ from litestar.exceptions import NotFoundException
 from litestar.response import Redirect
 
 from .callers import require_csrf_token
-from .edge import Edge
+from .edge import Edge, InjectedEdge
 from .identity import Identity, SignInRefused, safe_next_path
 from .problems import PROBLEM_MEDIA_TYPE, problem
 from .signin import SignIn
@@ -25,7 +25,7 @@ MAX_PARAMETER_LENGTH = 4096
 
 
 @get("/session", include_in_schema=False)
-async def platform_sign_in(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]:
+async def platform_sign_in(request: Request[Any, Any, Any], edge: InjectedEdge) -> Response[Any]:
     """`?token=<the platform's JWT>[&next=/a/path]`: a session, then a redirect to `next` or `/`."""
     signin = _door(edge)
     try:
@@ -36,7 +36,7 @@ async def platform_sign_in(request: Request[Any, Any, Any], edge: Edge) -> Respo
 
 
 @get("/session/local", include_in_schema=False)
-async def local_sign_in(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]:
+async def local_sign_in(request: Request[Any, Any, Any], edge: InjectedEdge) -> Response[Any]:
     """`?token=…` from `teamctl login`: one use, five minutes."""
     signin = _door(edge)
     try:
@@ -47,7 +47,7 @@ async def local_sign_in(request: Request[Any, Any, Any], edge: Edge) -> Response
 
 
 @post("/session/sign-out", include_in_schema=False, status_code=200)
-async def sign_out(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]:
+async def sign_out(request: Request[Any, Any, Any], edge: InjectedEdge) -> Response[Any]:
     """Ends the session on every edge (CSRF token required); without one, only forgets the cookie."""
     signin = _door(edge)
     user = await signin.sessions.signed_in(request)
@@ -61,7 +61,7 @@ async def sign_out(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]
 
 
 @get("/session/csrf-token", include_in_schema=False)
-async def csrf_token(request: Request[Any, Any, Any], edge: Edge) -> Response[Any]:
+async def csrf_token(request: Request[Any, Any, Any], edge: InjectedEdge) -> Response[Any]:
     """The session's CSRF token for scripts of this site (no other origin can read it: no CORS here)."""
     user = await _door(edge).sessions.signed_in(request)
     if user is None:

@@ -360,7 +360,7 @@ async def test_a_tampered_or_malformed_cookie_is_not_signed_in(edge: RunningEdge
     async with signed_in_client(edge, stack, clock, user_id, email) as client:
         value = client.cookies["tm_session"]
     flipped = value[:20] + ("A" if value[20] != "A" else "B") + value[21:]
-    for cookie in (flipped, value[:-4], value + "AAAA", "", "%%%", "x" * 5000, "é", value.replace("-", "+")):
+    for cookie in (flipped, value[:-4], value + "AAAA", "", "%%%", "x" * 5000, "é", "+" + value[1:]):
         async with httpx.AsyncClient(base_url=edge.url, headers={"Cookie": f"tm_session={cookie}".encode()}) as client:
             response = await client.get(f"/v1/orgs/{org_id}")
             assert response.status_code == 401, (cookie, response.text)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, delete, get, post
+from litestar.params import JSONBody
 
 from shared.contract.queries import ApiKeysPage
 
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .bodies import NewApiKey
 from .parameters import KeyId, Limit, OrgId, PageCursor
 from .responses import COMMAND, READ, problems
@@ -20,7 +21,7 @@ NOT_STORED = {"Cache-Control": "no-store"}
 
 @get("/v1/orgs/{org_id:str}/api-keys", operation_id="api_keys", responses=READ)
 async def list_api_keys(
-    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
 ) -> ApiKeysPage:
     """The organization's keys, oldest first, paged, never a secret (api_keys:read)."""
     await edge.reader(request, org_id, "api_keys:read")
@@ -29,7 +30,9 @@ async def list_api_keys(
 
 
 @post("/v1/orgs/{org_id:str}/api-keys", operation_id="create_api_key", status_code=201, responses=problems(*COMMAND))
-async def create_api_key(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, data: NewApiKey) -> Response[ApiKeyCreated]:
+async def create_api_key(
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, data: JSONBody[NewApiKey]
+) -> Response[ApiKeyCreated]:
     """A new key with permissions within the caller's; its `secret` is shown here once and never again."""
     caller = await edge.caller(request)
     result = await edge.command(
@@ -48,7 +51,7 @@ async def create_api_key(request: Request[Any, Any, Any], edge: Edge, org_id: Or
 @delete(
     "/v1/orgs/{org_id:str}/api-keys/{key_id:str}", operation_id="revoke_api_key", status_code=200, responses=problems(*COMMAND)
 )
-async def revoke_api_key(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, key_id: KeyId) -> ApiKeyRevoked:
+async def revoke_api_key(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, key_id: KeyId) -> ApiKeyRevoked:
     caller = await edge.caller(request)
     result: ApiKeyRevoked = await edge.command(request, "revoke_api_key", org_id, caller.actor, key_id=key_id)
     return result

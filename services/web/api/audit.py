@@ -10,7 +10,7 @@ from litestar import Request, get
 from litestar.response import Stream
 
 from ..bus import PlatformBus
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .parameters import Action, ActorId, Cursor, ExportFormat, From, Limit, OrgId, TargetId, To, instant
 from .responses import READ
 from .results import AuditEntriesPage, AuditVerdict
@@ -24,7 +24,7 @@ EXPORT_MEDIA_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 @get("/v1/orgs/{org_id:str}/audit/entries", operation_id="search", responses=READ)
 async def search(
     request: Request[Any, Any, Any],
-    edge: Edge,
+    edge: InjectedEdge,
     org_id: OrgId,
     from_: From = None,
     to: To = None,
@@ -52,7 +52,7 @@ async def search(
 
 
 @get("/v1/orgs/{org_id:str}/audit/verify", operation_id="verify", responses=READ)
-async def verify(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId) -> AuditVerdict:
+async def verify(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId) -> AuditVerdict:
     """Walk the hash chain; `ok` is false at the first bad entry or when events are missing from it."""
     await edge.reader(request, org_id, "audit:read")
     result: AuditVerdict = await edge.bus.query("audit", "verify", org_id=org_id)
@@ -61,7 +61,12 @@ async def verify(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId) -> 
 
 @get("/v1/orgs/{org_id:str}/audit/export", operation_id="export", responses=READ)
 async def export(
-    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, format: ExportFormat = "csv", from_: From = None, to: To = None
+    request: Request[Any, Any, Any],
+    edge: InjectedEdge,
+    org_id: OrgId,
+    format: ExportFormat = "csv",
+    from_: From = None,
+    to: To = None,
 ) -> Stream:
     """The whole log (or a time window) as CSV or NDJSON, streamed page by page as audit gives it out."""
     await edge.reader(request, org_id, "audit:read")

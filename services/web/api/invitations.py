@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, delete, get, post
+from litestar.params import JSONBody
 
 from shared.contract.common import Actor
 from shared.contract.queries import InvitationsPage
 from shared.errors import PermissionDenied
 
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .bodies import Acceptance, NewInvitation
 from .parameters import InvitationId, Limit, OrgId, PageCursor
 from .responses import COMMAND, READ, problems
@@ -19,7 +20,7 @@ from .results import InvitationResent, InvitationRevoked, InvitationSent, Member
 
 @get("/v1/orgs/{org_id:str}/invitations", operation_id="invitations", responses=READ)
 async def list_invitations(
-    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
 ) -> InvitationsPage:
     """The organization's invitations, oldest first, paged (members:read)."""
     await edge.reader(request, org_id, "members:read")
@@ -28,7 +29,9 @@ async def list_invitations(
 
 
 @post("/v1/orgs/{org_id:str}/invitations", operation_id="invite_member", status_code=201, responses=problems(*COMMAND, 402))
-async def invite_member(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, data: NewInvitation) -> InvitationSent:
+async def invite_member(
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, data: JSONBody[NewInvitation]
+) -> InvitationSent:
     """Invite someone by email; when a seat must be bought, `accept_charge_cents` confirms the quoted amount."""
     caller = await edge.caller(request)
     result: InvitationSent = await edge.command(
@@ -50,7 +53,7 @@ async def invite_member(request: Request[Any, Any, Any], edge: Edge, org_id: Org
     responses=problems(*COMMAND, 402, 410),
 )
 async def resend_invitation(
-    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, invitation_id: InvitationId
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, invitation_id: InvitationId
 ) -> InvitationResent:
     """Send the invitation again with a new expiry; older links stop working."""
     caller = await edge.caller(request)
@@ -65,7 +68,7 @@ async def resend_invitation(
     responses=problems(*COMMAND),
 )
 async def revoke_invitation(
-    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, invitation_id: InvitationId
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, invitation_id: InvitationId
 ) -> InvitationRevoked:
     caller = await edge.caller(request)
     result: InvitationRevoked = await edge.command(
@@ -81,7 +84,7 @@ async def revoke_invitation(
     responses=problems(*COMMAND, 402, 410),
 )
 async def accept_invitation(
-    request: Request[Any, Any, Any], edge: Edge, invitation_id: InvitationId, data: Acceptance
+    request: Request[Any, Any, Any], edge: InjectedEdge, invitation_id: InvitationId, data: JSONBody[Acceptance]
 ) -> MemberRole:
     """Join the organization as the signed-in user, whose email must be the invitation's. An API key cannot accept."""
     caller = await edge.caller(request)

@@ -11,7 +11,7 @@ from litestar import Request, get
 from shared.contract.queries import Principal
 
 from ..callers import IDENTIFYING_PERMISSION, Caller
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .parameters import Limit, PageCursor
 from .responses import problems
 from .results import Me, OrgAccess, UserView
@@ -20,7 +20,7 @@ ME_PAGE = 100
 
 
 @get("/v1/me", operation_id="me", responses=problems(401, 422, 503))
-async def me(request: Request[Any, Any, Any], edge: Edge, limit: Limit = ME_PAGE, cursor: PageCursor = None) -> Me:
+async def me(request: Request[Any, Any, Any], edge: InjectedEdge, limit: Limit = ME_PAGE, cursor: PageCursor = None) -> Me:
     caller = await edge.caller(request)
     principal = Principal(type=caller.actor.type, id=caller.actor.id)
     if caller.key_access is not None:
@@ -34,7 +34,7 @@ async def me(request: Request[Any, Any, Any], edge: Edge, limit: Limit = ME_PAGE
     return Me(principal=principal, user=user, orgs=list(orgs), next_cursor=page["next_cursor"])
 
 
-async def _access_in(edge: Edge, caller: Caller, org: dict[str, Any]) -> OrgAccess:
+async def _access_in(edge: InjectedEdge, caller: Caller, org: dict[str, Any]) -> OrgAccess:
     access = await caller.access(edge.bus, org["org_id"], IDENTIFYING_PERMISSION)
     return OrgAccess(org_id=org["org_id"], org_name=org["org_name"], role=access.role, permissions=list(access.permissions))  # type: ignore[arg-type]
 

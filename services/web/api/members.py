@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, delete, get, patch
+from litestar.params import JSONBody
 
 from shared.contract.queries import MembersPage
 
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .bodies import RoleChange
 from .parameters import Limit, OrgId, PageCursor, UserId
 from .responses import COMMAND, READ, problems
@@ -17,7 +18,7 @@ from .results import MemberRemoved, MemberRole
 
 @get("/v1/orgs/{org_id:str}/members", operation_id="members", responses=READ)
 async def list_members(
-    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
 ) -> MembersPage:
     """The members, oldest first, paged (members:read)."""
     await edge.reader(request, org_id, "members:read")
@@ -29,7 +30,7 @@ async def list_members(
     "/v1/orgs/{org_id:str}/members/{user_id:str}", operation_id="change_role", responses=problems(*COMMAND, 402)
 )  # 402: a custom role needs the enterprise plan
 async def change_role(
-    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, user_id: UserId, data: RoleChange
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, user_id: UserId, data: JSONBody[RoleChange]
 ) -> MemberRole:
     caller = await edge.caller(request)
     result: MemberRole = await edge.command(request, "change_role", org_id, caller.actor, user_id=user_id, role=data.role)
@@ -39,7 +40,7 @@ async def change_role(
 @delete(
     "/v1/orgs/{org_id:str}/members/{user_id:str}", operation_id="remove_member", status_code=200, responses=problems(*COMMAND)
 )
-async def remove_member(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, user_id: UserId) -> MemberRemoved:
+async def remove_member(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, user_id: UserId) -> MemberRemoved:
     """Remove a member; the keys they own or created are revoked with them."""
     caller = await edge.caller(request)
     result: MemberRemoved = await edge.command(request, "remove_member", org_id, caller.actor, user_id=user_id)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from shared.contract.common import ID_PATTERN, SAFE_TEXT, UtcTime, whole
 from shared.errors import Invalid
@@ -34,7 +34,7 @@ Cursor = Annotated[
 INSTANT = {"format": "date-time"}
 From = Annotated[
     str | None,
-    Parameter(query="from", max_length=64, schema_extra=INSTANT, description="entries at or after this instant (RFC 3339)"),
+    QueryParameter(name="from", max_length=64, schema_extra=INSTANT, description="entries at or after this instant (RFC 3339)"),
 ]
 To = Annotated[str | None, Parameter(max_length=64, schema_extra=INSTANT, description="entries before this instant (RFC 3339)")]
 Action = Annotated[

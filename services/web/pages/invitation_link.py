@@ -12,12 +12,13 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import MediaType, Request, Response, get
+from litestar.params import FromQuery
 
 from shared.contract.common import Identifier
 from shared.contract.queries import InvitationLinkView
 from shared.errors import InvalidToken, NotFound
 
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .rendering import identifier, render
 
 TOKEN = re.compile(r"[A-Za-z0-9_.~-]{1,512}")
@@ -28,7 +29,7 @@ STATUS_OF_STATE = {"pending": 200, "accepted": 409, "revoked": 410, "expired": 4
 
 @get("/invitations/{invitation_id:str}/accept", media_type=MediaType.HTML, include_in_schema=False)
 async def invitation_page(
-    request: Request[Any, Any, Any], edge: Edge, invitation_id: Identifier, token: str | None = None
+    request: Request[Any, Any, Any], edge: InjectedEdge, invitation_id: Identifier, token: FromQuery[str | None] = None
 ) -> Response[str]:
     invitation_id = identifier(invitation_id)
     user = await edge.sessions.signed_in(request)

@@ -7,11 +7,12 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get
+from litestar.params import FromQuery
 
 from shared.contract.common import PERMISSIONS, Identifier
 from shared.contract.queries import ApiKeysPage, AuditSearch, PageCursor
 
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .rendering import identifier, navigation, render
 
 AUDIT_PAGE_SIZE = 50
@@ -19,7 +20,7 @@ AUDIT_PAGE_SIZE = 50
 
 @get("/orgs/{org_id:str}/settings/api-keys", media_type=MediaType.HTML, include_in_schema=False)
 async def api_keys_page(
-    request: Request[Any, Any, Any], edge: Edge, org_id: Identifier, cursor: PageCursor | None = None
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier, cursor: FromQuery[PageCursor | None] = None
 ) -> Response[str]:
     org_id = identifier(org_id)
     caller = await edge.caller(request)
@@ -47,7 +48,7 @@ async def api_keys_page(
 
 @get("/orgs/{org_id:str}/settings/billing", media_type=MediaType.HTML, include_in_schema=False)
 async def billing_page(
-    request: Request[Any, Any, Any], edge: Edge, org_id: Identifier, cursor: PageCursor | None = None
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier, cursor: FromQuery[PageCursor | None] = None
 ) -> Response[str]:
     org_id = identifier(org_id)
     caller = await edge.caller(request)
@@ -70,7 +71,7 @@ AUDIT_FILTERS = ("action", "actor_id", "target_id", "from", "to")
 
 
 @get("/orgs/{org_id:str}/settings/audit", media_type=MediaType.HTML, include_in_schema=False)
-async def audit_page(request: Request[Any, Any, Any], edge: Edge, org_id: Identifier) -> Response[str]:
+async def audit_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier) -> Response[str]:
     org_id = identifier(org_id)
     caller = await edge.caller(request)
     access = await caller.require(edge.bus, org_id, "audit:read")

@@ -13,7 +13,7 @@ from shared.contract.common import ROLES, Identifier, Role
 from shared.contract.queries import MemberView, OrganizationView
 
 from ..callers import Access
-from ..edge import Edge
+from ..edge import InjectedEdge
 from .rendering import identifier, navigation, render
 
 
@@ -45,7 +45,7 @@ class TeamActions:
 
 
 @get("/orgs/{org_id:str}/settings/team", media_type=MediaType.HTML, include_in_schema=False)
-async def team_page(request: Request[Any, Any, Any], edge: Edge, org_id: Identifier) -> Response[str]:
+async def team_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier) -> Response[str]:
     org_id = identifier(org_id)
     caller = await edge.caller(request)
     access = await caller.require(edge.bus, org_id, "members:read")
