@@ -24,6 +24,7 @@ _QUERIES: dict[str, type] = {
     "membership.query.invitations": queries.InvitationsQuery,
     "membership.query.api_keys": queries.ApiKeysQuery,
     "membership.query.invitation": queries.InvitationLinkQuery,
+    "membership.query.user_orgs": queries.UserOrgsQuery,
     "membership.query.seat_quote": queries.SeatQuoteQuery,
     "membership.query.authorize": queries.Authorize,
     "billing.query.charges": queries.ChargesQuery,
@@ -43,6 +44,7 @@ _RESULTS: list[type] = [
     queries.InvitationsPage,
     queries.ApiKeysPage,
     queries.InvitationLinkView,
+    queries.UserOrgsPage,
     queries.AuthorizeResult,
     queries.HealthResult,
 ]

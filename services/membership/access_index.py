@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 import structlog
 
-from shared import subjects
+from shared import paging, pricing, subjects
+from shared.contract import queries as q
 from shared.contract.access import KeyGrant, KeyStatus, RoleGrant
 
 from .domain import events as ev
@@ -106,6 +107,7 @@ class AccessIndex:
         self.roles: dict[tuple[str, str], str] = {}
         self._org_keys: dict[str, dict[str, KeyAccess]] = {}
         self._org_roles: dict[str, dict[str, str]] = {}
+        self._user_orgs: dict[str, set[str]] = {}
         self.listeners: list[Callable[[Changes], None]] = []
 
     # -- answering (the hot path) -----------------------------------------------------
@@ -126,6 +128,22 @@ class AccessIndex:
         if role is None:
             return denied(org_id)
         return decision(org_id, "user", user_id, role, tuple(sorted(permissions_of(role))), permission)
+
+    def user_orgs(self, query: q.UserOrgsQuery) -> q.UserOrgsPage:
+        """The organizations `user_id` is a member of, the earliest joined first, one page."""
+        memberships = [
+            (self.orgs[org_id], self.orgs[org_id].members[query.user_id]) for org_id in self._user_orgs.get(query.user_id, ())
+        ]
+        chosen, next_cursor = paging.page(
+            memberships,
+            lambda held: (pricing.microseconds(held[1].joined_at), held[0].org_id),
+            query.cursor,
+            query.limit,
+            lambda held: q.UserOrgView(
+                org_id=held[0].org_id, org_name=held[0].name, role=held[1].role, joined_at=held[1].joined_at
+            ),
+        )
+        return q.UserOrgsPage(orgs=chosen, next_cursor=next_cursor)
 
     # -- changing ------------------------------------------------------------------------
 
@@ -169,8 +187,10 @@ class AccessIndex:
             self.by_hash[secret_hash] = access
         for user_id in old_roles.keys() - roles.keys():
             self.roles.pop((org_id, user_id), None)
+            self._leave(user_id, org_id)
         for user_id, role in roles.items():
             self.roles[(org_id, user_id)] = role
+            self._user_orgs.setdefault(user_id, set()).add(org_id)
         self._org_keys[org_id] = keys
         self._org_roles[org_id] = roles
         if self.listeners:
@@ -183,6 +203,13 @@ class AccessIndex:
                 for listener in self.listeners:
                     listener(changes)
 
+    def _leave(self, user_id: str, org_id: str) -> None:
+        held = self._user_orgs.get(user_id)
+        if held is not None:
+            held.discard(org_id)
+            if not held:
+                del self._user_orgs[user_id]
+
     def everything(self) -> Changes:
         """Every entry, as changes: what a new writer of the access bucket puts first."""
         return Changes(
@@ -191,9 +218,10 @@ class AccessIndex:
             roles_gone=set(),
         )
 
-    def state(self) -> tuple[dict[str, KeyAccess], dict[tuple[str, str], str], dict[str, int]]:
+    def state(self) -> tuple[dict[str, KeyAccess], dict[tuple[str, str], str], dict[str, int], dict[str, set[str]]]:
         """What the index answers from, for comparing two indexes."""
-        return dict(self.by_hash), dict(self.roles), {org_id: org.version for org_id, org in self.orgs.items()}
+        versions = {org_id: org.version for org_id, org in self.orgs.items()}
+        return dict(self.by_hash), dict(self.roles), versions, {user: set(orgs) for user, orgs in self._user_orgs.items()}
 
     # -- building --------------------------------------------------------------------------
 

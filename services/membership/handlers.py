@@ -79,6 +79,9 @@ class MembershipHandlers:
             assert query.org_id is not None and query.user_id is not None
             return index.authorize_user(query.org_id, query.user_id, query.permission)
 
+        async def user_orgs(query: q.UserOrgsQuery) -> Any:
+            return index.user_orgs(query)
+
         async def healthy(_: q.Health) -> Any:
             return health("membership")
 
@@ -90,6 +93,7 @@ class MembershipHandlers:
             "invitation": reply_handler(q.InvitationLinkQuery, invitation),
             "seat_quote": reply_handler(q.SeatQuoteQuery, seat_quote),
             "authorize": reply_handler(q.Authorize, authorize, telemetry.observe_authorize),
+            "user_orgs": reply_handler(q.UserOrgsQuery, user_orgs),
             "health": reply_handler(q.Health, healthy),
         }
 

@@ -63,6 +63,14 @@ class InvitationLinkQuery(Query, frozen=True, kw_only=True):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=whole("[A-Za-z0-9_.~-]+"))]
 
 
+class UserOrgsQuery(Query, frozen=True, kw_only=True):
+    """`membership.query.user_orgs`: the organizations a user is a member of, the earliest joined first (v1.2)."""
+
+    user_id: Identifier
+    limit: Limit = DEFAULT_LIMIT
+    cursor: PageCursor | None = None
+
+
 class ApiKeysQuery(PagedOrgQuery, frozen=True, kw_only=True):
     """`membership.query.api_keys`: oldest first; never a secret or its hash."""
 
@@ -208,6 +216,18 @@ class InvitationLinkView(msgspec.Struct, frozen=True, kw_only=True):
     invited_by: Principal | None
     expires_at: datetime
     status: Literal["pending", "accepted", "revoked", "expired"]
+
+
+class UserOrgView(msgspec.Struct, frozen=True, kw_only=True):
+    org_id: str
+    org_name: str
+    role: Role
+    joined_at: datetime
+
+
+class UserOrgsPage(msgspec.Struct, frozen=True, kw_only=True):
+    orgs: list[UserOrgView]
+    next_cursor: str | None
 
 
 class MembersPage(msgspec.Struct, frozen=True, kw_only=True):

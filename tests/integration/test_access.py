@@ -137,3 +137,21 @@ async def test_the_embedded_authorizer_follows_the_bucket_and_fails_closed(membe
         assert authz.staleness() > 2.0
     finally:
         await authz.stop()
+
+
+async def test_a_users_organizations_on_the_bus(membership, nc):
+    client = Client(nc)
+    org_id, _, _ = await org_with_a_member_and_key(client)
+    other = await client.command(
+        "create_organization", name="Beta", plan="free", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
+    listed = await client.query("membership", "user_orgs", user_id="owner-1", limit=1000)
+    assert listed["ok"], listed
+    mine = [(o["org_id"], o["org_name"], o["role"]) for o in listed["result"]["orgs"]]
+    assert (org_id, "Acme", "owner") in mine and (other["result"]["org_id"], "Beta", "owner") in mine
+    assert mine.index((org_id, "Acme", "owner")) < mine.index((other["result"]["org_id"], "Beta", "owner"))
+
+    nobody = await client.query("membership", "user_orgs", user_id="nobody-at-all")
+    assert nobody == {"ok": True, "result": {"orgs": [], "next_cursor": None}, "events": []}
+    forged = await client.query("membership", "user_orgs", user_id="owner-1", cursor="bm90LWEtY3Vyc29y")
+    assert forged["ok"] is False and forged["error"]["code"] == "validation_error"

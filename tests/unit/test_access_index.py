@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.membership.access_index import AccessIndex
+from shared.contract.queries import UserOrgsQuery
 
 from .builders import SYSTEM, api_key, new_org, user
 
@@ -87,6 +88,9 @@ def test_index_kept_by_the_commands_equals_one_rebuilt_from_the_store(steps: lis
             world.authorize_key(key_id, permission)  # asserts the index's answer equals the store's
     for user_id in [*USERS, "stranger"]:
         world.authorize_user(user_id, "org:read")
+        listed = world.index.user_orgs(UserOrgsQuery(user_id=user_id)).orgs
+        role = world.role_of(user_id)
+        assert [(o.org_id, o.role) for o in listed] == ([(world.org_id, role)] if role else [])
 
 
 def test_read_your_writes_revoke_remove_and_change_role() -> None:
@@ -127,3 +131,31 @@ def test_a_key_dies_with_the_key_that_created_it_when_that_one_expires() -> None
     assert world.authorize_key(child, "gateway:use")["allowed"] is True
     world.clock.advance(days=2)
     assert world.authorize_key(child, "gateway:use")["allowed"] is False  # and the index agrees (see World)
+
+
+def test_a_users_organizations_are_listed_earliest_joined_first_a_page_at_a_time() -> None:
+    first = new_org()
+    index = first.index
+    joined = [first.org_id]
+    for name in ("Second", "Third", "Fourth"):
+        first.clock.advance(days=1)
+        org = first.ok("create_organization", SYSTEM, name=name, plan="pro", owner={"user_id": "u9", "email": "u9@acme.io"})
+        joined.append(org["org_id"])
+    first.clock.advance(days=1)
+    first.add_member("u9", "developer")  # joins the first org last
+    expected = [*joined[1:], first.org_id]
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = index.user_orgs(UserOrgsQuery(user_id="u9", limit=2, cursor=cursor))
+        seen += [o.org_id for o in page.orgs]
+        assert len(page.orgs) <= 2
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == expected
+    assert {o.org_name for o in index.user_orgs(UserOrgsQuery(user_id="u9")).orgs} == {"Second", "Third", "Fourth", "Acme"}
+
+    first.ok("remove_member", user(first.owner_id), user_id="u9")
+    assert [o.org_id for o in index.user_orgs(UserOrgsQuery(user_id="u9")).orgs] == joined[1:]
