@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv run test static format test-unit test-integration test-e2e test-property-long bench schema clean
+.PHONY: venv run test static format test-unit test-integration test-e2e test-property-long bench schema clean browser
 
 venv: $(INSTALLED)
 
@@ -17,9 +17,22 @@ $(INSTALLED): pyproject.toml
 run: venv
 	$(PY) -m devstack.run
 
-# The static tier first: lint, format and types; then every test.
-test: static
+# The static tier first: lint, format and types; then every test (the browser tier included: never skipped).
+test: static browser
 	$(PYTEST)
+
+# The browser tier drives Debian's Chromium (Playwright cannot download browsers here).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+			|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }; \
+	else \
+		echo "The browser tests need $(CHROMIUM). Install it with:  sudo apt-get install -y chromium"; \
+		exit 1; \
+	fi
 
 static: venv
 	$(VENV)/bin/ruff check .

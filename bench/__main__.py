@@ -16,6 +16,7 @@ from . import audit
 from .authorize import authorize_figures
 from .baselines import asyncpg_batched_insert_rate, asyncpg_commit_rate, echo_responder_rate, jetstream_publish_rate
 from .billing import live_lag, rebuild_throughput
+from .edge import edge_overhead
 from .measure import Figure, cpu_per_command
 from .membership import invite_throughput
 from .stack import bench_stack
@@ -26,7 +27,7 @@ def report(title: str, figures: list) -> None:
     sys.stdout.flush()
 
 
-SECTIONS = ("membership", "stack", "authorize", "billing", "audit")
+SECTIONS = ("membership", "stack", "authorize", "billing", "audit", "http")
 
 
 def baselines(stack) -> tuple[Figure, Figure, Figure]:
@@ -85,6 +86,8 @@ def main() -> None:
         billing_live_section()
     if "audit" in wanted:
         audit_section(copy, publish)
+    if "http" in wanted:
+        http_section()
     sys.stdout.write(f"\n(bench ran {time.perf_counter() - began:.0f} s)\n")
 
 
@@ -159,6 +162,20 @@ def billing_live_section() -> None:
             billing.stop()
             membership.stop()
         report("Billing live projection at 200 cmds/s (target: lag p99 < 250 ms)", figures)
+
+
+def http_section() -> None:
+    """A stack of its own: membership and the edge; the same calls through the edge and over NATS."""
+    with bench_stack() as stack:
+        database = stack.database("bench_http")
+        membership = stack.service("membership", database).start()
+        web = stack.service("web", database).start()
+        try:
+            figures = asyncio.run(edge_overhead(stack.nats.url, web.base_url))
+        finally:
+            web.stop()
+            membership.stop()
+        report("HTTP edge against NATS straight (the edge's overhead; one edge process, httpx clients)", figures)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,16 @@ POLL_INTERVAL = 0.5
 PROGRESS_INTERVAL = 5.0
 
 
-async def report_readiness(nats_url: str, services: Sequence[str], timeout: float = 120.0) -> None:
+async def report_readiness(nats_url: str, services: Sequence[str], timeout: float = 120.0) -> bool:
+    """True once READY is printed."""
     try:
-        await _poll_until_healthy(nats_url, services, timeout)
+        return await _poll_until_healthy(nats_url, services, timeout)
     except (NatsError, OSError) as error:
         console("run", f"cannot check health over {nats_url}: {error!r}")
+        return False
 
 
-async def _poll_until_healthy(nats_url: str, services: Sequence[str], timeout: float) -> None:
+async def _poll_until_healthy(nats_url: str, services: Sequence[str], timeout: float) -> bool:
     connection = await nats.connect(servers=[url.strip() for url in nats_url.split(",")], name="make-run-health")
     try:
         waiting = list(services)
@@ -33,12 +35,13 @@ async def _poll_until_healthy(nats_url: str, services: Sequence[str], timeout: f
                 break
             if now - started > timeout:
                 console("run", f"NOT READY after {timeout:.0f}s: no ok health answer from {', '.join(waiting)}")
-                return
+                return False
             if now - last_progress >= PROGRESS_INTERVAL:
                 console("run", f"waiting for health from: {', '.join(waiting)}")
                 last_progress = now
             await asyncio.sleep(POLL_INTERVAL)
         console("run", f"READY: every service answers health ok ({', '.join(services)})")
+        return True
     finally:
         await connection.close()
 

@@ -5,9 +5,13 @@ is killed outright, its guardian stops them; if the guardian is gone too, the ne
 var/stack.json and stops them before it starts. Data stays under var/ for the next run.
 NATS_URL, DATABASE_URL and SMTP_URL point at servers of your own instead; PUBLIC_URL is passed on.
 The server secret is SERVER_SECRET from the environment, or one generated once into var/server-secret.
-Each service serves Prometheus metrics on its default port (9101..9104), or a free one when that is
+Each service serves Prometheus metrics on its default port (9101..9105), or a free one when that is
 taken; the endpoints are printed at start. METRICS_PORT=0 turns them off.
+The HTTP edge (services/web) listens on 127.0.0.1:8080 (--web-port, or WEB_PORT); a run refuses to
+start when that port is taken. Once every service answers health, READY is printed with its URL.
 """
+
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -21,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from devstack.demo_sign_in import offer_demo_sign_in
 from devstack.health import report_readiness
 from devstack.nats_server import NatsServer
-from devstack.ports import free_port, port_is_free
+from devstack.ports import LOOPBACK, free_port, port_is_free
 from devstack.postgres_server import PostgresServer
 from devstack.process import ServerStartError
 from devstack.server_secret import secret_for_services
@@ -37,12 +42,13 @@ from devstack.stack_record import (
     stop_recorded,
 )
 from shared.telemetry import DEFAULT_HOST, DEFAULT_PORTS
-from shared.topology import SERVICES
+from shared.topology import EDGE_SERVICE, SERVICES
 
 DATABASE = "team_members"
 NATS_PORT = 4222
 POSTGRES_PORTS = (5432, 54329)
 SMTP_PORT = 2525
+WEB_PORT = 8080
 DEFAULT_PUBLIC_URL = "http://localhost:8080"
 EXTERNAL_URLS = ("NATS_URL", "DATABASE_URL", "SMTP_URL")
 
@@ -61,6 +67,7 @@ class RunOptions:
     nats_port: int = NATS_PORT
     postgres_ports: tuple[int, ...] = POSTGRES_PORTS
     smtp_port: int = SMTP_PORT
+    web_port: int = WEB_PORT
 
 
 class StackWatch:
@@ -223,14 +230,43 @@ def services_present(root: Path) -> list[str]:
     return [name for name in SERVICES if (root / "services" / name / "__main__.py").exists()]
 
 
-def service_environment(urls: dict[str, str], secret: dict[str, str]) -> dict[str, str]:
+def service_environment(urls: dict[str, str], secret: dict[str, str], web_port: int = WEB_PORT) -> dict[str, str]:
     return {
         **os.environ,
         **urls,
         **secret,
         "PUBLIC_URL": os.environ.get("PUBLIC_URL", DEFAULT_PUBLIC_URL),
+        "WEB_PORT": str(web_port),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+@dataclass(frozen=True)
+class EdgeAddress:
+    """Where the edge listens, and the URL its links use (PUBLIC_URL: a proxy's, or this one)."""
+
+    host: str
+    port: int
+    public_url: str
+
+    @classmethod
+    def of(cls, options: RunOptions, environment: dict[str, str]) -> EdgeAddress:
+        public_url = environment.get("PUBLIC_URL", DEFAULT_PUBLIC_URL)
+        return cls(environment.get("WEB_HOST", LOOPBACK), options.web_port, public_url)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def require_free(self) -> None:
+        if not port_is_free(self.port, self.host):
+            raise ServerStartError(
+                f"{self.host}:{self.port} is in use (another `make run`?); the edge needs it: "
+                f"stop what listens there, or choose another port with --web-port or WEB_PORT"
+            )
+
+    def announce(self) -> None:
+        console("run", f"the edge (HTTP API and pages): {self.url}  PUBLIC_URL={self.public_url}")
 
 
 def metrics_ports(names: list[str], environment: dict[str, str]) -> dict[str, int]:
@@ -262,20 +298,24 @@ async def supervise(root: Path, options: RunOptions) -> int:
     services: list[ServiceProcess] = []
     try:
         await asyncio.to_thread(watch.stop_stale_stack)
+        present = services_present(root)
+        edge = EdgeAddress.of(options, dict(os.environ)) if EDGE_SERVICE in present else None
+        if edge is not None:
+            edge.require_free()  # before any server starts: nothing to stop when it is taken
         watch.start_guardian()
         secret, where_from = secret_for_services(options.var_dir, dict(os.environ))
         console("run", where_from)
         urls = await asyncio.to_thread(servers.start)
         if stop_requested.is_set():
             return 0
-        environment = service_environment(urls, secret)
-        ports = metrics_ports(services_present(root), environment)
+        environment = service_environment(urls, secret, options.web_port)
+        ports = metrics_ports(present, environment)
         print_metrics_endpoints(ports, environment.get("METRICS_HOST", DEFAULT_HOST))
         services = [ServiceProcess(name, {**environment, "METRICS_PORT": str(port)}, root) for name, port in ports.items()]
         for service in services:
             await service.start()
             watch.add(recorded_service(service))
-        return await run_until_stopped(services, stop_requested, urls["NATS_URL"])
+        return await run_until_stopped(services, stop_requested, urls["NATS_URL"], edge, environment)
     except ServerStartError as error:
         console("run", f"could not start: {error}")
         return 1
@@ -287,10 +327,22 @@ async def supervise(root: Path, options: RunOptions) -> int:
         console("run", "stopped")
 
 
-async def run_until_stopped(services: list[ServiceProcess], stop_requested: asyncio.Event, nats_url: str) -> int:
+async def run_until_stopped(
+    services: list[ServiceProcess],
+    stop_requested: asyncio.Event,
+    nats_url: str,
+    edge: EdgeAddress | None = None,
+    environment: dict[str, str] | None = None,
+) -> int:
     """Until a stop is requested (exit 0) or a service exits on its own (exit 1)."""
+
+    async def ready() -> None:
+        if await report_readiness(nats_url, [s.name for s in services]) and edge is not None:
+            edge.announce()
+            await offer_demo_sign_in(nats_url, environment or dict(os.environ))
+
     if services:
-        readiness = asyncio.create_task(report_readiness(nats_url, [s.name for s in services]))
+        readiness = asyncio.create_task(ready())
     else:
         readiness = None
         console("run", f"no services/<name>/__main__.py yet ({', '.join(SERVICES)}): running the servers only")
@@ -313,13 +365,22 @@ def parse_options(argv: list[str] | None = None) -> RunOptions:
     parser.add_argument("--nats-port", type=int, default=NATS_PORT)
     parser.add_argument("--postgres-port", type=int, action="append", help=f"tried in order (default {POSTGRES_PORTS})")
     parser.add_argument("--smtp-port", type=int, default=SMTP_PORT)
+    parser.add_argument(
+        "--web-port", type=int, default=_web_port_from_environment(), help=f"the edge's HTTP port (WEB_PORT, else {WEB_PORT})"
+    )
     arguments = parser.parse_args(argv)
     return RunOptions(
         var_dir=arguments.var_dir.resolve(),
         nats_port=arguments.nats_port,
         postgres_ports=tuple(arguments.postgres_port or POSTGRES_PORTS),
         smtp_port=arguments.smtp_port,
+        web_port=arguments.web_port,
     )
+
+
+def _web_port_from_environment() -> int:
+    given = os.environ.get("WEB_PORT", "")
+    return int(given) if given.isdigit() else WEB_PORT
 
 
 def main() -> None:

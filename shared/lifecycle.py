@@ -39,6 +39,9 @@ def run_service(name: str, serve: Callable[[Settings, asyncio.Event], Awaitable[
 
     try:
         asyncio.run(main())
+    except ConfigurationError as error:  # found by the service itself: its own settings, an address it cannot take
+        print(f"{name}: refusing to start: {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_MISCONFIGURED)
     finally:
         if exporter is not None:
             exporter.stop()

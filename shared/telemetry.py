@@ -86,6 +86,17 @@ DELIVERIES = Gauge(f"{PREFIX}_notifier_deliveries", "Invitation email deliveries
 SEND_ATTEMPTS = Counter(
     f"{PREFIX}_notifier_send_attempts", "Delivery attempts settled, by result (sent, retry, failed, skipped)", ["result"]
 )
+HTTP_REQUESTS = Counter(
+    f"{PREFIX}_http_requests",
+    "HTTP requests the edge answered, by route template (unmatched for no route), method and status",
+    ["route", "method", "status"],
+)
+HTTP_SECONDS = Histogram(
+    f"{PREFIX}_http_request_duration_seconds",
+    "Time from a request's arrival at the edge to the end of its response, by route template, method and status",
+    ["route", "method", "status"],
+    buckets=COMMAND_BUCKETS,
+)
 
 Probe = Callable[[], Awaitable[None]]
 
@@ -187,6 +198,19 @@ def consumer_settled(consumer: str, message: Msg, lag: timedelta) -> None:
     """A message acked after its batch's commit: the consumer's position and the event's lag."""
     CONSUMER_POSITION.labels(consumer).set(message.metadata.sequence.stream)
     CONSUMER_LAG_SECONDS.labels(consumer).observe(max(lag.total_seconds(), 0.0))
+
+
+@lru_cache(maxsize=1024)
+def _http(route: str, method: str, status: int) -> tuple[Any, Any]:
+    return HTTP_REQUESTS.labels(route, method, str(status)), HTTP_SECONDS.labels(route, method, str(status))
+
+
+def http_answered(route: str, method: str, status: int, seconds: float) -> None:
+    """An HTTP response of the edge. The route is a template (`/v1/orgs/{org_id}/members`), never a
+    path: one series per route, not per organization."""
+    counter, histogram = _http(route, method, status)
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def dead_lettered(consumer: str) -> None:

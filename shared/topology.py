@@ -18,13 +18,15 @@ from .partitions import Partition
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "jetstream"
 
 # Membership takes the commands and writes the MEMBERSHIP stream; each projector reads it through a
-# durable consumer named after itself. `teamctl`, the development stack and the tests use these lists.
+# durable consumer named after itself; the edge turns HTTP requests into the same commands and queries,
+# and holds no state. `teamctl`, the development stack and the tests use these lists.
 # The example of a partitioned projector written out beside them: billing over 2 partitions.
 EXAMPLE_PARTITIONS = 2
 
 COMMAND_SERVICE = "membership"
 PROJECTORS = ("billing", "audit", "notifier")
-SERVICES = (COMMAND_SERVICE, *PROJECTORS)
+EDGE_SERVICE = "web"
+SERVICES = (COMMAND_SERVICE, *PROJECTORS, EDGE_SERVICE)
 
 
 def _clean(config: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ teamctl demo
 teamctl status
 teamctl dlq list [--service billing]
 teamctl dlq retry billing SEQUENCE
+teamctl login --user u1 --email me@acme.io [--next /orgs/acme/settings/team]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from shared.topology import COMMAND_SERVICE, PROJECTORS, SERVICES
 
 from .client import Client
 from .demo import run_demo
+from .login import login
 
 try:
     from .progress import progress
@@ -120,7 +122,7 @@ async def _status(client: Client, _: argparse.Namespace) -> int:
         health = await _health_of(client, service)
         healthy &= health in ("ok", "not running")
         position = behind = unacked = "-"
-        if service != COMMAND_SERVICE:
+        if service in PROJECTORS:  # membership writes the stream and the edge holds nothing: no consumer
             try:
                 consumer = await js.consumer_info(subjects.STREAM, service)
                 position, behind, unacked = consumer.delivered.stream_seq, consumer.num_pending, consumer.num_ack_pending
@@ -242,11 +244,18 @@ def _parser() -> argparse.ArgumentParser:
 
     health = commands.add_parser("health", help="ask every service for its health")
     health.set_defaults(run=_health)
+
+    sign_in = commands.add_parser("login", help="print a one-time sign-in link for the web edge (five minutes)")
+    sign_in.add_argument("--user", required=True, help="the user id to sign in as")
+    sign_in.add_argument("--email", required=True)
+    sign_in.add_argument("--next", dest="next_path", help="a path on the edge to land on, such as /orgs/acme/settings/team")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.action == "login":  # signs with the server secret; no NATS needed
+        return login(args.user, args.email, args.next_path)
 
     async def run() -> int:
         client = await Client.connect(args.nats_url)

@@ -17,6 +17,9 @@ from pathlib import Path
 import msgspec
 import nats
 
+from devstack.ports import free_port
+from shared.topology import EDGE_SERVICE
+
 REPO = Path(__file__).resolve().parent.parent
 # For services started without a secret of the caller's (the benchmark's, say): one for the whole
 # process, so that membership and the notifier it starts agree on invitation tokens.
@@ -29,13 +32,28 @@ def with_a_server_secret(env: dict[str, str]) -> dict[str, str]:
     return {**env, "SERVER_SECRET": HARNESS_SERVER_SECRET}
 
 
+def with_a_web_port(name: str, env: dict[str, str]) -> dict[str, str]:
+    """The edge listens on a free port unless the test names one: 8080 may be `make run`'s."""
+    if name != EDGE_SERVICE or env.get("WEB_PORT"):
+        return env
+    return {**env, "WEB_PORT": str(free_port())}
+
+
 class ServiceUnderTest:
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         # No metrics port unless the test gives one: parallel runs would fight over the defaults.
-        self.env = with_a_server_secret({**os.environ, "METRICS_PORT": "0", **env, "PYTHONUNBUFFERED": "1"})
+        self.env = with_a_web_port(
+            name, with_a_server_secret({**os.environ, "METRICS_PORT": "0", **env, "PYTHONUNBUFFERED": "1"})
+        )
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The edge's own address (`web` only): http://127.0.0.1:<WEB_PORT>; a restart keeps the port."""
+        assert self.name == EDGE_SERVICE, f"{self.name} serves no HTTP"
+        return f"http://{self.env.get('WEB_HOST', '127.0.0.1')}:{self.env['WEB_PORT']}"
 
     def start(self, wait: bool = True) -> ServiceUnderTest:
         with open(self.log_path, "ab") as log:

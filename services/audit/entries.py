@@ -30,10 +30,15 @@ ACTIONS = {
     "SeatRemoved": "seats.removed",
     "ApiKeyCreated": "api_key.created",
     "ApiKeyRevoked": "api_key.revoked",
+    "RoleDefined": "role.defined",
+    "RoleUpdated": "role.updated",
+    "RoleDeleted": "role.deleted",
 }
 
 
 def action_of(event_type: str) -> str:
+    """The contract's action; an event type this version does not know (a newer membership's) is
+    recorded all the same, as `unknown.<EventType>`, with its data as metadata: never dead-lettered."""
     return ACTIONS.get(event_type, f"unknown.{event_type}")
 
 
@@ -59,6 +64,8 @@ def targets_of(event: Envelope) -> list[dict[str, str]]:
             return [{"type": "api_key", "id": data["key_id"]}, *owner]
         case "ApiKeyRevoked":
             return [{"type": "api_key", "id": data["key_id"]}]
+        case "RoleDefined" | "RoleUpdated" | "RoleDeleted":
+            return [{"type": "role", "id": data["role_key"]}]
     return [org]
 
 
@@ -86,7 +93,27 @@ def metadata_of(event: Envelope) -> dict[str, Any]:
                 "before": {"seats_total": data["seats_total"] + data["quantity"]},
                 "after": {"seats_total": data["seats_total"]},
             }
+        case "RoleDefined":
+            return {**_role_description(data), "before": {"permissions": []}, "after": {"permissions": data["permissions"]}}
+        case "RoleUpdated":
+            previous = data.get("previous") or {}
+            return {
+                **_role_description(data),
+                "before": {key: previous.get(key) for key in ("name", "description", "permissions")},
+                "after": {key: data[key] for key in ("name", "description", "permissions")},
+            }
+        case "RoleDeleted":
+            previous = data.get("previous") or {}
+            return {
+                "role_key": data["role_key"],
+                "before": {"permissions": previous.get("permissions")},  # null for a deletion recorded without it
+                "after": {"permissions": []},
+            }
     return data
+
+
+def _role_description(data: dict[str, Any]) -> dict[str, Any]:
+    return {"role_key": data["role_key"], "name": data["name"], "description": data["description"]}
 
 
 def entry_for(event: Envelope, seq: int, prev_hash: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Per organization the index holds its own `Organization` (built by the same event
 rules answer: `Organization.key_permissions`), and derived from it, whenever a change touches
 members or keys:
 - a key's secret hash -> `KeyAccess` (principal, effective permissions, expiry, status);
-- (org_id, user_id) -> role.
+- (org_id, user_id) -> `MemberAccess`: the role and the permissions it grants now (a custom role's
+  as currently defined: `RoleUpdated` changes every holder's entry and every key they own).
 
 `authorize_key` / `authorize_user` are plain dict look-ups on the event loop: no PostgreSQL, no org
 lock, no thread. Changes arrive three ways, all in per-organization order (an event whose version is
@@ -35,7 +36,6 @@ from shared.contract.access import KeyGrant, KeyStatus, RoleGrant
 
 from .domain import events as ev
 from .domain.organization import Organization, org_uuid
-from .domain.permissions import permissions_of
 from .domain.values import ApiKey
 from .secrets import hash_secret
 
@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 # Time-independent permissions: computed "before any expiry", the expiry kept apart (see `_key_access`).
 _BEFORE_ANY_EXPIRY = datetime(1, 1, 1, tzinfo=UTC)
-# Events that change neither members nor keys: the derived entries stay as they are.
+# Events that change neither members nor keys: the derived entries stay as they are. Every role event
+# refreshes (they are rare): `RoleUpdated` changes every holder's entry and their keys'.
 _NO_ACCESS_CHANGE = (
     ev.PlanChanged,
     ev.MemberInvited,
@@ -79,12 +80,18 @@ class KeyAccess:
         return KeyGrant(
             org_id=self.org_id,
             key_id=self.key_id,
-            role=self.role,  # type: ignore[arg-type]
+            role=self.role,
             permissions=list(self.permissions),  # type: ignore[arg-type]
             expires_at=self.expires_at,
             status=self.status,
             version=self.version,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAccess:
+    role: str
+    permissions: tuple[str, ...]  # sorted: the role's, as defined at the organization's version
 
 
 @dataclass
@@ -104,9 +111,9 @@ class AccessIndex:
         self.now = now
         self.orgs: dict[str, Organization] = {}
         self.by_hash: dict[str, KeyAccess] = {}
-        self.roles: dict[tuple[str, str], str] = {}
+        self.roles: dict[tuple[str, str], MemberAccess] = {}
         self._org_keys: dict[str, dict[str, KeyAccess]] = {}
-        self._org_roles: dict[str, dict[str, str]] = {}
+        self._org_roles: dict[str, dict[str, MemberAccess]] = {}
         self._user_orgs: dict[str, set[str]] = {}
         self.listeners: list[Callable[[Changes], None]] = []
 
@@ -124,10 +131,10 @@ class AccessIndex:
     def authorize_user(self, org_id: str, user_id: str, permission: str) -> dict[str, Any]:
         if org_id not in self.orgs:
             return denied()
-        role = self.roles.get((org_id, user_id))
-        if role is None:
+        access = self.roles.get((org_id, user_id))
+        if access is None:
             return denied(org_id)
-        return decision(org_id, "user", user_id, role, tuple(sorted(permissions_of(role))), permission)
+        return decision(org_id, "user", user_id, access.role, access.permissions, permission)
 
     def user_orgs(self, query: q.UserOrgsQuery) -> q.UserOrgsPage:
         """The organizations `user_id` is a member of, the earliest joined first, one page."""
@@ -182,21 +189,24 @@ class AccessIndex:
         old_keys = self._org_keys.get(org_id, {})
         keys = {key.secret_hash: _key_access(org, key) for key in org.api_keys.values()}
         old_roles = self._org_roles.get(org_id, {})
-        roles: dict[str, str] = {user_id: member.role for user_id, member in org.members.items()}
+        roles = {
+            user_id: MemberAccess(member.role, tuple(sorted(org.role_permissions(member.role))))
+            for user_id, member in org.members.items()
+        }
         for secret_hash, access in keys.items():
             self.by_hash[secret_hash] = access
         for user_id in old_roles.keys() - roles.keys():
             self.roles.pop((org_id, user_id), None)
             self._leave(user_id, org_id)
-        for user_id, role in roles.items():
-            self.roles[(org_id, user_id)] = role
+        for user_id, member_access in roles.items():
+            self.roles[(org_id, user_id)] = member_access
             self._user_orgs.setdefault(user_id, set()).add(org_id)
         self._org_keys[org_id] = keys
         self._org_roles[org_id] = roles
         if self.listeners:
             changes = Changes(
                 keys={h: a for h, a in keys.items() if _differs(old_keys.get(h), a)},
-                roles={(org_id, u): role_grant(org_id, u, r, org.version) for u, r in roles.items() if old_roles.get(u) != r},
+                roles={(org_id, u): role_grant(org_id, u, a, org.version) for u, a in roles.items() if old_roles.get(u) != a},
                 roles_gone={(org_id, u) for u in old_roles.keys() - roles.keys()},
             )
             if changes:
@@ -214,11 +224,11 @@ class AccessIndex:
         """Every entry, as changes: what a new writer of the access bucket puts first."""
         return Changes(
             keys=dict(self.by_hash),
-            roles={(o, u): role_grant(o, u, r, self.version(o)) for (o, u), r in self.roles.items()},
+            roles={(o, u): role_grant(o, u, a, self.version(o)) for (o, u), a in self.roles.items()},
             roles_gone=set(),
         )
 
-    def state(self) -> tuple[dict[str, KeyAccess], dict[tuple[str, str], str], dict[str, int], dict[str, set[str]]]:
+    def state(self) -> tuple[dict[str, KeyAccess], dict[tuple[str, str], MemberAccess], dict[str, int], dict[str, set[str]]]:
         """What the index answers from, for comparing two indexes."""
         versions = {org_id: org.version for org_id, org in self.orgs.items()}
         return dict(self.by_hash), dict(self.roles), versions, {user: set(orgs) for user, orgs in self._user_orgs.items()}
@@ -259,12 +269,12 @@ def _key_access(org: Organization, key: ApiKey) -> KeyAccess:
     )
 
 
-def role_grant(org_id: str, user_id: str, role: str, version: int) -> RoleGrant:
+def role_grant(org_id: str, user_id: str, access: MemberAccess, version: int) -> RoleGrant:
     return RoleGrant(
         org_id=org_id,
         user_id=user_id,
-        role=role,  # type: ignore[arg-type]
-        permissions=sorted(permissions_of(role)),
+        role=access.role,
+        permissions=list(access.permissions),  # type: ignore[arg-type]
         version=version,
     )
 

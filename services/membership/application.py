@@ -244,6 +244,13 @@ class MembershipApplication(Application):
                 return {**result, "secret": issued.secret}, True
             case cmd.RevokeApiKey():
                 return org.revoke_api_key(ctx, command.key_id), False
+            case cmd.DefineRole():
+                return org.define_role(ctx, command.role_key, command.name, command.description, list(command.permissions)), False
+            case cmd.UpdateRole():
+                permissions: list[str] | None = None if command.permissions is None else list(command.permissions)
+                return org.update_role(ctx, command.role_key, command.name, command.description, permissions), False
+            case cmd.DeleteRole():
+                return org.delete_role(ctx, command.role_key), False
         raise TypeError(f"no handler for {type(command).__name__}")
 
     # -- recording ------------------------------------------------------------------

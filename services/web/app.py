@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
 import msgspec
 import structlog
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi.config import OpenAPIConfig
+from litestar.params import ParameterKwarg
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import Refused
+from shared.errors import Invalid, Refused
 from shared.requests import bounded
 from shared.version import package_version
 
+from . import openapi
 from .api import ROUTES as API_ROUTES
 from .bus import InternalFailure, Unavailable
+from .callers import Unauthenticated
 from .edge import HEADER_ID, Edge
+from .pages import ROUTES as PAGE_ROUTES
 from .problems import PROBLEM_MEDIA_TYPE, problem
+from .signin_routes import ROUTES as SIGNIN_ROUTES
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
@@ -36,7 +43,8 @@ def problem_response(
 
 
 def _refused(_: Request[Any, Any, Any], refusal: Refused) -> Response[bytes]:
-    return problem_response(refusal.code, refusal.message, refusal.details)
+    challenge = {"WWW-Authenticate": 'Bearer realm="team-members"'} if isinstance(refusal, Unauthenticated) else None
+    return problem_response(refusal.code, refusal.message, refusal.details, headers=challenge)
 
 
 def _unavailable(request: Request[Any, Any, Any], failure: Exception) -> Response[bytes]:
@@ -60,6 +68,8 @@ def _http(_: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
         return problem_response("not_found", "no such resource")
     if error.status_code == 413:
         return problem_response("payload_too_large", "the request body is too large")
+    if error.status_code == 400:  # a body that is not JSON, say: as invalid as a wrong field
+        return problem_response("validation_error", str(error.detail))
     body = problem("http_error", bounded(str(error.detail)))
     body = msgspec.structs.replace(body, status=error.status_code, title=str(error.detail)[:100])
     return Response(
@@ -72,6 +82,31 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[b
     body = problem("internal", "the edge could not complete the request")
     body = msgspec.structs.replace(body, status=500, title="Internal error")
     return Response(content=_encoder.encode(body), status_code=500, media_type=PROBLEM_MEDIA_TYPE)
+
+
+RESERVED_NAMES = frozenset({"request", "edge", "data"})
+
+
+@functools.cache
+def query_names(handler: HTTPRouteHandler) -> frozenset[str]:
+    """The query parameters a route declares (by their names on the wire)."""
+    names = set()
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        declared = field.kwarg_definition
+        if name in RESERVED_NAMES or not isinstance(declared, ParameterKwarg) or declared.header or declared.cookie:
+            continue
+        names.add(declared.query or name)
+    return frozenset(names)
+
+
+async def unknown_query_refused(request: Request[Any, Any, Any]) -> None:
+    """Unknown query parameters are refused, as unknown fields are on the bus: a typo never passes as a default."""
+    handler = request.route_handler
+    if not isinstance(handler, HTTPRouteHandler):
+        return
+    unknown = set(request.query_params) - query_names(handler) - set(request.path_params)
+    if unknown:
+        raise Invalid("unknown query parameters", unknown=sorted(name[:64] for name in unknown)[:10])
 
 
 class RequestIdMiddleware(ASGIMiddleware):
@@ -97,7 +132,11 @@ async def healthz() -> dict[str, object]:
 
 @get("/openapi.json", media_type=MediaType.JSON, include_in_schema=False)
 async def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return request.app.openapi_schema.to_schema()
+    document: dict[str, Any] = request.app.state.get("openapi_document") or openapi.finished(
+        request.app.openapi_schema.to_schema()
+    )
+    request.app.state.openapi_document = document
+    return document
 
 
 def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
@@ -105,7 +144,14 @@ def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
         return edge
 
     config = AppConfig(
-        route_handlers=[healthz, openapi_document, *API_ROUTES, *(extra_routes or [])],
+        route_handlers=[
+            healthz,
+            openapi_document,
+            Router("/", route_handlers=API_ROUTES, before_request=unknown_query_refused),
+            *SIGNIN_ROUTES,
+            *PAGE_ROUTES,
+            *(extra_routes or []),
+        ],
         dependencies={"edge": Provide(provide_edge, sync_to_thread=False)},
         exception_handlers={
             Refused: _refused,

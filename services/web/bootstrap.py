@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import structlog
@@ -11,17 +12,19 @@ import uvicorn
 
 from shared import subjects
 from shared.bus import connect
+from shared.clock import SystemClock
 from shared.contract import queries as q
 from shared.requests import reply_handler
 from shared.responder import Responder
-from shared.settings import Settings
+from shared.settings import ConfigurationError, Settings
 from shared.version import health
 
 from .app import create_app
 from .bus import PlatformBus
-from .callers import NoSessions
-from .config import WebSettings
+from .config import PlatformSignInSettings, WebSettings
 from .edge import Edge
+from .metrics import HttpMetrics
+from .signin import open_sign_in
 
 QUEUE_GROUP = "web"
 
@@ -34,15 +37,29 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+def listening_socket(own: WebSettings) -> socket.socket:
+    """The edge's address, taken before anything else starts: a taken port stops the service with its name."""
+    family = socket.AF_INET6 if ":" in own.host else socket.AF_INET
+    try:
+        return socket.create_server((own.host, own.port), family=family, backlog=2048)
+    except OSError as error:
+        raise ConfigurationError(f"cannot listen on {own.host}:{own.port} (WEB_HOST, WEB_PORT): {error.strerror}") from None
+
+
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     own = WebSettings.from_env()
+    platform = PlatformSignInSettings.from_env()
+    listening = listening_socket(own)
     nc = await connect(settings.nats_url)
     responder = Responder(nc)
     try:
-        edge = Edge(PlatformBus(nc, own.bus_timeout_seconds), NoSessions(), own, settings.public_url)
+        signin = await open_sign_in(
+            nc.jetstream(), settings.server_secret, settings.public_url, own, platform, SystemClock(), settings.stream_replicas
+        )
+        edge = Edge(PlatformBus(nc, own.bus_timeout_seconds), signin.sessions, own, settings.public_url, signin)
         server = EmbeddedServer(
             uvicorn.Config(
-                create_app(edge),
+                HttpMetrics(create_app(edge)),
                 host=own.host,
                 port=own.port,
                 log_config=None,
@@ -52,7 +69,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
                 proxy_headers=False,
             )
         )
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=[listening]))
         while not server.started:
             if serving.done():
                 serving.result()  # the port could not be taken: raise why

@@ -75,12 +75,12 @@ class PlatformBus:
         raise refusal(reply.error.message, **reply.error.details)
 
     async def command(
-        self, name: str, org_id: str, actor: Actor, command_id: str, correlation_id: str | None, **fields: Any
+        self, name: str, org_id: str, actor: Actor, command_id: str, correlation_id: str | None, /, **fields: Any
     ) -> Any:
         body = {"command_id": command_id, "org_id": org_id, "actor": actor, **fields}
         if correlation_id is not None:
             body["correlation_id"] = correlation_id
         return await self.request(subjects.command(name), body)
 
-    async def query(self, service: str, name: str, **fields: Any) -> Any:
+    async def query(self, service: str, name: str, /, **fields: Any) -> Any:
         return await self.request(subjects.query(service, name), {k: v for k, v in fields.items() if v is not None})

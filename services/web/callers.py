@@ -7,6 +7,7 @@ holds the permission the read needs. Commands carry the actor, and membership ch
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +19,12 @@ from shared.errors import PermissionDenied, Refused
 from .bus import PlatformBus
 
 BEARER = "bearer "
+# A session caller's unsafe request carries the session's CSRF token: in this header (scripts) or this
+# form field (HTML forms). API keys need none: no browser sends them on its own.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # Any permission serves to learn who a key is: `authorize` names the principal either way.
 IDENTIFYING_PERMISSION = "org:read"
 
@@ -32,6 +39,9 @@ class Unauthenticated(Refused):
 class SignedInUser:
     user_id: str
     email: str
+    session_id: str = ""
+    # Pages put it in forms (`csrf_token`) or a meta tag for scripts (`X-CSRF-Token`); empty never passes.
+    csrf_token: str = ""
 
 
 class SessionReader(Protocol):
@@ -60,19 +70,16 @@ class Caller:
     actor: Actor
     api_key: str | None = None  # the presented secret; never logged, never echoed
     user: SignedInUser | None = None
-    key_org_id: str | None = None  # the one org a key belongs to
+    key_access: Access | None = None  # a key's one organization and its permissions there, learnt when identified
 
     async def access(self, bus: PlatformBus, org_id: str, permission: str) -> Access:
-        if self.api_key is not None:
-            answer = await bus.query("membership", "authorize", api_key=self.api_key, permission=permission)
-            if answer["principal"] is None:
-                raise Unauthenticated("the API key is unknown, revoked or expired")
-            if answer["org_id"] != org_id:
+        if self.key_access is not None:
+            if self.key_access.org_id != org_id:
                 raise PermissionDenied("the API key belongs to another organization", reason="other_organization")
-        else:
-            answer = await bus.query("membership", "authorize", org_id=org_id, user_id=self.actor.id, permission=permission)
-            if answer["principal"] is None:
-                raise PermissionDenied("you are not a member of this organization", reason="not_a_member")
+            return self.key_access
+        answer = await bus.query("membership", "authorize", org_id=org_id, user_id=self.actor.id, permission=permission)
+        if answer["principal"] is None:
+            raise PermissionDenied("you are not a member of this organization", reason="not_a_member")
         return Access(org_id=org_id, role=answer["role"], permissions=tuple(answer["permissions"]))
 
     async def require(self, bus: PlatformBus, org_id: str, permission: str) -> Access:
@@ -95,8 +102,27 @@ async def identify(request: Request, bus: PlatformBus, sessions: SessionReader) 
         answer = await bus.query("membership", "authorize", api_key=secret, permission=IDENTIFYING_PERMISSION)
         if answer["principal"] is None:
             raise Unauthenticated("the API key is unknown, revoked or expired")
-        return Caller(actor=Actor(type="api_key", id=answer["principal"]["id"]), api_key=secret, key_org_id=answer["org_id"])
+        access = Access(org_id=answer["org_id"], role=answer["role"], permissions=tuple(answer["permissions"]))
+        return Caller(actor=Actor(type="api_key", id=answer["principal"]["id"]), api_key=secret, key_access=access)
     user = await sessions.signed_in(request)
     if user is None:
         raise Unauthenticated("sign in, or present an API key as `Authorization: Bearer <secret>`")
+    await require_csrf_token(request, user)
     return Caller(actor=Actor(type="user", id=user.user_id), user=user)
+
+
+async def require_csrf_token(request: Request, user: SignedInUser) -> None:
+    """For an unsafe method: the session's CSRF token, from the header or the form; else permission_denied."""
+    if request.method.upper() not in UNSAFE_METHODS:
+        return
+    presented = request.headers.get(CSRF_HEADER)
+    if presented is None and request.headers.get("content-type", "").lower().startswith(FORM_TYPES):
+        field = (await request.form()).get(CSRF_FIELD)
+        presented = field if isinstance(field, str) else None
+    if not presented:
+        raise PermissionDenied(
+            f"a signed-in change needs the session's CSRF token in {CSRF_HEADER} or the form field {CSRF_FIELD}",
+            reason="csrf_token_missing",
+        )
+    if not user.csrf_token or not hmac.compare_digest(presented.encode(), user.csrf_token.encode()):
+        raise PermissionDenied("the CSRF token does not belong to this session; reload the page", reason="csrf_token_mismatch")

@@ -14,6 +14,7 @@ from shared.errors import Invalid
 from .bus import PlatformBus, fresh_command_id
 from .callers import Access, Caller, SessionReader, identify
 from .config import WebSettings
+from .signin import SignIn
 
 # X-Request-ID and Idempotency-Key become `correlation_id` and `command_id`: the contract's bounded keys.
 HEADER_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
@@ -25,6 +26,7 @@ class Edge:
     sessions: SessionReader
     settings: WebSettings
     public_url: str
+    signin: SignIn | None = None  # /session's sign-in and sign-out; `sessions` is its reader
 
     async def caller(self, request: Request[Any, Any, Any]) -> Caller:
         return await identify(request, self.bus, self.sessions)
@@ -34,7 +36,8 @@ class Edge:
         caller = await self.caller(request)
         return caller, await caller.require(self.bus, org_id, permission)
 
-    async def command(self, request: Request[Any, Any, Any], name: str, org_id: str, actor: Actor, **fields: Any) -> Any:
+    async def command(self, request: Request[Any, Any, Any], name: str, org_id: str, actor: Actor, /, **fields: Any) -> Any:
+        """The command's result; `fields` are its own (an API key's `name` among them), None ones left out."""
         return await self.bus.command(
             name,
             org_id,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
 
 from .common import (
+    RESERVED_PERMISSIONS,
+    ROLES,
     Actor,
     BoundedKey,
     Cents,
+    Description,
     EmailText,
     Identifier,
     NonEmptyText,
@@ -17,6 +21,7 @@ from .common import (
     Plan,
     Quantity,
     Role,
+    RoleKey,
     UtcTime,
     as_utc,
     normalize_email,
@@ -120,6 +125,47 @@ class RevokeApiKey(Command, frozen=True, kw_only=True):
     key_id: Identifier
 
 
+RolePermissions = Annotated[list[Permission], msgspec.Meta(max_length=64)]
+
+
+def _custom_role_rules(role_key: str, permissions: Sequence[str] | None) -> None:
+    """A custom role is never a built-in one, and never holds what would let it make owners or define roles."""
+    if role_key in ROLES:
+        raise ValueError(f"role_key {role_key} is a built-in role; choose another key (at `$.role_key`)")
+    reserved = sorted(set(permissions or ()) & RESERVED_PERMISSIONS)
+    if reserved:
+        raise ValueError(f"a custom role may not hold {', '.join(reserved)} (at `$.permissions`)")
+
+
+class DefineRole(Command, frozen=True, kw_only=True):
+    role_key: RoleKey
+    name: NonEmptyText
+    description: Description = ""
+    permissions: RolePermissions
+
+    def __post_init__(self) -> None:
+        _custom_role_rules(self.role_key, self.permissions)
+
+
+class UpdateRole(Command, frozen=True, kw_only=True):
+    """What is absent stays as it was."""
+
+    role_key: RoleKey
+    name: NonEmptyText | None = None
+    description: Description | None = None
+    permissions: RolePermissions | None = None
+
+    def __post_init__(self) -> None:
+        _custom_role_rules(self.role_key, self.permissions)
+
+
+class DeleteRole(Command, frozen=True, kw_only=True):
+    role_key: RoleKey
+
+    def __post_init__(self) -> None:
+        _custom_role_rules(self.role_key, None)
+
+
 COMMANDS: dict[str, type[Command]] = {
     "create_organization": CreateOrganization,
     "change_plan": ChangePlan,
@@ -133,4 +179,7 @@ COMMANDS: dict[str, type[Command]] = {
     "remove_seats": RemoveSeats,
     "create_api_key": CreateApiKey,
     "revoke_api_key": RevokeApiKey,
+    "define_role": DefineRole,
+    "update_role": UpdateRole,
+    "delete_role": DeleteRole,
 }

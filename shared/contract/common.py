@@ -28,13 +28,18 @@ ID_PATTERN = whole("[A-Za-z0-9_-]{1,64}")
 
 Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=SAFE_TEXT)]
+Description = Annotated[str, msgspec.Meta(max_length=1000, pattern=SAFE_TEXT)]
 BoundedKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=SAFE_TEXT)]
 EmailText = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL_LENGTH + 64)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 Cents = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
-Role = Literal["owner", "admin", "developer"]
+BuiltinRole = Literal["owner", "admin", "developer"]
+ROLE_KEY_PATTERN = whole("[a-z0-9][a-z0-9-]{0,62}")
+# A built-in role or a custom role's key (v1.3): the built-in names match the key grammar too.
+Role = Annotated[str, msgspec.Meta(pattern=ROLE_KEY_PATTERN)]
+RoleKey = Role
 Plan = Literal["free", "pro", "enterprise"]
 ActorType = Literal["user", "api_key", "scim", "system"]
 Permission = Literal[
@@ -56,9 +61,13 @@ Permission = Literal[
     "gateway:use",
 ]
 
-ROLES: tuple[Role, ...] = ("owner", "admin", "developer")
+ROLES: tuple[BuiltinRole, ...] = ("owner", "admin", "developer")
 PLANS: tuple[Plan, ...] = ("free", "pro", "enterprise")
 PERMISSIONS: tuple[Permission, ...] = Permission.__args__  # type: ignore[attr-defined]
+# What a custom role may never hold: they would let it make owners or define roles.
+RESERVED_PERMISSIONS: frozenset[Permission] = frozenset({"owners:manage", "org:manage"})
+# Permissions that apply per project: a project-scoped principal holds them only in its projects.
+PROJECT_PERMISSIONS: frozenset[Permission] = frozenset({"projects:read", "projects:use", "projects:manage", "gateway:use"})
 
 
 def normalize_email(raw: str) -> str:

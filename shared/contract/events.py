@@ -108,6 +108,32 @@ class ApiKeyRevoked(EventData, frozen=True, kw_only=True):
     reason: Literal["revoked", "member_removed"]
 
 
+class RoleDescription(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str
+    permissions: list[Permission]
+
+
+class RoleDefined(EventData, frozen=True, kw_only=True):
+    role_key: Role
+    name: str
+    description: str
+    permissions: list[Permission]
+
+
+class RoleUpdated(EventData, frozen=True, kw_only=True):
+    role_key: Role
+    name: str
+    description: str
+    permissions: list[Permission]
+    previous: RoleDescription
+
+
+class RoleDeleted(EventData, frozen=True, kw_only=True):
+    role_key: Role
+    previous: RoleDescription | None = None  # what the role was when deleted, for the audit's "before"
+
+
 EVENT_DATA: dict[str, type[EventData]] = {
     cls.__name__: cls
     for cls in (
@@ -123,6 +149,9 @@ EVENT_DATA: dict[str, type[EventData]] = {
         SeatRemoved,
         ApiKeyCreated,
         ApiKeyRevoked,
+        RoleDefined,
+        RoleUpdated,
+        RoleDeleted,
     )
 }
 EventType = Literal[tuple(EVENT_DATA)]  # type: ignore[valid-type]

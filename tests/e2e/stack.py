@@ -12,6 +12,7 @@ import time
 from email.message import Message
 from pathlib import Path
 
+from devstack.ports import free_port
 from tests.services_under_test import REPO, with_a_server_secret
 
 LINK = re.compile(r"/invitations/(?P<invitation>[^/\s\"<]+)/accept\?token=(?P<token>[A-Za-z0-9_\-%]+)")
@@ -27,12 +28,14 @@ class Supervisor:
         self.env = with_a_server_secret({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         self.log_path = log_path
         self.var_dir = var_dir or log_path.parent / "var"
+        # The edge on a port of its own: 8080 may be a `make run`'s, or another test's.
+        self.web_port = int(self.env.get("WEB_PORT") or free_port())
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "devstack.run", "--var-dir", str(self.var_dir)],
+                [sys.executable, "-m", "devstack.run", "--var-dir", str(self.var_dir), "--web-port", str(self.web_port)],
                 cwd=REPO,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -45,6 +48,11 @@ class Supervisor:
             if self.popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the stack did not come up:\n{self.output()[-4000:]}")
             time.sleep(0.2)
+
+    @property
+    def web_url(self) -> str:
+        """The edge this stack started, for tests that speak HTTP to it."""
+        return f"http://127.0.0.1:{self.web_port}"
 
     def stop(self) -> int:
         """Ctrl-C, as a person would."""

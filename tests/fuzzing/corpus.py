@@ -94,10 +94,18 @@ def valid_bodies(team: Team) -> dict[str, dict[str, Any]]:
             name="ci", permissions=["gateway:use"], owner_user_id=team.owner_id, expires_at="2100-01-01T00:00:00Z"
         ),
         "membership.cmd.revoke_api_key": command(key_id=team.key_id),
+        "membership.cmd.define_role": command(
+            role_key="billing-viewer", name="Billing viewer", description="reads invoices", permissions=["billing:read"]
+        ),
+        "membership.cmd.update_role": command(
+            role_key="billing-viewer", name="Billing viewer", description="", permissions=["billing:read", "org:read"]
+        ),
+        "membership.cmd.delete_role": command(role_key="billing-viewer"),
         "membership.query.get_organization": {"org_id": team.org_id},
         "membership.query.members": page,
         "membership.query.invitations": {**page, "status": "pending"},
         "membership.query.api_keys": page,
+        "membership.query.user_orgs": {"user_id": team.owner_id, "limit": 10, "cursor": "AAAA"},
         "membership.query.invitation": {"invitation_id": team.invitation_id, "token": "not-the-token"},
         "membership.query.seat_quote": {"org_id": team.org_id},
         "membership.query.authorize": {"permission": "members:read", "org_id": team.org_id, "user_id": team.member_id},

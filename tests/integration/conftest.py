@@ -8,6 +8,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.integration.web_edge import edge_stack  # noqa: F401  (the HTTP edge on the real stack, per module)
 from tests.servers import fresh_server_secret
 from tests.services_under_test import ServiceUnderTest, running_service
 
@@ -61,4 +62,11 @@ def billing(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnde
 @pytest.fixture
 def audit(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
     with running_service("audit", service_env, tmp_path) as service:
+        yield service
+
+
+@pytest.fixture
+def web(service_env: dict[str, str], tmp_path: Path, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
+    """The HTTP edge on a free port (its `base_url`), in front of membership."""
+    with running_service("web", service_env, tmp_path) as service:
         yield service

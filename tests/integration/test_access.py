@@ -155,3 +155,91 @@ async def test_a_users_organizations_on_the_bus(membership, nc):
     assert nobody == {"ok": True, "result": {"orgs": [], "next_cursor": None}, "events": []}
     forged = await client.query("membership", "user_orgs", user_id="owner-1", cursor="bm90LWEtY3Vyc29y")
     assert forged["ok"] is False and forged["error"]["code"] == "validation_error"
+
+
+async def test_a_role_update_reaches_authorize_and_the_embedded_replica(membership, nc):
+    """A custom role loses a permission: its holder and the key they own lose it on the service at once
+    (read your writes), and on the gateway's replica once the bucket carries it (a key never outranks its owner)."""
+    from datetime import datetime
+
+    from shared.invitations import invitation_token
+
+    client = Client(nc)
+    created = await client.command(
+        "create_organization", name="Acme", plan="enterprise", owner={"user_id": "owner-1", "email": "o@acme.io"}
+    )
+    org_id = created["result"]["org_id"]
+    role = {"role_key": "billing-manager", "name": "Billing manager"}
+    defined = await client.command(
+        "define_role",
+        org_id=org_id,
+        actor=OWNER,
+        **role,
+        permissions=["billing:manage", "billing:read", "api_keys:own", "gateway:use"],
+    )
+    assert defined["ok"], defined
+    invited = await client.command(
+        "invite_member", org_id=org_id, actor=OWNER, email="b@acme.io", role="billing-manager", accept_charge_cents=10**6
+    )
+    assert invited["ok"], invited
+    invitation_id = invited["result"]["invitation_id"]
+    expires_at = datetime.fromisoformat(invited["result"]["expires_at"].replace("Z", "+00:00"))
+    token = invitation_token(membership.env["SERVER_SECRET"], invitation_id, expires_at)
+    member = {"type": "user", "id": "bea"}
+    accepted = await client.command(
+        "accept_invitation", org_id=org_id, actor=member, invitation_id=invitation_id, token=token, user_id="bea"
+    )
+    assert accepted["ok"] and accepted["result"]["role"] == "billing-manager", accepted
+    key = await client.command(
+        "create_api_key",
+        org_id=org_id,
+        actor=member,
+        name="ci",
+        permissions=["billing:manage", "gateway:use"],
+        owner_user_id="bea",
+    )
+    assert key["ok"], key
+    secret = key["result"]["secret"]
+    assert (await authorize(client, api_key=secret, permission="billing:manage"))["allowed"] is True
+    authz = await eventually(lambda: _replica_with(nc, secret))
+    assert authz is not None
+    try:
+        assert authz.check_key(secret, "billing:manage").allowed is True
+        assert authz.check_user(org_id, "bea", "billing:manage").allowed is True
+
+        updated = await client.command(
+            "update_role",
+            org_id=org_id,
+            actor=OWNER,
+            role_key="billing-manager",
+            permissions=["billing:read", "api_keys:own", "gateway:use"],
+        )
+        assert updated["ok"], updated
+        assert (await authorize(client, org_id=org_id, user_id="bea", permission="billing:manage"))["allowed"] is False
+        on_the_service = await authorize(client, api_key=secret, permission="billing:manage")
+        assert (on_the_service["allowed"], on_the_service["role"], on_the_service["permissions"]) == (
+            False,
+            "billing-manager",
+            ["gateway:use"],
+        )
+
+        async def replica_follows() -> bool:
+            return (
+                authz.check_key(secret, "billing:manage").reason == "not_permitted"
+                and not authz.check_user(org_id, "bea", "billing:manage").allowed
+            )
+
+        assert await eventually(replica_follows)
+        assert authz.check_key(secret, "gateway:use").allowed is True
+        assert authz.check_user(org_id, "bea", "billing:read").role == "billing-manager"
+    finally:
+        await authz.stop()
+
+
+async def _replica_with(nc: Any, secret: str) -> Authorizer | None:
+    with contextlib.suppress(Exception):
+        candidate = await Authorizer.start(nc, max_staleness=5.0)
+        if candidate.check_key(secret, "gateway:use").allowed:
+            return candidate
+        await candidate.stop()
+    return None

@@ -38,8 +38,11 @@ def test_a_person_creates_an_org_invites_someone_and_sees_the_events(membership,
     invited = teamctl(clean_nats, "cmd", "invite_member", invite)
     assert invited.returncode == 0 and json.loads(invited.stdout)["ok"] is True, invited.stdout
 
-    refused = teamctl(clean_nats, "cmd", "invite_member", invite.replace("developer", "emperor"))
+    refused = teamctl(clean_nats, "cmd", "invite_member", invite.replace("developer", "Emperor"))  # not a role key
     assert refused.returncode == 1 and json.loads(refused.stdout)["error"]["code"] == "validation_error"
+    # a well-formed key: custom roles need the enterprise plan, checked before whether the org defines it
+    custom = teamctl(clean_nats, "cmd", "invite_member", invite.replace("developer", "emperor"))
+    assert custom.returncode == 1 and json.loads(custom.stdout)["error"]["code"] == "plan_required"
 
     events = teamctl(clean_nats, "events", "--org", org_id)
     assert events.returncode == 0

@@ -1,6 +1,6 @@
 """`make run` leaves nothing behind: not when its terminal closes, not when it is killed, not even with kill -9.
 
-Each test starts the whole stack as `make run` does (NATS, PostgreSQL, the SMTP sink, four services),
+Each test starts the whole stack as `make run` does (NATS, PostgreSQL, the SMTP sink, five services),
 in a var/ directory and on ports of its own, and ends it the way a person or the system would.
 """
 
@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -39,16 +40,16 @@ CONFIGURED_ELSEWHERE = ("NATS_URL", "DATABASE_URL", "SMTP_URL", "SERVER_SECRET",
 class LocalStackRun:
     """`python -m devstack.run`, in a session of its own as a terminal would start it."""
 
-    def __init__(self, var_dir: Path, ports: tuple[int, int, int], log_path: Path) -> None:
+    def __init__(self, var_dir: Path, ports: tuple[int, int, int, int], log_path: Path) -> None:
         self.var_dir = var_dir
-        self.nats_port, self.postgres_port, self.smtp_port = ports
+        self.nats_port, self.postgres_port, self.smtp_port, self.web_port = ports
         self.log_path = log_path
         self.popen: subprocess.Popen[bytes] | None = None
         self.seen: list[psutil.Process] = []  # everything it started, for the checks and the clean-up
 
     @property
-    def ports(self) -> tuple[int, int, int]:
-        return self.nats_port, self.postgres_port, self.smtp_port
+    def ports(self) -> tuple[int, int, int, int]:
+        return self.nats_port, self.postgres_port, self.smtp_port, self.web_port
 
     def start(self) -> LocalStackRun:
         environment = {key: value for key, value in os.environ.items() if key not in CONFIGURED_ELSEWHERE}
@@ -66,6 +67,8 @@ class LocalStackRun:
                     str(self.postgres_port),
                     "--smtp-port",
                     str(self.smtp_port),
+                    "--web-port",
+                    str(self.web_port),
                 ],
                 cwd=REPO,
                 env={**environment, "PYTHONUNBUFFERED": "1"},
@@ -108,9 +111,9 @@ class StackRuns:
         self.directory = directory
         self.runs: list[LocalStackRun] = []
 
-    def start(self, ports: tuple[int, int, int] | None = None) -> LocalStackRun:
+    def start(self, ports: tuple[int, int, int, int] | None = None) -> LocalStackRun:
         log_path = self.directory / f"run{len(self.runs)}.log"
-        run = LocalStackRun(self.directory / "var", ports or (free_port(), free_port(), free_port()), log_path)
+        run = LocalStackRun(self.directory / "var", ports or (free_port(), free_port(), free_port(), free_port()), log_path)
         self.runs.append(run)
         return run.start()
 
@@ -141,7 +144,9 @@ def assert_ports_free(run: LocalStackRun) -> None:
 def test_a_signal_to_the_process_group_stops_the_whole_stack_in_order(stack_runs: StackRuns, stop_signal: signal.Signals) -> None:
     run = stack_runs.start()
     children = run.children()
-    assert len(children) >= 8  # guardian, NATS, postmaster (and its backends), SMTP sink, four services
+    assert len(children) >= 9  # guardian, NATS, postmaster (and its backends), SMTP sink, five services
+    assert f"the edge (HTTP API and pages): http://127.0.0.1:{run.web_port}" in run.output()
+    assert "PUBLIC_URL=http" in run.output()
 
     assert run.popen is not None
     os.killpg(run.popen.pid, stop_signal)  # what closing the terminal does, or `kill` of the group
@@ -209,3 +214,35 @@ def secret_sources(output: str) -> dict[str, str]:
         if "server secret loaded" in logged:
             sources[service.strip()] = json.loads(logged)["source"]
     return sources
+
+
+def test_make_run_refuses_to_start_when_the_edges_port_is_taken(stack_runs: StackRuns) -> None:
+    environment = {key: value for key, value in os.environ.items() if key not in (*CONFIGURED_ELSEWHERE, "WEB_PORT")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        others = ["--nats-port", str(free_port()), "--postgres-port", str(free_port()), "--smtp-port", str(free_port())]
+        refused = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "devstack.run",
+                "--var-dir",
+                str(stack_runs.directory / "var"),
+                "--web-port",
+                str(port),
+                *others,
+            ],
+            cwd=REPO,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"could not start: 127.0.0.1:{port} is in use" in refused.stdout
+    assert "--web-port" in refused.stdout
+    assert "NatsServer pid" not in refused.stdout  # refused before any server started

@@ -46,7 +46,7 @@ def notifier(service_env, tmp_path, membership, smtp_sink) -> Iterator[ServiceUn
 
 
 async def test_thousands_of_malformed_requests_get_one_contract_reply_each_and_change_nothing(
-    membership, billing, audit, notifier, nc, database_url
+    membership, billing, audit, notifier, web, nc, database_url
 ):
     print(f"fuzz seed {SEED} (FUZZ_SEED), {MALFORMED_REQUESTS} malformed requests (FUZZ_REQUESTS)")  # shown on failure
     client = Client(nc)
@@ -69,7 +69,7 @@ async def test_thousands_of_malformed_requests_get_one_contract_reply_each_and_c
 
     after = await everything(nc, client, database_url, team.org_id)
     assert after == before, f"seed {SEED}: the fuzz changed state: {differences(before, after)}"
-    for service in (membership, billing, audit, notifier):
+    for service in (membership, billing, audit, notifier, web):
         assert service.popen.poll() is None, service.output()
         assert answers_health(service.env["NATS_URL"], service.name), f"{service.name} is not healthy"
     invited = await client.command("invite_member", org_id=team.org_id, actor=OWNER, email="after@example.com", role="developer")

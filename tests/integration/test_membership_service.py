@@ -90,7 +90,7 @@ async def test_a_repeat_after_a_restart_still_gets_the_first_reply(membership, n
         b"{}",
         b'{"command_id": "x", "actor": {"type": "user", "id": "u"}, "org_id": "bad org!", "email": "a@b.io", "role": "admin"}',
         b'{"command_id": "x", "actor": {"type": "user", "id": "u"}, "org_id": "o", "email": "not-an-email", "role": "admin"}',
-        b'{"command_id": "x", "actor": {"type": "user", "id": "u"}, "org_id": "o", "email": "a@b.io", "role": "emperor"}',
+        b'{"command_id": "x", "actor": {"type": "user", "id": "u"}, "org_id": "o", "email": "a@b.io", "role": "Emperor"}',
         b'{"command_id": "x", "actor": {"type": "user", "id": "u"}, "org_id": "o", "email": "a@b.io", "role": "admin", "extra": 1}',
         b'{"command_id": 5, "actor": {"type": "user", "id": "u"}, "org_id": "o", "email": "a@b.io", "role": "admin"}',
         b"\xff\xfe",

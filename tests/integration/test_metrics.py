@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -48,6 +49,7 @@ FAMILIES = {
     },
 }
 FAMILIES["notifier"] += ["team_members_notifier_deliveries", "team_members_notifier_send_attempts"]
+FAMILIES["web"] = ["team_members_http_requests", "team_members_http_request_duration_seconds", "process_cpu_seconds"]
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -79,15 +81,18 @@ def stops_cleanly(service: ServiceUnderTest) -> None:
 
 @pytest.fixture
 def stack(service_env: dict[str, str], tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[dict[str, str]]:
-    """The four services as processes, each with a free metrics port; their endpoints by name."""
+    """The five services as processes, each with a free metrics port; their endpoints by name (the edge's
+    base URL as `web-http`)."""
     endpoints = {}
     with ExitStack() as started:
-        for name in ("membership", *PROJECTORS):
+        for name in ("membership", *PROJECTORS, "web"):
             port = free_port()
             env = {**service_env, "SMTP_URL": smtp_sink.url, "METRICS_PORT": str(port), "METRICS_SAMPLE_SECONDS": "0.2"}
             service = ServiceUnderTest(name, env, tmp_path).start()
             started.callback(stops_cleanly, service)
             endpoints[name] = f"http://127.0.0.1:{port}/metrics"
+            if name == "web":
+                endpoints["web-http"] = service.base_url
         yield endpoints
 
 
@@ -116,10 +121,22 @@ async def test_every_endpoint_exports_its_families_and_they_move(stack, nc):
         assert not (await client.query("membership", "authorize", org_id=org_id, user_id="stranger", permission="org:read"))[
             "result"
         ]["allowed"]
+    key = await client.command(
+        "create_api_key", org_id=org_id, actor=OWNER, name="metrics", permissions=["members:read", "members:invite"]
+    )
+    async with httpx.AsyncClient(
+        base_url=stack["web-http"], headers={"Authorization": f"Bearer {key['result']['secret']}"}
+    ) as http:
+        for _ in range(3):
+            assert (await http.get(f"/v1/orgs/{org_id}/members")).status_code == 200
+        invited = await http.post(f"/v1/orgs/{org_id}/invitations", json={"email": "web@example.com", "role": "developer"})
+        assert invited.status_code == 201, invited.text
+        assert (await http.get(f"/v1/orgs/{org_id}/no-such-thing")).status_code == 404
+        assert (await http.request("BREW", "/healthz")).status_code == 405
     stream_last = (await nc.jetstream().stream_info("MEMBERSHIP")).state.last_seq
     assert stream_last >= INVITES + 2
 
-    for name, url in stack.items():
+    for name, url in ((name, url) for name, url in stack.items() if name in FAMILIES):
         missing = set(FAMILIES[name]) - await asyncio.to_thread(families, url)
         assert not missing, f"{name} does not export {sorted(missing)}"
 
@@ -131,6 +148,21 @@ async def test_every_endpoint_exports_its_families_and_they_move(stack, nc):
     assert value(membership, "team_members_authorize_total", decision="allowed") >= 3
     assert value(membership, "team_members_authorize_total", decision="denied") >= 2
     assert value(membership, "team_members_authorize_duration_seconds_count", decision="allowed") >= 3
+
+    web = await asyncio.to_thread(scrape, stack["web"])
+    members = {"route": "/v1/orgs/{org_id}/members", "method": "GET", "status": "200"}
+    assert value(web, "team_members_http_requests_total", **members) == 3
+    assert value(web, "team_members_http_request_duration_seconds_count", **members) == 3
+    assert value(web, "team_members_http_request_duration_seconds_bucket", **members, le="+Inf") == 3
+    invitations = {"route": "/v1/orgs/{org_id}/invitations", "method": "POST", "status": "201"}
+    assert value(web, "team_members_http_requests_total", **invitations) == 1
+    assert value(web, "team_members_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert (
+        value(web, "team_members_http_requests_total", route="unmatched", method="other", status="405")
+        + value(web, "team_members_http_requests_total", route="/healthz", method="other", status="405")
+        == 1
+    )
+    assert not [labels for (name, labels) in web if org_id in str(labels)], "a path, not its template, became a label"
 
     async def relay_caught_up() -> dict:
         samples = await asyncio.to_thread(scrape, stack["membership"])
@@ -173,8 +205,8 @@ async def test_every_endpoint_exports_its_families_and_they_move(stack, nc):
 
 
 def test_metrics_settings_defaults_are_distinct_and_zero_turns_off():
-    ports = [MetricsSettings.from_env(name, {}).port for name in ("membership", "billing", "audit", "notifier")]
-    assert len(set(ports)) == 4 and all(ports)
+    ports = [MetricsSettings.from_env(name, {}).port for name in ("membership", "billing", "audit", "notifier", "web")]
+    assert len(set(ports)) == 5 and all(ports)
     assert not MetricsSettings.from_env("billing", {"METRICS_PORT": "0"}).enabled
     assert MetricsSettings.from_env("billing", {}).host == "127.0.0.1"
 
@@ -230,5 +262,15 @@ def test_the_grafana_dashboard_reads_only_metrics_the_services_export():
     }
     assert read and read <= families, sorted(read - families)
     titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
-    for family in ("commands", "command latency", "authorize", "consumer lag", "dead letters", "relay lag", "deliveries"):
+    for family in (
+        "commands",
+        "command latency",
+        "authorize",
+        "consumer lag",
+        "dead letters",
+        "relay lag",
+        "deliveries",
+        "http requests",
+        "http latency",
+    ):
         assert family in titles

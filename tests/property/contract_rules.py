@@ -40,6 +40,18 @@ NOT_REMEMBERED = frozenset({"validation_error", "internal"})
 NOTHING: frozenset[str] = frozenset()
 
 
+RESERVED_FOR_BUILT_IN_ROLES = frozenset({"owners:manage", "org:manage"})
+
+
+def role_bound(org: Organization, role: str) -> frozenset[str]:
+    """A built-in role's permissions from the contract's table; a custom role's as the organization's
+    `RoleDefined`/`RoleUpdated` events last defined it, never the reserved ones; nothing for an undefined key."""
+    if role in ROLE_PERMISSIONS:
+        return ROLE_PERMISSIONS[role]
+    custom = org.roles.get(role)
+    return frozenset(custom.permissions) - RESERVED_FOR_BUILT_IN_ROLES if custom is not None else NOTHING
+
+
 def seats_used(org: Organization, now: datetime) -> int:
     """Members, plus pending invitations that have not expired."""
     pending = [i for i in org.invitations.values() if i.status == "pending" and now < i.expires_at]
@@ -60,10 +72,10 @@ def key_bound(org: Organization, key_id: str, now: datetime, seen: frozenset[str
     bound = frozenset(key.permissions)
     if key.owner_user_id is not None:
         owner = org.members.get(key.owner_user_id)
-        bound &= ROLE_PERMISSIONS[owner.role] if owner else NOTHING
+        bound &= role_bound(org, owner.role) if owner else NOTHING
     creator = key.created_by
     if creator is not None and creator.type == "user":
-        bound &= ROLE_PERMISSIONS[org.members[creator.id].role] if creator.id in org.members else NOTHING
+        bound &= role_bound(org, org.members[creator.id].role) if creator.id in org.members else NOTHING
     elif creator is not None and creator.type == "api_key":
         bound &= key_bound(org, creator.id, now, seen | {key_id})
     elif creator is not None and creator.type == "scim":
@@ -79,7 +91,7 @@ def actor_bound(org: Organization, actor: dict[str, str], now: datetime) -> froz
         return SCIM_RIGHTS
     if actor["type"] == "user":
         member = org.members.get(actor["id"])
-        return ROLE_PERMISSIONS[member.role] if member else NOTHING
+        return role_bound(org, member.role) if member else NOTHING
     return key_bound(org, actor["id"], now)
 
 
@@ -106,6 +118,9 @@ def unauthorized_success(
                 needed.add("owners:manage")
             if "SeatAdded" in event_types:
                 needed.add("billing:manage")
+            why = _custom_role_assigned_wrongly(before, command.role, held)
+            if why:
+                return why
         case cmd.ResendInvitation() | cmd.RevokeInvitation():
             needed = {"members:invite"}
         case cmd.AcceptInvitation():
@@ -115,6 +130,9 @@ def unauthorized_success(
             needed = {"members:manage"}
             if command.role == "owner" or (target is not None and target.role == "owner"):
                 needed.add("owners:manage")
+            why = _custom_role_assigned_wrongly(before, command.role, held)
+            if why:
+                return why
         case cmd.RemoveMember():
             if as_user == command.user_id:
                 return None
@@ -126,6 +144,24 @@ def unauthorized_success(
             beyond = set(command.permissions) - held
             if beyond:
                 return f"{actor} minted a key with {sorted(beyond)}, beyond its own permissions"
+        case cmd.DefineRole() | cmd.UpdateRole() | cmd.DeleteRole():
+            needed = {"org:manage"}
+            if before.plan != "enterprise":
+                return f"{type(command).__name__} succeeded on the {before.plan} plan"
+            if command.role_key in ROLE_PERMISSIONS:
+                return f"a built-in role was {type(command).__name__}"
+            permissions = set(getattr(command, "permissions", None) or ())
+            if permissions & RESERVED_FOR_BUILT_IN_ROLES:
+                return f"a custom role was given {sorted(permissions & RESERVED_FOR_BUILT_IN_ROLES)}"
+            if permissions - held:
+                return f"{actor} defined a role with {sorted(permissions - held)}, beyond its own permissions"
+            if isinstance(command, cmd.DeleteRole):
+                holders = [m.user_id for m in before.members.values() if m.role == command.role_key]
+                holders += [
+                    i.invitation_id for i in before.invitations.values() if i.status == "pending" and i.role == command.role_key
+                ]
+                if holders:
+                    return f"role {command.role_key} was deleted while {holders} held it"
         case cmd.RevokeApiKey():
             key = before.api_keys.get(command.key_id)
             if key is not None and key.owner_user_id is not None and as_user == key.owner_user_id:
@@ -133,6 +169,18 @@ def unauthorized_success(
             needed = {"api_keys:manage"}
     missing = needed - held
     return f"{actor} lacks {sorted(missing)}" if missing else None
+
+
+def _custom_role_assigned_wrongly(before: Organization, role: str, held: frozenset[str]) -> str | None:
+    """A custom role is assigned on the enterprise plan, when defined, within the assigner's permissions then."""
+    if role in ROLE_PERMISSIONS:
+        return None
+    if before.plan != "enterprise":
+        return f"custom role {role} assigned on the {before.plan} plan"
+    if role not in before.roles:
+        return f"undefined role {role} assigned"
+    beyond = role_bound(before, role) - held
+    return f"role {role} assigned by someone lacking {sorted(beyond)}" if beyond else None
 
 
 def removal_revokes_wrongly(before: Organization, command: cmd.RemoveMember, revoked: list[str], now: datetime) -> str | None:

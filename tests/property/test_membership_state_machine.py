@@ -94,6 +94,16 @@ PRINCIPAL_KINDS = (
     *["owner"] * 5, *["admin"] * 3, *["developer"] * 2, *["system"] * 3, *["key_live"] * 3, *["scim"] * 2,
     "non_member", "removed_member", "key_low", "key_by_key", "key_revoked", "key_expired", "key_orphaned",
 )  # fmt: skip
+# Custom role keys (enterprise): defined, updated, deleted and assigned by the rules; "ghost" is never defined.
+CUSTOM_ROLE_KEYS = ("billing-viewer", "ops", "ghost")
+ASSIGNABLE_ROLES = (*ROLES, *CUSTOM_ROLE_KEYS)
+ROLE_PERMISSION_SETS = (
+    ["billing:read", "org:read"],
+    ["billing:manage", "billing:read"],
+    ["members:invite", "members:manage", "api_keys:manage", "gateway:use"],
+    ["gateway:use", "api_keys:own"],
+    [],
+)
 REPEAT_VARIANTS = ("same", "same_other_correlation", "other_actor", "other_body", "other_command")
 ActorBody = dict[str, str]
 UTC_TIMESTAMP = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?([^"]*)"')
@@ -315,7 +325,7 @@ class MembershipMachine(RuleBasedStateMachine):
         lapsed = sorted({i.email for i in invitations if i.has_lapsed(self.now)})
         choice = st.sampled_from(EMAILS) | st.sampled_from(invited or EMAILS) | st.sampled_from(lapsed or EMAILS)
         email = data.draw(choice, label="email")
-        fields = {"email": email, "role": data.draw(st.sampled_from(ROLES))}
+        fields = {"email": email, "role": data.draw(st.sampled_from(ASSIGNABLE_ROLES))}
         charge = data.draw(st.sampled_from([None, 10**6, 10**6, 0]), label="accept_charge_cents")
         return fields if charge is None else {**fields, "accept_charge_cents": charge}
 
@@ -352,7 +362,7 @@ class MembershipMachine(RuleBasedStateMachine):
         return fields if email is None else {**fields, "email": email}
 
     def _change_role_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
-        return {"user_id": self.draw_user_id(data), "role": data.draw(st.sampled_from(ROLES))}
+        return {"user_id": self.draw_user_id(data), "role": data.draw(st.sampled_from(ASSIGNABLE_ROLES))}
 
     def _remove_member_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
         org = self.org
@@ -397,6 +407,24 @@ class MembershipMachine(RuleBasedStateMachine):
             label="expires_at",
         )
         return fields if expires_at is None else {**fields, "expires_at": expires_at}
+
+    def _define_role_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
+        return {
+            "role_key": data.draw(st.sampled_from(CUSTOM_ROLE_KEYS[:2]), label="role_key"),
+            "name": "A role",
+            "permissions": data.draw(st.sampled_from(ROLE_PERMISSION_SETS), label="permissions"),
+        }
+
+    def _update_role_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"role_key": data.draw(st.sampled_from(CUSTOM_ROLE_KEYS), label="role_key")}
+        if data.draw(st.booleans(), label="new permissions"):
+            fields["permissions"] = data.draw(st.sampled_from(ROLE_PERMISSION_SETS), label="permissions")
+        if data.draw(st.booleans(), label="new name"):
+            fields["name"] = data.draw(st.sampled_from(["A role", "Another"]), label="name")
+        return fields
+
+    def _delete_role_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
+        return {"role_key": data.draw(st.sampled_from(CUSTOM_ROLE_KEYS), label="role_key")}
 
     def _revoke_api_key_fields(self, data: st.DataObject, actor: ActorBody | None) -> dict[str, Any]:
         return {"key_id": data.draw(st.sampled_from(self.key_ids()))}
@@ -494,6 +522,18 @@ class MembershipMachine(RuleBasedStateMachine):
         key = self.org.api_keys.get(fields["key_id"])
         owner = key.owner_user_id if key is not None else None
         self.execute("revoke_api_key", user(owner) if by_its_owner and owner else self.draw_actor(data), **fields)
+
+    @rule(data=st.data())
+    def define_role(self, data: st.DataObject) -> None:
+        self.run_command("define_role", data)
+
+    @rule(data=st.data())
+    def update_role(self, data: st.DataObject) -> None:
+        self.run_command("update_role", data)
+
+    @rule(data=st.data())
+    def delete_role(self, data: st.DataObject) -> None:
+        self.run_command("delete_role", data)
 
     # -- repeats, time, the cache ------------------------------------------------------
 
@@ -610,6 +650,23 @@ class MembershipMachine(RuleBasedStateMachine):
             creator = org.api_keys[key_id].created_by
             if creator is not None and creator.type == "api_key" and creator.id in granted:
                 assert permissions <= granted[creator.id], f"key {key_id} outranks the key that minted it"
+
+    @invariant()
+    def every_held_role_is_defined_and_custom_ones_only_on_enterprise(self) -> None:
+        """A deleted role is held by no one; nothing is downgraded silently by a plan change."""
+        org = self.org
+        held = {m.role for m in org.members.values()} | {i.role for i in org.invitations.values() if i.status == "pending"}
+        custom = held - set(ROLES)
+        assert custom <= set(org.roles), f"roles held but not defined: {sorted(custom - set(org.roles))}"
+        assert not custom or org.plan == "enterprise", f"custom roles {sorted(custom)} held on the {org.plan} plan"
+        assert not any(r.permissions & rules.RESERVED_FOR_BUILT_IN_ROLES for r in org.roles.values())
+
+    @invariant()
+    def authorize_resolves_a_member_from_the_roles_current_definition(self) -> None:
+        org = self.org
+        for user_id, member in org.members.items():
+            decision = self.world.authorize_user(user_id, "org:read")  # the access index agrees with the store
+            assert frozenset(decision["permissions"]) == rules.role_bound(org, member.role), (user_id, member.role)
 
     @invariant()
     def a_reload_equals_the_live_state(self) -> None:

@@ -17,8 +17,10 @@ from .builders import SYSTEM, api_key, new_org, user
 pytestmark = pytest.mark.unit
 
 USERS = ["owner1", "u1", "u2", "u3"]
-ROLES = ["owner", "admin", "developer"]
+CUSTOM_ROLES = ["ops", "reader"]  # defined at the start; redefined, deleted and defined again by the steps
+ROLES = ["owner", "admin", "developer", *CUSTOM_ROLES]
 PERMS = ["gateway:use", "members:invite", "api_keys:manage", "billing:manage", "org:read"]
+ROLE_PERMS = [*PERMS, "members:manage", "api_keys:own"]
 
 actors = st.sampled_from([("user", u) for u in USERS] + [("system", "platform"), ("key", 0), ("key", 1), ("key", 2)])
 steps = st.lists(
@@ -35,6 +37,13 @@ steps = st.lists(
         ),
         st.tuples(st.just("revoke"), actors, st.integers(0, 5)),
         st.tuples(st.just("time"), st.integers(1, 40)),
+        st.tuples(
+            st.just("redefine"),
+            actors,
+            st.sampled_from(CUSTOM_ROLES),
+            st.lists(st.sampled_from(ROLE_PERMS), max_size=4, unique=True),
+        ),
+        st.tuples(st.just("delete_role"), actors, st.sampled_from(CUSTOM_ROLES)),
     ),
     max_size=25,
 )
@@ -53,11 +62,14 @@ def _actor(world: Any, chosen: tuple[str, Any]) -> dict[str, str]:
 @settings(max_examples=60, deadline=None)
 @given(steps=steps)
 def test_index_kept_by_the_commands_equals_one_rebuilt_from_the_store(steps: list[tuple[Any, ...]]) -> None:
-    world = new_org()
+    world = new_org("enterprise")
+    for role_key in CUSTOM_ROLES:
+        world.ok("define_role", SYSTEM, role_key=role_key, name=role_key, permissions=["org:read", "gateway:use"])
     for step in steps:
         match step:
             case ("add", user_id, role):
-                if world.role_of(user_id) is None:
+                defined = role not in CUSTOM_ROLES or role in world.app.organization(world.org_id).roles
+                if world.role_of(user_id) is None and defined:
                     world.add_member(user_id, role)
             case ("role", actor, user_id, role):
                 world.run("change_role", _actor(world, actor), user_id=user_id, role=role)
@@ -79,6 +91,12 @@ def test_index_kept_by_the_commands_equals_one_rebuilt_from_the_store(steps: lis
                     world.run("revoke_api_key", _actor(world, actor), key_id=keys[which % len(keys)])
             case ("time", days):
                 world.clock.advance(days=days)
+            case ("redefine", actor, role_key, permissions):
+                fields = {"role_key": role_key, "permissions": permissions}
+                if not world.run("update_role", _actor(world, actor), **fields).ok:
+                    world.run("define_role", _actor(world, actor), name=role_key, **fields)
+            case ("delete_role", actor, role_key):
+                world.run("delete_role", _actor(world, actor), role_key=role_key)
 
     rebuilt = AccessIndex(world.clock.now)
     rebuilt.load(world.app)

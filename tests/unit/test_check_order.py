@@ -42,12 +42,12 @@ def handle_over_the_wire(world, name: str, body: dict) -> dict:
     "body",
     [
         {"email": "not-an-email", "role": "developer"},
-        {"email": "a@example.com", "role": "superuser"},
+        {"email": "a@example.com", "role": "Super User"},
         {"email": "a@example.com"},
         {"email": "a@example.com", "role": "developer", "colour": "blue"},
         {"email": "a@example.com", "role": "developer", "accept_charge_cents": -1},
     ],
-    ids=["bad email", "unknown role", "missing role", "unknown field", "negative charge"],
+    ids=["bad email", "malformed role", "missing role", "unknown field", "negative charge"],
 )
 def test_a_malformed_body_is_a_validation_error_even_for_an_unknown_org_and_a_stranger(body: dict) -> None:
     world = new_org("free")

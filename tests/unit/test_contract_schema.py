@@ -24,6 +24,9 @@ def test_schema_names_every_command_of_the_contract():
             "remove_seats",
             "create_api_key",
             "revoke_api_key",
+            "define_role",
+            "update_role",
+            "delete_role",
         ]
     }
-    assert len(schema["events"]["data"]) == 12
+    assert len(schema["events"]["data"]) == 15

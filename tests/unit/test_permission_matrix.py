@@ -448,3 +448,108 @@ def test_authorize_refuses_a_non_member() -> None:
     world = full_org()
 
     assert world.authorize_user("stranger", "org:read")["allowed"] is False
+
+
+# -- custom roles (v1.3, enterprise) ---------------------------------------------------------
+
+BILLING_VIEWER = frozenset({"billing:read", "org:read", "members:read"})
+BILLING_MANAGER = frozenset({"billing:manage", "billing:read", "members:invite", "members:manage", "org:read", "gateway:use"})
+CUSTOM_PRINCIPALS = [
+    Principal("owner", "owner1", CONTRACT_ROLES["owner"]),
+    Principal("admin", "admin1", CONTRACT_ROLES["admin"]),
+    Principal("billing_viewer", "bv1", BILLING_VIEWER),
+    Principal("billing_manager", "bm1", BILLING_MANAGER),
+    Principal("billing_managers_key_with_owner_rights", None, BILLING_MANAGER, tuple(sorted(ALL_PERMISSIONS)), "bm1"),
+    _service_key("key_org_manager", "org:manage", "org:read", "members:invite", "members:manage"),
+]
+CUSTOM_CASES = [
+    *(case for case in CASES if case.name != "change_plan"),  # already enterprise: a no-op records nothing
+    Case(
+        "define_role",
+        "define_role",
+        lambda w, p: {"role_key": "auditor", "name": "Auditor", "permissions": ["org:read"]},
+        needs("org:manage"),
+        frozenset({"org:read"}),
+    ),
+    Case(
+        "update_role",
+        "update_role",
+        lambda w, p: {"role_key": "unused", "permissions": ["org:read", "members:read"]},
+        needs("org:manage"),
+        frozenset({"org:read", "members:read"}),
+    ),
+    Case("delete_role", "delete_role", lambda w, p: {"role_key": "unused"}, needs("org:manage")),
+    Case(
+        "invite_billing_viewer",
+        "invite_member",
+        lambda w, p: {"email": "new@example.com", "role": "billing-viewer"},
+        needs("members:invite"),
+        BILLING_VIEWER,
+    ),
+    Case(
+        "change_role_developer_to_billing_manager",
+        "change_role",
+        lambda w, p: {"user_id": "dev2", "role": "billing-manager"},
+        needs("members:manage"),
+        BILLING_MANAGER,
+    ),
+    Case(
+        "change_role_billing_viewer_to_developer",
+        "change_role",
+        lambda w, p: {"user_id": "bv1", "role": "developer"},
+        needs("members:manage"),
+    ),
+]
+
+
+def enterprise_full_org() -> World:
+    """`full_org`, on the enterprise plan, with two custom roles held (bv1: billing-viewer, bm1:
+    billing-manager), one defined and unused, one free seat, and a key of their own for each."""
+    world = full_org()
+    world.ok("change_plan", SYSTEM, plan="enterprise")
+    for role_key, permissions in (
+        ("billing-viewer", BILLING_VIEWER),
+        ("billing-manager", BILLING_MANAGER),
+        ("unused", {"org:read"}),
+    ):
+        world.ok("define_role", SYSTEM, role_key=role_key, name=role_key, permissions=sorted(permissions))
+    world.add_member("bv1", "billing-viewer")
+    world.add_member("bm1", "billing-manager")
+    if world.quote()["seats_available"] == 0:
+        world.ok("add_seats", SYSTEM, quantity=1, accept_charge_cents=1_000_000)
+    for member in ("bv1", "bm1"):
+        world.create_key(f"own:{member}", ["api_keys:read"], owner_user_id=member)
+    return world
+
+
+CUSTOM_MATRIX = [
+    pytest.param(principal, case, id=f"{principal.name}-{case.name}")
+    for principal in CUSTOM_PRINCIPALS
+    for case in CUSTOM_CASES
+    if case.needs(principal) is not None and not (case.name == "revoke_own_key" and not principal.is_member)
+]
+
+
+@pytest.mark.parametrize("principal, case", CUSTOM_MATRIX)
+def test_custom_roles_and_their_keys_are_allowed_exactly_what_the_contract_grants(principal: Principal, case: Case) -> None:
+    world = enterprise_full_org()
+    actor = principal.actor(world)
+    fields = case.fields(world, principal)
+    recorded_before = world.count_recorded()
+
+    reply = world.run(case.command, actor, **fields)
+
+    expected = expected_code(case, principal)
+    if expected is None:
+        assert reply.ok, f"expected success, got {reply.error}"
+        assert reply.events
+    else:
+        assert reply.error is not None and reply.error.code == expected, reply.error
+        assert world.count_recorded() == recorded_before
+
+
+@pytest.mark.parametrize("member, held", [("bv1", BILLING_VIEWER), ("bm1", BILLING_MANAGER)])
+def test_authorize_reports_a_custom_roles_permissions(member: str, held: frozenset[str]) -> None:
+    world = enterprise_full_org()
+    for permission in sorted(ALL_PERMISSIONS):
+        assert world.authorize_user(member, permission)["allowed"] is (permission in held), permission

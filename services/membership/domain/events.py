@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 
 from shared.contract.common import Role
 
-from .values import ActorRef, ApiKey, Invitation, Member
+from .values import ActorRef, ApiKey, CustomRole, Invitation, Member
 
 if TYPE_CHECKING:
     from .organization import Organization
@@ -63,6 +63,7 @@ class OrganizationCreated(Aggregate.Created):
         org.member_emails = {}
         org.open_expiries = []
         org.open_by_email = {}
+        org.roles = {}
         org.join(Member(self.owner_user_id, self.owner_email, "owner", self.timestamp))
 
 
@@ -217,3 +218,36 @@ class ApiKeyRevoked(OrganizationEvent):
 
     def change(self, org: Organization) -> None:
         org.api_keys[self.key_id] = replace(org.api_keys[self.key_id], revoked=True)
+
+
+class RoleDefined(OrganizationEvent):
+    role_key: str
+    name: str
+    description: str
+    permissions: list[str]
+
+    def change(self, org: Organization) -> None:
+        org.roles[self.role_key] = CustomRole(self.role_key, self.name, self.description, frozenset(self.permissions))
+
+
+class RoleUpdated(OrganizationEvent):
+    """The role as it is now, and as it was (`previous`: name, description, permissions)."""
+
+    role_key: str
+    name: str
+    description: str
+    permissions: list[str]
+    previous: dict[str, Any]
+
+    def change(self, org: Organization) -> None:
+        org.roles[self.role_key] = CustomRole(self.role_key, self.name, self.description, frozenset(self.permissions))
+
+
+class RoleDeleted(OrganizationEvent):
+    """`previous` is what the role was, so that the audit shows the permissions it held."""
+
+    role_key: str
+    previous: dict[str, Any]
+
+    def change(self, org: Organization) -> None:
+        del org.roles[self.role_key]

@@ -33,8 +33,8 @@ from shared.errors import (
 )
 
 from . import events as ev
-from .permissions import ROLE_PERMISSIONS, permissions_of
-from .values import ActorRef, ApiKey, Invitation, InvitationStatus, Member
+from .permissions import ROLE_PERMISSIONS, is_builtin, permissions_of
+from .values import ActorRef, ApiKey, CustomRole, Invitation, InvitationStatus, Member
 
 INVITATION_LIFETIME = timedelta(days=7)
 # Removing a member revokes their keys in one change, and its reply lists them: the cap keeps that
@@ -75,9 +75,10 @@ class Organization(Aggregate):
     immutable values by id. Beside them, indexes the events keep so that a command does not scan
     every invitation: `member_emails` (email -> user id), and of the open invitations (status
     `pending`, lapsed or not) `open_expiries` (sorted) and `open_by_email` (email -> ids; each list
-    is replaced when it changes, never changed in place, so a copy of the organization shares them)."""
+    is replaced when it changes, never changed in place, so a copy of the organization shares them).
+    `roles` holds the custom roles an enterprise organization defined, by key."""
 
-    class_version = 3
+    class_version = 4
 
     if TYPE_CHECKING:  # set by the events; annotated here for readers and mypy, not as constructor fields
         org_id: str
@@ -93,18 +94,24 @@ class Organization(Aggregate):
         member_emails: dict[str, str]
         open_expiries: list[datetime]
         open_by_email: dict[str, list[str]]
+        roles: dict[str, CustomRole]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Organization:
         """The values are immutable: a copy needs fresh dicts, not fresh values."""
         copy = object.__new__(type(self))
         state = dict(vars(self))
-        for name in ("members", "invitations", "api_keys", "member_emails"):
+        for name in ("members", "invitations", "api_keys", "member_emails", "roles"):
             state[name] = dict(state[name])
         state["open_expiries"] = list(state["open_expiries"])
         state["open_by_email"] = dict(state["open_by_email"])  # its lists are replaced, never changed in place
         state["_pending_events"] = list(state["_pending_events"])
         copy.__dict__.update(state)
         return copy
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        """Snapshots from before custom roles: none were defined."""
+        state["roles"] = {}
 
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
@@ -176,9 +183,16 @@ class Organization(Aggregate):
             return SCIM_PERMISSIONS
         if actor.type == "user":
             member = self.members.get(actor.id)
-            return permissions_of(member.role) if member else _NOTHING
+            return self.role_permissions(member.role) if member else _NOTHING
         key = self.api_keys.get(actor.id)
         return self.key_permissions(key, now, _seen) if key else _NOTHING
+
+    def role_permissions(self, role: str) -> frozenset[str]:
+        """A built-in role's permissions, or a custom role's as defined now; an unknown role has none."""
+        if is_builtin(role):
+            return permissions_of(role)
+        custom = self.roles.get(role)
+        return custom.permissions if custom is not None else _NOTHING
 
     def key_permissions(self, key: ApiKey, now: datetime, _seen: frozenset[str] = frozenset()) -> frozenset[str]:
         """What a key may do now: its own permissions while it is live, never beyond its owner's
@@ -190,7 +204,7 @@ class Organization(Aggregate):
             owner = self.members.get(key.owner_user_id)
             if owner is None:
                 return _NOTHING
-            granted &= permissions_of(owner.role)
+            granted &= self.role_permissions(owner.role)
         if key.created_by is not None:
             granted &= self.permissions_of(key.created_by, now, _seen | {key.key_id})
         return granted
@@ -201,6 +215,8 @@ class Organization(Aggregate):
         if invitation.invited_by is None:  # sent before inviters were kept
             return True
         needed = {"members:invite", *(["owners:manage"] if invitation.role == "owner" else [])}
+        if not is_builtin(invitation.role):
+            needed |= self.role_permissions(invitation.role)
         return needed <= self.permissions_of(invitation.invited_by, now)
 
     def is_live(self, key: ApiKey, now: datetime) -> bool:
@@ -319,6 +335,13 @@ class Organization(Aggregate):
             return result
         if plan == "free" and (self.seats_used(ctx.now) > 1 or self.seats_purchased):
             raise Conflict("move to free needs one member, no pending invitation and no purchased seat")
+        if self.plan == "enterprise":
+            holders = self._custom_role_holders()
+            if any(holders.values()):
+                raise Conflict(
+                    "custom roles are assigned; give their holders a built-in role first (nothing is downgraded silently)",
+                    **holders,
+                )
         anchor = ctx.now if self.plan == "free" else self.billing_anchor
         self._trigger(
             ev.PlanChanged,
@@ -333,6 +356,7 @@ class Organization(Aggregate):
     def invite_member(self, ctx: CommandContext, email: str, role: str, accept_charge_cents: int | None) -> dict[str, Any]:
         self.require(ctx, "members:invite", *(["owners:manage"] if role == "owner" else []))
         self._require_paid_plan()
+        self._require_assignable(ctx, role)
         needs_seat = self.seats_used(ctx.now) >= self.seats_total
         if needs_seat and "billing:manage" not in self.permissions_of(ctx.actor, ctx.now):
             raise PermissionDenied("no seat is free, and buying one needs billing:manage", missing=["billing:manage"])
@@ -423,6 +447,7 @@ class Organization(Aggregate):
         member = self.members.get(user_id)
         if role == "owner" or (member is not None and member.role == "owner"):
             self.require(ctx, "owners:manage")
+        self._require_assignable(ctx, role)
         member = self._member(user_id)
         result = {"user_id": user_id, "role": role}
         if member.role == role:
@@ -542,7 +567,93 @@ class Organization(Aggregate):
         self._trigger(ev.ApiKeyRevoked, ctx, key_id=key_id, reason="revoked")
         return {"key_id": key_id}
 
+    def define_role(
+        self, ctx: CommandContext, role_key: str, name: str, description: str, permissions: list[str]
+    ) -> dict[str, Any]:
+        self.require(ctx, "org:manage")
+        self._require_custom_roles_plan()
+        self._require_definable(ctx, role_key, permissions)
+        if role_key in self.roles:
+            raise Conflict(f"role {role_key} is already defined", role_key=role_key)
+        held = sorted(set(permissions))
+        self._trigger(ev.RoleDefined, ctx, role_key=role_key, name=name, description=description, permissions=held)
+        return {"role_key": role_key, "permissions": held}
+
+    def update_role(
+        self,
+        ctx: CommandContext,
+        role_key: str,
+        name: str | None,
+        description: str | None,
+        permissions: list[str] | None,
+    ) -> dict[str, Any]:
+        self.require(ctx, "org:manage")
+        self._require_custom_roles_plan()
+        if permissions is not None:
+            self._require_definable(ctx, role_key, permissions)
+        before = self._custom_role(role_key)
+        after = CustomRole(
+            role_key,
+            before.name if name is None else name,
+            before.description if description is None else description,
+            before.permissions if permissions is None else frozenset(permissions),
+        )
+        if after != before:
+            self._trigger(ev.RoleUpdated, ctx, role_key=role_key, **after.described(), previous=before.described())
+        return {"role_key": role_key, "permissions": sorted(after.permissions)}
+
+    def delete_role(self, ctx: CommandContext, role_key: str) -> dict[str, Any]:
+        self.require(ctx, "org:manage")
+        self._require_custom_roles_plan()
+        role = self._custom_role(role_key)
+        holders = self._custom_role_holders({role_key})
+        if holders["members"] or holders["invitations"]:
+            raise Conflict(f"role {role_key} is still held; give its holders another role first", **holders)
+        self._trigger(ev.RoleDeleted, ctx, role_key=role_key, previous=role.described())
+        return {"role_key": role_key}
+
     # -- helpers --------------------------------------------------------------
+
+    def _require_custom_roles_plan(self) -> None:
+        if self.plan != "enterprise":
+            raise PlanRequired("custom roles need the enterprise plan", required_plan="enterprise")
+
+    def _require_definable(self, ctx: CommandContext, role_key: str, permissions: list[str]) -> None:
+        """A custom role never holds more than whoever defines it (the contract already refused the
+        built-in keys and the reserved permissions)."""
+        beyond = sorted(set(permissions) - self.permissions_of(ctx.actor, ctx.now))
+        if beyond:
+            raise PermissionDenied(f"a role cannot hold permissions its definer lacks: {', '.join(beyond)}", missing=beyond)
+
+    def _require_assignable(self, ctx: CommandContext, role: str) -> None:
+        """A custom role is assigned on the enterprise plan, when defined, by whoever holds all it grants.
+        Decided once the permission checks passed, as the contract orders them."""
+        if is_builtin(role):
+            return
+        self._require_custom_roles_plan()
+        if role not in self.roles:
+            raise Invalid(f"role {role} is not defined in this organization", field="role")
+        beyond = sorted(self.roles[role].permissions - self.permissions_of(ctx.actor, ctx.now))
+        if beyond:
+            raise PermissionDenied(f"the role grants permissions its assigner lacks: {', '.join(beyond)}", missing=beyond)
+
+    def _custom_role(self, role_key: str) -> CustomRole:
+        try:
+            return self.roles[role_key]
+        except KeyError:
+            raise NotFound(f"role {role_key} is not defined") from None
+
+    def _custom_role_holders(self, keys: set[str] | None = None) -> dict[str, list[str]]:
+        """Members and open invitations (pending, lapsed or not: a resend revives them) holding a
+        custom role (one of `keys`, when given)."""
+
+        def held(role: str) -> bool:
+            return not is_builtin(role) and (keys is None or role in keys)
+
+        members = sorted(uid for uid, m in self.members.items() if held(m.role))
+        invitations = sorted(iid for iid, i in self.invitations.items() if i.status == "pending" and held(i.role))
+        roles = sorted({self.members[u].role for u in members} | {self.invitations[i].role for i in invitations})
+        return {"roles": roles, "members": members, "invitations": invitations}
 
     def _keys_granted_by(self, user_id: str) -> set[str]:
         """Every unrevoked key the member owns or created, and the keys those keys created, and so on."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from shared.contract.common import PERMISSIONS, Permission, Role
+from shared.contract.common import PERMISSIONS, BuiltinRole, Permission
 
 _EVERYONE: frozenset[Permission] = frozenset(
     {
@@ -25,7 +25,7 @@ _MANAGERS: frozenset[Permission] = _EVERYONE | {
     "audit:read",
 }
 
-ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+ROLE_PERMISSIONS: dict[BuiltinRole, frozenset[Permission]] = {
     "owner": frozenset(PERMISSIONS),
     "admin": _MANAGERS,
     "developer": _EVERYONE,
@@ -33,5 +33,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 
 
 def permissions_of(role: str) -> frozenset[Permission]:
-    """A role's permissions; a role the contract does not know has none."""
-    return ROLE_PERMISSIONS.get(cast(Role, role), frozenset())
+    """A built-in role's permissions; any other role has none here (custom roles: `Organization.role_permissions`)."""
+    return ROLE_PERMISSIONS.get(cast(BuiltinRole, role), frozenset())
+
+
+def is_builtin(role: str) -> bool:
+    return role in ROLE_PERMISSIONS

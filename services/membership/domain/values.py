@@ -30,6 +30,21 @@ class ActorRef:
 
 
 @dataclass(frozen=True)
+class CustomRole:
+    """A role an enterprise organization defines: a key and a set of permissions (never
+    `owners:manage` nor `org:manage`)."""
+
+    role_key: str
+    name: str
+    description: str
+    permissions: frozenset[str]
+
+    def described(self) -> dict[str, Any]:
+        """As events carry it (`RoleUpdated.previous`)."""
+        return {"name": self.name, "description": self.description, "permissions": sorted(self.permissions)}
+
+
+@dataclass(frozen=True)
 class Member:
     user_id: str
     email: str
@@ -88,14 +103,14 @@ class _ValueTranscoding(Transcoding):
         self.name = f"membership.{value_type.__name__}"
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        if isinstance(obj, ApiKey):
+        if isinstance(obj, ApiKey | CustomRole):
             return {**vars(obj), "permissions": sorted(obj.permissions)}
         return dict(vars(obj))  # nested values (an ActorRef) are encoded by their own transcoding
 
     def decode(self, data: dict[str, Any]) -> Any:
-        if self.type is ApiKey:
-            return ApiKey(**{**data, "permissions": frozenset(data["permissions"])})
+        if self.type in (ApiKey, CustomRole):
+            return self.type(**{**data, "permissions": frozenset(data["permissions"])})
         return self.type(**data)
 
 
-VALUE_TRANSCODINGS = [_ValueTranscoding(t) for t in (ActorRef, Member, Invitation, ApiKey)]
+VALUE_TRANSCODINGS = [_ValueTranscoding(t) for t in (ActorRef, Member, Invitation, ApiKey, CustomRole)]

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import invitations, members, organizations
+from . import api_keys, audit, billing, invitations, me, members, organizations, seats
 
-ROUTES: list[Any] = [*organizations.ROUTES, *members.ROUTES, *invitations.ROUTES]
+ROUTES: list[Any] = [
+    *organizations.ROUTES,
+    *members.ROUTES,
+    *invitations.ROUTES,
+    *seats.ROUTES,
+    *api_keys.ROUTES,
+    *billing.ROUTES,
+    *audit.ROUTES,
+    *me.ROUTES,
+]

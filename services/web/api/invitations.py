@@ -1,31 +1,37 @@
-"""`/v1/orgs/{org_id}/invitations`: list and invite; resend, revoke and accept."""
+"""`/v1/orgs/{org_id}/invitations`: list, invite, resend, revoke; `/v1/invitations/{id}/accept`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get, post
+from litestar import Request, delete, get, post
 
-from shared.contract.common import Identifier
-from shared.contract.queries import InvitationsPage, Limit, PageCursor
+from shared.contract.common import Actor
+from shared.contract.queries import InvitationsPage
+from shared.errors import PermissionDenied
 
 from ..edge import Edge
-from .bodies import NewInvitation
+from .bodies import Acceptance, NewInvitation
+from .parameters import InvitationId, Limit, OrgId, PageCursor
+from .responses import COMMAND, READ, problems
+from .results import InvitationResent, InvitationRevoked, InvitationSent, MemberRole
 
 
-@get("/v1/orgs/{org_id:str}/invitations", summary="invitations")
+@get("/v1/orgs/{org_id:str}/invitations", operation_id="invitations", responses=READ)
 async def list_invitations(
-    request: Request[Any, Any, Any], edge: Edge, org_id: Identifier, limit: Limit = 100, cursor: PageCursor | None = None
+    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
 ) -> InvitationsPage:
+    """The organization's invitations, oldest first, paged (members:read)."""
     await edge.reader(request, org_id, "members:read")
     result: InvitationsPage = await edge.bus.query("membership", "invitations", org_id=org_id, limit=limit, cursor=cursor)
     return result
 
 
-@post("/v1/orgs/{org_id:str}/invitations", summary="invite_member", status_code=201)
-async def invite_member(request: Request[Any, Any, Any], edge: Edge, org_id: Identifier, data: NewInvitation) -> Any:
+@post("/v1/orgs/{org_id:str}/invitations", operation_id="invite_member", status_code=201, responses=problems(*COMMAND, 402))
+async def invite_member(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, data: NewInvitation) -> InvitationSent:
+    """Invite someone by email; when a seat must be bought, `accept_charge_cents` confirms the quoted amount."""
     caller = await edge.caller(request)
-    return await edge.command(
+    result: InvitationSent = await edge.command(
         request,
         "invite_member",
         org_id,
@@ -34,6 +40,66 @@ async def invite_member(request: Request[Any, Any, Any], edge: Edge, org_id: Ide
         role=data.role,
         accept_charge_cents=data.accept_charge_cents,
     )
+    return result
 
 
-ROUTES = [list_invitations, invite_member]
+@post(
+    "/v1/orgs/{org_id:str}/invitations/{invitation_id:str}/resend",
+    operation_id="resend_invitation",
+    status_code=200,
+    responses=problems(*COMMAND, 402, 410),
+)
+async def resend_invitation(
+    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, invitation_id: InvitationId
+) -> InvitationResent:
+    """Send the invitation again with a new expiry; older links stop working."""
+    caller = await edge.caller(request)
+    result: InvitationResent = await edge.command(request, "resend_invitation", org_id, caller.actor, invitation_id=invitation_id)
+    return result
+
+
+@delete(
+    "/v1/orgs/{org_id:str}/invitations/{invitation_id:str}",
+    operation_id="revoke_invitation",
+    status_code=200,
+    responses=problems(*COMMAND),
+)
+async def revoke_invitation(
+    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, invitation_id: InvitationId
+) -> InvitationRevoked:
+    caller = await edge.caller(request)
+    result: InvitationRevoked = await edge.command(
+        request, "revoke_invitation", org_id, caller.actor, invitation_id=invitation_id
+    )
+    return result
+
+
+@post(
+    "/v1/invitations/{invitation_id:str}/accept",
+    operation_id="accept_invitation",
+    status_code=200,
+    responses=problems(*COMMAND, 402, 410),
+)
+async def accept_invitation(
+    request: Request[Any, Any, Any], edge: Edge, invitation_id: InvitationId, data: Acceptance
+) -> MemberRole:
+    """Join the organization as the signed-in user, whose email must be the invitation's. An API key cannot accept."""
+    caller = await edge.caller(request)
+    if caller.user is None:
+        raise PermissionDenied("an invitation is accepted by a signed-in person, not an API key", reason="not_a_user")
+    # The org comes from the invitation behind the token: a wrong token is invalid_token and reveals nothing.
+    link = await edge.bus.query("membership", "invitation", invitation_id=invitation_id, token=data.token)
+    result: MemberRole = await edge.command(
+        request,
+        "accept_invitation",
+        link["org_id"],
+        Actor(type="user", id=caller.user.user_id),
+        invitation_id=invitation_id,
+        token=data.token,
+        user_id=caller.user.user_id,
+        email=caller.user.email,
+    )
+    return result
+
+
+ROUTES = [list_invitations, invite_member, resend_invitation, revoke_invitation, accept_invitation]

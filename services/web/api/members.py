@@ -6,34 +6,44 @@ from typing import Any
 
 from litestar import Request, delete, get, patch
 
-from shared.contract.common import Identifier
-from shared.contract.queries import Limit, MembersPage, PageCursor
+from shared.contract.queries import MembersPage
 
 from ..edge import Edge
 from .bodies import RoleChange
+from .parameters import Limit, OrgId, PageCursor, UserId
+from .responses import COMMAND, READ, problems
+from .results import MemberRemoved, MemberRole
 
 
-@get("/v1/orgs/{org_id:str}/members", summary="members")
+@get("/v1/orgs/{org_id:str}/members", operation_id="members", responses=READ)
 async def list_members(
-    request: Request[Any, Any, Any], edge: Edge, org_id: Identifier, limit: Limit = 100, cursor: PageCursor | None = None
+    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
 ) -> MembersPage:
+    """The members, oldest first, paged (members:read)."""
     await edge.reader(request, org_id, "members:read")
     result: MembersPage = await edge.bus.query("membership", "members", org_id=org_id, limit=limit, cursor=cursor)
     return result
 
 
-@patch("/v1/orgs/{org_id:str}/members/{user_id:str}", summary="change_role")
+@patch(
+    "/v1/orgs/{org_id:str}/members/{user_id:str}", operation_id="change_role", responses=problems(*COMMAND, 402)
+)  # 402: a custom role needs the enterprise plan
 async def change_role(
-    request: Request[Any, Any, Any], edge: Edge, org_id: Identifier, user_id: Identifier, data: RoleChange
-) -> Any:
+    request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, user_id: UserId, data: RoleChange
+) -> MemberRole:
     caller = await edge.caller(request)
-    return await edge.command(request, "change_role", org_id, caller.actor, user_id=user_id, role=data.role)
+    result: MemberRole = await edge.command(request, "change_role", org_id, caller.actor, user_id=user_id, role=data.role)
+    return result
 
 
-@delete("/v1/orgs/{org_id:str}/members/{user_id:str}", summary="remove_member", status_code=200)
-async def remove_member(request: Request[Any, Any, Any], edge: Edge, org_id: Identifier, user_id: Identifier) -> Any:
+@delete(
+    "/v1/orgs/{org_id:str}/members/{user_id:str}", operation_id="remove_member", status_code=200, responses=problems(*COMMAND)
+)
+async def remove_member(request: Request[Any, Any, Any], edge: Edge, org_id: OrgId, user_id: UserId) -> MemberRemoved:
+    """Remove a member; the keys they own or created are revoked with them."""
     caller = await edge.caller(request)
-    return await edge.command(request, "remove_member", org_id, caller.actor, user_id=user_id)
+    result: MemberRemoved = await edge.command(request, "remove_member", org_id, caller.actor, user_id=user_id)
+    return result
 
 
 ROUTES = [list_members, change_role, remove_member]
