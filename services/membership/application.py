@@ -138,7 +138,9 @@ class MembershipApplication(Application):
             return self._refusal(org_id, command, fingerprint, failure(refused.code, refused.message, refused.details), now)
         return self._success(org_id, command, fingerprint, org, result, sealed, now)
 
-    def decide_from_memory(self, org_id: str, command: cmd.Command, fingerprint: CommandFingerprint) -> Decision | None:
+    def decide_from_memory(
+        self, org_id: str, command: cmd.Command, fingerprint: CommandFingerprint, known_version: int = 0
+    ) -> Decision | None:
         """A success with events, decided on the cached organization alone, without reading the store;
         None when the command needs the store (`decide`): no cached organization, a creation, a refusal
         or a reply without events.
@@ -148,11 +150,16 @@ class MembershipApplication(Application):
         another instance saved events of this organization meanwhile, or this command was recorded
         already, the store refuses the whole transaction (IntegrityError) and the runner decides again
         with `decide`, on what the store holds. A reply that saves nothing has no such check, so it is
-        never given from here."""
+        never given from here.
+
+        `known_version` is the organization's version as this instance last heard of it from the stream
+        (the access index's follower): a cached copy older than that is known stale, and deciding on it
+        would only cost a refused save, so the store is read first instead. A hint, never the guarantee:
+        the stream lags the store, and the store's keys decide."""
         if isinstance(command, cmd.CreateOrganization):
             return None
         cached = self._cached(org_id)
-        if cached is None:
+        if cached is None or cached.version < known_version:
             return None
         now = self.clock.now()
         ctx = CommandContext(command.actor, command.command_id, command.correlation_id, now, self.new_id)

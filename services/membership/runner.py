@@ -42,13 +42,17 @@ class CommandRunner:
         executor: Executor | None = None,
         record: Record | None = None,
         saved: Saved | None = None,
+        known_version: Callable[[str], int] | None = None,
     ) -> None:
-        """`saved` hears of each decision once its events are saved, before the reply (the access index)."""
+        """`saved` hears of each decision once its events are saved, before the reply (the access index);
+        `known_version` tells an organization's version as last heard of from the stream (the access index
+        too), so that a cached copy known to be stale is not decided on from memory."""
         self.app = app
         self._saved = saved
         self.executor = executor
         self.org_locks = KeyedLock()
         self._record = record or self.save_directly
+        self._known_version = known_version or (lambda _: 0)
         self._background: set[asyncio.Task[Any]] = set()
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -69,7 +73,11 @@ class CommandRunner:
         async with self.org_locks.hold(org_id):
             for attempt in range(CONFLICT_RETRIES):
                 # First from memory, on the loop (no read, no thread); the save refuses it if the store moved on.
-                decision = self.app.decide_from_memory(org_id, command, fingerprint) if attempt == 0 else None
+                decision = (
+                    self.app.decide_from_memory(org_id, command, fingerprint, self._known_version(org_id))
+                    if attempt == 0
+                    else None
+                )
                 if decision is None:
                     decision = await self.in_thread(self.app.decide, org_id, name, command, fingerprint)
                 if not decision.needs_saving:

@@ -324,3 +324,36 @@ async def test_a_decision_from_memory_on_a_stale_instance_is_refused_by_the_stor
         assert other.organization_for_change("acme").seats_purchased == 1
     finally:
         other.close()
+
+
+async def test_an_organization_known_from_the_stream_to_be_newer_is_read_from_the_store_before_deciding(
+    app, database_url, monkeypatch
+):
+    """The stream's news (the access index's versions, here given by hand) keeps a stale cache from
+    costing a refused save: the runner reads the store first."""
+    other = MembershipApplication(app.clock, app.secrets, env=postgres_env(database_url, pool_size=2))
+    heard_of = {"acme": 1}
+    runner = CommandRunner(app, known_version=lambda org_id: heard_of.get(org_id, 0))
+    read_the_store = []
+    decide_reading = app.decide
+    monkeypatch.setattr(app, "decide", lambda *args: read_the_store.append(args[2].command_id) or decide_reading(*args))
+    saves = []
+    record = app.record
+    monkeypatch.setattr(app, "record", lambda decisions: saves.append(len(decisions)) or record(decisions))
+
+    async def run(command_name: str, command_id: str, /, **fields):
+        body = msgspec.convert({"command_id": command_id, "actor": OWNER, "org_id": "acme", **fields}, cmd.COMMANDS[command_name])
+        return await runner.run(command_name, body)
+
+    try:
+        app.organization("acme")  # cached here at version 1
+        other.record([decide(other, "acme", "invite_member", "there-0", email="a@acme.io", role="developer")])
+        heard_of["acme"] = 2
+
+        invited = await run("invite_member", "here-0", email="b@acme.io", role="developer")
+
+        assert invited.ok, invited
+        assert read_the_store == ["here-0"] and saves == [1]  # read first, saved once: no refused save
+        assert stored_events(app) == 3
+    finally:
+        other.close()
