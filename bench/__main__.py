@@ -17,7 +17,7 @@ from .authorize import authorize_figures
 from .baselines import asyncpg_batched_insert_rate, asyncpg_commit_rate, echo_responder_rate, jetstream_publish_rate
 from .billing import live_lag, rebuild_throughput
 from .edge import edge_overhead
-from .measure import Figure
+from .measure import Figure, cpu_per_command
 from .membership import invite_throughput
 from .stack import bench_stack
 
@@ -94,11 +94,13 @@ def main() -> None:
 def membership_section(stack, commit: Figure) -> None:
     membership = stack.service("membership", stack.database("bench_membership")).start()
     try:
-        figures = asyncio.run(invite_throughput(stack.nats.url))
+        with cpu_per_command(membership) as cpu:
+            figures = asyncio.run(invite_throughput(stack.nats.url))
     finally:
         membership.stop()
     rate = figures[0]
     figures.append(Figure("ratio to the single-connection commit rate", rate.value / commit.value, "x"))
+    figures.append(cpu.figure(commands=16 * 400))
     report("Membership commands, membership alone (target: >= 0.7 of the commit rate, p99 <= 25 ms)", figures)
 
 
@@ -113,7 +115,10 @@ def whole_stack_section() -> None:
             smtp_url = {"SMTP_URL": smtp.url}
             for name in ("membership", "billing", "audit", "notifier"):
                 services.append(stack.service(name, stack.database(f"bench_{name}"), **smtp_url).start())
-            figures = asyncio.run(invite_throughput(stack.nats.url, clients=16, invites_per_client=200, buy_seats_first=False))
+            with cpu_per_command(services[0]) as cpu:
+                figures = asyncio.run(
+                    invite_throughput(stack.nats.url, clients=16, invites_per_client=200, buy_seats_first=False)
+                )
         finally:
             for service in reversed(services):
                 service.stop()
@@ -122,6 +127,7 @@ def whole_stack_section() -> None:
         figures.insert(0, echo[1])
         figures.insert(0, echo[0])
         figures.append(Figure("ratio to the echo responder at 16 clients", figures[2].value / echo[0].value, "x"))
+        figures.append(cpu.figure(commands=16 * 200))
         report("invite_member, whole stack (target: >= 0.08 of the echo responder)", figures)
 
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+import psutil
+
+from tests.services_under_test import ServiceUnderTest
 
 
 @dataclass
@@ -28,3 +34,26 @@ class Figure:
     def line(self) -> str:
         digits = 3 if self.unit == "x" else 1  # a ratio is read to the thousandth
         return f"  {self.name:<52} {self.value:>12,.{digits}f} {self.unit:<10} {self.note}"
+
+
+@dataclass
+class ProcessCpu:
+    """CPU seconds (user + system) a process spent while a benchmark ran: a figure the machine's
+    other load moves far less than a rate does."""
+
+    process: psutil.Process
+    started: float = 0.0
+    spent: float = 0.0
+
+    def figure(self, commands: int) -> Figure:
+        return Figure("  membership CPU per invite_member", 1e6 * self.spent / commands, "µs", "(user + system)")
+
+
+@contextmanager
+def cpu_per_command(service: ServiceUnderTest) -> Iterator[ProcessCpu]:
+    assert service.popen is not None
+    cpu = ProcessCpu(psutil.Process(service.popen.pid))
+    before = cpu.process.cpu_times()
+    yield cpu
+    after = cpu.process.cpu_times()
+    cpu.spent = (after.user + after.system) - (before.user + before.system)

@@ -138,6 +138,53 @@ class MembershipApplication(Application):
                 result, sealed = self._decide(org, ctx, command)
         except Refused as refused:
             return self._refusal(org_id, command, fingerprint, failure(refused.code, refused.message, refused.details), now)
+        return self._success(org_id, command, fingerprint, org, result, sealed, now)
+
+    def decide_from_memory(
+        self, org_id: str, command: cmd.Command, fingerprint: CommandFingerprint, known_version: int = 0
+    ) -> Decision | None:
+        """A success with events, decided on the cached organization alone, without reading the store;
+        None when the command needs the store (`decide`): no cached organization, a creation, a refusal
+        or a reply without events.
+
+        Neither a repeat nor another instance's newer events are looked for here: the save finds them.
+        Its events take the versions after the cached one, and its record the command's id, so if
+        another instance saved events of this organization meanwhile, or this command was recorded
+        already, the store refuses the whole transaction (IntegrityError) and the runner decides again
+        with `decide`, on what the store holds. A reply that saves nothing has no such check, so it is
+        never given from here.
+
+        `known_version` is the organization's version as this instance last heard of it from the stream
+        (the access index's follower): a cached copy older than that is known stale, and deciding on it
+        would only cost a refused save, so the store is read first instead. A hint, never the guarantee:
+        the stream lags the store, and the store's keys decide."""
+        if isinstance(command, cmd.CreateOrganization):
+            return None
+        cached = self._cached(org_id)
+        if cached is None or cached.version < known_version:
+            return None
+        now = self.clock.now()
+        ctx = CommandContext(command.actor, command.command_id, command.correlation_id, now, self.new_id)
+        try:
+            require_sensible_at(command, now)
+            org = copy.deepcopy(cached)
+            result, sealed = self._decide(org, ctx, command)
+        except Refused:
+            return None
+        if not org.pending_events:
+            return None
+        return self._success(org_id, command, fingerprint, org, result, sealed, now)
+
+    def _success(
+        self,
+        org_id: str,
+        command: cmd.Command,
+        fingerprint: CommandFingerprint,
+        org: Organization,
+        result: dict[str, Any],
+        sealed: bool,
+        now: datetime,
+    ) -> Decision:
         recorded = list(org.pending_events)
         reply = success(result, [cast(OrganizationEvent, e).event_id for e in recorded])
         seal = self.secrets.seal if sealed else None

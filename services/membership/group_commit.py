@@ -16,6 +16,9 @@ from eventsourcing.persistence import IntegrityError
 from .application import Decision
 
 MAX_BATCH = 64
+# Under load, the clients answered by one save send their next commands within a moment: a save waits
+# that long at most for them, rather than alternating a save of one command and a save of the rest.
+LINGER_SECONDS = 0.002
 
 
 class GroupCommit:
@@ -23,18 +26,23 @@ class GroupCommit:
         self._record = record
         self._waiting: list[tuple[Decision, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._last_batch = 1
+        self._arrived = asyncio.Event()
 
     async def submit(self, decision: Decision) -> None:
         """Returns once the decision's events are saved; raises what the save raised."""
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((decision, done))
+        self._arrived.set()
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
         await done
 
     async def _flush(self) -> None:
         while self._waiting:
+            await self._gather()
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            self._last_batch = len(batch)
             try:
                 await self._record([decision for decision, _ in batch])
             except IntegrityError:
@@ -43,6 +51,20 @@ class GroupCommit:
                 _settle(batch, failure)
             else:
                 _settle(batch, None)
+
+    async def _gather(self) -> None:
+        """Waits, at most LINGER_SECONDS, until as many decisions wait as the last save took: at low load
+        (a last save of one) not at all."""
+        deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+        while len(self._waiting) < min(self._last_batch, MAX_BATCH):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
 
     async def _record_one_by_one(self, batch: list[tuple[Decision, asyncio.Future[None]]]) -> None:
         for decision, done in batch:

@@ -31,7 +31,9 @@ class MembershipHandlers:
         self.app = app
         self.index = index
         self.group_commit = GroupCommit(self._save)
-        self.runner = CommandRunner(app, executor, record=self.group_commit.submit, saved=index.adopt)
+        self.runner = CommandRunner(
+            app, executor, record=self.group_commit.submit, saved=index.adopt, known_version=index.version
+        )
 
     async def _save(self, decisions: list[Decision]) -> None:
         await self.runner.in_thread(self.app.record, decisions)

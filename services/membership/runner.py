@@ -1,4 +1,8 @@
-"""The one path every command takes: decide in a thread, one organization at a time, then record.
+"""The one path every command takes: decide, one organization at a time, then record.
+
+A command is decided first from memory, on the loop, when the organization is cached and the
+decision saves events; otherwise (and after the store refused a save) in a thread, after reading
+the command's record and the organization's newer events.
 
 How a decision is recorded is the strategy given: the group commit in production
 (`group_commit.GroupCommit.submit`), a direct save in unit tests (`save_directly`). Everything
@@ -38,13 +42,17 @@ class CommandRunner:
         executor: Executor | None = None,
         record: Record | None = None,
         saved: Saved | None = None,
+        known_version: Callable[[str], int] | None = None,
     ) -> None:
-        """`saved` hears of each decision once its events are saved, before the reply (the access index)."""
+        """`saved` hears of each decision once its events are saved, before the reply (the access index);
+        `known_version` tells an organization's version as last heard of from the stream (the access index
+        too), so that a cached copy known to be stale is not decided on from memory."""
         self.app = app
         self._saved = saved
         self.executor = executor
         self.org_locks = KeyedLock()
         self._record = record or self.save_directly
+        self._known_version = known_version or (lambda _: 0)
         self._background: set[asyncio.Task[Any]] = set()
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -63,8 +71,15 @@ class CommandRunner:
         org_id = org_id or org_id_for(command)
         fingerprint = CommandFingerprint.of(name, command)
         async with self.org_locks.hold(org_id):
-            for _ in range(CONFLICT_RETRIES):
-                decision = await self.in_thread(self.app.decide, org_id, name, command, fingerprint)
+            for attempt in range(CONFLICT_RETRIES):
+                # First from memory, on the loop (no read, no thread); the save refuses it if the store moved on.
+                decision = (
+                    self.app.decide_from_memory(org_id, command, fingerprint, self._known_version(org_id))
+                    if attempt == 0
+                    else None
+                )
+                if decision is None:
+                    decision = await self.in_thread(self.app.decide, org_id, name, command, fingerprint)
                 if not decision.needs_saving:
                     await self.in_thread(self.app.remember, decision)
                     return decision.reply

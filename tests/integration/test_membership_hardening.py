@@ -12,6 +12,7 @@ from eventsourcing.persistence import IntegrityError
 
 from services.membership.application import MembershipApplication
 from services.membership.idempotency import CommandFingerprint
+from services.membership.runner import CommandRunner
 from services.membership.secrets import Secrets
 from shared import subjects
 from shared.clock import FixedClock
@@ -274,5 +275,85 @@ def test_an_instance_with_a_cached_organization_decides_on_what_another_instance
             "b@acme.io",
             "c@acme.io",
         ]
+    finally:
+        other.close()
+
+
+async def test_a_decision_from_memory_on_a_stale_instance_is_refused_by_the_store_and_decided_again_on_what_it_holds(
+    app, database_url, monkeypatch
+):
+    """The runner decides from the cached organization without reading the store; the save's
+    versions and the command record's key are what keep another instance's writes and repeats
+    from being overwritten or applied twice."""
+    other = MembershipApplication(app.clock, app.secrets, env=postgres_env(database_url, pool_size=2))
+    runner = CommandRunner(app)  # saves directly: one decision per transaction
+    read_the_store = []
+    decide_reading = app.decide
+    monkeypatch.setattr(app, "decide", lambda *args: read_the_store.append(args[2].command_id) or decide_reading(*args))
+
+    async def run(command_name: str, command_id: str, /, **fields):
+        body = msgspec.convert({"command_id": command_id, "actor": OWNER, "org_id": "acme", **fields}, cmd.COMMANDS[command_name])
+        return await runner.run(command_name, body)
+
+    try:
+        app.organization("acme")  # cached here at version 1
+        saved_there = []
+        for number, email in enumerate(["a@acme.io", "b@acme.io"]):
+            saved_there.append(decide(other, "acme", "invite_member", f"there-{number}", email=email, role="developer"))
+            other.record([saved_there[-1]])
+
+        # A repeat of what the other instance saved: from memory it would be a new invitation at version 2.
+        repeat = await run("invite_member", "there-1", email="b@acme.io", role="developer")
+        assert msgspec.json.encode(repeat) == msgspec.json.encode(saved_there[1].reply)
+        assert read_the_store == ["there-1"] and stored_events(app) == 3
+
+        # From memory a@ is free; the store holds its invitation.
+        refused = await run("invite_member", "here-0", email="a@acme.io", role="developer")
+        assert not refused.ok and refused.error.code == "conflict", refused
+        assert stored_events(app) == 3
+
+        # Now cached as stored: from memory, with no read, saved after what the other instance saved.
+        read_the_store.clear()
+        bought = await run("add_seats", "seats-1", quantity=1, accept_charge_cents=10**9)
+        assert bought.ok and read_the_store == [] and stored_events(app) == 4
+
+        # A repeat that from memory buys a second seat, at the next free version: only the record's key refuses it.
+        again = await run("add_seats", "seats-1", quantity=1, accept_charge_cents=10**9)
+        assert msgspec.json.encode(again) == msgspec.json.encode(bought)
+        assert read_the_store == ["seats-1"] and stored_events(app) == 4
+        assert other.organization_for_change("acme").seats_purchased == 1
+    finally:
+        other.close()
+
+
+async def test_an_organization_known_from_the_stream_to_be_newer_is_read_from_the_store_before_deciding(
+    app, database_url, monkeypatch
+):
+    """The stream's news (the access index's versions, here given by hand) keeps a stale cache from
+    costing a refused save: the runner reads the store first."""
+    other = MembershipApplication(app.clock, app.secrets, env=postgres_env(database_url, pool_size=2))
+    heard_of = {"acme": 1}
+    runner = CommandRunner(app, known_version=lambda org_id: heard_of.get(org_id, 0))
+    read_the_store = []
+    decide_reading = app.decide
+    monkeypatch.setattr(app, "decide", lambda *args: read_the_store.append(args[2].command_id) or decide_reading(*args))
+    saves = []
+    record = app.record
+    monkeypatch.setattr(app, "record", lambda decisions: saves.append(len(decisions)) or record(decisions))
+
+    async def run(command_name: str, command_id: str, /, **fields):
+        body = msgspec.convert({"command_id": command_id, "actor": OWNER, "org_id": "acme", **fields}, cmd.COMMANDS[command_name])
+        return await runner.run(command_name, body)
+
+    try:
+        app.organization("acme")  # cached here at version 1
+        other.record([decide(other, "acme", "invite_member", "there-0", email="a@acme.io", role="developer")])
+        heard_of["acme"] = 2
+
+        invited = await run("invite_member", "here-0", email="b@acme.io", role="developer")
+
+        assert invited.ok, invited
+        assert read_the_store == ["here-0"] and saves == [1]  # read first, saved once: no refused save
+        assert stored_events(app) == 3
     finally:
         other.close()

@@ -6,6 +6,8 @@ Mar 10 -> Apr 10; charges below are worked out by hand from the contract's formu
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -475,3 +477,24 @@ def test_the_invitation_flow_works_for_a_service_key_with_invite_permission() ->
     invitation = world.ok("invite_member", api_key(key_id), email="a@example.com", role="admin")
 
     assert world.accept(invitation, "alice").result == {"user_id": "alice", "role": "admin"}
+
+
+def test_a_copy_decided_on_leaves_the_cached_organizations_indexes_as_they_were() -> None:
+    """A command decides on a copy that shares the index lists (`Organization.__deepcopy__`):
+    the events replace a list, never change it, so the cached organization keeps its own."""
+    world = new_org("pro")
+    first = world.invite("a@example.com", by=OWNER)
+    world.invite("b@example.com", by=OWNER)
+    world.ok("revoke_invitation", OWNER, invitation_id=first["invitation_id"])
+    world.invite("a@example.com", by=OWNER)
+    cached = world.app.organization(world.org_id)
+    indexes_before = copy.deepcopy((cached.open_by_email, cached.open_expiries, cached.member_emails))
+
+    decided_on = copy.deepcopy(cached)
+    for invitation_id in list(decided_on.open_by_email["a@example.com"]):
+        decided_on.close_invitation(invitation_id, "revoked")
+    decided_on.open_invitation(replace(decided_on.invitations[first["invitation_id"]], invitation_id="inv_new", status="pending"))
+    decided_on.join(replace(next(iter(decided_on.members.values())), user_id="someone", email="s@example.com"))
+
+    assert (cached.open_by_email, cached.open_expiries, cached.member_emails) == indexes_before
+    assert decided_on.open_by_email["a@example.com"] == ["inv_new"]

@@ -75,7 +75,8 @@ class Organization(Aggregate):
     `unit_price_cents`, `billing_anchor`, and `members`, `invitations` and `api_keys`: dicts of
     immutable values by id. Beside them, indexes the events keep so that a command does not scan
     every invitation: `member_emails` (email -> user id), and of the open invitations (status
-    `pending`, lapsed or not) `open_expiries` (sorted) and `open_by_email` (email -> ids).
+    `pending`, lapsed or not) `open_expiries` (sorted) and `open_by_email` (email -> ids; each list
+    is replaced when it changes, never changed in place, so a copy of the organization shares them).
     `roles` holds the custom roles an enterprise organization defined, by key."""
 
     class_version = 4
@@ -103,7 +104,7 @@ class Organization(Aggregate):
         for name in ("members", "invitations", "api_keys", "member_emails", "roles"):
             state[name] = dict(state[name])
         state["open_expiries"] = list(state["open_expiries"])
-        state["open_by_email"] = {email: list(ids) for email, ids in state["open_by_email"].items()}
+        state["open_by_email"] = dict(state["open_by_email"])  # its lists are replaced, never changed in place
         state["_pending_events"] = list(state["_pending_events"])
         copy.__dict__.update(state)
         return copy
@@ -285,7 +286,7 @@ class Organization(Aggregate):
     def open_invitation(self, invitation: Invitation) -> None:
         self.invitations[invitation.invitation_id] = invitation
         insort(self.open_expiries, invitation.expires_at)
-        self.open_by_email.setdefault(invitation.email, []).append(invitation.invitation_id)
+        self.open_by_email[invitation.email] = [*self.open_by_email.get(invitation.email, ()), invitation.invitation_id]
 
     def extend_invitation(self, invitation_id: str, expires_at: datetime) -> None:
         before = self.invitations[invitation_id]
@@ -299,9 +300,10 @@ class Organization(Aggregate):
         self.invitations[invitation_id] = replace(before, status=status)
         if before.status == "pending":
             self._drop_open_expiry(before.expires_at)
-            ids = self.open_by_email[before.email]
-            ids.remove(invitation_id)
-            if not ids:
+            still_open = [i for i in self.open_by_email[before.email] if i != invitation_id]
+            if still_open:
+                self.open_by_email[before.email] = still_open
+            else:
                 del self.open_by_email[before.email]
 
     def _drop_open_expiry(self, expires_at: datetime) -> None:
