@@ -9,17 +9,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
+
 from devstack import free_port
 from devstack.smtp_sink_server import SmtpSink
+from tests.services_under_test import ServiceUnderTest
 
 from . import audit
 from .authorize import authorize_figures
 from .baselines import asyncpg_batched_insert_rate, asyncpg_commit_rate, echo_responder_rate, jetstream_publish_rate
 from .billing import live_lag, rebuild_throughput
-from .edge import edge_overhead
+from .edge import EdgeUnderBench, edge_overhead
 from .measure import Figure, cpu_per_command
 from .membership import invite_throughput
-from .stack import bench_stack
+from .stack import ServiceFromTree, bench_stack, raw_http_responder
 
 
 def report(title: str, figures: list) -> None:
@@ -165,17 +168,34 @@ def billing_live_section() -> None:
 
 
 def http_section() -> None:
-    """A stack of its own: membership and the edge; the same calls through the edge and over NATS."""
-    with bench_stack() as stack:
+    """A stack of its own: membership and the edge; the same calls through the edge and over NATS.
+
+    BENCH_EDGE_BASELINE=<source tree>[:<source tree>...] (a checkout of main, say) runs an edge from
+    each tree beside this one's, so a change to the edge is measured against its baseline in one run."""
+    baseline_trees = [Path(tree) for tree in os.environ.get("BENCH_EDGE_BASELINE", "").split(os.pathsep) if tree]
+    with bench_stack() as stack, raw_http_responder(stack.scratch) as raw_url:
         database = stack.database("bench_http")
         membership = stack.service("membership", database).start()
-        web = stack.service("web", database).start()
+        started: list[ServiceUnderTest] = [membership]
         try:
-            figures = asyncio.run(edge_overhead(stack.nats.url, web.base_url))
+            web = stack.service("web", database).start()
+            started.append(web)
+            edges = [_under_bench("edge", web)]
+            for tree in baseline_trees:
+                env = {**stack.service("web", database).env, "WEB_PORT": str(free_port())}
+                baseline = ServiceFromTree("web", env, stack.scratch / f"baseline-{len(edges)}", tree).start()
+                started.append(baseline)
+                edges.append(_under_bench(f"edge of {tree.name}", baseline))
+            figures = uvloop.run(edge_overhead(stack.nats.url, edges, raw_url))
         finally:
-            web.stop()
-            membership.stop()
-        report("HTTP edge against NATS straight (the edge's overhead; one edge process, httpx clients)", figures)
+            for service in reversed(started):
+                service.stop()
+        report("HTTP edge against NATS straight (the edge's overhead; one edge process, bench.http_load clients)", figures)
+
+
+def _under_bench(label: str, web: ServiceUnderTest) -> EdgeUnderBench:
+    assert web.popen is not None
+    return EdgeUnderBench(label, web.base_url, web.popen.pid)
 
 
 if __name__ == "__main__":

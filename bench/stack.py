@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import NatsServer, PostgresServer, free_port
-from tests.services_under_test import ServiceUnderTest
+from tests.services_under_test import REPO, ServiceUnderTest
 
 
 @dataclass
@@ -40,3 +44,60 @@ def bench_stack() -> Iterator[BenchStack]:
         postgres.start()
         stack.callback(postgres.stop)
         yield BenchStack(nats, postgres, scratch)
+
+
+class ServiceFromTree(ServiceUnderTest):
+    """A service run from another source tree (a checkout of main, say) with this interpreter and its
+    packages: the baseline a benchmark compares this tree's service with, in the same run."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, tree: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(name, env, log_dir)
+        self.tree = tree
+
+    def start(self, wait: bool = True) -> ServiceFromTree:
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.name}"],
+                cwd=self.tree,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            wait_answering(self.base_url + "/healthz", self.popen, timeout=30)
+        return self
+
+
+def wait_answering(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until `url` answers 200 (two edges both answer web.query.health, so the bus cannot tell them apart)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: its process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+@contextmanager
+def raw_http_responder(scratch: Path) -> Iterator[str]:
+    """`bench.raw_http` in a process of its own: the load client's ceiling."""
+    port = free_port()
+    with open(scratch / "raw_http.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.raw_http", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_answering(f"http://127.0.0.1:{port}/", process, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
