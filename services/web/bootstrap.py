@@ -68,6 +68,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
                 HttpMetrics(create_app(edge)),
                 host=own.host,
                 port=own.port,
+                http="httptools",  # its C parser, not h11's Python one (docs/decisions.md)
                 log_config=None,
                 access_log=False,
                 lifespan="off",
