@@ -12,8 +12,9 @@ invitation, one `authorize` and the command. Those round trips are the edge's wo
 counted in its figures; so is the edge process's CPU per request (user + system), a figure the
 machine's other load moves far less than a rate.
 
-A second edge from another source tree (`BENCH_EDGE_BASELINE`, see bench/__main__.py) is measured in
-the same run, each workload through it right after the same through this tree's edge.
+Edges from other source trees (`BENCH_EDGE_BASELINE`, see bench/__main__.py) are measured in the
+same run. Every way of making a call (over NATS, through each edge) runs in turn, three rounds with
+the order rotated, so the shared machine's drift falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import msgspec
@@ -36,8 +37,9 @@ OWNER = {"type": "user", "id": "bench-owner"}
 CLIENTS = 16
 READS_PER_CLIENT = 300
 INVITES_PER_CLIENT = 150
-FLOOR_PER_CLIENT = 1000
+FLOOR_PER_CLIENT = 900
 WARM_UP = 3
+ROUNDS = 3  # each way of calling measured in turn, three times over
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,23 @@ class EdgeUnderBench:
     pid: int
 
 
-@dataclass(frozen=True)
-class Run:
-    rate: float
-    p50: float
-    p99: float
-    failures: int
-    cpu_us: float = float("nan")  # the edge process's CPU per request, when measured
+@dataclass
+class Tally:
+    """One way of making a call (over NATS, through one edge), added up over the rounds."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    failures: int = 0
+    latencies: Latencies = field(default_factory=Latencies)
+    cpu_seconds: float | None = None  # the edge process's, when measured
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_us(self) -> float | None:
+        return None if self.cpu_seconds is None else 1e6 * self.cpu_seconds / self.requests
 
 
 Operation = Callable[[int], Awaitable[bool]]
@@ -79,26 +91,30 @@ async def _set_up(client: Client, number: int, seats: int) -> BenchOrg:
     return BenchOrg(org_id, key["result"]["secret"])
 
 
-async def _concurrently(operations: list[Operation], per_client: int, pid: int | None = None, first: int = 0) -> Run:
+async def _concurrently(
+    operations: list[Operation], per_client: int, tally: Tally | None = None, pid: int | None = None, first: int = 0
+) -> Tally:
     """Each operation is one client's: called `per_client` times in turn, one at a time; all clients at once."""
-    latencies = Latencies()
+    tally = tally if tally is not None else Tally()
 
     async def one_client(operation: Operation) -> int:
         failures = 0
         for i in range(first, first + per_client):
             started = time.perf_counter()
             failures += not await operation(i)
-            latencies.record(started)
+            tally.latencies.record(started)
         return failures
 
     process = psutil.Process(pid) if pid is not None else None
     cpu_before = sum(process.cpu_times()[:2]) if process else 0.0
     began = time.perf_counter()
     failures = await asyncio.gather(*(one_client(operation) for operation in operations))
-    elapsed = time.perf_counter() - began
-    requests = len(operations) * per_client
-    cpu_us = 1e6 * (sum(process.cpu_times()[:2]) - cpu_before) / requests if process else float("nan")
-    return Run(requests / elapsed, latencies.percentile(50), latencies.percentile(99), sum(failures), cpu_us)
+    tally.seconds += time.perf_counter() - began
+    tally.requests += len(operations) * per_client
+    tally.failures += sum(failures)
+    if process is not None:
+        tally.cpu_seconds = (tally.cpu_seconds or 0.0) + sum(process.cpu_times()[:2]) - cpu_before
+    return tally
 
 
 def _getting(connection: HttpConnection, path: str, headers: dict[str, str] | None = None) -> Operation:
@@ -136,7 +152,7 @@ def _nats_invite(client: Client, org: BenchOrg) -> Operation:
     return invite
 
 
-async def _httpx_healthz_floor(base_url: str) -> Run:
+async def _httpx_healthz_floor(base_url: str) -> Tally:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) for _ in range(CLIENTS)]
 
@@ -147,28 +163,50 @@ async def _httpx_healthz_floor(base_url: str) -> Run:
         return get
 
     try:
-        return await _concurrently([probe(http) for http in clients], READS_PER_CLIENT)
+        return await _concurrently([probe(http) for http in clients], READS_PER_CLIENT // ROUNDS)
     finally:
         for http in clients:
             await http.aclose()
 
 
 async def _over_http(
-    base_url: str, operations: Callable[[list[HttpConnection]], list[Operation]], per_client: int, pid: int | None = None
-) -> Run:
-    """A run on fresh keep-alive connections (a server closes idle ones), a few requests each first to warm up."""
+    base_url: str,
+    operations: Callable[[list[HttpConnection]], list[Operation]],
+    per_client: int,
+    tally: Tally,
+    pid: int | None,
+    first: int,
+) -> None:
+    """One round on fresh keep-alive connections (a server closes idle ones), warmed up by a few requests
+    numbered past every round's own."""
     connections = [await HttpConnection.open(base_url) for _ in range(CLIENTS)]
     try:
-        await _concurrently(operations(connections), WARM_UP, first=per_client)  # numbered past the run's own
-        return await _concurrently(operations(connections), per_client, pid)
+        await _concurrently(operations(connections), WARM_UP, first=ROUNDS * per_client + first)
+        await _concurrently(operations(connections), per_client, tally, pid, first)
     finally:
         for connection in connections:
             await connection.close()
 
 
+Way = Callable[[Tally, int], Awaitable[None]]  # one round of one way of calling: (its tally, the round's first index)
+
+
+async def _in_rounds(ways: dict[str, Way], per_round: int) -> dict[str, Tally]:
+    """Every way in turn, ROUNDS times, the order rotated each round: the machine's drift (other work on
+    its cores) spreads over all of them instead of favouring whichever ran in the quiet minute."""
+    tallies = {name: Tally() for name in ways}
+    names = list(ways)
+    for round_number in range(ROUNDS):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            await ways[name](tallies[name], round_number * per_round)
+    return tallies
+
+
 async def edge_overhead(nats_url: str, edges: list[EdgeUnderBench], raw_url: str) -> list[Figure]:
     nats_clients = [await Client.connect(nats_url) for _ in range(CLIENTS)]
-    orgs = [await _set_up(client, n, (1 + len(edges)) * (INVITES_PER_CLIENT + WARM_UP)) for n, client in enumerate(nats_clients)]
+    seats = (1 + len(edges)) * (INVITES_PER_CLIENT + ROUNDS * WARM_UP)
+    orgs = [await _set_up(client, n, seats) for n, client in enumerate(nats_clients)]
     keys = [{"Authorization": f"Bearer {org.api_key}"} for org in orgs]
 
     def reads(connections: list[HttpConnection]) -> list[Operation]:
@@ -180,46 +218,67 @@ async def edge_overhead(nats_url: str, edges: list[EdgeUnderBench], raw_url: str
     def healthz(connections: list[HttpConnection]) -> list[Operation]:
         return [_getting(connection, "/healthz") for connection in connections]
 
+    def bare(connections: list[HttpConnection]) -> list[Operation]:
+        return [_getting(connection, "/") for connection in connections]
+
     def invites(label: str) -> Callable[[list[HttpConnection]], list[Operation]]:
         return lambda connections: [_inviting(connection, org, label) for connection, org in zip(connections, orgs, strict=True)]
 
+    def over_http(
+        url: str, operations: Callable[[list[HttpConnection]], list[Operation]], per_round: int, pid: int | None
+    ) -> Way:
+        return lambda tally, first: _over_http(url, operations, per_round, tally, pid, first)
+
+    def over_nats(operation: Callable[[Client, BenchOrg], Operation], per_round: int) -> Way:
+        async def run(tally: Tally, first: int) -> None:
+            operations = [operation(client, org) for client, org in zip(nats_clients, orgs, strict=True)]
+            await _concurrently(operations, per_round, tally, first=first)
+
+        return run
+
+    floor, reads_per_round, invites_per_round = (
+        FLOOR_PER_CLIENT // ROUNDS,
+        READS_PER_CLIENT // ROUNDS,
+        INVITES_PER_CLIENT // ROUNDS,
+    )
     try:
-        ceiling = await _over_http(raw_url, lambda cs: [_getting(c, "/") for c in cs], FLOOR_PER_CLIENT)
-        figures = [_figure(f"HTTP client ceiling: GET from a bare responder, {CLIENTS}", ceiling, "reqs/s")]
-        for edge in edges:
-            floor = await _over_http(edge.base_url, healthz, FLOOR_PER_CLIENT, edge.pid)
-            figures.append(_figure(f"GET /healthz through the {edge.label} (no bus)", floor, "reqs/s"))
+        floors = await _in_rounds(
+            {
+                "ceiling": over_http(raw_url, bare, floor, None),
+                **{edge.label: over_http(edge.base_url, healthz, floor, edge.pid) for edge in edges},
+            },
+            floor,
+        )
+        figures = [_figure(f"HTTP client ceiling: GET from a bare responder, {CLIENTS}", floors.pop("ceiling"), "reqs/s")]
+        figures += [_figure(f"GET /healthz through the {label} (no bus)", tally, "reqs/s") for label, tally in floors.items()]
         httpx_floor = await _httpx_healthz_floor(edges[0].base_url)
         figures.append(_figure(f"GET /healthz through the {edges[0].label}, httpx clients", httpx_floor, "reqs/s"))
 
-        read_nats = await _concurrently([_nats_read(c, o) for c, o in zip(nats_clients, orgs, strict=True)], READS_PER_CLIENT)
-        read_http = {edge.label: await _over_http(edge.base_url, reads, READS_PER_CLIENT, edge.pid) for edge in edges}
-        figures += _compared("GET /v1/orgs/{org}/members", "membership.query.members", read_nats, read_http, "reads/s")
+        read_ways = {edge.label: over_http(edge.base_url, reads, reads_per_round, edge.pid) for edge in edges}
+        read = await _in_rounds({"NATS": over_nats(_nats_read, reads_per_round), **read_ways}, reads_per_round)
+        figures += _compared("GET /v1/orgs/{org}/members", "membership.query.members", read, "reads/s")
 
-        invite_nats = await _concurrently(
-            [_nats_invite(c, o) for c, o in zip(nats_clients, orgs, strict=True)], INVITES_PER_CLIENT
-        )
-        invite_http = {
-            edge.label: await _over_http(edge.base_url, invites(f"e{n}-"), INVITES_PER_CLIENT, edge.pid)
-            for n, edge in enumerate(edges)
+        invite_ways = {
+            edge.label: over_http(edge.base_url, invites(f"e{n}-"), invites_per_round, edge.pid) for n, edge in enumerate(edges)
         }
-        figures += _compared(
-            "POST /v1/orgs/{org}/invitations", "membership.cmd.invite_member", invite_nats, invite_http, "cmds/s"
-        )
+        invite = await _in_rounds({"NATS": over_nats(_nats_invite, invites_per_round), **invite_ways}, invites_per_round)
+        figures += _compared("POST /v1/orgs/{org}/invitations", "membership.cmd.invite_member", invite, "cmds/s")
     finally:
         for client in nats_clients:
             await client.close()
     return figures
 
 
-def _figure(name: str, run: Run, unit: str) -> Figure:
-    cpu = "" if run.cpu_us != run.cpu_us else f", edge CPU {run.cpu_us:,.0f} µs/req"  # NaN: not measured
-    return Figure(name, run.rate, unit, f"p50 {run.p50:.1f} ms, p99 {run.p99:.1f} ms{cpu} ({run.failures} failed)")
+def _figure(name: str, tally: Tally, unit: str) -> Figure:
+    cpu = "" if tally.cpu_us is None else f", edge CPU {tally.cpu_us:,.0f} µs/req"
+    latency = f"p50 {tally.latencies.percentile(50):.1f} ms, p99 {tally.latencies.percentile(99):.1f} ms"
+    return Figure(name, tally.rate, unit, f"{latency}{cpu} ({tally.failures} failed)")
 
 
-def _compared(route: str, subject: str, over_nats: Run, through: dict[str, Run], unit: str) -> list[Figure]:
+def _compared(route: str, subject: str, tallies: dict[str, Tally], unit: str) -> list[Figure]:
+    over_nats = tallies.pop("NATS")
     figures = [_figure(f"{subject} over NATS, {CLIENTS} clients", over_nats, unit)]
-    for label, run in through.items():
-        figures.append(_figure(f"{route} through the {label}", run, unit))
-        figures.append(Figure(f"  {label} rate / NATS rate", run.rate / over_nats.rate, "x"))
+    for label, tally in tallies.items():
+        figures.append(_figure(f"{route} through the {label}", tally, unit))
+        figures.append(Figure(f"  {label} rate / NATS rate", tally.rate / over_nats.rate, "x"))
     return figures
