@@ -8,7 +8,7 @@ The server secret is SERVER_SECRET from the environment, or one generated once i
 Each service serves Prometheus metrics on its default port (9101..9105), or a free one when that is
 taken; the endpoints are printed at start. METRICS_PORT=0 turns them off.
 The HTTP edge (services/web) listens on 127.0.0.1:8080 (--web-port, or WEB_PORT); a run refuses to
-start when that port is taken. Once every service answers health, READY is printed with its URL.
+start when that port is taken. Without PUBLIC_URL, links use http://localhost:<that port>. Once every service answers health, READY is printed with its URL.
 """
 
 from __future__ import annotations
@@ -49,7 +49,13 @@ NATS_PORT = 4222
 POSTGRES_PORTS = (5432, 54329)
 SMTP_PORT = 2525
 WEB_PORT = 8080
-DEFAULT_PUBLIC_URL = "http://localhost:8080"
+
+
+def default_public_url(web_port: int) -> str:
+    """Without PUBLIC_URL, links point at this stack's own edge, named `localhost` as its announced URL is."""
+    return f"http://localhost:{web_port}"
+
+
 EXTERNAL_URLS = ("NATS_URL", "DATABASE_URL", "SMTP_URL")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -235,7 +241,7 @@ def service_environment(urls: dict[str, str], secret: dict[str, str], web_port: 
         **os.environ,
         **urls,
         **secret,
-        "PUBLIC_URL": os.environ.get("PUBLIC_URL", DEFAULT_PUBLIC_URL),
+        "PUBLIC_URL": os.environ.get("PUBLIC_URL") or default_public_url(web_port),
         "WEB_PORT": str(web_port),
         "PYTHONUNBUFFERED": "1",
     }
@@ -251,12 +257,15 @@ class EdgeAddress:
 
     @classmethod
     def of(cls, options: RunOptions, environment: dict[str, str]) -> EdgeAddress:
-        public_url = environment.get("PUBLIC_URL", DEFAULT_PUBLIC_URL)
+        public_url = environment.get("PUBLIC_URL") or default_public_url(options.web_port)
         return cls(environment.get("WEB_HOST", LOOPBACK), options.web_port, public_url)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """As a browser should open it: on loopback, `localhost`, the host of the default PUBLIC_URL,
+        since a cookie set for one host name is not sent to the other."""
+        host = "localhost" if self.host == LOOPBACK else self.host
+        return f"http://{host}:{self.port}"
 
     def require_free(self) -> None:
         if not port_is_free(self.port, self.host):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from typing import Any
 
@@ -12,13 +11,12 @@ from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi.config import OpenAPIConfig
-from litestar.params import ParameterKwarg
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import Invalid, Refused
+from shared.errors import Refused
 from shared.requests import bounded
 from shared.version import package_version
 
@@ -30,6 +28,7 @@ from .edge import HEADER_ID, Edge
 from .pages import ROUTES as PAGE_ROUTES
 from .problems import PROBLEM_MEDIA_TYPE, problem
 from .signin_routes import ROUTES as SIGNIN_ROUTES
+from .strict_input import strictly_read
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
@@ -84,31 +83,6 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[b
     return Response(content=_encoder.encode(body), status_code=500, media_type=PROBLEM_MEDIA_TYPE)
 
 
-RESERVED_NAMES = frozenset({"request", "edge", "data"})
-
-
-@functools.cache
-def query_names(handler: HTTPRouteHandler) -> frozenset[str]:
-    """The query parameters a route declares (by their names on the wire)."""
-    names = set()
-    for name, field in handler.parsed_fn_signature.parameters.items():
-        declared = field.kwarg_definition
-        if name in RESERVED_NAMES or not isinstance(declared, ParameterKwarg) or declared.header or declared.cookie:
-            continue
-        names.add(declared.query or name)
-    return frozenset(names)
-
-
-async def unknown_query_refused(request: Request[Any, Any, Any]) -> None:
-    """Unknown query parameters are refused, as unknown fields are on the bus: a typo never passes as a default."""
-    handler = request.route_handler
-    if not isinstance(handler, HTTPRouteHandler):
-        return
-    unknown = set(request.query_params) - query_names(handler) - set(request.path_params)
-    if unknown:
-        raise Invalid("unknown query parameters", unknown=sorted(name[:64] for name in unknown)[:10])
-
-
 class RequestIdMiddleware(ASGIMiddleware):
     """A well-formed X-Request-ID is kept, any other replaced by one of ours; echoed on the response."""
 
@@ -139,6 +113,10 @@ async def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return document
 
 
+async def _not_served(_: Request[Any, Any, Any]) -> None:
+    raise NotFoundException()
+
+
 def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
     def provide_edge() -> Edge:
         return edge
@@ -147,7 +125,7 @@ def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
         route_handlers=[
             healthz,
             openapi_document,
-            Router("/", route_handlers=API_ROUTES, before_request=unknown_query_refused),
+            Router("/", route_handlers=API_ROUTES, before_request=strictly_read),
             *SIGNIN_ROUTES,
             *PAGE_ROUTES,
             *(extra_routes or []),
@@ -162,7 +140,14 @@ def create_app(edge: Edge, extra_routes: list[Any] | None = None) -> Litestar:
             Exception: _unexpected,
         },
         middleware=[RequestIdMiddleware()],
-        openapi_config=OpenAPIConfig(title="Team members", version=package_version(), path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Team members",
+            version=package_version(),
+            # Litestar always mounts its documentation sites (scripts from a CDN) under this router;
+            # the document is served only as /openapi.json, so every path under it is a 404.
+            openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, before_request=_not_served),
+            render_plugins=[JsonRenderPlugin()],
+        ),
         request_max_body_size=edge.settings.max_body_bytes,
         debug=False,
     )

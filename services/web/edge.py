@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ class Edge:
             name,
             org_id,
             actor,
-            command_id_of(request),
+            command_id_of(request, actor, org_id),
             request_id_of(request),
             **{k: v for k, v in fields.items() if v is not None},
         )
@@ -54,14 +55,19 @@ def request_id_of(request: Request[Any, Any, Any]) -> str:
     return str(request.state.request_id)
 
 
-def command_id_of(request: Request[Any, Any, Any]) -> str:
-    """`Idempotency-Key` when given (a retry sends the same), or a fresh id."""
+def command_id_of(request: Request[Any, Any, Any], actor: Actor, org_id: str) -> str:
+    """A fresh id, or the one id an `Idempotency-Key` names for this caller in this organization.
+
+    Membership deduplicates command ids across every organization, so the client's key is never the
+    id itself: it is hashed with the actor and the org, and a retry by the same caller is the same
+    command while another caller's or another org's same key never meets it (nor learns it was used)."""
     given = request.headers.get("idempotency-key")
     if given is None:
         return fresh_command_id()
     if not HEADER_ID.fullmatch(given):
         raise Invalid("Idempotency-Key must be 1 to 128 of A-Z a-z 0-9 . _ : ~ -", field="Idempotency-Key")
-    return given
+    scope = "\n".join((actor.type, actor.id, org_id, given))  # none of the four can hold a newline
+    return f"web_{hashlib.sha256(scope.encode()).hexdigest()}"
 
 
 # How a route handler asks for the edge: by name, as Litestar 3 requires.

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 STARTUP_TIMEOUT = 180.0
 # Bounded by the slowest recorded stop (PostgreSQL's 30 s) plus the services before it.
 STOP_TIMEOUT = 90.0
-CONFIGURED_ELSEWHERE = ("NATS_URL", "DATABASE_URL", "SMTP_URL", "SERVER_SECRET", "SERVER_SECRET_FILE")
+CONFIGURED_ELSEWHERE = ("NATS_URL", "DATABASE_URL", "SMTP_URL", "SERVER_SECRET", "SERVER_SECRET_FILE", "PUBLIC_URL", "WEB_PORT")
 
 
 class LocalStackRun:
@@ -145,8 +145,14 @@ def test_a_signal_to_the_process_group_stops_the_whole_stack_in_order(stack_runs
     run = stack_runs.start()
     children = run.children()
     assert len(children) >= 9  # guardian, NATS, postmaster (and its backends), SMTP sink, five services
-    assert f"the edge (HTTP API and pages): http://127.0.0.1:{run.web_port}" in run.output()
-    assert "PUBLIC_URL=http" in run.output()
+    # Without PUBLIC_URL, links follow --web-port, on the host the edge is announced with (cookies live on one host).
+    assert f"the edge (HTTP API and pages): http://localhost:{run.web_port}  PUBLIC_URL=http://localhost:{run.web_port}\n" in (
+        run.output()
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while "sign in as the demo owner" not in run.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"one use, five minutes): http://localhost:{run.web_port}/session/local?" in run.output(), run.output()[-2000:]
 
     assert run.popen is not None
     os.killpg(run.popen.pid, stop_signal)  # what closing the terminal does, or `kill` of the group

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -102,6 +102,32 @@ def test_a_retried_invitation_with_the_same_idempotency_key_is_one_invitation(ed
         assert problem_of(other, 409, "conflict")["details"]["reason"] == "command_id_reused"
         bad = http.post(f"/v1/orgs/{org.org_id}/invitations", json=body, headers={**org.as_owner, "Idempotency-Key": "a b"})
         problem_of(bad, 422, "validation_error")
+
+
+def test_an_idempotency_key_is_the_caller_s_own_in_its_organization(edge_stack: EdgeStack) -> None:
+    acme, globex = edge_stack.new_org(), edge_stack.new_org(name="Globex", owner_id="owner-2")
+    admin_key = edge_stack.new_key(acme.org_id, ["members:read", "members:invite"])
+    as_admin = {"Authorization": f"Bearer {admin_key}"}
+    key = {"Idempotency-Key": "invite-replay-1"}
+    body = {"email": "replay1@example.com", "role": "developer"}
+    with edge_stack.client() as http:
+        first = http.post(f"/v1/orgs/{acme.org_id}/invitations", json=body, headers={**acme.as_owner, **key})
+        assert first.status_code == 201, first.text
+        # Another tenant, and another caller in the same org, using the same key: their own commands.
+        elsewhere = http.post(f"/v1/orgs/{globex.org_id}/invitations", json=body, headers={**globex.as_owner, **key})
+        assert elsewhere.status_code == 201, elsewhere.text
+        other_caller = http.post(
+            f"/v1/orgs/{acme.org_id}/invitations", json={**body, "email": "replay2@example.com"}, headers={**as_admin, **key}
+        )
+        assert other_caller.status_code == 201, other_caller.text
+        assert len({first.json()["invitation_id"], elsewhere.json()["invitation_id"], other_caller.json()["invitation_id"]}) == 3
+
+        retried = http.post(f"/v1/orgs/{acme.org_id}/invitations", json=body, headers={**acme.as_owner, **key})
+        assert (retried.status_code, retried.json()) == (201, first.json())
+        emails = [
+            i["email"] for i in http.get(f"/v1/orgs/{acme.org_id}/invitations", headers=acme.as_owner).json()["invitations"]
+        ]
+        assert emails == ["replay1@example.com", "replay2@example.com"]
 
 
 def test_an_invitation_is_resent_then_revoked_and_then_cannot_be_resent(edge_stack: EdgeStack) -> None:
@@ -226,6 +252,32 @@ def test_an_api_key_is_created_listed_used_and_revoked(edge_stack: EdgeStack) ->
 
         beyond = http.post(f"/v1/orgs/{org.org_id}/api-keys", json={"name": "x", "permissions": ["billing:read"]}, headers=as_ci)
         problem_of(beyond, 401, "unauthenticated")
+
+
+def test_an_expired_key_and_a_key_whose_owner_left_are_not_credentials(edge_stack: EdgeStack) -> None:
+    org = edge_stack.new_org()
+    with edge_stack.client() as http:
+        join(edge_stack, http, org, "dev-9")
+        orphan = edge_stack.new_key(org.org_id, ["members:read"], owner_user_id="dev-9")
+        as_orphan = {"Authorization": f"Bearer {orphan}"}
+        assert http.get(f"/v1/orgs/{org.org_id}/members", headers=as_orphan).status_code == 200
+        assert http.delete(f"/v1/orgs/{org.org_id}/members/dev-9", headers=org.as_owner).status_code == 200
+        gone = http.get(f"/v1/orgs/{org.org_id}/members", headers=as_orphan)
+        problem_of(gone, 401, "unauthenticated")
+        assert gone.headers["www-authenticate"].startswith("Bearer")
+
+        soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
+        made = http.post(
+            f"/v1/orgs/{org.org_id}/api-keys",
+            json={"name": "brief", "permissions": ["members:read"], "expires_at": soon},
+            headers=org.as_owner,
+        )
+        assert made.status_code == 201, made.text
+        as_brief = {"Authorization": f"Bearer {made.json()['secret']}"}
+        assert http.get(f"/v1/orgs/{org.org_id}/members", headers=as_brief).status_code == 200
+        expired = polled(lambda: (r := http.get(f"/v1/orgs/{org.org_id}/members", headers=as_brief)).status_code == 401 and r)
+        assert expired, "the key still worked after it expired"
+        problem_of(expired, 401, "unauthenticated")
 
 
 def test_the_owner_key_reads_charges_and_the_upcoming_invoice_a_developer_key_does_not(edge_stack: EdgeStack) -> None:

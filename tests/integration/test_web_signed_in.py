@@ -70,7 +70,9 @@ async def test_the_signed_in_invitee_accepts_and_then_sees_the_organization_in_m
     forged = await http.post(f"/v1/invitations/{invitation_id}/accept", json={"token": "forged"})
     assert (forged.status_code, forged.json()["code"]) == (403, "invalid_token")
     unknown = await http.post("/v1/invitations/inv_nobody/accept", json={"token": token})
-    assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
+    # An unknown invitation and a wrong token read alike: the route is no oracle for which ids exist.
+    assert (unknown.status_code, unknown.json()["code"]) == (403, "invalid_token")
+    assert unknown.json()["detail"] == forged.json()["detail"]
 
     accepted = await http.post(f"/v1/invitations/{invitation_id}/accept", json={"token": token})
     assert (accepted.status_code, accepted.json()) == (200, {"user_id": "dev-7", "role": "admin"})
@@ -105,3 +107,20 @@ async def test_a_service_that_does_not_answer_is_503_with_retry_after(membership
     assert unanswered.headers["retry-after"] == "7"
     assert unanswered.headers["content-type"] == "application/problem+json"
     assert "Traceback" not in unanswered.text
+
+
+async def test_a_removed_member_s_session_reads_and_changes_nothing_in_the_organization(membership, nc, signed_in) -> None:
+    http, sessions = signed_in
+    org_id, invitation_id, token = await invited(membership, nc, "dev@example.com")
+    sessions.user = SignedInUser(user_id="dev-7", email="dev@example.com", csrf_token=CSRF)
+    assert (await http.post(f"/v1/invitations/{invitation_id}/accept", json={"token": token})).status_code == 200
+    assert (await http.get(f"/v1/orgs/{org_id}/members")).status_code == 200
+
+    removed = await Client(nc).command("remove_member", org_id=org_id, actor={"type": "user", "id": "owner-1"}, user_id="dev-7")
+    assert removed["ok"], removed
+
+    read = await http.get(f"/v1/orgs/{org_id}/members")
+    assert (read.status_code, read.json()["code"], read.json()["details"]["reason"]) == (403, "permission_denied", "not_a_member")
+    invite = await http.post(f"/v1/orgs/{org_id}/invitations", json={"email": "x@example.com", "role": "developer"})
+    assert (invite.status_code, invite.json()["code"]) == (403, "permission_denied")
+    assert (await http.get("/v1/me")).json()["orgs"] == []

@@ -9,13 +9,16 @@ from litestar.params import JSONBody
 
 from shared.contract.common import Actor
 from shared.contract.queries import InvitationsPage
-from shared.errors import PermissionDenied
+from shared.errors import InvalidToken, NotFound, PermissionDenied
 
 from ..edge import InjectedEdge
 from .bodies import Acceptance, NewInvitation
 from .parameters import InvitationId, Limit, OrgId, PageCursor
 from .responses import COMMAND, READ, problems
 from .results import InvitationResent, InvitationRevoked, InvitationSent, MemberRole
+
+# Membership's words for a token that does not match its invitation, used for an unknown one too.
+UNUSABLE_LINK = "the invitation token does not match"
 
 
 @get("/v1/orgs/{org_id:str}/invitations", operation_id="invitations", responses=READ)
@@ -91,8 +94,12 @@ async def accept_invitation(
     caller = await edge.caller(request)
     if caller.user is None:
         raise PermissionDenied("an invitation is accepted by a signed-in person, not an API key", reason="not_a_user")
-    # The org comes from the invitation behind the token: a wrong token is invalid_token and reveals nothing.
-    link = await edge.bus.query("membership", "invitation", invitation_id=invitation_id, token=data.token)
+    # The org comes from the invitation behind the token. A wrong token and an unknown invitation are
+    # the same invalid_token, so the route tells no one which invitation ids exist.
+    try:
+        link = await edge.bus.query("membership", "invitation", invitation_id=invitation_id, token=data.token)
+    except NotFound:
+        raise InvalidToken(UNUSABLE_LINK) from None
     result: MemberRole = await edge.command(
         request,
         "accept_invitation",

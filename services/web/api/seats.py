@@ -28,7 +28,8 @@ async def seat_quote(request: Request[Any, Any, Any], edge: InjectedEdge, org_id
 async def add_seats(
     request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, data: JSONBody[SeatPurchase]
 ) -> SeatsAdded:
-    """Buy seats; `accept_charge_cents` must be the prorated amount quoted (otherwise 402 charge_mismatch with the quote)."""
+    """Buy seats; `accept_charge_cents` is the most the caller agrees to pay: the prorated charge due now is
+    taken, and an amount below it is 402 charge_mismatch with a fresh quote."""
     caller = await edge.caller(request)
     result: SeatsAdded = await edge.command(
         request, "add_seats", org_id, caller.actor, quantity=data.quantity, accept_charge_cents=data.accept_charge_cents

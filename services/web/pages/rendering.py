@@ -188,4 +188,5 @@ PAGE_EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     Refused: page_refused,
     Unavailable: page_unavailable,
     InternalFailure: page_unavailable,
+    Exception: page_failed,
 }

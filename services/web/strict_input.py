@@ -1,0 +1,79 @@
+"""The API's input read as strictly as the bus reads a command, before Litestar reads it.
+
+Litestar converts loosely (`"quantity": "1"` is 1, `?limit=1e3` is 1000) and lets a body's invalid
+UTF-8 or a deep nesting escape as a 500. Here every body is decoded once with msgspec in strict
+mode into the route's body Struct, integer query parameters must be written as integers, and unknown
+query parameters are refused: each is one `validation_error`, before anything is sent on."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import BodyKwarg, ParameterKwarg
+
+from shared.errors import Invalid
+
+RESERVED_NAMES = frozenset({"request", "edge", "data"})
+INTEGER = re.compile(r"-?[0-9]{1,32}")
+
+
+@dataclass(frozen=True)
+class DeclaredInput:
+    """What a route takes besides its path: query parameters by their names on the wire, and its body type."""
+
+    query: frozenset[str]
+    integer_query: frozenset[str]
+    body: type[Any] | None
+
+
+@functools.cache
+def declared_input(handler: HTTPRouteHandler) -> DeclaredInput:
+    query: set[str] = set()
+    integers: set[str] = set()
+    body: type[Any] | None = None
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        declared = field.kwarg_definition
+        if name == "data" and isinstance(declared, BodyKwarg):
+            body = field.annotation
+            continue
+        if name in RESERVED_NAMES or not isinstance(declared, ParameterKwarg) or declared.header or declared.cookie:
+            continue
+        wire_name = declared.query or name
+        query.add(wire_name)
+        if field.annotation is int:
+            integers.add(wire_name)
+    return DeclaredInput(frozenset(query), frozenset(integers), body)
+
+
+async def strictly_read(request: Request[Any, Any, Any]) -> None:
+    """Refuse loose input on an API route: unknown or non-integer query parameters, a body not its Struct."""
+    handler = request.route_handler
+    if not isinstance(handler, HTTPRouteHandler):
+        return
+    declared = declared_input(handler)
+    unknown = set(request.query_params) - declared.query - set(request.path_params)
+    if unknown:
+        raise Invalid("unknown query parameters", unknown=sorted(name[:64] for name in unknown)[:10])
+    for name in declared.integer_query:
+        if not all(INTEGER.fullmatch(value) for value in request.query_params.getall(name, [])):
+            raise Invalid(f"`{name}` must be an integer written in digits", field=name)
+    if declared.body is not None:
+        strict_body(await request.body(), declared.body)
+
+
+def strict_body(raw: bytes, body_type: type[Any]) -> Any:
+    """The body as `body_type`, decoded as the bus decodes a command: no coercion, no unknown field."""
+    try:
+        return msgspec.json.decode(raw, type=body_type, strict=True)
+    except msgspec.ValidationError as invalid:
+        raise Invalid(str(invalid)[:500]) from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise Invalid("the body is not JSON in UTF-8") from None
+    except RecursionError:
+        raise Invalid("the body is nested too deeply") from None
