@@ -65,8 +65,15 @@ async def run_demo(client: Client, mail_dir: Path) -> int:
             user_id=f"grace-{suffix}",
         )
         say(f"5. Grace follows the link in her email and joins: {accepted['ok']}.")
-    key = await client.command("create_api_key", org_id=org, actor=owner, name="ci", permissions=["gateway:use"])
-    say(f"6. Ada creates an API-only key for CI ({key['result']['prefix']}…), allowed only gateway:use.")
+    key = await client.command("create_api_key", org_id=org, actor=owner, name="ci", permissions=["gateway:use"], projects=["ci"])
+    say(f"6. Ada creates an API-only key for CI ({key['result']['prefix']}…), allowed only gateway:use, only in project ci.")
+    for project in ("ci", "web"):
+        asked = await client.query(
+            "membership", "authorize", api_key=key["result"]["secret"], permission="gateway:use", project_id=project
+        )
+        verdict = "allowed" if asked["result"]["allowed"] else "denied"
+        say(f"   The gateway asks for gateway:use in project {project}: {verdict}.")
+    await _custom_role(client, org, owner, suffix, mail_dir)
     await asyncio.sleep(1.5)
 
     view = (await client.query("membership", "get_organization", org_id=org))["result"]
@@ -89,6 +96,41 @@ async def run_demo(client: Client, mail_dir: Path) -> int:
         landed = _file_for(mail_dir, delivery["event_id"])
         say(f"  {delivery['to']:<40} {delivery['status']:<8} {landed or ''}")
     return 0
+
+
+async def _custom_role(client: Client, org: str, owner: dict[str, str], suffix: str, mail_dir: Path) -> None:
+    """Enterprise: a custom "billing viewer" role, defined and given to Alan once he has joined."""
+    moved = await client.command("change_plan", org_id=org, actor=owner, plan="enterprise")
+    say(f"7. Ada moves to the enterprise plan: {moved['ok']}.")
+    defined = await client.command(
+        "define_role",
+        org_id=org,
+        actor=owner,
+        role_key="billing-viewer",
+        name="Billing viewer",
+        description="reads invoices and charges",
+        permissions=["billing:read", "members:read", "org:read"],
+    )
+    say(f"8. Ada defines a custom role billing-viewer ({', '.join(defined['result']['permissions'])}).")
+    alan_mail = await _wait_for_mail(mail_dir, f"alan-{suffix}@engines.example")
+    if alan_mail is None:
+        return
+    invitation_id, token = alan_mail[1]
+    alan = f"alan-{suffix}"
+    joined = await client.command(
+        "accept_invitation",
+        org_id=org,
+        actor={"type": "user", "id": alan},
+        invitation_id=invitation_id,
+        token=token,
+        user_id=alan,
+    )
+    changed = await client.command("change_role", org_id=org, actor=owner, user_id=alan, role="billing-viewer")
+    say(f"9. Alan joins ({joined['ok']}) and Ada makes him a billing viewer: {changed['ok']}.")
+    for permission in ("billing:read", "members:invite"):
+        asked = await client.query("membership", "authorize", org_id=org, user_id=alan, permission=permission)
+        verdict = "allowed" if asked["result"]["allowed"] else "denied"
+        say(f"   Alan asks for {permission}: {verdict}.")
 
 
 async def _result(client: Client, service: str, query: str, org: str, field: str) -> list[dict[str, Any]]:

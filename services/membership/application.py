@@ -33,7 +33,7 @@ from .authorization import answer, denied
 from .domain.events import MemberInvited, OrganizationEvent
 from .domain.organization import CommandContext, Organization, org_uuid, require_creator
 from .domain.scopes import listed
-from .domain.values import VALUE_TRANSCODINGS, ApiKey, Invitation, Member
+from .domain.values import VALUE_TRANSCODINGS, ApiKey, CustomRole, Invitation, Member
 from .idempotency import DEFAULT_RETENTION, CommandFingerprint, CommandRecord, is_remembered, new_record, repeat_reply
 from .recorders import CommandRecorder, POPOCommandRecorder, PostgresCommandRecorder
 from .secrets import KeyName, Secrets, secrets_match
@@ -379,6 +379,11 @@ class MembershipApplication(Application):
         )
         return q.ApiKeysPage(api_keys=chosen, next_cursor=next_cursor)
 
+    def roles(self, query: q.RolesQuery) -> q.RolesPage:
+        org = self.organization(query.org_id)
+        chosen, next_cursor = paging.page(list(org.roles.values()), _role_position, query.cursor, query.limit, _role_view)
+        return q.RolesPage(roles=chosen, next_cursor=next_cursor)
+
     def org_of_invitation(self, invitation_id: str) -> str:
         org_id = self.commands.org_of_invitation(invitation_id)
         if org_id is None:
@@ -448,8 +453,23 @@ def _key_position(key: ApiKey) -> paging.Position:
     return pricing.microseconds(key.created_at), key.key_id
 
 
+def _role_position(role: CustomRole) -> paging.Position:
+    return 0, role.role_key  # by key: a role has no instant of its own
+
+
 def _member_view(member: Member) -> q.MemberView:
-    return q.MemberView(user_id=member.user_id, email=member.email, role=member.role, joined_at=member.joined_at)
+    return q.MemberView(
+        user_id=member.user_id, email=member.email, role=member.role, joined_at=member.joined_at, projects=listed(member.projects)
+    )
+
+
+def _role_view(role: CustomRole) -> q.RoleView:
+    return q.RoleView(
+        role_key=role.role_key,
+        name=role.name,
+        description=role.description,
+        permissions=sorted(role.permissions),  # type: ignore[arg-type]
+    )
 
 
 def _invitation_view(invitation: Invitation, now: datetime) -> q.InvitationView:
@@ -459,6 +479,7 @@ def _invitation_view(invitation: Invitation, now: datetime) -> q.InvitationView:
         role=invitation.role,
         expires_at=invitation.expires_at,
         status=invitation.status_at(now),  # type: ignore[arg-type]
+        projects=listed(invitation.projects),
     )
 
 
@@ -473,4 +494,5 @@ def _key_view(org: Organization, key: ApiKey, now: datetime) -> q.ApiKeyView:
         created_at=key.created_at,
         created_by=q.Principal(type=key.created_by.type, id=key.created_by.id) if key.created_by else None,  # type: ignore[arg-type]
         status=key.status_at(now) if key.revoked or key.has_expired(now) or org.is_live(key, now) else "inactive",  # type: ignore[arg-type]
+        projects=listed(key.projects),
     )

@@ -65,6 +65,9 @@ class MembershipHandlers:
         async def api_keys(query: q.ApiKeysQuery) -> Any:
             return await for_org(query.org_id, self.app.api_keys, query)
 
+        async def roles(query: q.RolesQuery) -> Any:
+            return await for_org(query.org_id, self.app.roles, query)
+
         async def invitation(query: q.InvitationLinkQuery) -> Any:
             org_id = await self.runner.in_thread(self.app.org_of_invitation, query.invitation_id)
             return await for_org(org_id, self.app.invitation_behind_link, org_id, query)
@@ -92,6 +95,7 @@ class MembershipHandlers:
             "members": reply_handler(q.MembersQuery, members),
             "invitations": reply_handler(q.InvitationsQuery, invitations),
             "api_keys": reply_handler(q.ApiKeysQuery, api_keys),
+            "roles": reply_handler(q.RolesQuery, roles),
             "invitation": reply_handler(q.InvitationLinkQuery, invitation),
             "seat_quote": reply_handler(q.SeatQuoteQuery, seat_quote),
             "authorize": reply_handler(q.Authorize, authorize, telemetry.observe_authorize),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.contract.common import ID_PATTERN
+
 from .api.audit import EXPORT_MEDIA_TYPES
 from .api.bodies import Body
 
@@ -20,6 +22,8 @@ def finished(document: dict[str, Any]) -> dict[str, Any]:
     for body in Body.__subclasses__():
         if body.__name__ in schemas:
             schemas[body.__name__]["additionalProperties"] = False  # bodies refuse unknown fields, as on the bus
+    for schema in schemas.values():
+        _project_ids_described(schema)
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -33,6 +37,21 @@ def finished(document: dict[str, Any]) -> dict[str, Any]:
                 text = {"schema": {"type": "string"}}
                 responses["200"]["content"] = {media_type: text for media_type in EXPORT_MEDIA_TYPES.values()}
     return document
+
+
+PROJECT_ID = {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 64, "description": "a project's id"}
+
+
+def _project_ids_described(schema: dict[str, Any]) -> None:
+    """A project scope's items are ids in the contract's grammar: Litestar drops the constraint of a
+    list's annotated items, so it is put back here."""
+    scope = schema.get("properties", {}).get("projects")
+    if not isinstance(scope, dict):
+        return
+    for variant in [scope, *scope.get("oneOf", [])]:
+        if variant.get("type") == "array":
+            variant["items"] = PROJECT_ID
+            variant["uniqueItems"] = True
 
 
 def _patterns_escaped(node: Any) -> Any:

@@ -75,6 +75,10 @@ class ApiKeysQuery(PagedOrgQuery, frozen=True, kw_only=True):
     """`membership.query.api_keys`: oldest first; never a secret or its hash."""
 
 
+class RolesQuery(PagedOrgQuery, frozen=True, kw_only=True):
+    """`membership.query.roles`: the organization's custom roles, by key (v1.4)."""
+
+
 class Authorize(Query, frozen=True, kw_only=True):
     permission: Permission
     api_key: ApiKeySecret | None = None
@@ -167,6 +171,7 @@ class MemberView(msgspec.Struct, frozen=True, kw_only=True):
     email: str
     role: Role
     joined_at: datetime
+    projects: list[str] | None = None  # the member's project scope (v1.4); null: every project
 
 
 class InvitationView(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,6 +180,7 @@ class InvitationView(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     expires_at: datetime
     status: Literal["pending", "accepted", "revoked", "expired"]
+    projects: list[str] | None = None  # the scope the member gets on accepting (v1.4); null: every project
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -194,6 +200,7 @@ class ApiKeyView(msgspec.Struct, frozen=True, kw_only=True):
     status: Literal[
         "live", "inactive", "revoked", "expired"
     ]  # inactive: grants nothing now (its owner left, its grantor lost the rights)
+    projects: list[str] | None = None  # the key's own project scope (v1.4); null: every project
 
 
 class OrganizationView(msgspec.Struct, frozen=True, kw_only=True):
@@ -243,6 +250,18 @@ class InvitationsPage(msgspec.Struct, frozen=True, kw_only=True):
 
 class ApiKeysPage(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: list[ApiKeyView]
+    next_cursor: str | None
+
+
+class RoleView(msgspec.Struct, frozen=True, kw_only=True):
+    role_key: str
+    name: str
+    description: str
+    permissions: list[Permission]
+
+
+class RolesPage(msgspec.Struct, frozen=True, kw_only=True):
+    roles: list[RoleView]
     next_cursor: str | None
 
 

@@ -105,6 +105,7 @@ def valid_bodies(team: Team) -> dict[str, dict[str, Any]]:
         "membership.query.members": page,
         "membership.query.invitations": {**page, "status": "pending"},
         "membership.query.api_keys": page,
+        "membership.query.roles": page,
         "membership.query.user_orgs": {"user_id": team.owner_id, "limit": 10, "cursor": "AAAA"},
         "membership.query.invitation": {"invitation_id": team.invitation_id, "token": "not-the-token"},
         "membership.query.seat_quote": {"org_id": team.org_id},

@@ -17,6 +17,7 @@ CONTRACT_OPERATIONS = {
     "resend_invitation", "revoke_invitation", "accept_invitation", "seat_quote", "add_seats", "remove_seats",
     "api_keys", "create_api_key", "revoke_api_key", "change_plan", "charges", "upcoming_invoice",
     "search", "verify", "export", "me",
+    "roles", "define_role", "update_role", "delete_role",
 }  # fmt: skip
 
 
@@ -49,6 +50,10 @@ def test_the_document_is_valid_openapi_and_names_every_operation_after_the_contr
         "$ref": "#/components/schemas/NewInvitation"
     }
     assert document["components"]["schemas"]["NewInvitation"]["additionalProperties"] is False
+    role_key = document["paths"]["/v1/orgs/{org_id}/roles/{role_key}"]["delete"]["parameters"]
+    assert {p["name"]: p["schema"]["pattern"] for p in role_key}["role_key"] == "^(?:[a-z0-9][a-z0-9-]{0,62})(?![\\s\\S])"
+    project_ids = document["components"]["schemas"]["NewApiKey"]["properties"]["projects"]["oneOf"][0]["items"]
+    assert project_ids["pattern"] == org_id["schema"]["pattern"]
     assert operations["create_api_key"]["responses"]["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ApiKeyCreated"
     }

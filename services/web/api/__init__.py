@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import api_keys, audit, billing, invitations, me, members, organizations, seats
+from . import api_keys, audit, billing, invitations, me, members, organizations, roles, seats
 
 ROUTES: list[Any] = [
     *organizations.ROUTES,
@@ -12,6 +12,7 @@ ROUTES: list[Any] = [
     *invitations.ROUTES,
     *seats.ROUTES,
     *api_keys.ROUTES,
+    *roles.ROUTES,
     *billing.ROUTES,
     *audit.ROUTES,
     *me.ROUTES,

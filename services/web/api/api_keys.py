@@ -44,6 +44,7 @@ async def create_api_key(
         permissions=data.permissions,
         owner_user_id=data.owner_user_id,
         expires_at=data.expires_at,
+        projects=data.projects,
     )
     return Response(result, status_code=201, headers=NOT_STORED)
 

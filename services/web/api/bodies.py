@@ -7,7 +7,19 @@ from typing import Annotated
 import msgspec
 
 from shared.contract.commands import Token
-from shared.contract.common import Cents, EmailText, Identifier, NonEmptyText, Permission, Plan, Quantity, Role, UtcTime
+from shared.contract.common import (
+    Cents,
+    EmailText,
+    Identifier,
+    NonEmptyText,
+    Permission,
+    Plan,
+    ProjectScope,
+    Quantity,
+    Role,
+    UtcTime,
+    require_distinct_projects,
+)
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -15,13 +27,27 @@ class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 class RoleChange(Body, frozen=True, kw_only=True):
+    """`projects` narrows the member's project scope, `every_project: true` widens it to all; with
+    neither it stays as it is. `projects: null` is refused, as on the bus."""
+
     role: Role
+    projects: ProjectScope | msgspec.UnsetType = msgspec.UNSET
+    every_project: bool = False
+
+    def __post_init__(self) -> None:
+        if self.every_project and self.projects is not msgspec.UNSET:
+            raise ValueError("give `projects` or `every_project: true`, not both")
+        require_distinct_projects(None if self.projects is msgspec.UNSET else self.projects)
 
 
 class NewInvitation(Body, frozen=True, kw_only=True):
     email: EmailText
     role: Role
     accept_charge_cents: Cents | None = None
+    projects: ProjectScope | None = None  # the member's project scope once joined; absent: every project
+
+    def __post_init__(self) -> None:
+        require_distinct_projects(self.projects)
 
 
 class Acceptance(Body, frozen=True, kw_only=True):
@@ -42,6 +68,10 @@ class NewApiKey(Body, frozen=True, kw_only=True):
     permissions: Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=64)]
     owner_user_id: Identifier | None = None
     expires_at: UtcTime | None = None
+    projects: ProjectScope | None = None  # absent: every project (within the creator's scope)
+
+    def __post_init__(self) -> None:
+        require_distinct_projects(self.projects)
 
 
 class PlanChange(Body, frozen=True, kw_only=True):

@@ -45,6 +45,7 @@ async def invite_member(
         email=data.email,
         role=data.role,
         accept_charge_cents=data.accept_charge_cents,
+        projects=data.projects,
     )
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, delete, get, patch
 from litestar.params import JSONBody
 
@@ -33,7 +34,17 @@ async def change_role(
     request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, user_id: UserId, data: JSONBody[RoleChange]
 ) -> MemberRole:
     caller = await edge.caller(request)
-    result: MemberRole = await edge.command(request, "change_role", org_id, caller.actor, user_id=user_id, role=data.role)
+    scope = {"projects": data.projects} if data.projects is not msgspec.UNSET else {}
+    result: MemberRole = await edge.command(
+        request,
+        "change_role",
+        org_id,
+        caller.actor,
+        user_id=user_id,
+        role=data.role,
+        every_project=data.every_project or None,
+        **scope,
+    )
     return result
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from litestar import Router
 from litestar.static_files import create_static_files_router
 
-from . import home, invitation_link, settings, team
+from . import home, invitation_link, roles, settings, team
 from .rendering import PAGE_EXCEPTION_HANDLERS
 
 STATIC_DIRECTORY = Path(__file__).resolve().parent.parent / "static"
@@ -19,7 +19,7 @@ STATIC_DIRECTORY = Path(__file__).resolve().parent.parent / "static"
 ROUTES: list[Any] = [
     Router(
         path="/",
-        route_handlers=[*home.ROUTES, *team.ROUTES, *invitation_link.ROUTES, *settings.ROUTES],
+        route_handlers=[*home.ROUTES, *team.ROUTES, *invitation_link.ROUTES, *settings.ROUTES, *roles.ROUTES],
         exception_handlers=PAGE_EXCEPTION_HANDLERS,
     ),
     create_static_files_router(path="/static", directories=[STATIC_DIRECTORY], include_in_schema=False),

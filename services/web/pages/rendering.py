@@ -98,6 +98,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("API keys", "api-keys", "api_keys:read"),
     ("Billing", "billing", "billing:read"),
     ("Audit log", "audit", "audit:read"),
+    ("Roles", "roles", "org:manage"),
 )
 
 

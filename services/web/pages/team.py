@@ -9,12 +9,21 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, get
 
-from shared.contract.common import ROLES, Identifier, Role
-from shared.contract.queries import MemberView, OrganizationView
+from shared.contract.common import ROLES, Identifier
+from shared.contract.queries import MemberView, OrganizationView, RoleView
 
 from ..callers import Access
 from ..edge import InjectedEdge
 from .rendering import identifier, navigation, render
+from .roles import custom_roles
+
+
+@dataclass(frozen=True)
+class RoleChoice:
+    """A role the picker offers: a built-in one, or a custom role's key with its name."""
+
+    value: str
+    label: str
 
 
 @dataclass(frozen=True)
@@ -25,18 +34,28 @@ class TeamActions:
     manage_members: bool
     manage_owners: bool
     buy_seats: bool
+    custom: tuple[RoleChoice, ...] = ()  # the org's custom roles this user holds every permission of
 
     @classmethod
-    def of(cls, access: Access) -> TeamActions:
+    def of(cls, access: Access, roles: list[RoleView] | None = None) -> TeamActions:
+        # A custom role is assigned only by whoever holds all it grants: the picker offers no other.
+        custom = tuple(
+            RoleChoice(role.role_key, role.name) for role in roles or () if all(access.allows(p) for p in role.permissions)
+        )
         return cls(
             invite=access.allows("members:invite"),
             manage_members=access.allows("members:manage"),
             manage_owners=access.allows("owners:manage"),
             buy_seats=access.allows("billing:manage"),
+            custom=custom,
         )
 
-    def roles_assignable(self) -> tuple[Role, ...]:
-        return ROLES if self.manage_owners else tuple(role for role in ROLES if role != "owner")
+    def roles_assignable(self) -> tuple[RoleChoice, ...]:
+        builtin = ROLES if self.manage_owners else tuple(role for role in ROLES if role != "owner")
+        return (*(RoleChoice(role, role.capitalize()) for role in builtin), *self.custom)
+
+    def offers(self, role: str) -> bool:
+        return any(choice.value == role for choice in self.roles_assignable())
 
     def may_manage(self, member: MemberView, me: str) -> bool:
         if not self.manage_members or member.user_id == me:
@@ -52,7 +71,9 @@ async def team_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id:
     organization = msgspec.convert(
         await edge.bus.query("membership", "get_organization", org_id=org_id), OrganizationView, strict=False
     )
-    actions = TeamActions.of(access)
+    offers_roles = access.allows("members:invite") or access.allows("members:manage")
+    roles = await custom_roles(edge.bus, org_id) if organization.plan == "enterprise" else []
+    actions = TeamActions.of(access, roles if offers_roles else None)
     return render(
         request,
         "team.html",
@@ -64,6 +85,7 @@ async def team_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id:
         actions=actions,
         me=caller.actor.id,
         access=access,
+        role_names={role.role_key: role.name for role in roles},
     )
 
 

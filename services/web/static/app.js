@@ -258,6 +258,9 @@
       const body = { name, permissions };
       const owner = keyForm.querySelector("input[name=owner]:checked");
       if (owner && owner.value === "me") body.owner_user_id = keyForm.dataset.me;
+      // A project scope: ids separated by commas or spaces; none given means every project.
+      const projects = keyForm.elements.projects.value.split(/[\s,]+/).filter((id) => id !== "");
+      if (projects.length) body.projects = Array.from(new Set(projects));
       const expires = keyForm.elements.expires.value;
       if (expires) body.expires_at = expires + "T23:59:59Z";
       const answer = await call("POST", "/v1/orgs/" + encodeURIComponent(keyForm.dataset.org) + "/api-keys", body, newKey());

@@ -1,0 +1,113 @@
+"""The Roles page, custom roles in the Team page's pickers and the API keys page's project scope,
+rendered in-process over a stand-in bus (an enterprise organization with one custom role)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.test_web_pages import StandInBus, client
+
+pytestmark = pytest.mark.unit
+
+BILLING_VIEWER = {
+    "role_key": "billing-viewer",
+    "name": "Billing <viewer>",
+    "description": "reads invoices",
+    "permissions": ["billing:read", "members:read", "org:read"],
+}
+AUDITOR = {"role_key": "auditor", "name": "Auditor", "description": "", "permissions": ["audit:read", "members:read"]}
+
+
+class EnterpriseBus(StandInBus):
+    """`org_1` on the enterprise plan, with two custom roles; bea holds one of them."""
+
+    def __init__(self, plan: str = "enterprise") -> None:
+        super().__init__()
+        self.plan = plan
+        self.asked: list[str] = []
+
+    async def query(self, service: str, name: str, **fields: Any) -> Any:
+        self.asked.append(name)
+        if name == "roles":
+            assert self.plan == "enterprise", "a page asked for custom roles on another plan"
+            return {"roles": [AUDITOR, BILLING_VIEWER], "next_cursor": None}
+        if name == "api_keys":
+            key = {
+                "key_id": "key_1",
+                "name": "ci",
+                "prefix": "tm_abc",
+                "owner_user_id": "ada",
+                "permissions": ["gateway:use"],
+                "expires_at": None,
+                "created_at": "2025-12-01T10:00:00Z",
+                "created_by": {"type": "user", "id": "ada"},
+                "status": "live",
+            }
+            return {"api_keys": [{**key, "projects": ["ci"]}, {**key, "key_id": "key_2", "projects": None}], "next_cursor": None}
+        answer = await super().query(service, name, **fields)
+        if name == "get_organization":
+            answer = {**answer, "plan": self.plan}
+            answer["members"] = [*answer["members"], {**answer["members"][1], "user_id": "bea", "role": "billing-viewer"}]
+        return answer
+
+
+def test_the_owner_s_pickers_offer_the_custom_roles_by_name_and_holders_show_it():
+    with client(EnterpriseBus(), who="ada") as c:
+        html = c.get("/orgs/org_1/settings/team").text
+    assert '<option value="billing-viewer">Billing &lt;viewer&gt;</option>' in html  # the dialog's picker, escaped
+    assert '<option value="billing-viewer" selected>Billing &lt;viewer&gt;</option>' in html  # bea's select
+    assert '<option value="auditor">Auditor</option>' in html
+
+
+def test_an_admin_is_not_offered_a_role_holding_what_they_lack():
+    with client(EnterpriseBus(), who="grace") as c:
+        html = c.get("/orgs/org_1/settings/team").text
+    assert 'value="auditor"' in html  # audit:read and members:read: an admin holds both
+    assert '<option value="billing-viewer">' not in html  # billing:read: an admin lacks it
+    # bea's select still says her role, by its name, and does not offer it
+    assert '<option value="billing-viewer" selected disabled>Billing &lt;viewer&gt;</option>' in html
+
+
+def test_a_pro_team_page_never_asks_for_custom_roles():
+    bus = EnterpriseBus(plan="pro")
+    with client(bus, who="ada") as c:
+        assert c.get("/orgs/org_1/settings/team").status_code == 200
+    assert "roles" not in bus.asked
+
+
+def test_the_roles_page_lists_defines_and_edits_with_a_checklist_without_the_reserved_permissions():
+    with client(EnterpriseBus(), who="ada") as c:
+        page = c.get("/orgs/org_1/settings/roles")
+    assert page.status_code == 200 and page.headers["content-security-policy"].startswith("default-src 'self'")
+    html = page.text
+    assert '<a href="/orgs/org_1/settings/roles" aria-current="page">Roles</a>' in html
+    assert '<script src="/static/roles.js" defer></script>' in html
+    assert 'data-role-action="delete"' in html and 'data-role="billing-viewer"' in html
+    assert 'id="define-role-form"' in html and 'name="role_key"' in html
+    assert 'value="billing:read" checked' in html  # the edit form starts from the role's permissions
+    assert 'value="billing:manage"' in html and 'value="gateway:use"' in html
+    assert 'value="owners:manage"' not in html and 'value="org:manage"' not in html
+    assert "Billing &lt;viewer&gt;" in html and "<viewer>" not in html
+
+
+def test_the_roles_page_is_for_org_managers_only_and_says_what_a_pro_plan_lacks():
+    for who in ("grace", "alan"):
+        with client(EnterpriseBus(), who=who) as c:
+            assert c.get("/orgs/org_1/settings/roles").status_code == 403
+            assert "/settings/roles" not in c.get("/orgs/org_1/settings/team").text
+    bus = EnterpriseBus(plan="pro")
+    with client(bus, who="ada") as c:
+        html = c.get("/orgs/org_1/settings/roles").text
+    assert "Custom roles need the Enterprise plan" in html and "define-role-form" not in html
+    assert "roles" not in bus.asked
+
+
+def test_the_api_keys_page_offers_a_project_scope_and_shows_each_key_s():
+    with client(EnterpriseBus(), who="ada") as c:
+        html = c.get("/orgs/org_1/settings/api-keys").text
+        script = c.get("/static/roles.js")
+    assert 'id="key-projects" name="projects"' in html
+    assert "<td><code>ci</code></td>" in html and "<td>every project</td>" in html
+    assert script.status_code == 200
