@@ -10,7 +10,9 @@ Each client has an organization of its own (seats bought first, so no invitation
 the edge, a members read is one `authorize` (who the key is and what it may do) and the query; an
 invitation, one `authorize` and the command. Those round trips are the edge's work, so they are
 counted in its figures; so is the edge process's CPU per request (user + system), a figure the
-machine's other load moves far less than a rate.
+machine's other load moves far less than a rate. Over NATS each call is measured twice: alone (the
+issue's baseline) and after the same `authorize` the edge asks (the same bus work, so the ratio to it
+is what HTTP and the edge's own code add).
 
 Edges from other source trees (`BENCH_EDGE_BASELINE`, see bench/__main__.py) are measured in the
 same run. Every way of making a call (over NATS, through each edge) runs in turn, three rounds with
@@ -39,6 +41,7 @@ READS_PER_CLIENT = 300
 INVITES_PER_CLIENT = 150
 FLOOR_PER_CLIENT = 900
 WARM_UP = 3
+AUTHORIZED = "NATS after authorize"
 ROUNDS = 3  # each way of calling measured in turn, three times over
 
 
@@ -144,6 +147,32 @@ def _nats_read(client: Client, org: BenchOrg) -> Operation:
     return read
 
 
+def _nats_authorized_read(client: Client, org: BenchOrg) -> Operation:
+    """The bus work of a read through the edge, without the edge: `authorize` the key, then the query."""
+
+    async def read(_: int) -> bool:
+        answer = await client.query("membership", "authorize", api_key=org.api_key, permission="members:read")
+        if not answer["ok"] or answer["result"]["principal"] is None:
+            return False
+        return bool((await client.query("membership", "members", org_id=org.org_id))["ok"])
+
+    return read
+
+
+def _nats_authorized_invite(client: Client, org: BenchOrg) -> Operation:
+    """The bus work of an invitation through the edge: `authorize` the key, then the command as the key."""
+
+    async def invite(i: int) -> bool:
+        answer = await client.query("membership", "authorize", api_key=org.api_key, permission="members:invite")
+        if not answer["ok"] or answer["result"]["principal"] is None:
+            return False
+        actor = {"type": "api_key", "id": answer["result"]["principal"]["id"]}
+        reply = await client.command("invite_member", org_id=org.org_id, actor=actor, email=f"key{i}@bench.io", role="developer")
+        return bool(reply["ok"])
+
+    return invite
+
+
 def _nats_invite(client: Client, org: BenchOrg) -> Operation:
     async def invite(i: int) -> bool:
         reply = await client.command("invite_member", org_id=org.org_id, actor=OWNER, email=f"nats{i}@bench.io", role="developer")
@@ -205,7 +234,7 @@ async def _in_rounds(ways: dict[str, Way], per_round: int) -> dict[str, Tally]:
 
 async def edge_overhead(nats_url: str, edges: list[EdgeUnderBench], raw_url: str) -> list[Figure]:
     nats_clients = [await Client.connect(nats_url) for _ in range(CLIENTS)]
-    seats = (1 + len(edges)) * (INVITES_PER_CLIENT + ROUNDS * WARM_UP)
+    seats = (2 + len(edges)) * (INVITES_PER_CLIENT + ROUNDS * WARM_UP)
     orgs = [await _set_up(client, n, seats) for n, client in enumerate(nats_clients)]
     keys = [{"Authorization": f"Bearer {org.api_key}"} for org in orgs]
 
@@ -255,13 +284,27 @@ async def edge_overhead(nats_url: str, edges: list[EdgeUnderBench], raw_url: str
         figures.append(_figure(f"GET /healthz through the {edges[0].label}, httpx clients", httpx_floor, "reqs/s"))
 
         read_ways = {edge.label: over_http(edge.base_url, reads, reads_per_round, edge.pid) for edge in edges}
-        read = await _in_rounds({"NATS": over_nats(_nats_read, reads_per_round), **read_ways}, reads_per_round)
+        read = await _in_rounds(
+            {
+                "NATS": over_nats(_nats_read, reads_per_round),
+                AUTHORIZED: over_nats(_nats_authorized_read, reads_per_round),
+                **read_ways,
+            },
+            reads_per_round,
+        )
         figures += _compared("GET /v1/orgs/{org}/members", "membership.query.members", read, "reads/s")
 
         invite_ways = {
             edge.label: over_http(edge.base_url, invites(f"e{n}-"), invites_per_round, edge.pid) for n, edge in enumerate(edges)
         }
-        invite = await _in_rounds({"NATS": over_nats(_nats_invite, invites_per_round), **invite_ways}, invites_per_round)
+        invite = await _in_rounds(
+            {
+                "NATS": over_nats(_nats_invite, invites_per_round),
+                AUTHORIZED: over_nats(_nats_authorized_invite, invites_per_round),
+                **invite_ways,
+            },
+            invites_per_round,
+        )
         figures += _compared("POST /v1/orgs/{org}/invitations", "membership.cmd.invite_member", invite, "cmds/s")
     finally:
         for client in nats_clients:
@@ -276,9 +319,13 @@ def _figure(name: str, tally: Tally, unit: str) -> Figure:
 
 
 def _compared(route: str, subject: str, tallies: dict[str, Tally], unit: str) -> list[Figure]:
-    over_nats = tallies.pop("NATS")
-    figures = [_figure(f"{subject} over NATS, {CLIENTS} clients", over_nats, unit)]
+    over_nats, authorized = tallies.pop("NATS"), tallies.pop(AUTHORIZED)
+    figures = [
+        _figure(f"{subject} over NATS, {CLIENTS} clients", over_nats, unit),
+        _figure("  the same after `authorize`, over NATS", authorized, unit),
+    ]
     for label, tally in tallies.items():
         figures.append(_figure(f"{route} through the {label}", tally, unit))
         figures.append(Figure(f"  {label} rate / NATS rate", tally.rate / over_nats.rate, "x"))
+        figures.append(Figure(f"  {label} rate / NATS rate after `authorize`", tally.rate / authorized.rate, "x"))
     return figures
