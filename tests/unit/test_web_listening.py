@@ -16,7 +16,7 @@ from shared.settings import ConfigurationError
 def test_accepted_connections_have_no_nagle_delay() -> None:
     listening = listening_socket(WebSettings(host="127.0.0.1", port=free_port()))
     try:
-        with socket.create_connection(listening.getsockname()[:2]) as client:
+        with socket.create_connection(listening.getsockname()[:2]):
             accepted, _ = listening.accept()
             with accepted:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
