@@ -146,6 +146,29 @@ def test_an_invitation_is_resent_then_revoked_and_then_cannot_be_resent(edge_sta
         problem_of(http.delete(f"/v1/orgs/{org.org_id}/invitations/inv_nobody", headers=org.as_owner), 404, "not_found")
 
 
+def test_invitations_are_listed_by_status(edge_stack: EdgeStack) -> None:
+    org = edge_stack.new_org()
+    with edge_stack.client() as http:
+        for n in range(3):
+            revoked_id = invite(http, org, f"gone{n}@example.com").json()["invitation_id"]
+            assert http.delete(f"/v1/orgs/{org.org_id}/invitations/{revoked_id}", headers=org.as_owner).status_code == 200
+        assert invite(http, org, "waiting@example.com").status_code == 201
+        listed = f"/v1/orgs/{org.org_id}/invitations"
+
+        pending = http.get(listed, params={"status": "pending", "limit": 1}, headers=org.as_owner)
+        assert pending.status_code == 200, pending.text
+        assert ([i["email"] for i in pending.json()["invitations"]], pending.json()["next_cursor"]) == (
+            ["waiting@example.com"],
+            None,
+        )
+        revoked = http.get(listed, params={"status": "revoked"}, headers=org.as_owner).json()["invitations"]
+        assert [i["email"] for i in revoked] == [f"gone{n}@example.com" for n in range(3)]
+        assert len(http.get(listed, headers=org.as_owner).json()["invitations"]) == 4
+        problem_of(http.get(listed, params={"status": "lost"}, headers=org.as_owner), 422, "validation_error")
+        documented = http.get("/openapi.json").json()["paths"]["/v1/orgs/{org_id}/invitations"]["get"]["parameters"]
+        assert any(parameter["name"] == "status" for parameter in documented)
+
+
 def test_seats_are_quoted_bought_at_the_quoted_price_and_released(edge_stack: EdgeStack) -> None:
     org = edge_stack.new_org()
     with edge_stack.client() as http:
