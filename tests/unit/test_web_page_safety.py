@@ -24,7 +24,11 @@ class HostileBus(StandInBus):
     """Membership and audit answering with attacker-chosen names, emails and fields."""
 
     async def query(self, service: str, name: str, **fields: Any) -> Any:
-        answer = await super().query(service, name, **fields) if name in {"authorize", "get_organization", "invitation", "invitations"} else None
+        answer = (
+            await super().query(service, name, **fields)
+            if name in {"authorize", "get_organization", "invitation", "invitations"}
+            else None
+        )
         if name == "get_organization":
             answer["name"] = PAYLOAD
             answer["members"][1]["email"] = f"{PAYLOAD}@engines.io"
