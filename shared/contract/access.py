@@ -22,7 +22,7 @@ v1.4) must raise `GRANT_FORMAT`, which older replicas refuse.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -35,7 +35,7 @@ ROLE_PREFIX = "role."
 
 KeyStatus = Literal["live", "revoked", "expired", "inactive"]
 # The grants' format. A replica reads only the format it knows; absent (grants written before the field) reads as 1.
-GRANT_FORMAT = 1
+GRANT_FORMAT: Final = 1
 GrantFormat = Literal[1]
 
 
