@@ -10,7 +10,7 @@ from eventsourcing.domain import Snapshot
 
 from services.membership.domain.organization import Organization
 
-from .builders import SYSTEM, World, api_key, email_of, new_org, user
+from .builders import SYSTEM, World, api_key, new_org, user, wire
 from .test_check_order import handle_over_the_wire
 
 BILLING_VIEWER = ["billing:read", "org:read", "members:read"]
@@ -280,9 +280,38 @@ def test_a_custom_role_reaches_a_snapshot_and_a_v3_snapshot_upcasts_without_role
     assert old.mutate(None).roles == {}  # type: ignore[attr-defined]
 
 
-def test_role_commands_are_idempotent_by_command_id() -> None:
+@pytest.mark.parametrize(
+    ("name", "body", "other_body"),
+    [
+        (
+            "define_role",
+            {"role_key": "r2", "name": "R2", "permissions": ["org:read"]},
+            {"role_key": "r3", "name": "R3", "permissions": ["org:read"]},
+        ),
+        ("update_role", {"role_key": "r1", "permissions": ["members:read"]}, {"role_key": "r1", "name": "Renamed"}),
+        ("delete_role", {"role_key": "r1"}, {"role_key": "r2"}),
+    ],
+)
+def test_role_commands_are_idempotent_by_command_id(name: str, body: dict[str, Any], other_body: dict[str, Any]) -> None:
     world = enterprise_org()
-    first = world.run("define_role", user("owner1"), "def-1", role_key="r1", name="R1", permissions=["org:read"])
-    again = world.run("define_role", user("owner1"), "def-1", role_key="r1", name="R1", permissions=["org:read"])
-    assert first.ok and again == first
-    assert email_of("x") == "x@example.com" and SYSTEM["type"] == "system"
+    world.ok("define_role", user("owner1"), role_key="r1", name="R1", permissions=["org:read"])
+    world.ok("define_role", user("owner1"), role_key="r2", name="R2", permissions=["org:read"])
+    world.ok("delete_role", user("owner1"), role_key="r2")
+    before = world.count_recorded()
+
+    first = world.run(name, user("owner1"), "role-cmd-1", **body)
+    assert first.ok and len(first.events or []) == 1, first
+    recorded = world.count_recorded()
+    assert recorded == before + 1
+    roles = world.app.organization(world.org_id).roles
+
+    again = world.run(name, user("owner1"), "role-cmd-1", **body)
+    assert wire(again) == wire(first)  # the first reply, byte for byte
+    assert world.count_recorded() == recorded
+
+    reused = world.run(name, user("owner1"), "role-cmd-1", **other_body)
+    assert reused.error is not None, reused
+    assert (reused.error.code, reused.error.details) == ("conflict", {"reason": "command_id_reused"})
+    assert reused.result is None and reused.events is None
+    assert world.count_recorded() == recorded
+    assert world.app.organization(world.org_id).roles == roles
