@@ -21,7 +21,8 @@ None means every project). A project-level permission (`projects:read`, `project
 `projects:manage`, `gateway:use`) asked of a scoped principal is allowed only with a `project_id` in
 its scope; otherwise the reason is "outside_projects". Org-level permissions ignore `project_id`.
 
-It fails closed: when the last heartbeat is older than `max_staleness` (the writer is down, the
+It fails closed: an entry whose value this version cannot read (a permission, a role or a grant
+`format` from a newer membership) grants nothing, whatever it granted before; and when the last heartbeat is older than `max_staleness` (the writer is down, the
 connection is lost, the watch stalled), every check is denied with reason "stale".
 """
 
@@ -29,8 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -46,6 +48,8 @@ from shared.contract.access import (
 from shared.contract.common import PROJECT_PERMISSIONS
 
 __all__ = ["Authorizer", "Decision"]
+
+T = TypeVar("T")
 
 _KV_STREAM = f"KV_{BUCKET}"
 _KV_PREFIX = f"$KV.{BUCKET}."
@@ -140,48 +144,25 @@ class Authorizer:
     def _apply(self, entry: str, value: bytes, headers: dict[str, str] | None) -> None:
         headers = headers or {}
         deleted = headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
-        try:
-            if entry.startswith(KEY_PREFIX):
-                secret_hash = entry[len(KEY_PREFIX) :]
-                if deleted:
-                    self.keys.pop(secret_hash, None)
-                    return
-                grant = _decode_key(value)
-                listed = tuple(grant.permissions)
-                scope = None if grant.projects is None else tuple(grant.projects)
-                principal = (grant.org_id, "api_key", grant.key_id, grant.role, listed, scope)
-                self.keys[secret_hash] = _Key(
-                    org_id=grant.org_id,
-                    key_id=grant.key_id,
-                    role=grant.role,
-                    permissions=frozenset(listed),
-                    sorted_permissions=listed,
-                    expires_at=grant.expires_at.timestamp() if grant.expires_at is not None else None,
-                    status=grant.status,
-                    projects=None if scope is None else frozenset(scope),
-                    answers={p: Decision(True, "allowed", *principal) for p in listed},
-                    refused=Decision(False, "not_permitted", *principal),
-                    outside=Decision(False, "outside_projects", *principal),
-                )
-            elif entry.startswith(ROLE_PREFIX):
-                org_id, _, user_id = entry[len(ROLE_PREFIX) :].partition(".")
-                if deleted:
-                    self.roles.pop((org_id, user_id), None)
-                else:
-                    role = _decode_role(value)
-                    self.roles[(org_id, user_id)] = _Member(
-                        role.role,
-                        frozenset(role.permissions),
-                        tuple(role.permissions),
-                        None if role.projects is None else frozenset(role.projects),
-                        None if role.projects is None else tuple(role.projects),
-                    )
-            elif entry == HEARTBEAT_ENTRY and not deleted:
-                beat = _decode_beat(value)
+        if entry.startswith(KEY_PREFIX):
+            secret_hash = entry[len(KEY_PREFIX) :]
+            key = None if deleted else _read(_decode_key, value)
+            if key is None:  # deleted, or a value this version cannot read: it grants nothing
+                self.keys.pop(secret_hash, None)
+            else:
+                self.keys[secret_hash] = _key_from(key)
+        elif entry.startswith(ROLE_PREFIX):
+            org_id, _, user_id = entry[len(ROLE_PREFIX) :].partition(".")
+            role = None if deleted else _read(_decode_role, value)
+            if role is None:
+                self.roles.pop((org_id, user_id), None)
+            else:
+                self.roles[(org_id, user_id)] = _member_from(role)
+        elif entry == HEARTBEAT_ENTRY and not deleted:
+            beat = _read(_decode_beat, value)
+            if beat is not None:  # an unreadable heartbeat is no heartbeat: the replica goes stale
                 self.heartbeat_at = beat.at.timestamp()
                 self.position = beat.position
-        except msgspec.DecodeError:
-            pass  # a value this version cannot read grants nothing
 
     # -- answering ----------------------------------------------------------------------
 
@@ -225,6 +206,42 @@ class Authorizer:
             reason = "outside_projects"
         principal = (org_id, "user", user_id, held.role, held.sorted_permissions, held.sorted_projects)
         return Decision(reason == "allowed", reason, *principal)
+
+
+def _read(decode: Callable[[bytes], T], value: bytes) -> T | None:
+    try:
+        return decode(value)
+    except msgspec.DecodeError:  # also a permission, role or grant format from a newer writer
+        return None
+
+
+def _key_from(grant: KeyGrant) -> _Key:
+    listed = tuple(grant.permissions)
+    scope = None if grant.projects is None else tuple(grant.projects)
+    principal = (grant.org_id, "api_key", grant.key_id, grant.role, listed, scope)
+    return _Key(
+        org_id=grant.org_id,
+        key_id=grant.key_id,
+        role=grant.role,
+        permissions=frozenset(listed),
+        sorted_permissions=listed,
+        expires_at=grant.expires_at.timestamp() if grant.expires_at is not None else None,
+        status=grant.status,
+        projects=None if scope is None else frozenset(scope),
+        answers={p: Decision(True, "allowed", *principal) for p in listed},
+        refused=Decision(False, "not_permitted", *principal),
+        outside=Decision(False, "outside_projects", *principal),
+    )
+
+
+def _member_from(grant: RoleGrant) -> _Member:
+    return _Member(
+        grant.role,
+        frozenset(grant.permissions),
+        tuple(grant.permissions),
+        None if grant.projects is None else frozenset(grant.projects),
+        None if grant.projects is None else tuple(grant.projects),
+    )
 
 
 def _reaches(projects: frozenset[str] | None, permission: str, project_id: str | None) -> bool:

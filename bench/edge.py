@@ -30,6 +30,7 @@ import httpx
 import msgspec
 import psutil
 
+from services.membership.domain.permissions import permissions_of
 from teamctl.client import Client
 
 from .http_load import HttpConnection
@@ -88,7 +89,11 @@ async def _set_up(client: Client, number: int, seats: int) -> BenchOrg:
     bought = await client.command("add_seats", org_id=org_id, actor=OWNER, quantity=seats, accept_charge_cents=10**9)
     assert bought["ok"], bought
     key = await client.command(
-        "create_api_key", org_id=org_id, actor=OWNER, name="bench", permissions=["members:read", "members:invite"]
+        "create_api_key",
+        org_id=org_id,
+        actor=OWNER,
+        name="bench",
+        permissions=[*sorted(permissions_of("developer")), "members:invite"],
     )
     assert key["ok"], key
     return BenchOrg(org_id, key["result"]["secret"])

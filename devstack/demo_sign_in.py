@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import nats.errors
 
 from devstack.service_process import console
@@ -29,7 +31,7 @@ async def offer_demo_sign_in(nats_url: str, environment: dict[str, str]) -> None
     finally:
         await client.close()
     console("run", f"sign in as the demo owner ({DEMO_EMAIL}; one use, five minutes): {link}")
-    console("run", f"another link: .venv/bin/teamctl login --user {DEMO_OWNER} --email {DEMO_EMAIL}")
+    console("run", f"another link: {login_command(environment)}")
 
 
 async def ensure_demo_organization(client: Client) -> None:
@@ -49,3 +51,12 @@ async def ensure_demo_organization(client: Client) -> None:
     if not created.get("ok"):
         raise RuntimeError(f"the demo organization could not be created: {created['error']['message']}")
     console("run", f"created the demo organization `{DEMO_ORG}`, owned by {DEMO_OWNER}")
+
+
+def login_command(environment: dict[str, str]) -> str:
+    """`teamctl login` for the demo owner, with what it needs to sign links as this stack does (the
+    secret's file and PUBLIC_URL), so that the line works when pasted into a shell."""
+    settings = [
+        f"{name}={shlex.quote(environment[name])}" for name in ("SERVER_SECRET_FILE", "PUBLIC_URL") if environment.get(name)
+    ]
+    return " ".join([*settings, ".venv/bin/teamctl", "login", "--user", DEMO_OWNER, "--email", DEMO_EMAIL])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import msgspec
@@ -36,10 +37,20 @@ ACTIONS = {
 }
 
 
+UNKNOWN_ACTION_PREFIX = "unknown."
+MAX_ACTION_LENGTH = 64  # what `audit.query.search` accepts as an action
+_OUTSIDE_ACTION_GRAMMAR = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def action_of(event_type: str) -> str:
     """The contract's action; an event type this version does not know (a newer membership's) is
-    recorded all the same, as `unknown.<EventType>`, with its data as metadata: never dead-lettered."""
-    return ACTIONS.get(event_type, f"unknown.{event_type}")
+    recorded all the same, as `unknown.<EventType>`, with its data as metadata: never dead-lettered.
+    Such a type is cut to what a search can ask for: letters, digits, `_` and `-` (anything else,
+    a control or a bidi override say, becomes `_`), and 64 characters in all."""
+    known = ACTIONS.get(event_type)
+    if known is not None:
+        return known
+    return (UNKNOWN_ACTION_PREFIX + _OUTSIDE_ACTION_GRAMMAR.sub("_", event_type))[:MAX_ACTION_LENGTH]
 
 
 def rfc3339(moment: Any) -> str:
@@ -71,6 +82,8 @@ def targets_of(event: Envelope) -> list[dict[str, str]]:
 
 def metadata_of(event: Envelope) -> dict[str, Any]:
     """The event's data, with what changed as `before` and `after` where there is a change."""
+    if event.event_type not in ACTIONS:
+        return _unknown_metadata(event.data)
     data = dict(event.data)
     match event.event_type:
         case "RoleChanged":
@@ -106,13 +119,32 @@ def metadata_of(event: Envelope) -> dict[str, Any]:
                 "after": {key: data[key] for key in ("name", "description", "permissions")},
             }
         case "RoleDeleted":
-            previous = data.get("previous") or {}
+            previous = data.get("previous") or {}  # null name, description and permissions for a deletion recorded without it
             return {
                 "role_key": data["role_key"],
-                "before": {"permissions": previous.get("permissions")},  # null for a deletion recorded without it
+                "name": previous.get("name"),
+                "description": previous.get("description"),
+                "before": {"permissions": previous.get("permissions")},
                 "after": {"permissions": []},
             }
     return data
+
+
+def _unknown_metadata(data: Any) -> dict[str, Any]:
+    """Any JSON at all, kept as metadata: data that is not an object under `value`; text PostgreSQL
+    refuses (NUL) spelled as its JSON escape, `\\u0000`, so the entry is stored rather than parked."""
+    kept = _storable(data)
+    return kept if isinstance(kept, dict) else {"value": kept}
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")  # jsonb refuses NUL (msgspec already refused lone surrogates)
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def _role_description(data: dict[str, Any]) -> dict[str, Any]:

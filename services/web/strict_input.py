@@ -2,8 +2,8 @@
 
 Litestar converts loosely (`"quantity": "1"` is 1, `?limit=1e3` is 1000) and lets a body's invalid
 UTF-8 or a deep nesting escape as a 500. Here every body is decoded once with msgspec in strict
-mode into the route's body Struct, integer query parameters must be written as integers, and unknown
-query parameters are refused: each is one `validation_error`, before anything is sent on."""
+mode into the route's body Struct, integer query parameters must be written as integers, unknown
+and repeated query parameters are refused: each is one `validation_error`, before anything is sent on."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ async def strictly_read(request: Request[Any, Any, Any]) -> None:
     unknown = set(request.query_params) - declared.query - set(request.path_params)
     if unknown:
         raise Invalid("unknown query parameters", unknown=sorted(name[:64] for name in unknown)[:10])
+    # Every query parameter is one value: a second one is refused rather than silently chosen between.
+    repeated = sorted(name for name in declared.query if len(request.query_params.getall(name, [])) > 1)
+    if repeated:
+        raise Invalid("a query parameter is given more than once", repeated=repeated)
     for name in declared.integer_query:
         if not all(INTEGER.fullmatch(value) for value in request.query_params.getall(name, [])):
             raise Invalid(f"`{name}` must be an integer written in digits", field=name)

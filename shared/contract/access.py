@@ -11,12 +11,18 @@ Entries:
 - `role.<org_id>.<user_id>`     -> `RoleGrant`; deleted when the member leaves.
 - `feed.heartbeat`              -> `Heartbeat`: when the writer last had published everything saved.
   A replica whose last heartbeat is older than its bound fails closed.
+
+A replica that cannot read an entry's value (a permission, a role or a `format` it does not know)
+drops that entry: the key is unknown, the user no member. So a grant a newer writer changes in a way
+an older replica cannot read grants nothing there, never what the entry granted before. A change of
+meaning that an older replica would still decode (a new field it would ignore, as `projects` was in
+v1.4) must raise `GRANT_FORMAT`, which older replicas refuse.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -28,6 +34,9 @@ KEY_PREFIX = "key."
 ROLE_PREFIX = "role."
 
 KeyStatus = Literal["live", "revoked", "expired", "inactive"]
+# The grants' format. A replica reads only the format it knows; absent (grants written before the field) reads as 1.
+GRANT_FORMAT: Final = 1
+GrantFormat = Literal[1]
 
 
 def key_entry(secret_hash: str) -> str:
@@ -50,6 +59,7 @@ class KeyGrant(msgspec.Struct, frozen=True, kw_only=True):
     status: KeyStatus
     version: int  # the organization's version the grant was computed at
     projects: list[str] | None = None  # the effective project scope (v1.4); null: every project
+    format: GrantFormat = GRANT_FORMAT
 
 
 class RoleGrant(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +69,7 @@ class RoleGrant(msgspec.Struct, frozen=True, kw_only=True):
     permissions: list[Permission]  # the role's, so a replica needs no copy of the matrix
     version: int
     projects: list[str] | None = None  # the member's project scope (v1.4); null: every project
+    format: GrantFormat = GRANT_FORMAT
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):

@@ -127,14 +127,14 @@ async def test_the_embedded_authorizer_follows_the_bucket_and_fails_closed(membe
         async def revoked() -> bool:
             return authz.check_key(secret, "gateway:use").reason == "revoked"
 
-        assert await eventually(revoked)
+        assert await eventually(revoked, timeout=authz.max_staleness)
 
         membership.kill()  # the writer is gone: no more heartbeats
 
         async def stale() -> bool:
             return authz.check_user(org_id, "owner-1", "org:read").reason == "stale"
 
-        assert await eventually(stale)
+        assert await eventually(stale, timeout=authz.max_staleness)  # its last heartbeat came before the kill
         assert authz.staleness() > 2.0
     finally:
         await authz.stop()
@@ -230,7 +230,7 @@ async def test_a_role_update_reaches_authorize_and_the_embedded_replica(membersh
                 and not authz.check_user(org_id, "bea", "billing:manage").allowed
             )
 
-        assert await eventually(replica_follows)
+        assert await eventually(replica_follows, timeout=authz.max_staleness)  # follows within its stated staleness
         assert authz.check_key(secret, "gateway:use").allowed is True
         assert authz.check_user(org_id, "bea", "billing:read").role == "billing-manager"
     finally:
@@ -323,7 +323,7 @@ async def test_project_scopes_hold_on_the_service_and_the_embedded_replica(membe
                 and authz.check_user(org_id, "dana", "projects:use", project_id="web").reason == "outside_projects"
             )
 
-        assert await eventually(replica_follows)
+        assert await eventually(replica_follows, timeout=authz.max_staleness)  # follows within its stated staleness
         assert authz.check_key(secret, "gateway:use", project_id="api").allowed is True
         assert authz.check_key(secret, "gateway:use", project_id="api").projects == ("api",)
     finally:

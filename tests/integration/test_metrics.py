@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import SmtpSink, free_port
+from services.membership.domain.permissions import permissions_of
 from shared.telemetry import MetricsSettings
 from teamctl.client import Client
 from tests.services_under_test import ServiceUnderTest
@@ -122,7 +123,11 @@ async def test_every_endpoint_exports_its_families_and_they_move(stack, nc):
             "result"
         ]["allowed"]
     key = await client.command(
-        "create_api_key", org_id=org_id, actor=OWNER, name="metrics", permissions=["members:read", "members:invite"]
+        "create_api_key",
+        org_id=org_id,
+        actor=OWNER,
+        name="metrics",
+        permissions=[*sorted(permissions_of("developer")), "members:invite"],
     )
     async with httpx.AsyncClient(
         base_url=stack["web-http"], headers={"Authorization": f"Bearer {key['result']['secret']}"}

@@ -67,7 +67,12 @@ def a_history_from_a_newer_membership() -> OrgHistory:
             "previous": {"name": "Billing viewer", "description": "", "permissions": ["billing:read"]},
         },
     )
-    history.seats_added(1, T0 + timedelta(minutes=5))  # a fact every consumer knows, after the rest
+    history._event(
+        "RoleDeleted",
+        T0 + timedelta(minutes=5),
+        {"role_key": "auditor", "previous": {"name": "Auditor", "description": "reads the log", "permissions": ["audit:read"]}},
+    )
+    history.seats_added(1, T0 + timedelta(minutes=6))  # a fact every consumer knows, after the rest
     return history
 
 
@@ -92,6 +97,7 @@ async def test_an_unknown_event_type_and_a_role_key_are_consumed_never_dead_lett
                 "role.defined",
                 "member.invited",
                 "role.updated",
+                "role.deleted",
                 "seats.added",
             ]
             assert entries[1]["metadata"] == {"project_id": "p1", "shiny": {"nested": [1, 2]}}
@@ -99,9 +105,73 @@ async def test_an_unknown_event_type_and_a_role_key_are_consumed_never_dead_lett
             assert entries[4]["metadata"]["before"]["permissions"] == ["billing:read"]
             assert entries[4]["metadata"]["after"]["permissions"] == ["billing:read", "org:read"]
             assert {"type": "role", "id": "billing-viewer"} in entries[4]["targets"]
+            assert entries[5]["metadata"] == {
+                "role_key": "auditor",
+                "name": "Auditor",
+                "description": "reads the log",
+                "before": {"permissions": ["audit:read"]},
+                "after": {"permissions": []},
+            }
+            assert entries[5]["targets"] == [{"type": "role", "id": "auditor"}]
         if service == "billing":
             charged = await projector.pool.fetchval("SELECT count(*) FROM billing.charges WHERE org_id = 'acme'")
             assert charged == 1  # the seat added after the unknown events was charged
         if service == "notifier":
             deliveries = await projector.pool.fetchval("SELECT count(*) FROM notifier.deliveries WHERE org_id = 'acme'")
             assert deliveries == 1  # the invitation to a custom role is mailed like any other
+
+
+def a_history_of_odd_unknown_events() -> OrgHistory:
+    """Unknown types whose data is not an object, holds what PostgreSQL's text refuses, or whose type
+    holds controls and bidi overrides: a newer membership's, or a hostile publisher's."""
+    history = OrgHistory("acme", T0, plan="enterprise")
+    at = iter(T0 + timedelta(minutes=minute) for minute in range(1, 100))
+    history._event("MadeUpList", next(at), [1, 2, 3])  # type: ignore[arg-type]
+    history._event("MadeUpString", next(at), "hello")  # type: ignore[arg-type]
+    history._event("MadeUpNull", next(at), None)  # type: ignore[arg-type]
+    history._event("MadeUpNul", next(at), {"note": "a\u0000b", "key\u0000": ["x\u0000"], "fine": 1})
+    history._event("Made\u202eUp", next(at), {"project_id": "p1"})
+    history._event("Made\u2066Up\u0085" + "Z" * 80, next(at), {})
+    history.seats_added(1, next(at))  # a fact every consumer knows, after the rest
+    return history
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+async def test_unknown_events_of_any_shape_are_consumed_never_dead_lettered(clean_nats, database_url, service):
+    history = a_history_of_odd_unknown_events()
+    async with consuming(clean_nats, database_url, lambda js, pool: Projector(js, pool, service)) as projector:
+        for event in history.events:
+            await publish(projector.js, event)
+
+        await projector.applied("acme", len(history.events))
+
+        assert await parked(projector.js) == []
+        if service == "audit":
+            read_model = AuditReadModel(projector.pool, "audit", StreamHeads(projector.js))
+            found = await read_model.search(msgspec.convert({"org_id": "acme", "limit": 100}, q.AuditSearch))
+            entries = msgspec.json.decode(msgspec.json.encode(found))["entries"]
+            actions = [e["action"] for e in entries]
+            long_type = "unknown.Made_Up_" + "Z" * 48
+            assert actions == [
+                "organization.created",
+                "unknown.MadeUpList",
+                "unknown.MadeUpString",
+                "unknown.MadeUpNull",
+                "unknown.MadeUpNul",
+                "unknown.Made_Up",
+                long_type,
+                "seats.added",
+            ]
+            assert [e["metadata"] for e in entries[1:4]] == [{"value": [1, 2, 3]}, {"value": "hello"}, {"value": None}]
+            assert entries[4]["metadata"] == {"note": "a\\u0000b", "key\\u0000": ["x\\u0000"], "fine": 1}
+            for action in ("unknown.Made_Up", long_type, "unknown.*"):  # every recorded action can be searched for
+                by_action = msgspec.convert({"org_id": "acme", "action": action}, q.AuditSearch)
+                assert (await read_model.search(by_action))["entries"], action
+            verified = await read_model.verify("acme")
+            assert verified["ok"] is True, verified
+        if service == "billing":
+            charged = await projector.pool.fetchval("SELECT count(*) FROM billing.charges WHERE org_id = 'acme'")
+            assert charged == 1
+        if service == "notifier":
+            deliveries = await projector.pool.fetchval("SELECT count(*) FROM notifier.deliveries WHERE org_id = 'acme'")
+            assert deliveries == 0

@@ -11,10 +11,13 @@ from typing import Any
 
 import httpx
 
+from services.membership.domain.permissions import permissions_of
 from shared.invitations import invitation_token
 from tests.integration.web_edge import EdgeStack, Org
 
 DEVELOPER_PERMISSIONS = ["org:read", "members:read", "api_keys:read"]
+# Inviting a developer gives the developer's rights: a key that does must hold them (contract v1.3.1).
+INVITES_DEVELOPERS = [*sorted(permissions_of("developer")), "members:invite"]
 
 
 def polled(probe: Any, timeout: float = 15.0) -> Any:
@@ -106,7 +109,7 @@ def test_a_retried_invitation_with_the_same_idempotency_key_is_one_invitation(ed
 
 def test_an_idempotency_key_is_the_caller_s_own_in_its_organization(edge_stack: EdgeStack) -> None:
     acme, globex = edge_stack.new_org(), edge_stack.new_org(name="Globex", owner_id="owner-2")
-    admin_key = edge_stack.new_key(acme.org_id, ["members:read", "members:invite"])
+    admin_key = edge_stack.new_key(acme.org_id, INVITES_DEVELOPERS)
     as_admin = {"Authorization": f"Bearer {admin_key}"}
     key = {"Idempotency-Key": "invite-replay-1"}
     body = {"email": "replay1@example.com", "role": "developer"}
@@ -144,6 +147,29 @@ def test_an_invitation_is_resent_then_revoked_and_then_cannot_be_resent(edge_sta
         assert (revoked.status_code, revoked.json()) == (200, {"invitation_id": invitation_id})
         problem_of(http.post(f"{base}/resend", headers=org.as_owner), 410, "expired")
         problem_of(http.delete(f"/v1/orgs/{org.org_id}/invitations/inv_nobody", headers=org.as_owner), 404, "not_found")
+
+
+def test_invitations_are_listed_by_status(edge_stack: EdgeStack) -> None:
+    org = edge_stack.new_org()
+    with edge_stack.client() as http:
+        for n in range(3):
+            revoked_id = invite(http, org, f"gone{n}@example.com").json()["invitation_id"]
+            assert http.delete(f"/v1/orgs/{org.org_id}/invitations/{revoked_id}", headers=org.as_owner).status_code == 200
+        assert invite(http, org, "waiting@example.com").status_code == 201
+        listed = f"/v1/orgs/{org.org_id}/invitations"
+
+        pending = http.get(listed, params={"status": "pending", "limit": 1}, headers=org.as_owner)
+        assert pending.status_code == 200, pending.text
+        assert ([i["email"] for i in pending.json()["invitations"]], pending.json()["next_cursor"]) == (
+            ["waiting@example.com"],
+            None,
+        )
+        revoked = http.get(listed, params={"status": "revoked"}, headers=org.as_owner).json()["invitations"]
+        assert [i["email"] for i in revoked] == [f"gone{n}@example.com" for n in range(3)]
+        assert len(http.get(listed, headers=org.as_owner).json()["invitations"]) == 4
+        problem_of(http.get(listed, params={"status": "lost"}, headers=org.as_owner), 422, "validation_error")
+        documented = http.get("/openapi.json").json()["paths"]["/v1/orgs/{org_id}/invitations"]["get"]["parameters"]
+        assert any(parameter["name"] == "status" for parameter in documented)
 
 
 def test_seats_are_quoted_bought_at_the_quoted_price_and_released(edge_stack: EdgeStack) -> None:

@@ -17,6 +17,7 @@ import msgspec
 import nats
 import pytest
 
+from services.membership.domain.permissions import permissions_of
 from shared.topology import SERVICES
 from teamctl.client import Client
 from tests.services_under_test import REPO, ServiceUnderTest, answers_health
@@ -49,7 +50,7 @@ async def a_team(client: Client) -> Team:
         org_id=org_id,
         actor=OWNER,
         name="edge tests",
-        permissions=["members:read", "members:invite", "org:read"],
+        permissions=[*sorted(permissions_of("developer")), "members:invite"],  # inviting developers
     )
     assert key["ok"], key
     return Team(org_id, key["result"]["secret"])

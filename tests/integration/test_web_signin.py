@@ -21,6 +21,7 @@ import jwt
 import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from devstack import NatsServer, PostgresServer
@@ -88,6 +89,17 @@ ED25519_PUBLIC_PEM = ed25519_key.public_key().public_bytes(Encoding.PEM, PublicF
 @pytest.fixture
 async def eddsa_edge(stack: Stack, clock: FixedClock) -> AsyncIterator[RunningEdge]:
     platform = PlatformSignInSettings(algorithm="EdDSA", issuer=ISSUER, audience=AUDIENCE, key=ED25519_PUBLIC_PEM)
+    async with edge_in_process(stack.nats_url, stack.server_secret, clock, platform) as running:
+        yield running
+
+
+rsa_key = generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PUBLIC_PEM = rsa_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@pytest.fixture
+async def rs256_edge(stack: Stack, clock: FixedClock) -> AsyncIterator[RunningEdge]:
+    platform = PlatformSignInSettings(algorithm="RS256", issuer=ISSUER, audience=AUDIENCE, key=RSA_PUBLIC_PEM)
     async with edge_in_process(stack.nats_url, stack.server_secret, clock, platform) as running:
         yield running
 
@@ -191,6 +203,24 @@ async def test_an_eddsa_edge_refuses_hs256_signed_with_its_public_key_and_any_ot
             refused(await client.get("/session", params={"token": token}))
 
 
+async def test_an_rs256_token_signs_in_on_an_edge_configured_for_rs256_and_no_other_key_does(
+    rs256_edge: RunningEdge, stack: Stack, clock: FixedClock
+) -> None:
+    payload = claims(clock)
+    org_id = await org_owned_by(stack, payload["sub"], payload["email"])
+    other = generate_private_key(public_exponent=65537, key_size=2048)
+    async with httpx.AsyncClient(base_url=rs256_edge.url) as client:
+        for token in (
+            jwt.encode(claims(clock), other, algorithm="RS256"),
+            hs256_by_hand(claims(clock), RSA_PUBLIC_PEM.encode()),
+            jwt.encode({k: v for k, v in claims(clock).items() if k != "aud"}, rsa_key, algorithm="RS256"),
+        ):
+            refused(await client.get("/session", params={"token": token}))
+        response = await client.get("/session", params={"token": jwt.encode(payload, rsa_key, algorithm="RS256")})
+        assert (response.status_code, response.headers["location"]) == (303, "/")
+        assert await is_signed_in_as(client, org_id)
+
+
 def hs256_by_hand(payload: dict[str, Any], key: bytes) -> str:
     """HS256 keyed with the public key's PEM: the algorithm-confusion attack (pyjwt refuses to sign it itself)."""
 
@@ -210,6 +240,7 @@ def hs256_by_hand(payload: dict[str, Any], key: bytes) -> str:
         "wrong issuer",
         "no issuer",
         "wrong audience",
+        "no audience",
         "wrong key",
         "alg none",
         "sub outside the id grammar",
@@ -229,6 +260,7 @@ async def test_a_platform_token_that_is_not_a_live_one_signs_no_one_in(edge: Run
         "wrong issuer": lambda: hs256(claims(clock, iss="https://evil.example")),
         "no issuer": lambda: hs256({k: v for k, v in claims(clock).items() if k != "iss"}),
         "wrong audience": lambda: hs256(claims(clock, aud="someone-else")),
+        "no audience": lambda: hs256({k: v for k, v in claims(clock).items() if k != "aud"}),
         "wrong key": lambda: hs256(claims(clock), key="another-secret-of-at-least-thirty-two-characters"),
         "alg none": lambda: jwt.encode(claims(clock), None, algorithm="none"),
         "sub outside the id grammar": lambda: hs256(claims(clock, sub="../admin")),

@@ -143,7 +143,7 @@ def unauthorized_success(
                 needed.add("owners:manage")
             if "SeatAdded" in event_types:
                 needed.add("billing:manage")
-            why = _custom_role_assigned_wrongly(before, command.role, held)
+            why = _role_assigned_wrongly(before, command.role, held, actor)
             if why:
                 return why
         case cmd.ResendInvitation() | cmd.RevokeInvitation():
@@ -155,7 +155,7 @@ def unauthorized_success(
             needed = {"members:manage"}
             if command.role == "owner" or (target is not None and target.role == "owner"):
                 needed.add("owners:manage")
-            why = _custom_role_assigned_wrongly(before, command.role, held)
+            why = _role_assigned_wrongly(before, command.role, held, actor) or _acted_above(before, target, held, actor)
             if why:
                 return why
         case cmd.RemoveMember():
@@ -163,6 +163,9 @@ def unauthorized_success(
                 return None
             target = before.members.get(command.user_id)
             needed = {"members:manage"} | ({"owners:manage"} if target is not None and target.role == "owner" else set())
+            why = _acted_above(before, target, held, actor)
+            if why:
+                return why
         case cmd.CreateApiKey():
             for_themself = as_user is not None and command.owner_user_id == as_user
             needed = {"api_keys:own" if for_themself else "api_keys:manage"}
@@ -171,7 +174,7 @@ def unauthorized_success(
                 return f"{actor} minted a key with {sorted(beyond)}, beyond its own permissions"
         case cmd.DefineRole() | cmd.UpdateRole() | cmd.DeleteRole():
             needed = {"org:manage"}
-            if before.plan != "enterprise":
+            if before.plan != "enterprise" and not isinstance(command, cmd.DeleteRole):
                 return f"{type(command).__name__} succeeded on the {before.plan} plan"
             if command.role_key in ROLE_PERMISSIONS:
                 return f"a built-in role was {type(command).__name__}"
@@ -196,16 +199,26 @@ def unauthorized_success(
     return f"{actor} lacks {sorted(missing)}" if missing else None
 
 
-def _custom_role_assigned_wrongly(before: Organization, role: str, held: frozenset[str]) -> str | None:
-    """A custom role is assigned on the enterprise plan, when defined, within the assigner's permissions then."""
-    if role in ROLE_PERMISSIONS:
+def _role_assigned_wrongly(before: Organization, role: str, held: frozenset[str], actor: dict[str, str]) -> str | None:
+    """A role, built-in or custom, is assigned within the assigner's permissions then (SCIM provisions
+    any role); a custom one on the enterprise plan, when defined."""
+    if role not in ROLE_PERMISSIONS:
+        if before.plan != "enterprise":
+            return f"custom role {role} assigned on the {before.plan} plan"
+        if role not in before.roles:
+            return f"undefined role {role} assigned"
+    if actor["type"] == "scim":
         return None
-    if before.plan != "enterprise":
-        return f"custom role {role} assigned on the {before.plan} plan"
-    if role not in before.roles:
-        return f"undefined role {role} assigned"
     beyond = role_bound(before, role) - held
     return f"role {role} assigned by someone lacking {sorted(beyond)}" if beyond else None
+
+
+def _acted_above(before: Organization, target: Any, held: frozenset[str], actor: dict[str, str]) -> str | None:
+    """A member is changed or removed only by whoever holds all their role grants (SCIM excepted)."""
+    if target is None or actor["type"] == "scim":
+        return None
+    beyond = role_bound(before, target.role) - held
+    return f"{actor} acted on {target.user_id} ({target.role}) lacking {sorted(beyond)}" if beyond else None
 
 
 def removal_revokes_wrongly(before: Organization, command: cmd.RemoveMember, revoked: list[str], now: datetime) -> str | None:

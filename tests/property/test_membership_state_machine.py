@@ -92,7 +92,7 @@ PERMISSION_SETS = (
 # Who acts, weighted towards principals that can do something, so that examples build up state.
 PRINCIPAL_KINDS = (
     *["owner"] * 5, *["admin"] * 3, *["developer"] * 2, *["system"] * 3, *["key_live"] * 3, *["scim"] * 2,
-    "non_member", "removed_member", "key_low", "key_by_key", "key_revoked", "key_expired", "key_orphaned",
+    *["custom_role"] * 3, "non_member", "removed_member", "key_low", "key_by_key", "key_revoked", "key_expired", "key_orphaned",
 )  # fmt: skip
 # Custom role keys (enterprise): defined, updated, deleted and assigned by the rules; "ghost" is never defined.
 CUSTOM_ROLE_KEYS = ("billing-viewer", "ops", "ghost")
@@ -101,6 +101,7 @@ ROLE_PERMISSION_SETS = (
     ["billing:read", "org:read"],
     ["billing:manage", "billing:read"],
     ["members:invite", "members:manage", "api_keys:manage", "gateway:use"],
+    ["members:invite", "members:manage", "members:read", "org:read"],  # a people manager: may it mint admins?
     ["gateway:use", "api_keys:own"],
     [],
 )
@@ -264,6 +265,8 @@ class MembershipMachine(RuleBasedStateMachine):
         members = org.members
         if kind in ROLES:
             return [user(uid) for uid, m in members.items() if m.role == kind]
+        if kind == "custom_role":
+            return [user(uid) for uid, m in members.items() if m.role not in ROLES]
         if kind == "non_member":
             return [user(uid) for uid in USERS if uid not in self.ever_members]
         if kind == "removed_member":

@@ -10,7 +10,7 @@ from eventsourcing.domain import Snapshot
 
 from services.membership.domain.organization import Organization
 
-from .builders import SYSTEM, World, api_key, email_of, new_org, user
+from .builders import SYSTEM, World, api_key, new_org, user, wire
 from .test_check_order import handle_over_the_wire
 
 BILLING_VIEWER = ["billing:read", "org:read", "members:read"]
@@ -280,9 +280,127 @@ def test_a_custom_role_reaches_a_snapshot_and_a_v3_snapshot_upcasts_without_role
     assert old.mutate(None).roles == {}  # type: ignore[attr-defined]
 
 
-def test_role_commands_are_idempotent_by_command_id() -> None:
+@pytest.mark.parametrize(
+    ("name", "body", "other_body"),
+    [
+        (
+            "define_role",
+            {"role_key": "r2", "name": "R2", "permissions": ["org:read"]},
+            {"role_key": "r3", "name": "R3", "permissions": ["org:read"]},
+        ),
+        ("update_role", {"role_key": "r1", "permissions": ["members:read"]}, {"role_key": "r1", "name": "Renamed"}),
+        ("delete_role", {"role_key": "r1"}, {"role_key": "r2"}),
+    ],
+)
+def test_role_commands_are_idempotent_by_command_id(name: str, body: dict[str, Any], other_body: dict[str, Any]) -> None:
     world = enterprise_org()
-    first = world.run("define_role", user("owner1"), "def-1", role_key="r1", name="R1", permissions=["org:read"])
-    again = world.run("define_role", user("owner1"), "def-1", role_key="r1", name="R1", permissions=["org:read"])
-    assert first.ok and again == first
-    assert email_of("x") == "x@example.com" and SYSTEM["type"] == "system"
+    world.ok("define_role", user("owner1"), role_key="r1", name="R1", permissions=["org:read"])
+    world.ok("define_role", user("owner1"), role_key="r2", name="R2", permissions=["org:read"])
+    world.ok("delete_role", user("owner1"), role_key="r2")
+    before = world.count_recorded()
+
+    first = world.run(name, user("owner1"), "role-cmd-1", **body)
+    assert first.ok and len(first.events or []) == 1, first
+    recorded = world.count_recorded()
+    assert recorded == before + 1
+    roles = world.app.organization(world.org_id).roles
+
+    again = world.run(name, user("owner1"), "role-cmd-1", **body)
+    assert wire(again) == wire(first)  # the first reply, byte for byte
+    assert world.count_recorded() == recorded
+
+    reused = world.run(name, user("owner1"), "role-cmd-1", **other_body)
+    assert reused.error is not None, reused
+    assert (reused.error.code, reused.error.details) == ("conflict", {"reason": "command_id_reused"})
+    assert reused.result is None and reused.events is None
+    assert world.count_recorded() == recorded
+    assert world.app.organization(world.org_id).roles == roles
+
+
+# -- no escalation through a role that manages members (review of v1.3) --------------------
+
+PEOPLE_OPS = ["members:invite", "members:manage", "members:read", "org:read"]
+
+
+def with_people_ops(world: World) -> str:
+    assert define(world, "people-ops", PEOPLE_OPS).ok
+    world.add_member("pops", "people-ops")
+    return "pops"
+
+
+def test_a_role_that_manages_members_cannot_promote_its_holder_or_anyone_to_admin() -> None:
+    world = enterprise_org()
+    pops = with_people_ops(world)
+    recorded = world.count_recorded()
+
+    for user_id in (pops, "dev1"):
+        reply = world.run("change_role", user(pops), user_id=user_id, role="admin")
+        code, details = error_of(reply)
+        assert (code, details["reason"]) == ("permission_denied", "role_beyond_assigner")
+        assert "api_keys:manage" in details["missing"]
+    assert world.count_recorded() == recorded
+    assert (
+        world.role_of(pops) == "people-ops"
+        and world.index.authorize_user(world.org_id, pops, "api_keys:manage")["allowed"] is False
+    )
+
+
+def test_a_role_that_may_invite_cannot_invite_an_admin_and_an_old_such_invitation_cannot_be_accepted() -> None:
+    world = enterprise_org()
+    pops = with_people_ops(world)
+
+    code, details = error_of(world.run("invite_member", user(pops), email="friend@example.com", role="admin"))
+    assert (code, details["reason"]) == ("permission_denied", "role_beyond_assigner")
+
+    # an invitation it could send (to its own role), then the role grows beyond the inviter's reach
+    sent = world.invite("peer@example.com", "people-ops", by=user(pops))
+    assert world.ok("update_role", user("owner1"), role_key="people-ops", permissions=[*PEOPLE_OPS, "audit:read"])
+    world.ok("change_role", user("owner1"), user_id=pops, role="developer")
+    reply = world.accept(sent, "peer")
+    assert error_of(reply) == ("expired", {"reason": "inviter_lost_rights"})
+
+
+def test_a_role_that_manages_members_cannot_demote_or_remove_an_admin_but_may_a_developer() -> None:
+    world = enterprise_org()
+    pops = with_people_ops(world)
+
+    for name, fields in (("change_role", {"user_id": "admin1", "role": "people-ops"}), ("remove_member", {"user_id": "admin1"})):
+        code, details = error_of(world.run(name, user(pops), **fields))
+        assert (code, details["reason"]) == ("permission_denied", "member_beyond_actor"), name
+    assert world.role_of("admin1") == "admin"
+
+    # a developer's rights are not within people-ops' either (gateway:use, ...): refused too
+    assert error_of(world.run("remove_member", user(pops), user_id="dev1"))[1]["reason"] == "member_beyond_actor"
+    # an admin holds everything a developer does: allowed
+    assert world.run("remove_member", user("admin1"), user_id="dev1").ok
+
+
+def test_scim_provisions_any_role_as_the_identity_provider_says() -> None:
+    world = enterprise_org()
+    scim = {"type": "scim", "id": "okta"}
+
+    assert world.run("change_role", scim, user_id="dev1", role="admin").ok
+    assert world.run("remove_member", scim, user_id="admin1").ok
+
+
+def test_a_scope_refusal_comes_before_the_roles_plan_and_definition() -> None:
+    """Check order: permission (the scope beyond the grantor's), then plan, then the role's definition."""
+    world = enterprise_org()
+    world.ok("change_role", user("owner1"), user_id="admin1", role="admin", projects=["web"])
+
+    reply = world.run("invite_member", user("admin1"), email="x@example.com", role="no-such-role")
+    assert error_of(reply)[1].get("reason") == "projects_beyond_grantor"
+
+    world.ok("change_plan", SYSTEM, plan="pro")
+    reply = world.run("invite_member", user("admin1"), email="x@example.com", role="no-such-role")
+    assert error_of(reply)[1].get("reason") == "projects_beyond_grantor"
+
+
+def test_a_role_left_behind_by_a_downgrade_can_still_be_deleted_but_not_changed() -> None:
+    world = enterprise_org()
+    assert define(world, "leftover", ["org:read"]).ok
+    world.ok("change_plan", SYSTEM, plan="pro")
+
+    assert error_of(world.run("update_role", user("owner1"), role_key="leftover", name="x"))[0] == "plan_required"
+    assert world.run("delete_role", user("owner1"), role_key="leftover").ok
+    assert error_of(world.run("delete_role", user("owner1"), role_key="leftover"))[0] == "not_found"

@@ -154,7 +154,10 @@ class Case:
     fields: Callable[[World, Principal], dict[str, Any]]
     # permissions the contract requires, given who acts
     needs: Callable[[Principal], frozenset[str] | None]  # None: not applicable to this principal
-    requested_key_permissions: frozenset[str] = frozenset()
+    # what the actor must hold besides: a new key's permissions, the role it gives, the role of the
+    # member it acts on (a role is given, and a member changed or removed, only by whoever holds all
+    # that role grants)
+    must_also_hold: frozenset[str] = frozenset()
 
 
 def needs(*permissions: str) -> Callable[[Principal], frozenset[str]]:
@@ -176,13 +179,21 @@ CASES = [
         "invite_member",
         lambda w, p: {"email": "new@example.com", "role": "developer"},
         needs("members:invite"),
+        CONTRACT_ROLES["developer"],
     ),
-    Case("invite_admin", "invite_member", lambda w, p: {"email": "new@example.com", "role": "admin"}, needs("members:invite")),
+    Case(
+        "invite_admin",
+        "invite_member",
+        lambda w, p: {"email": "new@example.com", "role": "admin"},
+        needs("members:invite"),
+        CONTRACT_ROLES["admin"],
+    ),
     Case(
         "invite_owner",
         "invite_member",
         lambda w, p: {"email": "new@example.com", "role": "owner"},
         needs("members:invite", "owners:manage"),
+        CONTRACT_ROLES["owner"],
     ),
     Case("resend_invitation", "resend_invitation", pending_invitation, needs("members:invite")),
     Case("revoke_invitation", "revoke_invitation", pending_invitation, needs("members:invite")),
@@ -191,21 +202,36 @@ CASES = [
         "change_role",
         lambda w, p: {"user_id": "dev2", "role": "admin"},
         needs("members:manage"),
+        CONTRACT_ROLES["admin"] | CONTRACT_ROLES["developer"],
     ),
     Case(
         "change_role_developer_to_owner",
         "change_role",
         lambda w, p: {"user_id": "dev2", "role": "owner"},
         needs("members:manage", "owners:manage"),
+        CONTRACT_ROLES["owner"],
     ),
     Case(
         "change_role_owner_to_admin",
         "change_role",
         lambda w, p: {"user_id": "owner2", "role": "admin"},
         needs("members:manage", "owners:manage"),
+        CONTRACT_ROLES["owner"],
     ),
-    Case("remove_developer", "remove_member", lambda w, p: {"user_id": "dev2"}, needs("members:manage")),
-    Case("remove_owner", "remove_member", lambda w, p: {"user_id": "owner2"}, needs("members:manage", "owners:manage")),
+    Case(
+        "remove_developer",
+        "remove_member",
+        lambda w, p: {"user_id": "dev2"},
+        needs("members:manage"),
+        CONTRACT_ROLES["developer"],
+    ),
+    Case(
+        "remove_owner",
+        "remove_member",
+        lambda w, p: {"user_id": "owner2"},
+        needs("members:manage", "owners:manage"),
+        CONTRACT_ROLES["owner"],
+    ),
     # "anyone may remove themself": only users have a self to remove
     Case("remove_self", "remove_member", lambda w, p: {"user_id": p.user_id}, for_users_only()),
     Case("add_seats", "add_seats", lambda w, p: {"quantity": 1, "accept_charge_cents": 100_000}, needs("billing:manage")),
@@ -255,7 +281,7 @@ def expected_code(case: Case, principal: Principal) -> str | None:
         return "not_found"  # "anyone may remove themself", but a non-member is no member to remove
     required = case.needs(principal)
     assert required is not None
-    allowed = required <= principal.permissions and case.requested_key_permissions <= principal.permissions
+    allowed = required <= principal.permissions and case.must_also_hold <= principal.permissions
     return None if allowed else "permission_denied"
 
 
@@ -491,13 +517,14 @@ CUSTOM_CASES = [
         "change_role",
         lambda w, p: {"user_id": "dev2", "role": "billing-manager"},
         needs("members:manage"),
-        BILLING_MANAGER,
+        BILLING_MANAGER | CONTRACT_ROLES["developer"],
     ),
     Case(
         "change_role_billing_viewer_to_developer",
         "change_role",
         lambda w, p: {"user_id": "bv1", "role": "developer"},
         needs("members:manage"),
+        CONTRACT_ROLES["developer"] | BILLING_VIEWER,
     ),
 ]
 

@@ -12,6 +12,8 @@ from datetime import timedelta
 
 import pytest
 
+from services.membership.domain.permissions import permissions_of
+
 from .builders import SYSTEM, T0, api_key, email_of, full_org, new_org, user
 
 OWNER = user("owner1")
@@ -470,13 +472,28 @@ def test_the_billing_period_starts_at_the_org_creation() -> None:
     )
 
 
-def test_the_invitation_flow_works_for_a_service_key_with_invite_permission() -> None:
+def test_the_invitation_flow_works_for_a_service_key_that_holds_what_the_role_grants() -> None:
     world = new_org("pro")
-    key_id = world.create_key("hr-bot", ["members:invite"])
+    key_id = world.create_key("hr-bot", sorted(permissions_of("admin")))
 
     invitation = world.ok("invite_member", api_key(key_id), email="a@example.com", role="admin")
 
     assert world.accept(invitation, "alice").result == {"user_id": "alice", "role": "admin"}
+
+
+def test_a_key_that_may_only_invite_cannot_give_a_role_beyond_itself() -> None:
+    """Inviting someone as an admin hands out the admin's rights: a key holding only members:invite
+    would otherwise mint an admin, who may mint keys beyond the key's own."""
+    world = new_org("pro")
+    key_id = world.create_key("hr-bot", ["members:invite"])
+    recorded = world.count_recorded()
+
+    for role in ("developer", "admin"):
+        reply = world.run("invite_member", api_key(key_id), email=f"{role}@example.com", role=role)
+        assert reply.error is not None and reply.error.code == "permission_denied", role
+        assert reply.error.details["reason"] == "role_beyond_assigner"
+        assert "gateway:use" in reply.error.details["missing"]
+    assert world.count_recorded() == recorded
 
 
 def test_a_copy_decided_on_leaves_the_cached_organizations_indexes_as_they_were() -> None:

@@ -24,10 +24,16 @@ class HostileBus(StandInBus):
     """Membership and audit answering with attacker-chosen names, emails and fields."""
 
     async def query(self, service: str, name: str, **fields: Any) -> Any:
-        answer = await super().query(service, name, **fields) if name in {"authorize", "get_organization", "invitation"} else None
+        answer = (
+            await super().query(service, name, **fields)
+            if name in {"authorize", "get_organization", "invitation", "invitations"}
+            else None
+        )
         if name == "get_organization":
             answer["name"] = PAYLOAD
             answer["members"][1]["email"] = f"{PAYLOAD}@engines.io"
+            answer["invitations"][0]["email"] = f"{PAYLOAD}@kat.io"
+        if name == "invitations":
             answer["invitations"][0]["email"] = f"{PAYLOAD}@kat.io"
         if name == "invitation":
             answer.update(org_name=PAYLOAD, email=f"{PAYLOAD}@kat.io")
@@ -130,3 +136,20 @@ def test_home_without_a_session_says_how_to_sign_in():
         page = c.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "teamctl login" in page.text and "--next '/'" in page.text
+
+
+class ManyOrgsBus(HostileBus):
+    async def query(self, service: str, name: str, **fields: Any) -> Any:
+        answer = await super().query(service, name, **fields)
+        if name == "user_orgs":
+            answer["next_cursor"] = "cur_2"
+        return answer
+
+
+def test_home_says_when_the_user_is_in_more_organizations_than_it_shows():
+    with client(HostileBus(), who="ada") as c:
+        few = c.get("/").text
+    with client(ManyOrgsBus(), who="ada") as c:
+        many = c.get("/").text
+    assert "You are in more organizations" not in few
+    assert "You are in more organizations: these are the first 100" in many

@@ -76,6 +76,10 @@ class StandInBus:
                 "members_next_cursor": None,
                 "invitations_next_cursor": None,
             }
+        if name == "invitations":
+            embedded = (await self.query(service, "get_organization", org_id=fields["org_id"]))["invitations"]
+            chosen = [i for i in embedded if fields.get("status") in (None, i["status"])]
+            return {"invitations": chosen, "next_cursor": None}
         if name == "invitation":
             if fields["token"] != "good":
                 raise InvalidToken("the invitation token does not match")
@@ -128,6 +132,51 @@ def test_the_owner_sees_every_action_and_the_seat_meter():
     assert 'data-can-buy="true"' in html
     assert 'content="csrf-for-ada"' in html
     assert 'href="/orgs/org_1/settings/billing"' in html and 'href="/orgs/org_1/settings/audit"' in html
+
+
+class LongHistoryBus(StandInBus):
+    """An organization whose first 100 invitations are revoked, with one pending invitation after them
+    and a second page of pending ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[dict[str, Any]] = []
+
+    async def query(self, service: str, name: str, **fields: Any) -> Any:
+        if name == "invitations":
+            self.asked.append(fields)
+            pending = {
+                "invitation_id": "inv_new" if fields.get("cursor") is None else "inv_later",
+                "email": "newest@engines.io" if fields.get("cursor") is None else "later@engines.io",
+                "role": "developer",
+                "expires_at": "2025-12-18T10:00:00Z",
+                "status": "pending",
+            }
+            return {"invitations": [pending], "next_cursor": "cur_2" if fields.get("cursor") is None else None}
+        answer = await super().query(service, name, **fields)
+        if name == "get_organization":
+            revoked = {**answer["invitations"][0], "status": "revoked"}
+            answer = {
+                **answer,
+                "invitations": [{**revoked, "invitation_id": f"inv_{n}"} for n in range(100)],
+                "invitations_next_cursor": "cur_embedded",
+            }
+        return answer
+
+
+def test_the_team_page_lists_pending_invitations_beyond_the_first_hundred_of_any_status():
+    bus = LongHistoryBus()
+    with client(bus, who="ada") as c:
+        first = c.get("/orgs/org_1/settings/team")
+        later = c.get("/orgs/org_1/settings/team", params={"invitations_after": "cur_2"})
+        bad = c.get("/orgs/org_1/settings/team", params={"invitations_after": "not a cursor!"})
+    assert first.status_code == 200
+    assert "newest@engines.io" in first.text and 'data-invitation="inv_new"' in first.text
+    assert 'href="/orgs/org_1/settings/team?invitations_after=cur_2#invitations-heading"' in first.text
+    assert later.status_code == 200 and "later@engines.io" in later.text and "newest@engines.io" not in later.text
+    assert "More pending invitations" not in later.text and 'href="/orgs/org_1/settings/team">First pending' in later.text
+    assert [(a["status"], a.get("cursor")) for a in bus.asked] == [("pending", None), ("pending", "cur_2")]
+    assert bad.status_code == 400 and bad.headers["content-type"].startswith("text/html")
 
 
 def test_a_developer_sees_the_team_without_actions_or_billing():

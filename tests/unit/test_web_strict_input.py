@@ -140,3 +140,11 @@ def test_an_idempotency_key_names_one_command_per_caller_and_organization():
     assert len({retry, other_actor, other_org, no_key}) == 4  # nobody else ever meets it
     assert "invite-1" not in retry
     assert all(command_id.startswith("web_") and len(command_id) <= 128 for command_id in (retry, other_actor, other_org))
+
+
+@pytest.mark.parametrize("query", ["limit=1&limit=1000", "limit=5&limit=5", "cursor=a&cursor=b"])
+def test_a_query_parameter_given_twice_is_refused_not_resolved(query):
+    with client(StandInBus()) as c:
+        answer = c.get(f"/v1/orgs/acme/members?{query}", headers=as_key("key-acme-1"))
+    assert answer.status_code == 422 and answer.json()["code"] == "validation_error", answer.text
+    assert answer.json()["details"]["repeated"] == [query.split("=")[0]]

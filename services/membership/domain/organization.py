@@ -240,8 +240,7 @@ class Organization(Aggregate):
         if invitation.invited_by is None:  # sent before inviters were kept
             return True
         needed = {"members:invite", *(["owners:manage"] if invitation.role == "owner" else [])}
-        if not is_builtin(invitation.role):
-            needed |= self.role_permissions(invitation.role)
+        needed |= self.role_permissions(invitation.role)
         within = beyond(invitation.projects, self.project_scope(invitation.invited_by, now)) == []
         return within and needed <= self.permissions_of(invitation.invited_by, now)
 
@@ -389,9 +388,9 @@ class Organization(Aggregate):
     ) -> dict[str, Any]:
         self.require(ctx, "members:invite", *(["owners:manage"] if role == "owner" else []))
         self._require_paid_plan()
-        self._require_assignable(ctx, role)
         scope = scope_of(projects)
         self._require_scope_within_actor(ctx, scope, "the invitation")
+        self._require_assignable(ctx, role)
         needs_seat = self.seats_used(ctx.now) >= self.seats_total
         if needs_seat and "billing:manage" not in self.permissions_of(ctx.actor, ctx.now):
             raise PermissionDenied("no seat is free, and buying one needs billing:manage", missing=["billing:manage"])
@@ -492,6 +491,7 @@ class Organization(Aggregate):
             self._require_scopes_plan()
         self._require_assignable(ctx, role)
         member = self._member(user_id)
+        self._require_outranks(ctx, member)
         scope = member.projects if keep_scope else scope_of(projects)
         self._require_scope_within_actor(ctx, scope, "the member's scope")
         result = {"user_id": user_id, "role": role, "projects": listed(scope)}
@@ -521,6 +521,8 @@ class Organization(Aggregate):
         else:
             self.require_scim_plan(ctx)
         member = self._member(user_id)
+        if not leaving_by_choice:
+            self._require_outranks(ctx, member)
         if member.role == "owner":
             self._require_another_owner(user_id)
         granted = self._keys_granted_by(user_id)
@@ -663,8 +665,8 @@ class Organization(Aggregate):
         return {"role_key": role_key, "permissions": sorted(after.permissions)}
 
     def delete_role(self, ctx: CommandContext, role_key: str) -> dict[str, Any]:
+        """On any plan: a role defined on enterprise and left behind by a downgrade can still be removed."""
         self.require(ctx, "org:manage")
-        self._require_custom_roles_plan()
         role = self._custom_role(role_key)
         holders = self._custom_role_holders({role_key})
         if holders["members"] or holders["invitations"]:
@@ -701,16 +703,37 @@ class Organization(Aggregate):
             raise PermissionDenied(f"a role cannot hold permissions its definer lacks: {', '.join(beyond)}", missing=beyond)
 
     def _require_assignable(self, ctx: CommandContext, role: str) -> None:
-        """A custom role is assigned on the enterprise plan, when defined, by whoever holds all it grants.
-        Decided once the permission checks passed, as the contract orders them."""
-        if is_builtin(role):
-            return
-        self._require_custom_roles_plan()
-        if role not in self.roles:
-            raise Invalid(f"role {role} is not defined in this organization", field="role")
-        beyond = sorted(self.roles[role].permissions - self.permissions_of(ctx.actor, ctx.now))
+        """A role, built-in or custom, is given only by whoever holds all it grants (a custom role that
+        may manage members cannot make anyone an admin); a custom role is given on the enterprise
+        plan, once defined. Decided once the permission checks passed, as the contract orders them."""
+        if not is_builtin(role):
+            self._require_custom_roles_plan()
+            if role not in self.roles:
+                raise Invalid(f"role {role} is not defined in this organization", field="role")
+        beyond = sorted(self.role_permissions(role) - self._assigning_rights(ctx))
         if beyond:
-            raise PermissionDenied(f"the role grants permissions its assigner lacks: {', '.join(beyond)}", missing=beyond)
+            raise PermissionDenied(
+                f"the role {role} grants permissions its assigner lacks: {', '.join(beyond)}",
+                reason="role_beyond_assigner",
+                missing=beyond,
+            )
+
+    def _assigning_rights(self, ctx: CommandContext) -> frozenset[str]:
+        """What an actor may hand out or act on through roles. SCIM provisions whatever role the
+        organization's identity provider says (an owner configured it), so it is bounded by its
+        commands' permissions alone; everyone else by what they hold now."""
+        return _ALL_PERMISSIONS if ctx.actor.type == "scim" else self.permissions_of(ctx.actor, ctx.now)
+
+    def _require_outranks(self, ctx: CommandContext, member: Member) -> None:
+        """Whoever changes or removes a member holds everything the member's role grants: a custom
+        role that manages members cannot demote or remove an admin."""
+        beyond = sorted(self.role_permissions(member.role) - self._assigning_rights(ctx))
+        if beyond:
+            raise PermissionDenied(
+                f"{member.user_id}'s role {member.role} grants permissions the actor lacks: {', '.join(beyond)}",
+                reason="member_beyond_actor",
+                missing=beyond,
+            )
 
     def _custom_role(self, role_key: str) -> CustomRole:
         try:

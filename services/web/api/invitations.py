@@ -13,7 +13,7 @@ from shared.errors import InvalidToken, NotFound, PermissionDenied
 
 from ..edge import InjectedEdge
 from .bodies import Acceptance, NewInvitation
-from .parameters import InvitationId, Limit, OrgId, PageCursor
+from .parameters import InvitationId, InvitationStatus, Limit, OrgId, PageCursor
 from .responses import COMMAND, READ, problems
 from .results import InvitationResent, InvitationRevoked, InvitationSent, MemberRole
 
@@ -23,11 +23,18 @@ UNUSABLE_LINK = "the invitation token does not match"
 
 @get("/v1/orgs/{org_id:str}/invitations", operation_id="invitations", responses=READ)
 async def list_invitations(
-    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, limit: Limit = 100, cursor: PageCursor = None
+    request: Request[Any, Any, Any],
+    edge: InjectedEdge,
+    org_id: OrgId,
+    limit: Limit = 100,
+    cursor: PageCursor = None,
+    status: InvitationStatus = None,
 ) -> InvitationsPage:
-    """The organization's invitations, oldest first, paged (members:read)."""
+    """The organization's invitations, oldest first, paged, of one `status` if given (members:read)."""
     await edge.reader(request, org_id, "members:read")
-    result: InvitationsPage = await edge.bus.query("membership", "invitations", org_id=org_id, limit=limit, cursor=cursor)
+    result: InvitationsPage = await edge.bus.query(
+        "membership", "invitations", org_id=org_id, limit=limit, cursor=cursor, status=status
+    )
     return result
 
 

@@ -43,6 +43,10 @@ Action = Annotated[
 ]
 ActorId = Annotated[str | None, Parameter(pattern=ID_PATTERN, min_length=1, max_length=64, description="the actor's id")]
 TargetId = Annotated[str | None, Parameter(pattern=ID_PATTERN, min_length=1, max_length=64, description="a target's id")]
+InvitationStatus = Annotated[
+    Literal["pending", "accepted", "revoked", "expired"] | None,
+    Parameter(description="only the invitations of this status"),
+]
 ExportFormat = Annotated[Literal["csv", "ndjson"], Parameter(description="csv or ndjson")]
 
 

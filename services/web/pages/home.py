@@ -20,7 +20,8 @@ async def home(request: Request[Any, Any, Any], edge: InjectedEdge) -> Response[
     if user is None:
         return render(request, "home.html", orgs=[], sign_in_next="/")
     page = await edge.bus.query("membership", "user_orgs", user_id=user.user_id, limit=ORGS_SHOWN)
-    return render(request, "home.html", user=user, orgs=page["orgs"], sign_in_next=None)
+    more = page["next_cursor"] is not None
+    return render(request, "home.html", user=user, orgs=page["orgs"], more=more, shown=ORGS_SHOWN, sign_in_next=None)
 
 
 ROUTES = [home]

@@ -10,8 +10,9 @@ import msgspec
 from litestar import MediaType, Request, Response, get
 
 from shared.contract.common import ROLES, Identifier
-from shared.contract.queries import MemberView, OrganizationView, RoleView
+from shared.contract.queries import InvitationsPage, MemberView, OrganizationView, RoleView
 
+from ..api.parameters import PageCursor
 from ..callers import Access
 from ..edge import InjectedEdge
 from .rendering import identifier, navigation, render
@@ -63,13 +64,28 @@ class TeamActions:
         return member.role != "owner" or self.manage_owners
 
 
+# Pending invitations shown at once; a "more" link pages on through the rest.
+PENDING_SHOWN = 100
+
+
 @get("/orgs/{org_id:str}/settings/team", media_type=MediaType.HTML, include_in_schema=False)
-async def team_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier) -> Response[str]:
+async def team_page(
+    request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier, invitations_after: PageCursor = None
+) -> Response[str]:
     org_id = identifier(org_id)
     caller = await edge.caller(request)
     access = await caller.require(edge.bus, org_id, "members:read")
     organization = msgspec.convert(
         await edge.bus.query("membership", "get_organization", org_id=org_id), OrganizationView, strict=False
+    )
+    # Not the organization's embedded invitations: those are the oldest 100 of every status, so an org
+    # that has sent 100 would stop seeing its new ones.
+    pending = msgspec.convert(
+        await edge.bus.query(
+            "membership", "invitations", org_id=org_id, status="pending", limit=PENDING_SHOWN, cursor=invitations_after
+        ),
+        InvitationsPage,
+        strict=False,
     )
     offers_roles = access.allows("members:invite") or access.allows("members:manage")
     roles = await custom_roles(edge.bus, org_id) if organization.plan == "enterprise" else []
@@ -81,7 +97,9 @@ async def team_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id:
         nav=navigation(org_id, access, "team"),
         org=organization,
         seats=organization.seats,
-        pending=[invitation for invitation in organization.invitations if invitation.status == "pending"],
+        pending=pending.invitations,
+        pending_next=pending.next_cursor,
+        pending_continued=invitations_after is not None,
         actions=actions,
         me=caller.actor.id,
         access=access,

@@ -211,18 +211,25 @@
     } else if (d.action === "revoke-invitation") {
       rowAction(button, "DELETE", org + "/invitations/" + encodeURIComponent(d.invitation), undefined,
         "Revoke the invitation for " + d.email + "? Its link stops working.", "Invitation revoked");
+    } else if (d.action === "change-role") {
+      const select = document.getElementById(d.select);
+      if (!select || select.value === select.dataset.current) return;
+      const role = select.options[select.selectedIndex].text;
+      rowAction(button, "PATCH", org + "/members/" + encodeURIComponent(d.user), { role: select.value }, null,
+        d.email + " is now " + role);
     } else if (d.action === "revoke-key") {
       rowAction(button, "DELETE", org + "/api-keys/" + encodeURIComponent(d.key), undefined,
         "Revoke the key " + d.name + "? Anything using it stops working at once.", "Key revoked");
     }
   });
 
+  // Choosing a role sends nothing (arrow keys on a closed select change its value at once): the row's
+  // Change role button, enabled once the choice differs from the member's role, sends it.
   document.addEventListener("change", (event) => {
-    const select = event.target.closest("select[data-action='change-role']");
+    const select = event.target.closest("select[data-action='choose-role']");
     if (!select) return;
-    const d = select.dataset;
-    rowAction(select, "PATCH", "/v1/orgs/" + encodeURIComponent(d.org) + "/members/" + encodeURIComponent(d.user),
-      { role: select.value }, null, "Role changed");
+    const apply = document.querySelector("button[data-action='change-role'][data-select='" + select.id + "']");
+    if (apply) apply.disabled = select.value === select.dataset.current;
   });
 
   // ---- the invitation link's Accept ------------------------------------------------------
@@ -271,7 +278,20 @@
       panel.hidden = false;
       panel.focus();
       keyForm.reset();
+      await refreshKeys();
     });
+    // The list of keys, as the server renders it now, so the new key shows without a reload (the
+    // secret, shown only in the panel above, is never part of the page).
+    async function refreshKeys() {
+      const current = document.querySelector("section[aria-labelledby='keys-heading']");
+      let response;
+      try { response = await fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } }); }
+      catch (_) { return; }
+      if (!response.ok || !current) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html")
+        .querySelector("section[aria-labelledby='keys-heading']");
+      if (fresh) current.replaceWith(document.importNode(fresh, true));
+    }
     document.getElementById("copy-secret").addEventListener("click", async () => {
       const value = document.getElementById("secret-value");
       const status = document.getElementById("copy-status");
