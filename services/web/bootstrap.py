@@ -22,6 +22,7 @@ from shared.version import health
 from .app import create_app
 from .bus import PlatformBus
 from .config import PlatformSignInSettings, WebSettings
+from .connections import ConnectionLimits, connection_cap, guarded_protocol
 from .edge import Edge
 from .metrics import HttpMetrics
 from .signin import open_sign_in
@@ -68,7 +69,9 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
                 HttpMetrics(create_app(edge)),
                 host=own.host,
                 port=own.port,
-                http="httptools",  # its C parser, not h11's Python one (docs/decisions.md)
+                # httptools' C parser, not h11's Python one (docs/decisions.md), with a cap on open
+                # connections and a deadline for each request to arrive (connections.py)
+                http=guarded_protocol(ConnectionLimits(connection_cap(own.max_connections), own.request_read_seconds)),
                 log_config=None,
                 access_log=False,
                 lifespan="off",

@@ -20,6 +20,8 @@ class WebSettings:
     bus_timeout_seconds: float = 5.0
     retry_after_seconds: int = 2
     max_body_bytes: int = 64 * 1024
+    max_connections: int = 4096  # lowered to what the file limit allows (connections.py)
+    request_read_seconds: float = 15.0  # a request's headers and body arrive whole within this
     # A session cookie's lifetime; signed-out session ids are kept in NATS this long.
     session_hours: float = 12.0
     # `teamctl login` links; an operator whose platform signs users in may turn them off.
@@ -36,6 +38,8 @@ class WebSettings:
                 bus_timeout_seconds=float(env.get("WEB_BUS_TIMEOUT_SECONDS", d.bus_timeout_seconds)),
                 retry_after_seconds=int(env.get("WEB_RETRY_AFTER_SECONDS", d.retry_after_seconds)),
                 max_body_bytes=int(env.get("WEB_MAX_BODY_BYTES", d.max_body_bytes)),
+                max_connections=int(env.get("WEB_MAX_CONNECTIONS", d.max_connections)),
+                request_read_seconds=float(env.get("WEB_REQUEST_READ_SECONDS", d.request_read_seconds)),
                 session_hours=float(env.get("WEB_SESSION_HOURS", d.session_hours)),
                 local_sign_in=_switch(env.get("WEB_LOCAL_SIGN_IN", "on"), "WEB_LOCAL_SIGN_IN"),
             )

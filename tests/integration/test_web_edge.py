@@ -20,7 +20,7 @@ import pytest
 from services.membership.domain.permissions import permissions_of
 from shared.topology import SERVICES
 from teamctl.client import Client
-from tests.services_under_test import REPO, ServiceUnderTest, answers_health
+from tests.services_under_test import REPO, ServiceUnderTest, answers_health, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +210,34 @@ def test_the_edge_refuses_to_start_on_a_taken_port_and_says_which(service_env, t
         assert service.popen.wait(timeout=30) != 0
     assert f"127.0.0.1:{port}" in service.output() and "WEB_PORT" in service.output()
     assert "Traceback" not in service.output()
+
+
+def _closed_by_the_edge(sock: socket.socket) -> bool:
+    """Waits (up to the socket's timeout) for the edge to close the connection: EOF or a reset."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_silent_connections_and_half_sent_requests_are_closed_and_the_cap_holds(service_env, tmp_path, membership) -> None:
+    """No request within WEB_REQUEST_READ_SECONDS closes the connection (silent, half a request line,
+    a body shorter than its Content-Length); past WEB_MAX_CONNECTIONS a new one is closed at once,
+    and the edge keeps answering once they are gone."""
+    limits = {"WEB_REQUEST_READ_SECONDS": "1", "WEB_MAX_CONNECTIONS": "3"}
+    with running_service("web", {**service_env, **limits}, tmp_path) as web:
+        host, port = "127.0.0.1", int(web.env["WEB_PORT"])
+        openings = [b"", b"GET /healthz HT", b"POST /v1/orgs/x/invitations HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{"]
+        held = []
+        for opening in openings:
+            sock = socket.create_connection((host, port), timeout=10)
+            sock.sendall(opening)
+            held.append(sock)
+        over_the_cap = socket.create_connection((host, port), timeout=10)
+        assert _closed_by_the_edge(over_the_cap)  # the fourth, at once
+        over_the_cap.close()
+        for sock in held:
+            assert _closed_by_the_edge(sock)  # each within the read deadline, not at the socket's 10 s timeout
+            sock.close()
+        with httpx.Client(base_url=web.base_url, timeout=10) as http:
+            assert http.get("/healthz").status_code == 200
