@@ -66,8 +66,8 @@ def test_an_admin_is_not_offered_a_role_holding_what_they_lack():
         html = c.get("/orgs/org_1/settings/team").text
     assert 'value="auditor"' in html  # audit:read and members:read: an admin holds both
     assert '<option value="billing-viewer">' not in html  # billing:read: an admin lacks it
-    # bea's select still says her role, by its name, and does not offer it
-    assert '<option value="billing-viewer" selected disabled>Billing &lt;viewer&gt;</option>' in html
+    # bea's role is beyond grace: her row says it, by its name, and offers no change
+    assert '<span class="role role-billing-viewer">Billing &lt;viewer&gt;</span>' in html
 
 
 def test_a_pro_team_page_never_asks_for_custom_roles():
@@ -111,3 +111,52 @@ def test_the_api_keys_page_offers_a_project_scope_and_shows_each_key_s():
     assert 'id="key-projects" name="projects"' in html
     assert "<td><code>ci</code></td>" in html and "<td>every project</td>" in html
     assert script.status_code == 200
+
+
+PEOPLE_MANAGER = ["members:invite", "members:manage", "members:read", "org:read"]
+
+
+class PeopleManagerBus(EnterpriseBus):
+    """dora holds a custom role that may invite and manage members, and nothing else."""
+
+    async def query(self, service: str, name: str, **fields: Any) -> Any:
+        if name == "authorize" and fields.get("user_id") == "dora":
+            return {
+                "allowed": fields["permission"] in PEOPLE_MANAGER,
+                "org_id": "org_1",
+                "principal": {"type": "user", "id": "dora"},
+                "role": "people-manager",
+                "permissions": PEOPLE_MANAGER,
+            }
+        answer = await super().query(service, name, **fields)
+        if name == "roles":
+            manager = {"role_key": "people-manager", "name": "People", "description": "", "permissions": PEOPLE_MANAGER}
+            answer = {**answer, "roles": [*answer["roles"], manager]}
+        if name == "get_organization":
+            dora = {**answer["members"][1], "user_id": "dora", "email": "dora@engines.io", "role": "people-manager"}
+            answer["members"] = [*answer["members"], dora]
+        return answer
+
+
+def test_a_custom_role_manager_is_offered_only_roles_and_members_within_their_permissions():
+    with client(PeopleManagerBus(), who="dora") as c:
+        html = c.get("/orgs/org_1/settings/team").text
+    # admin and developer hold what dora lacks (gateway:use, ...): neither picker offers them
+    assert '<option value="admin"' not in html and '<option value="developer"' not in html
+    assert '<option value="owner"' not in html and 'value="auditor"' not in html
+    assert '<option value="people-manager"' in html  # her own role: she holds all of it
+    # bea (billing-viewer: billing:read, which dora lacks), alan (developer), ada (owner): no buttons
+    for user in ("bea", "alan", "ada"):
+        assert f'data-action="remove-member" data-org="org_1" data-user="{user}"' not in html
+        assert f'data-action="change-role" data-select="role-1" data-org="org_1" data-user="{user}"' not in html
+    assert 'data-action="change-role"' not in html and 'data-action="remove-member"' not in html
+
+
+def test_an_admin_manages_a_developer_but_not_a_holder_of_a_role_beyond_them():
+    with client(EnterpriseBus(), who="grace") as c:
+        html = c.get("/orgs/org_1/settings/team").text
+    assert 'data-action="remove-member" data-org="org_1" data-user="alan"' in html
+    assert 'data-action="remove-member" data-org="org_1" data-user="bea"' not in html
+    assert 'data-user="bea" data-email' not in html
+    assert '<option value="admin"' in html and '<option value="developer"' in html
+    assert '<option value="owner"' not in html
