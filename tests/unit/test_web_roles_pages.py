@@ -3,7 +3,7 @@ rendered in-process over a stand-in bus (an enterprise organization with one cus
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -160,3 +160,45 @@ def test_an_admin_manages_a_developer_but_not_a_holder_of_a_role_beyond_them():
     assert 'data-user="bea" data-email' not in html
     assert '<option value="admin"' in html and '<option value="developer"' in html
     assert '<option value="owner"' not in html
+
+
+class ManyRolesBus(EnterpriseBus):
+    """205 custom roles, answered 100 a page whatever the limit asked; alan holds the last one."""
+
+    ROLES: ClassVar[list[dict[str, Any]]] = [
+        {"role_key": f"zz-{n:03}", "name": f"Role number {n}", "description": "", "permissions": ["org:read"]} for n in range(205)
+    ]
+
+    async def query(self, service: str, name: str, **fields: Any) -> Any:
+        if name == "roles":
+            start = int(fields.get("cursor") or 0)
+            end = start + min(fields.get("limit", 100), 100)
+            return {"roles": self.ROLES[start:end], "next_cursor": str(end) if end < len(self.ROLES) else None}
+        answer = await super().query(service, name, **fields)
+        if name == "get_organization":
+            answer["members"] = [{**m, "role": "zz-204"} if m["user_id"] == "alan" else m for m in answer["members"]]
+        return answer
+
+
+def test_the_roles_page_and_the_pickers_page_through_every_role():
+    with client(ManyRolesBus(), who="ada") as c:
+        roles = c.get("/orgs/org_1/settings/roles").text
+        team = c.get("/orgs/org_1/settings/team").text
+    assert 'Custom roles <span class="count">205</span>' in roles
+    assert 'data-role-key="zz-204"' in roles and "More roles" not in roles
+    assert '<option value="zz-204">Role number 204</option>' in team  # the dialog offers the last one
+    assert '<option value="zz-204" selected>Role number 204</option>' in team  # alan's select names it
+
+
+def test_beyond_the_bound_the_roles_page_says_so_and_members_still_show_their_role_s_name(monkeypatch):
+    from services.web.pages import roles as roles_page
+
+    monkeypatch.setattr(roles_page, "ROLES_SHOWN", 150)
+    with client(ManyRolesBus(), who="ada") as c:
+        roles = c.get("/orgs/org_1/settings/roles").text
+        team = c.get("/orgs/org_1/settings/team").text
+    assert 'Custom roles <span class="count">205</span>' in roles  # the count is every role's
+    assert 'data-role-key="zz-149"' in roles and 'data-role-key="zz-150"' not in roles
+    assert "More roles: the first 150 are shown here" in roles and "/v1/orgs/org_1/roles" in roles
+    # the Team page knows every role: alan's, beyond the ones the Roles page shows, by its name
+    assert '<option value="zz-204" selected>Role number 204</option>' in team
