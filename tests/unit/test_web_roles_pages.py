@@ -202,3 +202,38 @@ def test_beyond_the_bound_the_roles_page_says_so_and_members_still_show_their_ro
     assert "More roles: the first 150 are shown here" in roles and "/v1/orgs/org_1/roles" in roles
     # the Team page knows every role: alan's, beyond the ones the Roles page shows, by its name
     assert '<option value="zz-204" selected>Role number 204</option>' in team
+
+
+class ScopedBus(EnterpriseBus):
+    """grace (admin) is limited to projects p1 and p2; alan to ci; the invitation to kat to web."""
+
+    async def query(self, service: str, name: str, **fields: Any) -> Any:
+        answer = await super().query(service, name, **fields)
+        if name == "authorize" and fields.get("user_id") == "grace":
+            answer = {**answer, "projects": ["p1", "p2"]}
+        if name == "get_organization":
+            answer["members"] = [{**m, "projects": ["ci"]} if m["user_id"] == "alan" else m for m in answer["members"]]
+        if name == "invitations":
+            answer = {**answer, "invitations": [{**i, "projects": ["web"]} for i in answer["invitations"]]}
+        return answer
+
+
+def test_the_team_page_shows_scopes_and_the_dialog_offers_one():
+    with client(ScopedBus(), who="ada") as c:
+        html = c.get("/orgs/org_1/settings/team").text
+    assert '<th scope="col">Projects</th>' in html
+    assert "<td><code>ci</code></td>" in html  # alan's scope
+    assert "<td><code>web</code></td>" in html  # the invitation's
+    assert "<td>every project</td>" in html  # ada's
+    assert 'id="invite-projects" name="projects"' in html
+    assert 'value=""' not in html.split('id="invite-projects"')[1].split(">")[0]  # ada, unscoped: left empty
+
+
+def test_a_scoped_user_s_forms_start_from_their_own_scope_and_say_so():
+    with client(ScopedBus(), who="grace") as c:
+        team = c.get("/orgs/org_1/settings/team").text
+        keys = c.get("/orgs/org_1/settings/api-keys").text
+    assert 'id="invite-projects" name="projects" maxlength="2000" value="p1, p2"' in team
+    assert "You reach only p1, p2" in team
+    assert 'id="key-projects" name="projects" maxlength="2000" value="p1, p2"' in keys
+    assert "You reach only p1, p2" in keys and "Empty: every project you reach" not in keys

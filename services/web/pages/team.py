@@ -117,6 +117,7 @@ async def team_page(
         actions=actions,
         me=caller.actor.id,
         access=access,
+        my_projects=access.projects,
         role_names={role.role_key: role.name for role in roles},
     )
 

@@ -162,6 +162,9 @@
       const email = form.elements.email.value.trim();
       if (!email) { show(error, "Enter the email address of the person to invite."); form.elements.email.focus(); return; }
       const body = { email, role: form.elements.role.value };
+      // A project scope: ids separated by commas or spaces; none given means every project.
+      const projects = form.elements.projects.value.split(/[\s,]+/).filter((id) => id !== "");
+      if (projects.length) body.projects = Array.from(new Set(projects));
       if (mustBuy()) body.accept_charge_cents = quote.next_seat_charge_cents;
       sending = true;
       confirm.disabled = true;
