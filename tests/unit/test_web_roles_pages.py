@@ -237,3 +237,20 @@ def test_a_scoped_user_s_forms_start_from_their_own_scope_and_say_so():
     assert "You reach only p1, p2" in team
     assert 'id="key-projects" name="projects" maxlength="2000" value="p1, p2"' in keys
     assert "You reach only p1, p2" in keys and "Empty: every project you reach" not in keys
+
+
+def test_delete_role_is_documented_without_402_and_a_bad_role_key_is_explained_in_words():
+    with client(EnterpriseBus(), who="ada") as c:
+        document = c.get("/openapi.json").json()
+        refused = c.post(
+            "/v1/orgs/org_1/roles",
+            json={"role_key": "Bad Key", "name": "x", "permissions": ["org:read"]},
+            headers={"X-CSRF-Token": "csrf-for-ada"},
+        )
+    roles = document["paths"]["/v1/orgs/{org_id}/roles/{role_key}"]
+    assert "402" not in roles["delete"]["responses"] and "402" in roles["patch"]["responses"]
+    assert "402" in document["paths"]["/v1/orgs/{org_id}/roles"]["post"]["responses"]
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert "regex" not in detail and "(?:" not in detail
+    assert "lower-case letters, digits and dashes" in detail and "$.role_key" in detail
