@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from litestar import Request
 
@@ -60,6 +60,7 @@ class Access:
     org_id: str
     role: str | None
     permissions: tuple[str, ...]
+    projects: tuple[str, ...] | None = None  # the caller's project scope; None: every project
 
     def allows(self, permission: str) -> bool:
         return permission in self.permissions
@@ -80,7 +81,7 @@ class Caller:
         answer = await bus.query("membership", "authorize", org_id=org_id, user_id=self.actor.id, permission=permission)
         if answer["principal"] is None:
             raise PermissionDenied("you are not a member of this organization", reason="not_a_member")
-        return Access(org_id=org_id, role=answer["role"], permissions=tuple(answer["permissions"]))
+        return Access(org_id=org_id, role=answer["role"], permissions=tuple(answer["permissions"]), projects=scope_of(answer))
 
     async def require(self, bus: PlatformBus, org_id: str, permission: str) -> Access:
         """The caller's access in `org_id`, when it holds `permission`; otherwise permission_denied."""
@@ -88,6 +89,11 @@ class Caller:
         if not access.allows(permission):
             raise PermissionDenied(f"this needs the permission {permission}", permission=permission)
         return access
+
+
+def scope_of(answer: dict[str, Any]) -> tuple[str, ...] | None:
+    projects = answer.get("projects")
+    return None if projects is None else tuple(projects)
 
 
 async def identify(request: Request, bus: PlatformBus, sessions: SessionReader) -> Caller:
@@ -102,7 +108,9 @@ async def identify(request: Request, bus: PlatformBus, sessions: SessionReader) 
         answer = await bus.query("membership", "authorize", api_key=secret, permission=IDENTIFYING_PERMISSION)
         if answer["principal"] is None:
             raise Unauthenticated("the API key is unknown, revoked or expired")
-        access = Access(org_id=answer["org_id"], role=answer["role"], permissions=tuple(answer["permissions"]))
+        access = Access(
+            org_id=answer["org_id"], role=answer["role"], permissions=tuple(answer["permissions"]), projects=scope_of(answer)
+        )
         return Caller(actor=Actor(type="api_key", id=answer["principal"]["id"]), api_key=secret, key_access=access)
     user = await sessions.signed_in(request)
     if user is None:

@@ -17,10 +17,23 @@ from litestar import Request
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import BodyKwarg, ParameterKwarg
 
+from shared.contract.common import ID_PATTERN, ROLE_KEY_PATTERN, SAFE_TEXT
 from shared.errors import Invalid
 
 RESERVED_NAMES = frozenset({"request", "edge", "data"})
 INTEGER = re.compile(r"-?[0-9]{1,32}")
+# msgspec names a failed pattern by its regex; a person reads the grammar in words.
+PATTERNS_IN_WORDS = {
+    ROLE_KEY_PATTERN: "a role key (lower-case letters, digits and dashes, starting with a letter or digit, at most 63)",
+    ID_PATTERN: "an id (letters, digits, underscores and dashes, 1 to 64 of them)",
+    SAFE_TEXT: "text without control characters",
+}
+
+
+def in_words(message: str) -> str:
+    for pattern, words in PATTERNS_IN_WORDS.items():
+        message = message.replace(f"`str` matching regex {pattern!r}", words)
+    return message
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,7 @@ def strict_body(raw: bytes, body_type: type[Any]) -> Any:
     try:
         return msgspec.json.decode(raw, type=body_type, strict=True)
     except msgspec.ValidationError as invalid:
-        raise Invalid(str(invalid)[:500]) from None
+        raise Invalid(in_words(str(invalid))[:500]) from None
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise Invalid("the body is not JSON in UTF-8") from None
     except RecursionError:

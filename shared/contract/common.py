@@ -66,6 +66,22 @@ PLANS: tuple[Plan, ...] = ("free", "pro", "enterprise")
 PERMISSIONS: tuple[Permission, ...] = Permission.__args__  # type: ignore[attr-defined]
 # What a custom role may never hold: they would let it make owners or define roles.
 RESERVED_PERMISSIONS: frozenset[Permission] = frozenset({"owners:manage", "org:manage"})
+# What each built-in role grants (the contract's matrix): membership decides with it, pages offer by it.
+_EVERYONE: frozenset[Permission] = frozenset(
+    {"org:read", "members:read", "projects:read", "projects:use", "api_keys:read", "api_keys:own", "gateway:use"}
+)
+_MANAGERS: frozenset[Permission] = _EVERYONE | {
+    "members:invite",
+    "members:manage",
+    "projects:manage",
+    "api_keys:manage",
+    "audit:read",
+}
+BUILTIN_ROLE_PERMISSIONS: dict[BuiltinRole, frozenset[Permission]] = {
+    "owner": frozenset(PERMISSIONS),
+    "admin": _MANAGERS,
+    "developer": _EVERYONE,
+}
 # Permissions that apply per project: a project-scoped principal holds them only in its projects.
 PROJECT_PERMISSIONS: frozenset[Permission] = frozenset({"projects:read", "projects:use", "projects:manage", "gateway:use"})
 # A project scope (v1.4): the projects a principal's project-level permissions apply in. Projects are

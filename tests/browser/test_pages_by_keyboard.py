@@ -1,7 +1,7 @@
 """The pages' rules a browser keeps, proved in Chromium against the whole stack: keyboard use (Tab reaches
 every control, the dialog traps focus, Escape gives focus back, a role changes only on purpose), what the
-Add Member dialog sends (a new Idempotency-Key per opening, one POST for two Enters, a new key and the
-new amount after charge_mismatch), a long history on the Team and Audit pages, sign-out, and API keys."""
+Add Member dialog sends (a new Idempotency-Key per opening and after a refusal, one POST for two Enters,
+a new key and the new amount after charge_mismatch), a long history on the Team and Audit pages, sign-out, and API keys."""
 
 from __future__ import annotations
 
@@ -129,15 +129,19 @@ async def test_the_add_member_dialog_by_keyboard_and_what_it_sends(stack: Stack,
     await expect(page.locator("tr", has_text="one@engines.io")).to_have_count(1)
     assert len(posts_to(requests, "/invitations")) == 1
 
-    # The next opening sends its own Idempotency-Key.
+    # The next opening sends its own Idempotency-Key. Membership refuses inviting one@ again; the
+    # corrected address is a new command under a new key, not the refused one's key reused.
     await page.locator("#add-member-open").focus()
     await page.keyboard.press("Enter")
-    await page.keyboard.type("two@engines.io")
+    await page.keyboard.type("one@engines.io")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#add-member-error")).to_be_visible()
+    await page.locator("#invite-email").fill("two@engines.io")
     await page.keyboard.press("Enter")
     await expect(page.locator("tr", has_text="two@engines.io")).to_have_count(1)
     await expect(page.locator(".seat-meter")).to_contain_text("3 of 3 seats used")
-    first, second = posts_to(requests, "/invitations")
-    assert first.headers["idempotency-key"] != second.headers["idempotency-key"]
+    first, refused, second = posts_to(requests, "/invitations")
+    assert len({first.headers["idempotency-key"], refused.headers["idempotency-key"], second.headers["idempotency-key"]}) == 3
 
     # The quote the dialog shows is one cent (stale); membership answers charge_mismatch with the real
     # one, which the dialog shows; confirming again sends the real amount under a new key.
@@ -156,10 +160,10 @@ async def test_the_add_member_dialog_by_keyboard_and_what_it_sends(stack: Stack,
     await expect(page.locator("#add-member-confirm")).to_be_focused()
     await page.keyboard.press("Enter")
     await expect(page.locator("tr", has_text="three@engines.io")).to_have_count(1)
-    stale, fresh = posts_to(requests, "/invitations")[2:]
+    stale, fresh = posts_to(requests, "/invitations")[3:]
     assert (stale.post_data_json["accept_charge_cents"], fresh.post_data_json["accept_charge_cents"]) == (1, real_price)
     keys = [r.headers["idempotency-key"] for r in posts_to(requests, "/invitations")]
-    assert len(set(keys)) == 4, keys
+    assert len(set(keys)) == 5, keys
 
 
 async def test_a_long_history_a_role_changed_on_purpose_the_audit_log_and_sign_out(stack: Stack, browser: Browser, nc) -> None:  # noqa: F811

@@ -4,32 +4,9 @@ from __future__ import annotations
 
 from typing import cast
 
-from shared.contract.common import PERMISSIONS, BuiltinRole, Permission
+from shared.contract.common import BUILTIN_ROLE_PERMISSIONS, BuiltinRole, Permission
 
-_EVERYONE: frozenset[Permission] = frozenset(
-    {
-        "org:read",
-        "members:read",
-        "projects:read",
-        "projects:use",
-        "api_keys:read",
-        "api_keys:own",
-        "gateway:use",
-    }
-)
-_MANAGERS: frozenset[Permission] = _EVERYONE | {
-    "members:invite",
-    "members:manage",
-    "projects:manage",
-    "api_keys:manage",
-    "audit:read",
-}
-
-ROLE_PERMISSIONS: dict[BuiltinRole, frozenset[Permission]] = {
-    "owner": frozenset(PERMISSIONS),
-    "admin": _MANAGERS,
-    "developer": _EVERYONE,
-}
+ROLE_PERMISSIONS: dict[BuiltinRole, frozenset[Permission]] = BUILTIN_ROLE_PERMISSIONS
 
 
 def permissions_of(role: str) -> frozenset[Permission]:

@@ -49,8 +49,10 @@ class RoleDeleted(Result, frozen=True, kw_only=True):
     role_key: str
 
 
-# 402: custom roles need the enterprise plan; 409: a key already defined, or a role still held (`details` lists them).
+# 402: defining and updating custom roles need the enterprise plan; 409: a key already defined, or a
+# role still held (`details` lists them). Deleting works on any plan, so a downgrade's leftovers can go.
 ROLE_COMMAND = problems(*COMMAND, 402)
+ROLE_DELETION = problems(*COMMAND)
 
 
 @get("/v1/orgs/{org_id:str}/roles", operation_id="roles", responses=READ)
@@ -99,7 +101,7 @@ async def update_role(
     return result
 
 
-@delete("/v1/orgs/{org_id:str}/roles/{role_key:str}", operation_id="delete_role", status_code=200, responses=ROLE_COMMAND)
+@delete("/v1/orgs/{org_id:str}/roles/{role_key:str}", operation_id="delete_role", status_code=200, responses=ROLE_DELETION)
 async def delete_role(
     request: Request[Any, Any, Any], edge: InjectedEdge, org_id: OrgId, role_key: RoleKeyParameter
 ) -> RoleDeleted:

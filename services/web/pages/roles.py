@@ -16,8 +16,10 @@ from ..callers import Access
 from ..edge import InjectedEdge
 from .rendering import identifier, navigation, render
 
-# The Roles page offers no more than this many roles at once; the API pages through the rest.
-ROLES_SHOWN = 200
+# The Roles page lists no more than this many roles at once; it says so, and the API pages through the rest.
+ROLES_SHOWN = 500
+# Roles asked for per page of `membership.query.roles` (its largest page).
+ROLES_PER_QUERY = 1000
 
 
 def definable(access: Access) -> list[str]:
@@ -26,8 +28,17 @@ def definable(access: Access) -> list[str]:
 
 
 async def custom_roles(bus: PlatformBus, org_id: str) -> list[RoleView]:
-    page = msgspec.convert(await bus.query("membership", "roles", org_id=org_id, limit=ROLES_SHOWN), RolesPage, strict=False)
-    return page.roles
+    """Every custom role of the organization, paged through to the end (membership caps no count)."""
+    roles: list[RoleView] = []
+    cursor: str | None = None
+    while True:
+        page = msgspec.convert(
+            await bus.query("membership", "roles", org_id=org_id, limit=ROLES_PER_QUERY, cursor=cursor), RolesPage, strict=False
+        )
+        roles.extend(page.roles)
+        if page.next_cursor is None or not page.roles:
+            return roles
+        cursor = page.next_cursor
 
 
 @get("/orgs/{org_id:str}/settings/roles", media_type=MediaType.HTML, include_in_schema=False)
@@ -39,6 +50,7 @@ async def roles_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id
         await edge.bus.query("membership", "get_organization", org_id=org_id), OrganizationView, strict=False
     )
     enterprise = organization.plan == "enterprise"
+    roles = await custom_roles(edge.bus, org_id) if enterprise else []
     return render(
         request,
         "roles.html",
@@ -46,7 +58,8 @@ async def roles_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id
         nav=navigation(org_id, access, "roles"),
         org=organization,
         enterprise=enterprise,
-        roles=await custom_roles(edge.bus, org_id) if enterprise else [],
+        roles=roles[:ROLES_SHOWN],
+        roles_total=len(roles),
         checklist=definable(access),
     )
 

@@ -38,6 +38,7 @@ async def api_keys_page(
         keys=page.api_keys,
         next_cursor=page.next_cursor,
         # A key can hold no permission its creator lacks: the checklist offers only the user's own.
+        my_projects=access.projects,
         grantable=[permission for permission in PERMISSIONS if access.allows(permission)],
         can_create_owned=access.allows("api_keys:own") or can_manage,
         can_create_api_only=can_manage,

@@ -3,13 +3,14 @@ signed-in user's permissions allow. The actions themselves are /v1 calls made by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get
 
-from shared.contract.common import ROLES, Identifier
+from shared.contract.common import BUILTIN_ROLE_PERMISSIONS, ROLES, Identifier
 from shared.contract.queries import InvitationsPage, MemberView, OrganizationView, RoleView
 
 from ..api.parameters import PageCursor
@@ -29,39 +30,52 @@ class RoleChoice:
 
 @dataclass(frozen=True)
 class TeamActions:
-    """What the page offers, from what `authorize` said; membership checks every command again."""
+    """What the page offers, from what `authorize` said; membership checks every command again.
+
+    A role, built-in or custom, is offered only to whoever holds everything it grants, and a member's
+    Change role / Remove only to whoever holds everything their role grants (contract v1.3.1)."""
 
     invite: bool
     manage_members: bool
     manage_owners: bool
     buy_seats: bool
-    custom: tuple[RoleChoice, ...] = ()  # the org's custom roles this user holds every permission of
+    held: frozenset[str] = frozenset()
+    # Every role this page knows of, built-in and the org's custom ones, with what it grants.
+    grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)  # custom roles' names, by key
 
     @classmethod
     def of(cls, access: Access, roles: list[RoleView] | None = None) -> TeamActions:
-        # A custom role is assigned only by whoever holds all it grants: the picker offers no other.
-        custom = tuple(
-            RoleChoice(role.role_key, role.name) for role in roles or () if all(access.allows(p) for p in role.permissions)
-        )
+        grants: dict[str, frozenset[str]] = {role: frozenset(BUILTIN_ROLE_PERMISSIONS[role]) for role in ROLES}
+        grants.update((role.role_key, frozenset(role.permissions)) for role in roles or ())
         return cls(
             invite=access.allows("members:invite"),
             manage_members=access.allows("members:manage"),
             manage_owners=access.allows("owners:manage"),
             buy_seats=access.allows("billing:manage"),
-            custom=custom,
+            held=frozenset(access.permissions),
+            grants=grants,
+            names={role.role_key: role.name for role in roles or ()},
         )
 
+    def holds_all_of(self, role: str) -> bool:
+        """Whether the user holds every permission `role` grants; an unknown role: no."""
+        granted = self.grants.get(role)
+        return granted is not None and granted <= self.held
+
     def roles_assignable(self) -> tuple[RoleChoice, ...]:
-        builtin = ROLES if self.manage_owners else tuple(role for role in ROLES if role != "owner")
-        return (*(RoleChoice(role, role.capitalize()) for role in builtin), *self.custom)
+        return tuple(
+            RoleChoice(role, self.names.get(role) or role.capitalize()) for role in self.grants if self.holds_all_of(role)
+        )
 
     def offers(self, role: str) -> bool:
         return any(choice.value == role for choice in self.roles_assignable())
 
     def may_manage(self, member: MemberView, me: str) -> bool:
+        # Leaving by choice is not offered here: one's own row never shows Change role or Remove.
         if not self.manage_members or member.user_id == me:
             return False
-        return member.role != "owner" or self.manage_owners
+        return self.holds_all_of(member.role)
 
 
 # Pending invitations shown at once; a "more" link pages on through the rest.
@@ -103,6 +117,7 @@ async def team_page(
         actions=actions,
         me=caller.actor.id,
         access=access,
+        my_projects=access.projects,
         role_names={role.role_key: role.name for role in roles},
     )
 

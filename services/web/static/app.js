@@ -64,7 +64,8 @@
     const opener = document.getElementById("add-member-open");
     const org = dialog.dataset.org;
     const canBuy = dialog.dataset.canBuy === "true";
-    // Minted each time the dialog opens, and again whenever the amount asked for changes.
+    // Minted each time the dialog opens, and again after any refusal: a corrected retry is a new command
+    // (reusing a refused command's key for another body is `idempotency_conflict`).
     let idempotencyKey = null;
     let quote = null;
     let sending = false;
@@ -161,6 +162,9 @@
       const email = form.elements.email.value.trim();
       if (!email) { show(error, "Enter the email address of the person to invite."); form.elements.email.focus(); return; }
       const body = { email, role: form.elements.role.value };
+      // A project scope: ids separated by commas or spaces; none given means every project.
+      const projects = form.elements.projects.value.split(/[\s,]+/).filter((id) => id !== "");
+      if (projects.length) body.projects = Array.from(new Set(projects));
       if (mustBuy()) body.accept_charge_cents = quote.next_seat_charge_cents;
       sending = true;
       confirm.disabled = true;
@@ -174,10 +178,12 @@
         return;
       }
       const problem = answer.problem;
+      // Refused: the next press sends a new command, whatever the user corrects. Unanswered (the network,
+      // or a 5xx): the command may have landed, so a retry keeps the key and gets that command's answer.
+      if (answer.status >= 400 && answer.status < 500) idempotencyKey = newKey();
       if ((problem.code === "charge_mismatch" || problem.code === "seat_purchase_required") && problem.details) {
-        // The price (or the seats left) changed: show the fresh quote, and ask again with a new key.
+        // The price (or the seats left) changed: show the fresh quote, and ask again.
         quote = Object.assign(quoteFromPage(), problem.details);
-        idempotencyKey = newKey();
         renderQuote(true);
         show(error, problem.detail);
         confirm.focus();
