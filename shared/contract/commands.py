@@ -132,9 +132,12 @@ class RemoveSeats(Command, frozen=True, kw_only=True):
     quantity: Quantity
 
 
+KeyPermissions = Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=64)]
+
+
 class CreateApiKey(Command, frozen=True, kw_only=True):
     name: NonEmptyText
-    permissions: Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=64)]
+    permissions: KeyPermissions
     owner_user_id: Identifier | None = None
     expires_at: UtcTime | None = None
     projects: ProjectScope | None = None  # absent: every project; within the creator's scope (v1.4)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
-from shared.contract.commands import Token
+from shared.contract.commands import KeyPermissions, Token
 from shared.contract.common import (
     Cents,
     EmailText,
     Identifier,
     NonEmptyText,
-    Permission,
     Plan,
     ProjectScope,
     Quantity,
@@ -65,7 +62,7 @@ class SeatRelease(Body, frozen=True, kw_only=True):
 
 class NewApiKey(Body, frozen=True, kw_only=True):
     name: NonEmptyText
-    permissions: Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=64)]
+    permissions: KeyPermissions
     owner_user_id: Identifier | None = None
     expires_at: UtcTime | None = None
     projects: ProjectScope | None = None  # absent: every project (within the creator's scope)

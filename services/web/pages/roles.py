@@ -44,8 +44,7 @@ async def custom_roles(bus: PlatformBus, org_id: str) -> list[RoleView]:
 @get("/orgs/{org_id:str}/settings/roles", media_type=MediaType.HTML, include_in_schema=False)
 async def roles_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier) -> Response[str]:
     org_id = identifier(org_id)
-    caller = await edge.caller(request)
-    access = await caller.require(edge.bus, org_id, "org:manage")
+    caller, access = await edge.reader(request, org_id, "org:manage")
     organization = msgspec.convert(
         await edge.bus.query("membership", "get_organization", org_id=org_id), OrganizationView, strict=False
     )

@@ -23,8 +23,7 @@ async def api_keys_page(
     request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier, cursor: FromQuery[PageCursor | None] = None
 ) -> Response[str]:
     org_id = identifier(org_id)
-    caller = await edge.caller(request)
-    access = await caller.require(edge.bus, org_id, "api_keys:read")
+    caller, access = await edge.reader(request, org_id, "api_keys:read")
     page = msgspec.convert(
         await edge.bus.query("membership", "api_keys", org_id=org_id, limit=100, cursor=cursor), ApiKeysPage, strict=False
     )
@@ -52,8 +51,7 @@ async def billing_page(
     request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier, cursor: FromQuery[PageCursor | None] = None
 ) -> Response[str]:
     org_id = identifier(org_id)
-    caller = await edge.caller(request)
-    access = await caller.require(edge.bus, org_id, "billing:read")
+    caller, access = await edge.reader(request, org_id, "billing:read")
     charges = await edge.bus.query("billing", "charges", org_id=org_id, limit=50, cursor=cursor)
     upcoming = await edge.bus.query("billing", "upcoming_invoice", org_id=org_id)
     return render(
@@ -74,8 +72,7 @@ AUDIT_FILTERS = ("action", "actor_id", "target_id", "from", "to")
 @get("/orgs/{org_id:str}/settings/audit", media_type=MediaType.HTML, include_in_schema=False)
 async def audit_page(request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier) -> Response[str]:
     org_id = identifier(org_id)
-    caller = await edge.caller(request)
-    access = await caller.require(edge.bus, org_id, "audit:read")
+    caller, access = await edge.reader(request, org_id, "audit:read")
     filters = {name: value for name in AUDIT_FILTERS if (value := request.query_params.get(name, "").strip())}
     cursor = request.query_params.get("cursor") or None
     problem: str | None = None

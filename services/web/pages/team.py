@@ -87,8 +87,7 @@ async def team_page(
     request: Request[Any, Any, Any], edge: InjectedEdge, org_id: Identifier, invitations_after: PageCursor = None
 ) -> Response[str]:
     org_id = identifier(org_id)
-    caller = await edge.caller(request)
-    access = await caller.require(edge.bus, org_id, "members:read")
+    caller, access = await edge.reader(request, org_id, "members:read")
     organization = msgspec.convert(
         await edge.bus.query("membership", "get_organization", org_id=org_id), OrganizationView, strict=False
     )
