@@ -13,6 +13,7 @@ from shared import subjects, telemetry
 from shared.contract import commands as cmd
 from shared.contract import queries as q
 from shared.contract.replies import Reply
+from shared.logging import bind_request_context, reset_request_context
 from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
@@ -50,8 +51,7 @@ class MembershipHandlers:
     def command_handler(self, name: str) -> Callable[[bytes], Awaitable[bytes]]:
         async def handle(command: cmd.Command) -> Reply:
             org_id = org_id_for(command)
-            # Bound and reset by their tokens: `bound_contextvars` also reads the whole context to save it.
-            bound = structlog.contextvars.bind_contextvars(
+            bound = bind_request_context(
                 command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
             )
             try:
@@ -59,7 +59,7 @@ class MembershipHandlers:
                 log.info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
             finally:
-                structlog.contextvars.reset_contextvars(**bound)
+                reset_request_context(bound)
 
         return reply_handler(cmd.COMMANDS[name], handle, telemetry.command_observer(name))
 
