@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from .deliveries import backoff
 
 
+MAX_SEND_BATCH = 1000
+
+
 @dataclass(frozen=True)
 class NotifierSettings:
     mail_from: str = "Team Members <no-reply@team-members.localhost>"
@@ -35,6 +38,8 @@ class NotifierSettings:
         )
         if settings.sending_timeout_seconds <= settings.smtp_timeout_seconds:
             raise ValueError("NOTIFIER_SENDING_TIMEOUT_SECONDS must exceed SMTP_TIMEOUT_SECONDS")
+        if not 1 <= settings.send_batch <= MAX_SEND_BATCH:
+            raise ValueError(f"NOTIFIER_SEND_BATCH must lie between 1 and {MAX_SEND_BATCH}")
         return settings
 
     def backoff(self, attempts: int) -> float:
