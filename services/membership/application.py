@@ -41,16 +41,20 @@ from .secrets import KeyName, Secrets, secrets_match
 SNAPSHOT_INTERVAL = 200
 EMBEDDED_LIST_LIMIT = 100
 
+Saved = tuple[int, OrganizationEvent]  # an event as saved: its notification id, and the event
+
 
 @dataclass
 class Decision:
-    """A command's reply; for a success with events, the organization to save and the record to save with it."""
+    """A command's reply; for a success with events, the organization to save and the record to save with it;
+    once saved, its events with their notification ids."""
 
     org_id: str
     reply: Reply
     org: Organization | None = None
     record: CommandRecord | None = None
     recorded: list[Any] = field(default_factory=list)
+    saved: list[Saved] = field(default_factory=list)
 
     @property
     def needs_saving(self) -> bool:
@@ -270,17 +274,21 @@ class MembershipApplication(Application):
 
     # -- recording ------------------------------------------------------------------
 
-    def record(self, decisions: list[Decision]) -> None:
+    def record(self, decisions: list[Decision]) -> list[Saved]:
         """Saves the events and command records of several decisions in one transaction (group commit);
-        only then do their organizations become the cached ones."""
+        only then do their organizations become the cached ones. Returns the events saved, in
+        notification order, and gives each decision its own (`Decision.saved`: for the relay)."""
         records = [d.record for d in decisions if d.record is not None]
         invitation_orgs = [
             (event.invitation_id, event.org_id) for d in decisions for event in d.recorded if isinstance(event, MemberInvited)
         ]
-        self.save(*(d.org for d in decisions), command_records=records, invitation_orgs=invitation_orgs)
+        recordings = self.save(*(d.org for d in decisions), command_records=records, invitation_orgs=invitation_orgs)
+        notification_ids = {id(r.domain_event): r.notification.id for r in recordings}
         for decision in decisions:
+            decision.saved = [(notification_ids[id(event)], event) for event in decision.recorded]
             if self.repository.cache is not None and decision.org is not None:
                 self.repository.cache.put(decision.org.id, decision.org)
+        return [(r.notification.id, cast(OrganizationEvent, r.domain_event)) for r in recordings]
 
     def remember(self, decision: Decision) -> None:
         """The record of a reply that saved no events (a refusal, a no-op, a repeat's conflict is not one)."""
