@@ -67,6 +67,18 @@ def require_sensible_at(command: cmd.Command, now: datetime) -> None:
         raise Invalid("expires_at must lie in the future", field="expires_at")
 
 
+def snapshot_interval(org: Organization) -> int:
+    """Events between snapshots: SNAPSHOT_INTERVAL doubled until it reaches the state's size (its
+    members, invitations, keys and roles), so that encoding snapshots costs a bounded share of each
+    event (under one entry of state) while a load replays fewer events than twice the state.
+    Doublings keep the intervals nested: whatever the size, a snapshot falls on a multiple of one."""
+    size = len(org.members) + len(org.invitations) + len(org.api_keys) + len(org.roles)
+    interval = SNAPSHOT_INTERVAL
+    while interval < size:
+        interval *= 2
+    return interval
+
+
 def random_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
@@ -303,11 +315,10 @@ class MembershipApplication(Application):
     def snapshot_due(decision: Decision) -> bool:
         """Whether the saved decision crossed a snapshot interval (checked on the loop: no hop when not)."""
         org = decision.org
-        return (
-            org is not None
-            and not org.pending_events
-            and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded)
-        )
+        if org is None or org.pending_events:
+            return False
+        interval = snapshot_interval(org)
+        return any(e.originator_version % interval == 0 for e in decision.recorded)
 
     def snapshot_if_due(self, decision: Decision) -> None:
         """Snapshots a saved organization when the decision crossed an interval.
