@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import uuid
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -80,7 +80,8 @@ def snapshot_interval(org: Organization) -> int:
 
 
 def random_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """128 random bits in hex (a uuid4's shape, without building a UUID on the command path)."""
+    return f"{prefix}_{os.urandom(16).hex()}"
 
 
 def org_id_for(command: cmd.Command) -> str:
@@ -294,13 +295,27 @@ class MembershipApplication(Application):
         invitation_orgs = [
             (event.invitation_id, event.org_id) for d in decisions for event in d.recorded if isinstance(event, MemberInvited)
         ]
-        recordings = self.save(*(d.org for d in decisions), command_records=records, invitation_orgs=invitation_orgs)
-        notification_ids = {id(r.domain_event): r.notification.id for r in recordings}
+        # The events themselves, not the organizations: collecting an organization's events empties it, so a
+        # batch the store refused would leave nothing to save when its decisions are saved one by one.
+        recordings = self.save(
+            *(event for d in decisions for event in d.recorded), command_records=records, invitation_orgs=invitation_orgs
+        )
+        saved = [(r.notification.id, cast(OrganizationEvent, r.domain_event)) for r in recordings]
+        self.adopt_saved(decisions, saved)
+        return saved
+
+    def adopt_saved(self, decisions: Sequence[Decision], saved: Sequence[Saved]) -> None:
+        """The saved decisions' organizations become the cached ones, their events no longer pending; each
+        decision gets its share of `saved` (the decisions' events, in their order, with notification ids)."""
+        assert len(saved) == sum(len(d.recorded) for d in decisions)
+        start = 0
         for decision in decisions:
-            decision.saved = [(notification_ids[id(event)], event) for event in decision.recorded]
-            if self.repository.cache is not None and decision.org is not None:
-                self.repository.cache.put(decision.org.id, decision.org)
-        return [(r.notification.id, cast(OrganizationEvent, r.domain_event)) for r in recordings]
+            decision.saved = list(saved[start : start + len(decision.recorded)])
+            start += len(decision.recorded)
+            if decision.org is not None:
+                decision.org.collect_events()
+                if self.repository.cache is not None:
+                    self.repository.cache.put(decision.org.id, decision.org)
 
     def remember(self, decision: Decision) -> None:
         """The record of a reply that saved no events (a refusal, a no-op, a repeat's conflict is not one)."""
