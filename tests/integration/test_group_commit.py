@@ -169,7 +169,7 @@ async def test_the_writer_waits_for_the_table_lock_so_notification_ids_commit_in
         )
         for _ in range(300):  # until the writer's backend is seen waiting on the lock
             waiting = await observer.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'BEGIN;%LOCK TABLE%'"
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%save_decisions%'"
             )
             if waiting:
                 break
