@@ -11,7 +11,7 @@ import contextlib
 import copy
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -277,10 +277,18 @@ class MembershipApplication(Application):
         invitation_orgs = [
             (event.invitation_id, event.org_id) for d in decisions for event in d.recorded if isinstance(event, MemberInvited)
         ]
-        self.save(*(d.org for d in decisions), command_records=records, invitation_orgs=invitation_orgs)
+        # The events themselves, not the organizations: collecting an organization's events empties it, so a
+        # batch the store refused would leave nothing to save when its decisions are saved one by one.
+        self.save(*(event for d in decisions for event in d.recorded), command_records=records, invitation_orgs=invitation_orgs)
+        self.adopt_saved(decisions)
+
+    def adopt_saved(self, decisions: Sequence[Decision]) -> None:
+        """The saved decisions' organizations become the cached ones, their events no longer pending."""
         for decision in decisions:
-            if self.repository.cache is not None and decision.org is not None:
-                self.repository.cache.put(decision.org.id, decision.org)
+            if decision.org is not None:
+                decision.org.collect_events()
+                if self.repository.cache is not None:
+                    self.repository.cache.put(decision.org.id, decision.org)
 
     def remember(self, decision: Decision) -> None:
         """The record of a reply that saved no events (a refusal, a no-op, a repeat's conflict is not one)."""

@@ -19,6 +19,7 @@ from .access_bucket import AccessBucket
 from .access_index import AccessIndex, IndexFollower, stream_position
 from .application import MembershipApplication
 from .config import MembershipSettings
+from .event_writer import EventWriter
 from .handlers import MembershipHandlers
 from .relay import Relay
 from .secrets import Secrets
@@ -47,7 +48,8 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     await asyncio.to_thread(index.load, app)
     follower = asyncio.create_task(IndexFollower(index, app, follower_connection.jetstream(), start + 1).run())
     responder = Responder(nc, concurrency=CONCURRENT_REQUESTS)
-    handlers = MembershipHandlers(app, executor, index)
+    writer = EventWriter(app, settings.database_url)
+    handlers = MembershipHandlers(app, executor, index, writer)
     await handlers.subscribe(responder)
     cleanup = asyncio.create_task(
         every(own.command_cleanup_seconds, handlers.forget_old_commands, stopping, failed="dropping old command records failed")
@@ -70,6 +72,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await writer.close()
         await relay_connection.close()
         await follower_connection.close()
         executor.shutdown(wait=True)

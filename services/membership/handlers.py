@@ -19,6 +19,7 @@ from shared.version import health
 
 from .access_index import AccessIndex
 from .application import Decision, MembershipApplication, org_id_for
+from .event_writer import EventWriter
 from .group_commit import GroupCommit
 from .runner import CommandRunner
 
@@ -26,17 +27,24 @@ QUEUE_GROUP = "membership"
 
 
 class MembershipHandlers:
-    def __init__(self, app: MembershipApplication, executor: ThreadPoolExecutor, index: AccessIndex) -> None:
-        """`index` is loaded already; the runner hands it each saved decision before the reply."""
+    def __init__(
+        self, app: MembershipApplication, executor: ThreadPoolExecutor, index: AccessIndex, writer: EventWriter | None = None
+    ) -> None:
+        """`index` is loaded already; the runner hands it each saved decision before the reply. `writer` saves
+        on the loop (PostgreSQL); without it the application saves, in a thread."""
         self.app = app
         self.index = index
+        self.writer = writer
         self.group_commit = GroupCommit(self._save)
         self.runner = CommandRunner(
             app, executor, record=self.group_commit.submit, saved=index.adopt, known_version=index.version
         )
 
     async def _save(self, decisions: list[Decision]) -> None:
-        await self.runner.in_thread(self.app.record, decisions)
+        if self.writer is None:
+            await self.runner.in_thread(self.app.record, decisions)
+        else:
+            await self.writer.save(decisions)
 
     def command_handler(self, name: str) -> Callable[[bytes], Awaitable[bytes]]:
         async def handle(command: cmd.Command) -> Reply:

@@ -83,9 +83,8 @@ class PostgresCommandRecorder(PostgresApplicationRecorder):
         self._add_invitation_index()
 
     def _add_invitation_index(self) -> None:
-        index = SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(f"{self.events_table_name.removesuffix('_events')}_invitation_orgs")
-        )
+        self.invitations_table = f"{self.events_table_name.removesuffix('_events')}_invitation_orgs"
+        index = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.invitations_table))
         events = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         self.sql_create_statements.append(
             SQL("CREATE TABLE IF NOT EXISTS {0} (invitation_id text PRIMARY KEY, org_id text NOT NULL)").format(index)
