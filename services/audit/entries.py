@@ -165,8 +165,8 @@ def entry_for(event: Envelope, seq: int, prev_hash: str) -> dict[str, Any]:
         "command_id": event.command_id,
         "correlation_id": event.correlation_id,
     }
-    # Only the metadata (the event's own data) can hold a float: the rest is text and integers.
-    body = _canonical(entry, _holds_float(entry["metadata"]))
+    # Only what comes from the event's data can hold a float: the rest is text and integers.
+    body = _canonical(entry, _holds_float(entry["metadata"]) or _holds_float(entry["targets"]))
     return {**entry, "prev_hash": prev_hash, "hash": _hash(prev_hash, body)}
 
 

@@ -62,17 +62,19 @@ class AuditReadModel:
         self.stream_heads = stream_heads
 
     async def search(self, query: q.AuditSearch) -> dict[str, Any]:
+        """Each entry is encoded once: to count it against the page budget, and as it goes in the reply."""
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), query.limit, query)
-        entries: list[dict[str, Any]] = []
-        size = 0
+        entries: list[msgspec.Raw] = []
+        size, last_seq = 0, 0
         for row in rows:
-            entry = entry_for_reply(row)
-            size += len(_encode(entry)) + 1
+            encoded = _encode(entry_for_reply(row))
+            size += len(encoded) + 1
             if entries and size > PAGE_BUDGET_BYTES:
                 break
-            entries.append(entry)
+            entries.append(msgspec.Raw(encoded))
+            last_seq = row["seq"]
         more = len(entries) < len(rows) or len(entries) == query.limit
-        return {"entries": entries, "next_cursor": encode_cursor(entries[-1]["seq"]) if entries and more else None}
+        return {"entries": entries, "next_cursor": encode_cursor(last_seq) if entries and more else None}
 
     async def export(self, query: q.AuditExport) -> dict[str, Any]:
         rows = await self._page(query.org_id, query.from_, query.to, decode_cursor(query.cursor), EXPORT_CHUNK_ENTRIES)
