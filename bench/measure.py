@@ -42,18 +42,33 @@ class ProcessCpu:
     other load moves far less than a rate does."""
 
     process: psutil.Process
+    service: str = "membership"
     started: float = 0.0
     spent: float = 0.0
 
-    def figure(self, commands: int) -> Figure:
-        return Figure("  membership CPU per invite_member", 1e6 * self.spent / commands, "µs", "(user + system)")
+    def figure(self, commands: int, command: str = "invite_member") -> Figure:
+        return Figure(f"  {self.service} CPU per {command}", 1e6 * self.spent / commands, "µs", "(user + system)")
+
+    def seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
 
 
 @contextmanager
 def cpu_per_command(service: ServiceUnderTest) -> Iterator[ProcessCpu]:
-    assert service.popen is not None
-    cpu = ProcessCpu(psutil.Process(service.popen.pid))
-    before = cpu.process.cpu_times()
-    yield cpu
-    after = cpu.process.cpu_times()
-    cpu.spent = (after.user + after.system) - (before.user + before.system)
+    with cpu_of_each([service]) as (cpu,):
+        yield cpu
+
+
+@contextmanager
+def cpu_of_each(services: list[ServiceUnderTest]) -> Iterator[list[ProcessCpu]]:
+    """The CPU each service's process spends while the block runs, one `ProcessCpu` per service."""
+    cpus = []
+    for service in services:
+        assert service.popen is not None
+        cpus.append(ProcessCpu(psutil.Process(service.popen.pid), service.name))
+    for cpu in cpus:
+        cpu.started = cpu.seconds()
+    yield cpus
+    for cpu in cpus:
+        cpu.spent = cpu.seconds() - cpu.started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import NatsServer, PostgresServer, free_port
+from devstack.smtp_sink_server import SmtpSink
+from shared import subjects
+from teamctl.client import Client
 from tests.services_under_test import REPO, ServiceUnderTest
+
+PROJECTORS = ("billing", "audit", "notifier")
 
 
 @dataclass
@@ -101,3 +107,21 @@ def raw_http_responder(scratch: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+async def wait_drained(nats_url: str, smtp: SmtpSink, mails: int, timeout: float = 300.0) -> float:
+    """Until every projector has settled every message of MEMBERSHIP and the sink holds `mails`
+    emails: the work an invitation causes downstream is done. Returns the seconds it took."""
+    started = time.perf_counter()
+    client = await Client.connect(nats_url, timeout=30)
+    try:
+        last = (await client.nc.jetstream().stream_info(subjects.STREAM)).state.last_seq
+        while True:
+            applied = [(await client.query(name, "projection_status"))["result"]["events_applied"] for name in PROJECTORS]
+            if min(applied) >= last and len(smtp.messages()) >= mails:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"not drained in {timeout} s: {dict(zip(PROJECTORS, applied, strict=True))} of {last}")
+            await asyncio.sleep(0.5)  # each query sorts a lag window: keep the polling light
+    finally:
+        await client.close()

@@ -25,6 +25,23 @@ def add_months(anchor: datetime, months: int) -> datetime:
 def billing_period(anchor: datetime, at: datetime) -> tuple[datetime, datetime]:
     """The period [start, end) that contains `at`, period k starting at anchor + k months."""
     _require_utc(anchor, at)
+    last = _last_period.get(anchor)
+    if last is not None and last[0] <= at < last[1]:
+        return last
+    period = _period_containing(anchor, at)
+    if len(_last_period) >= _LAST_PERIODS:
+        _last_period.clear()
+    _last_period[anchor] = period
+    return period
+
+
+# The period last found for each anchor: an organization's commands fall in its current period,
+# and finding it walks the calendar (a third of an invitation's decision that buys a seat).
+_LAST_PERIODS = 10_000
+_last_period: dict[datetime, tuple[datetime, datetime]] = {}
+
+
+def _period_containing(anchor: datetime, at: datetime) -> tuple[datetime, datetime]:
     months = (at.year - anchor.year) * 12 + (at.month - anchor.month)
     while add_months(anchor, months) > at:
         months -= 1

@@ -8,6 +8,7 @@ consumer resumes on the rebuilt positions and skips what the rebuild already app
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -22,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import subjects
 from .consumer import Projection, ProjectionConsumer, apply_in_order, prepare
-from .contract.events import decode_envelope
+from .contract.events import Envelope, decode_envelope
 from .errors import Conflict
 
 log = structlog.get_logger()
@@ -116,7 +117,10 @@ class Rebuilder:
 
 
 class Replay:
-    """Every message of the stream, in order, through an ephemeral consumer without acks."""
+    """Every message of the stream, in order, through an ephemeral consumer without acks.
+
+    The next batch is fetched and decoded while the current one is written: the replay waits on
+    PostgreSQL and on NATS at the same time, not one after the other."""
 
     def __init__(
         self, js: JetStreamContext, pool: asyncpg.Pool, projection: Projection, on_progress: Callable[[int], None] | None
@@ -129,6 +133,7 @@ class Replay:
         self.undecodable = 0
         self.position = 0
         self._subscription: Any = None
+        self._next: asyncio.Task[Batch] | None = None
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -137,30 +142,57 @@ class Replay:
         self._subscription = await self.js.pull_subscribe(subjects.EVENTS_WILDCARD, stream=subjects.STREAM, config=config)
 
     async def stop(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._next
         if self._subscription is not None:
             await self._subscription.unsubscribe()
 
     async def until(self, last_sequence: int) -> None:
         while self.position < last_sequence:
+            batch = await self._take_next()
+            if batch.position < last_sequence:  # more to come: fetch it while this batch is written
+                self._next = asyncio.create_task(self._fetch())
+            await self._apply(batch)
+
+    async def _take_next(self) -> Batch:
+        task, self._next = self._next, None
+        return await (task if task is not None else self._fetch())
+
+    async def _fetch(self) -> Batch:
+        while True:
             try:
                 messages = await self._subscription.fetch(REPLAY_BATCH, timeout=2.0)
             except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
                 continue
-            await self._apply(messages)
+            return Batch.of(messages)
 
-    async def _apply(self, messages: list[Any]) -> None:
-        events = []
-        for message in messages:
-            try:
-                events.append(decode_envelope(message.data))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.undecodable += 1
+    async def _apply(self, batch: Batch) -> None:
         async with self.pool.acquire() as connection, connection.transaction():
-            await apply_in_order(connection, self.projection, events)
-        self.events += len(events)
-        self.position = messages[-1].metadata.sequence.stream
+            await apply_in_order(connection, self.projection, batch.events)
+        self.events += len(batch.events)
+        self.undecodable += batch.undecodable
+        self.position = batch.position
         if self.on_progress is not None:
             self.on_progress(self.events)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A fetched batch, decoded: its events, how many messages were not, and its last stream sequence."""
+
+    events: list[Envelope]
+    undecodable: int
+    position: int
+
+    @classmethod
+    def of(cls, messages: list[Any]) -> Batch:
+        events = []
+        for message in messages:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                events.append(decode_envelope(message.data))
+        return cls(events, len(messages) - len(events), messages[-1].metadata.sequence.stream)
 
 
 async def _last_sequence(js: JetStreamContext) -> int:

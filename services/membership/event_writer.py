@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import structlog
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg.sql import SQL, Composed, Identifier
 
 from .application import Decision, MembershipApplication
 from .domain.events import MemberInvited, OrganizationEvent
+from .idempotency import CommandRecord
 from .recorders import PostgresCommandRecorder
 
 Saved = list[tuple[int, OrganizationEvent]]  # notification id and event, in notification order
@@ -46,37 +48,65 @@ log = structlog.get_logger()
 
 
 class EventWriter:
+    """Saves decisions: the organizations' events, the command records and the invitation index."""
+
     def __init__(self, app: MembershipApplication, database_url: str) -> None:
         recorder = app.recorder
         if not isinstance(recorder, PostgresCommandRecorder):
             raise TypeError("the event writer writes the PostgreSQL recorder's tables")
         self._app = app
-        self._database_url = database_url
-        self._connection: asyncpg.Connection | None = None
-        self._lock = asyncio.Lock()
-        self._begin, self._insert = _statements(recorder, app.command_retention)
+        self.inserter = EventInserter(recorder, database_url, app.command_retention)
 
     async def save(self, decisions: Sequence[Decision]) -> Saved:
         """Saves the decisions' events and records in one transaction; then their organizations are the cached ones."""
         events = [event for decision in decisions for event in decision.recorded]
-        arguments = self._arguments(decisions, events)
+        notification_ids = await self.inserter.insert_events(
+            [self._app.mapper.to_stored_event(event) for event in events],
+            command_records=[d.record for d in decisions if d.record is not None],
+            invitation_orgs=[(e.invitation_id, e.org_id) for e in events if isinstance(e, MemberInvited)],
+        )
+        saved = list(zip(notification_ids, events, strict=True))
+        self._app.adopt_saved(decisions, saved)
+        return saved
+
+    async def close(self) -> None:
+        await self.inserter.close()
+
+
+class EventInserter:
+    """`PostgresCommandRecorder.insert_events`, asynchronous, on a connection of its own.
+
+    Its statements are checked by the library's own recorder tests (`tests/integration/test_event_inserter.py`)."""
+
+    def __init__(self, recorder: PostgresCommandRecorder, database_url: str, command_retention: timedelta) -> None:
+        self._database_url = database_url
+        self._connection: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._begin, self._insert = _statements(recorder, command_retention)
+
+    async def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        command_records: Sequence[CommandRecord] = (),
+        invitation_orgs: Sequence[tuple[str, str]] = (),
+    ) -> list[int]:
+        """The notification ids of the events, in their order; IntegrityError when the store refuses them."""
+        arguments = _arguments(stored_events, command_records, invitation_orgs)
         async with self._lock:
             for attempt in range(1, ATTEMPTS + 1):
                 try:
-                    notification_ids = await self._transaction(arguments, sum(d.record is not None for d in decisions))
-                    break
+                    return await self._transaction(arguments, len(command_records))
                 except LOST:
                     await self._forget_connection()
                     if attempt == ATTEMPTS:
                         raise
                     log.warning("event store connection lost during a save; trying again", attempt=attempt)
-        self._app.adopt_saved(decisions)
-        return list(zip(notification_ids, events, strict=True))
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         await self._forget_connection()
 
-    async def _transaction(self, arguments: tuple[list, ...], records: int) -> list[int]:
+    async def _transaction(self, arguments: tuple[list[Any], ...], records: int) -> list[int]:
         connection = await self._connected()
         await connection.execute(self._begin)
         try:
@@ -93,28 +123,6 @@ class EventWriter:
         await connection.execute("COMMIT")
         return list(row["notification_ids"] or ())
 
-    def _arguments(self, decisions: Sequence[Decision], events: list[OrganizationEvent]) -> tuple[list, ...]:
-        records = [d.record for d in decisions if d.record is not None]
-        invitations = [event for event in events if isinstance(event, MemberInvited)]
-        stored = [self._app.mapper.to_stored_event(event) for event in events]
-        return (
-            [r.org_id for r in records],
-            [r.command_id for r in records],
-            [r.fingerprint.command_name for r in records],
-            [r.fingerprint.actor_type for r in records],
-            [r.fingerprint.actor_id for r in records],
-            [r.fingerprint.body_hash for r in records],
-            [r.reply for r in records],
-            [r.sealed for r in records],
-            [r.recorded_at for r in records],
-            [i.invitation_id for i in invitations],
-            [i.org_id for i in invitations],
-            [s.originator_id for s in stored],
-            [s.originator_version for s in stored],
-            [s.topic for s in stored],
-            [s.state for s in stored],
-        )
-
     async def _connected(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
             self._connection = await asyncpg.connect(self._database_url)
@@ -124,6 +132,28 @@ class EventWriter:
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed():
             connection.terminate()
+
+
+def _arguments(
+    stored: Sequence[StoredEvent], records: Sequence[CommandRecord], invitations: Sequence[tuple[str, str]]
+) -> tuple[list[Any], ...]:
+    return (
+        [r.org_id for r in records],
+        [r.command_id for r in records],
+        [r.fingerprint.command_name for r in records],
+        [r.fingerprint.actor_type for r in records],
+        [r.fingerprint.actor_id for r in records],
+        [r.fingerprint.body_hash for r in records],
+        [r.reply for r in records],
+        [r.sealed for r in records],
+        [r.recorded_at for r in records],
+        [invitation_id for invitation_id, _ in invitations],
+        [org_id for _, org_id in invitations],
+        [s.originator_id for s in stored],
+        [s.originator_version for s in stored],
+        [s.topic for s in stored],
+        [s.state for s in stored],
+    )
 
 
 def _statements(recorder: PostgresCommandRecorder, retention: timedelta) -> tuple[str, str]:

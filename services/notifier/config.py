@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .deliveries import backoff
 
+MAX_SEND_BATCH = 1000
+
 
 @dataclass(frozen=True)
 class NotifierSettings:
@@ -18,6 +20,7 @@ class NotifierSettings:
     # the time one send can take, or a slow send could be taken over and doubled by another sender.
     sending_timeout_seconds: float = 120.0
     poll_seconds: float = 1.0  # the sender also wakes on a NOTIFY from the projection
+    send_batch: int = 16  # deliveries claimed in one transaction, then sent one by one over one connection
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> NotifierSettings:
@@ -30,9 +33,12 @@ class NotifierSettings:
             smtp_timeout_seconds=float(env.get("SMTP_TIMEOUT_SECONDS", d.smtp_timeout_seconds)),
             sending_timeout_seconds=float(env.get("NOTIFIER_SENDING_TIMEOUT_SECONDS", d.sending_timeout_seconds)),
             poll_seconds=float(env.get("NOTIFIER_POLL_SECONDS", d.poll_seconds)),
+            send_batch=int(env.get("NOTIFIER_SEND_BATCH", d.send_batch)),
         )
         if settings.sending_timeout_seconds <= settings.smtp_timeout_seconds:
             raise ValueError("NOTIFIER_SENDING_TIMEOUT_SECONDS must exceed SMTP_TIMEOUT_SECONDS")
+        if not 1 <= settings.send_batch <= MAX_SEND_BATCH:
+            raise ValueError(f"NOTIFIER_SEND_BATCH must lie between 1 and {MAX_SEND_BATCH}")
         return settings
 
     def backoff(self, attempts: int) -> float:

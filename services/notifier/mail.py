@@ -9,9 +9,12 @@ line.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -23,6 +26,25 @@ from shared.invitations import accept_link, invitation_token
 from .headers import display_text, mailable_address, set_text_header
 
 MESSAGE_ID_DOMAIN = "team-members.notifier"
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, with each header's class made once. The stock one makes a new
+    class (`type(...)`) every time a header is set, read or written: an eighth of composing an email."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        made = self._made.get(name)
+        if made is None:
+            made = self._made[name] = super().__getitem__(name)
+        return made
+
+
+# `email.policy.default` in every rule; only the registry differs.
+MAIL_POLICY = policy.default.clone(header_factory=_HeaderClasses())
 
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -80,13 +102,22 @@ def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_s
         "expires": invitation.expires_at.astimezone(UTC).strftime("%A %d %B %Y, %H:%M UTC"),
         "resent": invitation.resent,
     }
-    message = EmailMessage()
-    message["From"] = mail_from  # the operator's setting, not user input
-    message["To"] = recipient  # a plain ASCII addr-spec with no `=?`: nothing for the parser to decode
+    message = EmailMessage(MAIL_POLICY)
+    message.set_raw(*_from_header(mail_from))  # the operator's setting, not user input: parsed once
+    # The rest are ASCII we made or checked (a plain addr-spec with no `=?`, a date, names of
+    # [A-Za-z0-9._-]), stored as they are: the generator writes them verbatim, and refolds (parses)
+    # only a line longer than 78 columns, as it would have anyway.
+    message.set_raw("To", recipient)
     set_text_header(message, "Subject", subject(invitation))
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id(invitation.event_id)
-    message["X-Team-Members-Invitation"] = _NOT_IN_AN_ID.sub("_", invitation.invitation_id)
+    message.set_raw("Date", format_datetime(now))
+    message.set_raw("Message-ID", message_id(invitation.event_id))
+    message.set_raw("X-Team-Members-Invitation", _NOT_IN_AN_ID.sub("_", invitation.invitation_id))
     message.set_content(_templates.get_template("invitation.txt").render(values))
     message.add_alternative(_templates.get_template("invitation.html").render(values), subtype="html")
     return OutgoingEmail(message, envelope_sender(mail_from), recipient)
+
+
+@functools.lru_cache(maxsize=8)
+def _from_header(mail_from: str) -> tuple[str, str]:
+    """`From` as `message["From"] = mail_from` would store it (the header is an immutable str)."""
+    return MAIL_POLICY.header_store_parse("From", mail_from)

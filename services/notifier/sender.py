@@ -1,10 +1,11 @@
 """Sending the invitation emails the projection recorded, outside of its transaction.
 
-One delivery at a time per sender: in one short transaction, take the oldest due row
-(`FOR UPDATE SKIP LOCKED`, so several senders never take the same one), check the invitation
-at this moment (`deliveries.why_not_send`), and mark it `sending` with one more attempt; commit;
-only then talk to SMTP; then mark the row `sent`, back to `pending` with a backoff (temporary
-failure), or `failed` (permanent failure, published to `deadletter.notifier`).
+A batch at a time per sender: in one short transaction, take the oldest due rows
+(`FOR UPDATE SKIP LOCKED`, so several senders never take the same one), check each invitation
+at this moment (`deliveries.why_not_send`), and mark them `sending` with one more attempt; commit;
+only then talk to SMTP, one message at a time; after each, mark its row `sent`, back to `pending`
+with a backoff (temporary failure: the rest of the batch goes back to `pending` untried), or
+`failed` (permanent failure, published to `deadletter.notifier`).
 
 Exactly once is impossible: a crash after the SMTP server took the message and before `sent` is
 committed leaves the row in `sending`, and after `sending_timeout_seconds` it is sent again, with
@@ -77,13 +78,16 @@ class Sender:
         self._listener: asyncpg.Connection | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sends until `stop` is set; wakes on the projection's NOTIFY, or every `poll_seconds`."""
+        """Sends until `stop` is set; wakes on the projection's NOTIFY, or every `poll_seconds`.
+
+        The SMTP connection stays open while mail keeps coming: it is closed after a quiet
+        `poll_seconds`, not after every batch (a new one costs a connect, an EHLO and a QUIT)."""
         try:
             while not stop.is_set():
                 busy = False
                 try:
                     await self._listen()
-                    busy = await self.send_next()
+                    busy = await self.send_next(self.settings.send_batch)
                     await self.publish_dead_letters()
                 except Exception:
                     log.exception("sender step failed; trying again")
@@ -91,8 +95,9 @@ class Sender:
                     await _wait(stop, None, 1.0)
                     continue
                 if not busy:
-                    await self.mailer.close()
                     await _wait(stop, self._wake, self.settings.poll_seconds)
+                    if not self._wake.is_set():
+                        await self.mailer.close()
                     self._wake.clear()
         finally:
             await self.mailer.close()
@@ -113,36 +118,56 @@ class Sender:
         self._listener = connection
         self._wake.set()  # what was committed while nobody listened
 
-    async def send_next(self) -> bool:
-        """Takes the oldest due delivery and settles it; False when none is due."""
-        async with self.pool.acquire() as connection, self.deliveries.sending(connection):
-            return await self._send_one(connection)
+    async def send_next(self, limit: int = 1) -> bool:
+        """Takes up to `limit` of the oldest due deliveries and settles each; False when none is due.
 
-    async def _send_one(self, connection: asyncpg.Connection) -> bool:
-        now = self.clock.now()
+        They are claimed together, in one transaction, and sent one at a time, each settled as soon
+        as SMTP has answered: a crash leaves at most the one being sent to go out twice, and the rest
+        in `sending`, to be taken again after `sending_timeout_seconds` (never sent, so never doubled)."""
+        async with self.pool.acquire() as connection, self.deliveries.sending(connection):
+            now = self.clock.now()
+            claimed, to_send = await self._claim(connection, now, limit)
+            # A claimed row must be settled before `sending_timeout_seconds`, or another sender would
+            # take it over while it is still on its way: past this instant, the rest go back unsent.
+            last_start = now + timedelta(seconds=self.settings.sending_timeout_seconds - self.settings.smtp_timeout_seconds)
+            for position, row in enumerate(to_send):
+                if self.clock.now() >= last_start or not await self._send_one(connection, row, now):
+                    await self.deliveries.release(connection, [r["event_id"] for r in to_send[position + 1 :]])
+                    break
+            return claimed
+
+    async def _claim(self, connection: asyncpg.Connection, now: datetime, limit: int) -> tuple[bool, list[asyncpg.Record]]:
+        """The due rows, checked against their invitations at this moment: those that must not go
+        out are skipped, the others marked `sending` with one more attempt. (any claimed, to send)"""
         stale_before = now - timedelta(seconds=self.settings.sending_timeout_seconds)
         async with connection.transaction():
-            row = await self.deliveries.claim(connection, now, stale_before)
-            if row is None:
-                return False
-            reason = why_not_send(row, now)
-            if reason is not None:
+            rows = await self.deliveries.claim_batch(connection, now, stale_before, limit)
+            to_send = []
+            for row in rows:
+                reason = why_not_send(row, now)
+                if reason is None:
+                    to_send.append(row)
+                    continue
                 await self.deliveries.skip(connection, row["event_id"], reason)
                 telemetry.delivery_settled("skipped")
                 log.info("delivery skipped", event_id=row["event_id"], org_id=row["org_id"], reason=reason)
-                return True
-            await self.deliveries.mark_sending(connection, row["event_id"], now)
+            if to_send:
+                await self.deliveries.mark_all_sending(connection, [row["event_id"] for row in to_send], now)
+        return bool(rows), to_send
+
+    async def _send_one(self, connection: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> bool:
+        """Sends one claimed delivery and records how it went; False after a temporary failure (the
+        server's trouble, most likely: the rest of the batch had better wait too)."""
         attempt = row["attempts"] + 1
         try:
             message = self._compose(row, now)
             async with asyncio.timeout(self.settings.smtp_timeout_seconds):
                 await self.mailer.send(message)
         except Exception as error:
-            await self._settle_failure(connection, row, attempt, error)
-        else:
-            await self.deliveries.mark_sent(connection, row["event_id"], self.clock.now())
-            telemetry.delivery_settled("sent")
-            log.info("invitation email sent", event_id=row["event_id"], org_id=row["org_id"], attempt=attempt)
+            return await self._settle_failure(connection, row, attempt, error)
+        await self.deliveries.mark_sent(connection, row["event_id"], self.clock.now())
+        telemetry.delivery_settled("sent")
+        log.info("invitation email sent", event_id=row["event_id"], org_id=row["org_id"], attempt=attempt)
         return True
 
     def _compose(self, row: asyncpg.Record, now: datetime) -> OutgoingEmail:
@@ -170,13 +195,14 @@ class Sender:
 
     async def _settle_failure(
         self, connection: asyncpg.Connection, row: asyncpg.Record, attempt: int, error: BaseException
-    ) -> None:
+    ) -> bool:
+        """Records a failed attempt; True when it was this message's failure for good, not the server's."""
         description = describe(error)
         if is_permanent(error):
             await self.deliveries.mark_failed(connection, row["event_id"], description)
             telemetry.delivery_settled("failed")
             log.error("invitation email refused for good", event_id=row["event_id"], org_id=row["org_id"], error=description)
-            return
+            return True
         delay = self.settings.backoff(attempt)
         await self.deliveries.retry_later(connection, row["event_id"], description, self.clock.now() + timedelta(seconds=delay))
         telemetry.delivery_settled("retry")
@@ -188,6 +214,7 @@ class Sender:
             retry_in_seconds=delay,
             error=description,
         )
+        return False
 
     async def publish_dead_letters(self) -> int:
         """Failed deliveries not yet on `deadletter.notifier` (Nats-Msg-Id makes a repeat harmless)."""

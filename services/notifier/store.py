@@ -129,6 +129,27 @@ class DeliveryStore:
             stale_before,
         )
 
+    async def claim_batch(
+        self, connection: asyncpg.Connection, now: datetime, stale_before: datetime, limit: int
+    ) -> list[asyncpg.Record]:
+        """`claim`, for up to `limit` of the oldest due deliveries at once, oldest first."""
+        rows: list[asyncpg.Record] = await connection.fetch(
+            f"""WITH due AS (
+                    SELECT event_id FROM {self._table}
+                    WHERE (status = {_PENDING} AND next_attempt_at <= $1) OR (status = {_SENDING} AND claimed_at <= $2)
+                    ORDER BY occurred_at, event_id
+                    LIMIT $3
+                    FOR UPDATE SKIP LOCKED)
+                SELECT d.*, i.status AS invitation_status, i.current_event_id
+                FROM due JOIN {self._table} AS d USING (event_id)
+                LEFT JOIN "{self.schema}".invitations AS i ON i.invitation_id = d.invitation_id
+                ORDER BY d.occurred_at, d.event_id""",
+            now,
+            stale_before,
+            limit,
+        )
+        return rows
+
     async def skip(self, connection: asyncpg.Connection, event_id: str, reason: str) -> None:
         await connection.execute(
             f"UPDATE {self._table} SET status = {_SKIPPED}, reason = $2 WHERE event_id = $1", event_id, reason
@@ -139,6 +160,21 @@ class DeliveryStore:
             f"UPDATE {self._table} SET status = {_SENDING}, attempts = attempts + 1, claimed_at = $2 WHERE event_id = $1",
             event_id,
             now,
+        )
+
+    async def mark_all_sending(self, connection: asyncpg.Connection, event_ids: list[str], now: datetime) -> None:
+        await connection.execute(
+            f"UPDATE {self._table} SET status = {_SENDING}, attempts = attempts + 1, claimed_at = $2 WHERE event_id = ANY($1)",
+            event_ids,
+            now,
+        )
+
+    async def release(self, connection: asyncpg.Connection, event_ids: list[str]) -> None:
+        """Claimed rows not tried after all: `pending` again as they were, due at once."""
+        await connection.execute(
+            f"""UPDATE {self._table} SET status = {_PENDING}, attempts = attempts - 1, claimed_at = NULL
+                WHERE event_id = ANY($1) AND status = {_SENDING}""",
+            event_ids,
         )
 
     async def mark_sent(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> None:

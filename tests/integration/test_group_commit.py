@@ -148,12 +148,37 @@ async def test_the_writer_saves_again_on_a_new_connection_when_its_connection_is
     await writer.save([decide(app, "acme", "invite_member", "first", email="a@acme.io", role="developer")])
     admin = await asyncpg.connect(database_url)
     try:
-        pid = writer._connection.get_server_pid()
+        pid = writer.inserter._connection.get_server_pid()
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
     finally:
         await admin.close()
 
     await writer.save([decide(app, "acme", "invite_member", "second", email="b@acme.io", role="developer")])
 
-    assert writer._connection.get_server_pid() != pid
+    assert writer.inserter._connection.get_server_pid() != pid
     assert invitations_in_store(app, "acme") == ["a@acme.io", "b@acme.io"]
+
+
+async def test_the_writer_waits_for_the_table_lock_so_notification_ids_commit_in_order(app, writer, database_url):
+    """The library's guarantee for readers of the notification log: no later id commits before an earlier one."""
+    holder, observer = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        await holder.execute("BEGIN; LOCK TABLE membership_events IN EXCLUSIVE MODE")
+        saving = asyncio.create_task(
+            writer.save([decide(app, "acme", "invite_member", "waits", email="w@acme.io", role="developer")])
+        )
+        for _ in range(300):  # until the writer's backend is seen waiting on the lock
+            waiting = await observer.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'BEGIN;%LOCK TABLE%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 1
+        assert not saving.done()
+        await holder.execute("COMMIT")
+        await saving
+    finally:
+        await holder.close()
+        await observer.close()
+    assert invitations_in_store(app, "acme") == ["w@acme.io"]

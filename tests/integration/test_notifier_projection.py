@@ -318,3 +318,86 @@ async def test_a_rebuild_keeps_the_live_sending_state_so_nothing_is_sent_again(p
     for event in (sent, failed, waiting):
         assert [rebuilt[event.event_id][c] for c in columns] == [live[event.event_id][c] for c in columns]
     assert rebuilt[revoked_later.event_id]["status"] == "skipped"
+
+
+class CrashingMailer(RecordingMailer):
+    """Takes `survives` messages, then the process dies (as far as the sender can tell) mid-send."""
+
+    def __init__(self, survives: int) -> None:
+        super().__init__()
+        self.survives = survives
+
+    async def send(self, email) -> None:
+        if len(self.sent) == self.survives:
+            raise KeyboardInterrupt("killed mid-batch")
+        await super().send(email)
+
+
+@pytest.mark.parametrize("survives", [0, 1, 3, 5])
+async def test_a_sender_killed_mid_batch_leaves_the_rest_to_be_sent_once_after_the_timeout(pool, survives):
+    history = History()
+    for n in range(6):
+        history.invited(f"inv_{n}")
+    await project(pool, history.events)
+    clock = FixedClock(T0 + timedelta(minutes=1))
+    crashing = CrashingMailer(survives)
+    with pytest.raises(KeyboardInterrupt):
+        await sender(pool, clock, crashing).send_next(limit=6)
+    statuses = [row["status"] for row in (await rows(pool)).values()]
+    assert statuses == ["sent"] * survives + ["sending"] * (6 - survives)
+
+    mailer = RecordingMailer()
+    assert not await sender(pool, clock, mailer).send_next(limit=6)  # claimed: maybe still on their way
+    clock.advance(seconds=SETTINGS.sending_timeout_seconds + 1)
+    while await sender(pool, clock, mailer).send_next(limit=4):
+        pass
+    deliveries = (await rows(pool)).values()
+    assert [m["To"] for m in crashing.sent + mailer.sent] == [row["recipient"] for row in deliveries]  # each once, in order
+    assert all(row["status"] == "sent" for row in deliveries)
+
+
+async def test_a_temporary_failure_puts_the_rest_of_the_batch_back_untried(pool):
+    history = History()
+    first, second, third = (history.invited(f"inv_{n}", T0 + timedelta(seconds=n)) for n in range(3))
+    await project(pool, history.events)
+    clock = FixedClock(T0 + timedelta(minutes=1))
+    down = RecordingMailer(fail_with=aiosmtplib.SMTPResponseException(421, "busy"))
+    assert await sender(pool, clock, down).send_next(limit=3)
+    deliveries = await rows(pool)
+    assert (deliveries[first.event_id]["status"], deliveries[first.event_id]["attempts"]) == ("pending", 1)
+    assert deliveries[first.event_id]["next_attempt_at"] > clock.now()
+    for later in (second, third):
+        row = deliveries[later.event_id]
+        assert (row["status"], row["attempts"], row["last_error"], row["claimed_at"]) == ("pending", 0, None, None)
+    mailer = RecordingMailer()
+    assert await sender(pool, clock, mailer).send_next(limit=3)
+    assert [m["To"] for m in mailer.sent] == ["inv_1@example.com", "inv_2@example.com"]
+
+
+async def test_a_batch_skips_what_must_not_go_out_and_sends_the_rest(pool):
+    history = History()
+    kept, revoked, later = (history.invited(f"inv_{x}", T0 + timedelta(seconds=n)) for n, x in enumerate("abc"))
+    await project(pool, history.events)
+    await pool.execute(f"UPDATE {LIVE_SCHEMA}.invitations SET status = 'revoked' WHERE invitation_id = 'inv_b'")
+    mailer = RecordingMailer()
+    assert await sender(pool, FixedClock(T0 + timedelta(minutes=1)), mailer).send_next(limit=10)
+    deliveries = await rows(pool)
+    assert [deliveries[e.event_id]["status"] for e in (kept, revoked, later)] == ["sent", "skipped", "sent"]
+    assert [m["To"] for m in mailer.sent] == ["inv_a@example.com", "inv_c@example.com"]
+
+
+async def test_concurrent_batching_senders_send_each_delivery_once(pool):
+    history = History()
+    for n in range(30):
+        history.invited(f"inv_{n}")
+    await project(pool, history.events)
+    clock = FixedClock(T0 + timedelta(minutes=1))
+    mailers = [RecordingMailer(delay=0.005) for _ in range(3)]
+
+    async def drain(mailer):
+        while await sender(pool, clock, mailer).send_next(limit=4):
+            pass
+
+    await asyncio.gather(*(drain(m) for m in mailers))
+    recipients = [m["To"] for mailer in mailers for m in mailer.sent]
+    assert sorted(recipients) == sorted(f"inv_{n}@example.com" for n in range(30))

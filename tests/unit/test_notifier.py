@@ -61,6 +61,10 @@ def test_settings_from_env_and_the_sending_timeout_must_outlast_a_send():
     assert settings.retry_base_seconds == 0.25 and settings.mail_from == "Acme <a@b.io>"
     with pytest.raises(ValueError):
         NotifierSettings.from_env({"SMTP_TIMEOUT_SECONDS": "30", "NOTIFIER_SENDING_TIMEOUT_SECONDS": "10"})
+    for batch in ("0", "-3", "1001"):
+        with pytest.raises(ValueError, match="NOTIFIER_SEND_BATCH"):
+            NotifierSettings.from_env({"NOTIFIER_SEND_BATCH": batch})
+    assert NotifierSettings.from_env({"NOTIFIER_SEND_BATCH": "1"}).send_batch == 1
 
 
 def test_5xx_to_the_recipient_or_the_data_is_permanent_and_everything_else_temporary():

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.pricing import add_months, billing_period, prorate
 
@@ -175,3 +177,27 @@ def test_prorate_rejects_naive_datetimes(naive: str) -> None:
 
     with pytest.raises((ValueError, TypeError)):
         prorate(1000, 1, moments["start"], moments["end"], moments["at"])
+
+
+# -- the period remembered per anchor ------------------------------------------------
+
+_instants = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC))
+
+
+@given(anchors=st.lists(_instants, min_size=1, max_size=3), asked=st.lists(st.tuples(st.integers(0, 2), _instants), max_size=40))
+def test_the_period_remembered_for_an_anchor_is_the_one_the_calendar_gives_for_every_instant_asked(anchors, asked) -> None:
+    for choice, moment in asked:
+        anchor = anchors[choice % len(anchors)]
+        if moment < anchor:
+            continue
+        start, end = billing_period(anchor, moment)
+        assert start <= moment < end
+        assert (start, end) == _walked_period(anchor, moment)
+
+
+def _walked_period(anchor: datetime, moment: datetime) -> tuple[datetime, datetime]:
+    """Period k starts at anchor + k months: the first k whose next start lies past the moment."""
+    k = 0
+    while add_months(anchor, k + 1) <= moment:
+        k += 1
+    return add_months(anchor, k), add_months(anchor, k + 1)

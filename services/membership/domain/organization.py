@@ -12,6 +12,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -46,6 +47,7 @@ _ALL_PERMISSIONS = ROLE_PERMISSIONS["owner"]
 _NOTHING: frozenset[str] = frozenset()
 
 
+@lru_cache(maxsize=4096)
 def org_uuid(org_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"team-members:organization:{org_id}")
 
