@@ -65,8 +65,9 @@ class EventWriter:
             command_records=[d.record for d in decisions if d.record is not None],
             invitation_orgs=[(e.invitation_id, e.org_id) for e in events if isinstance(e, MemberInvited)],
         )
-        self._app.adopt_saved(decisions)
-        return list(zip(notification_ids, events, strict=True))
+        saved = list(zip(notification_ids, events, strict=True))
+        self._app.adopt_saved(decisions, saved)
+        return saved
 
     async def close(self) -> None:
         await self.inserter.close()
