@@ -22,10 +22,12 @@ from typing import Any
 import asyncpg
 import structlog
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
 from .application import Decision, MembershipApplication
 from .domain.events import MemberInvited, OrganizationEvent
+from .domain.organization import Organization
 from .idempotency import CommandRecord
 from .recorders import PostgresCommandRecorder
 
@@ -58,7 +60,13 @@ class EventWriter:
         if not isinstance(recorder, PostgresCommandRecorder):
             raise TypeError("the event writer writes the PostgreSQL recorder's tables")
         self._app = app
-        self.inserter = EventInserter(recorder, database_url, app.command_retention)
+        snapshots = app.snapshots.recorder if app.snapshots is not None else None
+        self.inserter = EventInserter(
+            recorder,
+            database_url,
+            app.command_retention,
+            snapshots_table=snapshots.events_table_name if isinstance(snapshots, PostgresAggregateRecorder) else None,
+        )
 
     async def save(self, decisions: Sequence[Decision]) -> Saved:
         """Saves the decisions' events and records in one transaction; then their organizations are the cached ones."""
@@ -72,6 +80,13 @@ class EventWriter:
         self._app.adopt_saved(decisions, saved)
         return saved
 
+    async def save_snapshot(self, decision: Decision) -> None:
+        """The saved organization's snapshot, when the decision crossed an interval (as `snapshot_if_due`)."""
+        if self._app.snapshots is None or decision.org is None or not self._app.snapshot_due(decision):
+            return
+        snapshot = Organization.Snapshot.take(decision.org)
+        await self.inserter.insert_snapshot(self._app.snapshots.mapper.to_stored_event(snapshot))
+
     async def close(self) -> None:
         await self.inserter.close()
 
@@ -81,8 +96,22 @@ class EventInserter:
 
     Its statements are checked by the library's own recorder tests (`tests/integration/test_event_inserter.py`)."""
 
-    def __init__(self, recorder: PostgresCommandRecorder, database_url: str, command_retention: timedelta) -> None:
+    def __init__(
+        self,
+        recorder: PostgresCommandRecorder,
+        database_url: str,
+        command_retention: timedelta,
+        snapshots_table: str | None = None,
+    ) -> None:
+        """`snapshots_table` is the library's snapshot store (an aggregate recorder's table), when there is one."""
         self._database_url = database_url
+        self._insert_snapshot = (
+            None
+            if snapshots_table is None
+            else SQL("INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) VALUES ($1, $2, $3, $4)")
+            .format(Identifier(recorder.datastore.schema), Identifier(snapshots_table))
+            .as_string(None)
+        )
         self._connection: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         self._definition, self._call = _statements(recorder, command_retention)
@@ -105,6 +134,22 @@ class EventInserter:
                         raise
                     log.warning("event store connection lost during a save; trying again", attempt=attempt)
         raise AssertionError("unreachable")
+
+    async def insert_snapshot(self, stored: StoredEvent) -> None:
+        """As the library's snapshot recorder inserts one; IntegrityError when that version has one already."""
+        if self._insert_snapshot is None:
+            raise RuntimeError("no snapshot store")
+        async with self._lock:
+            connection = await self._connected()
+            try:
+                await connection.execute(
+                    self._insert_snapshot, stored.originator_id, stored.originator_version, stored.topic, stored.state
+                )
+            except REFUSALS as refused:
+                raise IntegrityError(str(refused)) from refused
+            except BaseException:
+                await self._forget_connection()
+                raise
 
     async def close(self) -> None:
         await self._forget_connection()

@@ -39,7 +39,12 @@ class MembershipHandlers:
         self.writer = writer
         self.group_commit = GroupCommit(self._save)
         self.runner = CommandRunner(
-            app, executor, record=self.group_commit.submit, saved=index.adopt, known_version=index.version
+            app,
+            executor,
+            record=self.group_commit.submit,
+            saved=index.adopt,
+            known_version=index.version,
+            snapshot=writer.save_snapshot if writer is not None else None,
         )
 
     async def _save(self, decisions: list[Decision]) -> None:

@@ -43,16 +43,19 @@ class CommandRunner:
         record: Record | None = None,
         saved: Saved | None = None,
         known_version: Callable[[str], int] | None = None,
+        snapshot: Record | None = None,
     ) -> None:
         """`saved` hears of each decision once its events are saved, before the reply (the access index);
         `known_version` tells an organization's version as last heard of from the stream (the access index
-        too), so that a cached copy known to be stale is not decided on from memory."""
+        too), so that a cached copy known to be stale is not decided on from memory. `snapshot` takes a due
+        snapshot of a saved decision's organization (the application's, in a thread, unless given)."""
         self.app = app
         self._saved = saved
         self.executor = executor
         self.org_locks = KeyedLock()
         self._record = record or self.save_directly
         self._known_version = known_version or (lambda _: 0)
+        self._snapshot = snapshot or self.snapshot_in_thread
         self._background: set[asyncio.Task[Any]] = set()
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -65,6 +68,13 @@ class CommandRunner:
 
     async def save_directly(self, decision: Decision) -> None:
         await self.in_thread(self.app.record, [decision])
+
+    async def snapshot_in_thread(self, decision: Decision) -> None:
+        await self.in_thread(self.app.snapshot_if_due, decision)
+
+    async def _snapshot_after_reply(self, org_id: str, decision: Decision) -> None:
+        async with self.org_locks.hold(org_id):
+            await self._snapshot(decision)
 
     async def run(self, name: str, command: cmd.Command, org_id: str | None = None) -> Reply:
         """`org_id` is the command's organization when the caller has worked it out already."""
@@ -90,7 +100,7 @@ class CommandRunner:
                 if self._saved is not None:
                     self._saved(decision)
                 if self.app.snapshot_due(decision):
-                    self._in_background(self.for_org(org_id, self.app.snapshot_if_due, decision))
+                    self._in_background(self._snapshot_after_reply(org_id, decision))
                 return decision.reply
         return CONCURRENT_CHANGE
 

@@ -12,6 +12,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from services.membership.application import Decision, MembershipApplication
+from services.membership.domain.organization import Organization, org_uuid
 from services.membership.event_writer import EventWriter
 from services.membership.group_commit import GroupCommit
 from services.membership.idempotency import CommandFingerprint
@@ -183,3 +184,32 @@ async def test_the_writer_waits_for_the_table_lock_so_notification_ids_commit_in
         await holder.close()
         await observer.close()
     assert invitations_in_store(app, "acme") == ["w@acme.io"]
+
+
+async def test_the_writer_stores_a_due_snapshot_that_the_library_loads_the_organization_from(app, writer):
+    due = None
+    while due is None:  # seats bought one at a time, until a save crosses the snapshot interval
+        decision = decide(
+            app, "acme", "add_seats", f"seat-{app.organization('acme').version}", quantity=1, accept_charge_cents=10**9
+        )
+        await writer.save([decision])
+        due = decision if app.snapshot_due(decision) else None
+
+    await writer.save_snapshot(due)
+
+    stored = list(app.snapshots.get(org_uuid("acme")))
+    assert [s.originator_version for s in stored] == [due.org.version]
+    app.evict("acme")
+    loaded = app.organization("acme")
+    assert loaded == due.org
+    with pytest.raises(IntegrityError):  # another instance took it first
+        await writer.inserter.insert_snapshot(app.snapshots.mapper.to_stored_event(Organization.Snapshot.take(due.org)))
+
+
+async def test_the_writer_takes_no_snapshot_between_intervals(app, writer):
+    decision = decide(app, "acme", "add_seats", "one-seat", quantity=1, accept_charge_cents=10**9)
+    await writer.save([decision])
+
+    await writer.save_snapshot(decision)
+
+    assert list(app.snapshots.get(org_uuid("acme"))) == []
