@@ -15,7 +15,8 @@ version is taken (another instance saved first) or a command's record is still i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -92,7 +93,8 @@ class EventWriter:
 
 
 class EventInserter:
-    """`PostgresCommandRecorder.insert_events`, asynchronous, on a connection of its own.
+    """`PostgresCommandRecorder.insert_events`, asynchronous, on connections of its own (`connections` at most:
+    the group commit keeps two saves in flight; the table lock orders them).
 
     Its statements are checked by the library's own recorder tests (`tests/integration/test_event_inserter.py`)."""
 
@@ -102,6 +104,7 @@ class EventInserter:
         database_url: str,
         command_retention: timedelta,
         snapshots_table: str | None = None,
+        connections: int = 2,
     ) -> None:
         """`snapshots_table` is the library's snapshot store (an aggregate recorder's table), when there is one."""
         self._database_url = database_url
@@ -112,8 +115,9 @@ class EventInserter:
             .format(Identifier(recorder.datastore.schema), Identifier(snapshots_table))
             .as_string(None)
         )
-        self._connection: asyncpg.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[asyncpg.Connection] = []
+        self._open: set[asyncpg.Connection] = set()
+        self._slots = asyncio.Semaphore(connections)
         self._definition, self._call = _statements(recorder, command_retention)
 
     async def insert_events(
@@ -124,63 +128,63 @@ class EventInserter:
     ) -> list[int]:
         """The notification ids of the events, in their order; IntegrityError when the store refuses them."""
         arguments = _arguments(stored_events, command_records, invitation_orgs)
-        async with self._lock:
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    return await self._transaction(arguments)
-                except LOST:
-                    await self._forget_connection()
-                    if attempt == ATTEMPTS:
-                        raise
-                    log.warning("event store connection lost during a save; trying again", attempt=attempt)
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self._connection() as connection:
+                    # One round trip: the function runs in the statement's own transaction, committed when it returns.
+                    return list(await connection.fetchval(self._call, *arguments) or ())
+            except LOST:
+                if attempt == ATTEMPTS:
+                    raise
+                log.warning("event store connection lost during a save; trying again", attempt=attempt)
         raise AssertionError("unreachable")
 
     async def insert_snapshot(self, stored: StoredEvent) -> None:
         """As the library's snapshot recorder inserts one; IntegrityError when that version has one already."""
         if self._insert_snapshot is None:
             raise RuntimeError("no snapshot store")
-        async with self._lock:
-            connection = await self._connected()
-            try:
-                await connection.execute(
-                    self._insert_snapshot, stored.originator_id, stored.originator_version, stored.topic, stored.state
-                )
-            except REFUSALS as refused:
-                raise IntegrityError(str(refused)) from refused
-            except BaseException:
-                await self._forget_connection()
-                raise
+        async with self._connection() as connection:
+            await connection.execute(
+                self._insert_snapshot, stored.originator_id, stored.originator_version, stored.topic, stored.state
+            )
 
     async def close(self) -> None:
-        await self._forget_connection()
+        for connection in list(self._open):
+            _drop(connection)
+        self._open.clear()
+        self._idle.clear()
 
-    async def _transaction(self, arguments: tuple[list[Any], ...]) -> list[int]:
-        """One round trip: the function runs in the statement's own transaction, committed when it returns."""
-        connection = await self._connected()
-        try:
-            notification_ids = await connection.fetchval(self._call, *arguments)
-        except REFUSALS as refused:
-            raise IntegrityError(str(refused)) from refused
-        except BaseException:
-            await self._forget_connection()  # cut off mid-call: its state is unknown
-            raise
-        return list(notification_ids or ())
-
-    async def _connected(self) -> asyncpg.Connection:
-        if self._connection is None or self._connection.is_closed():
-            connection = await asyncpg.connect(self._database_url)
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """An idle connection or a new one; back to idle after a statement that ended (refused or not), dropped
+        after one cut off or lost (its state is unknown). A refusal is raised as the library's IntegrityError."""
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else await self._connect()
             try:
-                await connection.execute(self._definition)
+                yield connection
+            except REFUSALS as refused:
+                self._idle.append(connection)
+                raise IntegrityError(str(refused)) from refused
             except BaseException:
-                connection.terminate()
+                self._open.discard(connection)
+                _drop(connection)
                 raise
-            self._connection = connection
-        return self._connection
+            self._idle.append(connection)
 
-    async def _forget_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            connection.terminate()
+    async def _connect(self) -> asyncpg.Connection:
+        connection = await asyncpg.connect(self._database_url)
+        try:
+            await connection.execute(self._definition)
+        except BaseException:
+            _drop(connection)
+            raise
+        self._open.add(connection)
+        return connection
+
+
+def _drop(connection: asyncpg.Connection) -> None:
+    if not connection.is_closed():
+        connection.terminate()
 
 
 def _arguments(

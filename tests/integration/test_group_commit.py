@@ -149,14 +149,15 @@ async def test_the_writer_saves_again_on_a_new_connection_when_its_connection_is
     await writer.save([decide(app, "acme", "invite_member", "first", email="a@acme.io", role="developer")])
     admin = await asyncpg.connect(database_url)
     try:
-        pid = writer.inserter._connection.get_server_pid()
+        [idle] = writer.inserter._idle
+        pid = idle.get_server_pid()
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
     finally:
         await admin.close()
 
     await writer.save([decide(app, "acme", "invite_member", "second", email="b@acme.io", role="developer")])
 
-    assert writer.inserter._connection.get_server_pid() != pid
+    assert [c.get_server_pid() for c in writer.inserter._idle] != [pid]
     assert invitations_in_store(app, "acme") == ["a@acme.io", "b@acme.io"]
 
 
