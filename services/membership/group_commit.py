@@ -1,8 +1,8 @@
 """Group commit: the events of commands decided meanwhile are saved in one transaction.
 
 The event store serializes its writers (the library locks the table per insert), so one
-transaction for many commands is the way past one commit per command. At most one save
-is in flight; whatever arrives during it goes into the next. `submit` is the command runner's
+transaction for many commands is the way past one commit per command. Up to IN_FLIGHT saves
+are in flight; whatever arrives meanwhile goes into the next. `submit` is the command runner's
 record strategy in production. Each committed save's events (`Saved`) go to the listeners (the
 relay) on the loop, before any of its commands is answered.
 """
@@ -21,15 +21,20 @@ MAX_BATCH = 64
 # Under load, the clients answered by one save send their next commands within a moment: a save waits
 # that long at most for them, rather than alternating a save of one command and a save of the rest.
 LINGER_SECONDS = 0.002
+# Saves in flight at once: while one commits, the next batch gathers and is sent; the store's table lock
+# orders their events, and each save's listeners hear of it as it completes.
+IN_FLIGHT = 2
 
 
 class GroupCommit:
-    def __init__(self, record: Callable[[list[Decision]], Awaitable[object]]) -> None:
+    def __init__(self, record: Callable[[list[Decision]], Awaitable[object]], in_flight: int = IN_FLIGHT) -> None:
         """`record` saves the decisions (`MembershipApplication.record`), and so fills their `saved`."""
         self._record = record
         self.listeners: list[Callable[[Sequence[Saved]], None]] = []
         self._waiting: list[tuple[Decision, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._in_flight = in_flight
+        self._gathering = False  # one flusher at a time gathers the next batch
         self._last_batch = 1
         self._arrived = asyncio.Event()
 
@@ -38,13 +43,19 @@ class GroupCommit:
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((decision, done))
         self._arrived.set()
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
+        if not self._gathering and len(self._flushers) < self._in_flight:
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         await done
 
     async def _flush(self) -> None:
-        while self._waiting:
-            await self._gather()
+        while self._waiting and not self._gathering:
+            self._gathering = True
+            try:
+                await self._gather()
+            finally:
+                self._gathering = False
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             self._last_batch = len(batch)
             try:
