@@ -22,8 +22,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import subjects
-from .consumer import Projection, ProjectionConsumer, apply_in_order, prepare
-from .contract.events import Envelope, decode_envelope
+from .consumer import Projection, ProjectionConsumer, apply_in_order, envelope_decoder, prepare
+from .contract.events import Envelope
 from .errors import Conflict
 
 log = structlog.get_logger()
@@ -134,6 +134,7 @@ class Replay:
         self.position = 0
         self._subscription: Any = None
         self._next: asyncio.Task[Batch] | None = None
+        self._decode = envelope_decoder(projection)
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -166,7 +167,7 @@ class Replay:
                 messages = await self._subscription.fetch(REPLAY_BATCH, timeout=2.0)
             except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
                 continue
-            return Batch.of(messages)
+            return Batch.of(messages, self._decode)
 
     async def _apply(self, batch: Batch) -> None:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -187,11 +188,11 @@ class Batch:
     position: int
 
     @classmethod
-    def of(cls, messages: list[Any]) -> Batch:
+    def of(cls, messages: list[Any], decode: Callable[[bytes], Envelope]) -> Batch:
         events = []
         for message in messages:
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                events.append(decode_envelope(message.data))
+                events.append(decode(message.data))
         return cls(events, len(messages) - len(events), messages[-1].metadata.sequence.stream)
 
 

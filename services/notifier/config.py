@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from .deliveries import backoff
 
-
 MAX_SEND_BATCH = 1000
 
 
