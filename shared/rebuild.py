@@ -1,7 +1,8 @@
 """Rebuilding a projection from the first message of the stream, while the live one keeps answering.
 
-The events are replayed into a shadow schema; then, with the live consumer paused, the shadow
-catches up with the stream's end and takes the live schema's name in one transaction. The live
+The events are replayed into a shadow schema (without the indexes the projection names in
+`deferred_indexes`, built once the replay has caught up); then, with the live consumer paused, the
+shadow catches up with the stream's end and takes the live schema's name in one transaction. The live
 consumer resumes on the rebuilt positions and skips what the rebuild already applied.
 """
 
@@ -58,13 +59,19 @@ async def rebuild(
     on_progress: Callable[[int], None] | None = None,
 ) -> RebuildReport:
     started = time.perf_counter()
+    deferred: dict[str, str] = getattr(shadow, "deferred_indexes", {})
     async with pool.acquire() as connection:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{shadow.schema}" CASCADE')
         await prepare(connection, shadow)
+        for name in deferred:
+            await connection.execute(f'DROP INDEX "{shadow.schema}"."{name}"')
     replay = Replay(js, pool, shadow, on_progress)
     await replay.start()
     try:
         await replay.until(await _last_sequence(js))
+        async with pool.acquire() as connection:  # before the pause: the live service goes on answering meanwhile
+            for sql in deferred.values():
+                await connection.execute(sql.format(schema=f'"{shadow.schema}"'))
         async with pause_live():
             await replay.until(await _last_sequence(js))
             async with pool.acquire() as connection, connection.transaction():

@@ -6,6 +6,7 @@ Invoices are not stored: an invoice is its period's charges, grouped when asked 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 import asyncpg
 import structlog
@@ -31,6 +32,7 @@ CHARGE_COLUMNS = (
 
 log = structlog.get_logger()
 
+CHARGES_BY_ORG = "CREATE INDEX charges_by_org ON {schema}.charges (org_id, occurred_at, charge_id)"
 MIGRATIONS = [
     (
         1,
@@ -58,7 +60,9 @@ MIGRATIONS = [
             occurred_at timestamptz NOT NULL,
             event_id text
         );
-        CREATE INDEX charges_by_org ON {schema}.charges (org_id, occurred_at, charge_id);
+        """
+        + CHARGES_BY_ORG
+        + """;
         CREATE TABLE {schema}.mismatches (
             event_id text PRIMARY KEY,
             org_id text NOT NULL,
@@ -74,6 +78,9 @@ MIGRATIONS = [
 class BillingProjection:
     # The ledger reads only `typed_data()`: the consumer decodes the data straight into its struct.
     typed_events = True
+    # A rebuild's replay writes the ledger without this index and builds it once afterwards
+    # (`shared/rebuild.py`): one sort instead of a b-tree insertion per charge. Migration 1's own.
+    deferred_indexes: ClassVar[dict[str, str]] = {"charges_by_org": CHARGES_BY_ORG}
 
     def __init__(self, schema: str = LIVE_SCHEMA) -> None:
         self.schema = schema
