@@ -18,6 +18,7 @@ from .contract.replies import failure
 from .requests import encode_reply
 
 Respond = Callable[[bytes], Awaitable[bytes]]
+log = structlog.get_logger()
 
 INTERNAL = encode_reply(failure("internal", "the service could not complete the request"))
 TOO_LARGE = encode_reply(
@@ -43,7 +44,6 @@ class Responder:
 
     async def _answer(self, msg: Msg, respond: Respond) -> None:
         """Exactly one reply, whatever the handler did: its answer, or one that fits the bus."""
-        log = structlog.get_logger()
         try:
             try:
                 reply = await respond(msg.data)
@@ -54,7 +54,8 @@ class Responder:
                 log.error("reply too large for the bus", subject=msg.subject, size=len(reply), max_payload=self.nc.max_payload)
                 reply = TOO_LARGE
             if msg.reply:
-                await msg.respond(reply)
+                # Not `msg.respond`, which would send the request's headers back with the reply.
+                await self.nc.publish(msg.reply, reply)
         except Exception:
             log.exception("reply could not be sent", subject=msg.subject)
         finally:

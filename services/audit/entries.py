@@ -165,16 +165,50 @@ def entry_for(event: Envelope, seq: int, prev_hash: str) -> dict[str, Any]:
         "command_id": event.command_id,
         "correlation_id": event.correlation_id,
     }
-    return {**entry, "prev_hash": prev_hash, "hash": chain_hash(prev_hash, entry)}
+    # Only what comes from the event's data can hold a float: the rest is text and integers.
+    body = _canonical(entry, _holds_float(entry["metadata"]) or _holds_float(entry["targets"]))
+    return {**entry, "prev_hash": prev_hash, "hash": _hash(prev_hash, body)}
+
+
+_sorted_compact = msgspec.json.Encoder(order="sorted").encode
 
 
 def canonical_json(document: dict[str, Any]) -> str:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Keys sorted, no spaces, characters as they are: exactly what `json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)` writes, which is what every hash so far was taken over.
+
+    msgspec writes the same bytes several times faster, except for floats (`1e+16` there, `1e16`
+    here), which only an unknown event's data can carry: those documents still go through `json`."""
+    return _canonical(document, _holds_float(document))
+
+
+def _canonical(document: dict[str, Any], holds_float: bool) -> str:
+    if holds_float:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _sorted_compact(document).decode()
+
+
+def _holds_float(document: Any) -> bool:
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is float:
+            return True
+    return False
 
 
 def chain_hash(prev_hash: str, entry: dict[str, Any]) -> str:
     body = {key: value for key, value in entry.items() if key not in ("prev_hash", "hash")}
-    return hashlib.sha256((prev_hash + "\n" + canonical_json(body)).encode()).hexdigest()
+    return _hash(prev_hash, canonical_json(body))
+
+
+def _hash(prev_hash: str, canonical_body: str) -> str:
+    return hashlib.sha256((prev_hash + "\n" + canonical_body).encode()).hexdigest()
 
 
 MISSING = "an entry is missing: the sequence skips it"

@@ -6,7 +6,6 @@ retention purge (`SET LOCAL audit.purge = 'on'`, which only `retention.py` does)
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
@@ -15,7 +14,7 @@ import msgspec
 from shared.contract.events import Envelope
 from shared.migrations import migrate
 
-from .entries import GENESIS_HASH, entry_for
+from .entries import GENESIS_HASH, canonical_json, entry_for
 
 LIVE_SCHEMA = "audit"
 ENTRY_COLUMNS = (
@@ -147,8 +146,13 @@ class AuditProjection:
         await migrate(connection, self.schema, MIGRATIONS)
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
+        """Extends each organization's chain in memory, then writes the batch in one statement.
+
+        The chain heads are locked (`FOR UPDATE`) for the transaction the consumer holds, so the
+        hashes computed here continue exactly what is stored; the statement writes entries, raw
+        events, recorded sequences and the new heads together, or the transaction writes nothing."""
         chains = await self._chains(connection, {event.org_id for event in events})
-        entries, raw, recorded = [], [], []
+        batch = AppendBatch()
         for event in events:
             chain = chains.setdefault(event.org_id, new_chain())
             if event.event_type in ("OrganizationCreated", "PlanChanged"):
@@ -159,20 +163,9 @@ class AuditProjection:
             if latest is not None and event.occurred_at < latest:
                 chain["in_time_order"] = False
             chain["latest_occurred_at"] = event.occurred_at if latest is None else max(latest, event.occurred_at)
-            entries.append(_row(entry, event))
-            raw.append((event.event_id, event.org_id, msgspec.json.encode(event).decode()))
-            recorded.append((event.org_id, event.sequence))
-        if not entries:
-            return
-        await connection.copy_records_to_table("entries", schema_name=self.schema, columns=ENTRY_COLUMNS, records=entries)
-        await connection.copy_records_to_table("raw_events", schema_name=self.schema, records=raw)
-        await connection.copy_records_to_table("recorded_sequences", schema_name=self.schema, records=recorded)
-        await connection.executemany(
-            f"""INSERT INTO "{self.schema}".chains ({", ".join(CHAIN_COLUMNS)}) VALUES ($1, $2, $3, $4, $5, $6)
-                ON CONFLICT (org_id) DO UPDATE
-                SET plan = $2, last_seq = $3, last_hash = $4, latest_occurred_at = $5, in_time_order = $6""",
-            [(org_id, *(c[column] for column in CHAIN_COLUMNS[1:])) for org_id, c in chains.items()],
-        )
+            batch.add(entry, event)
+        if batch.events:
+            await connection.execute(append_sql(self.schema), *batch.arrays(chains))
 
     async def _chains(self, connection: asyncpg.Connection, org_ids: set[str]) -> dict[str, dict[str, Any]]:
         rows = await connection.fetch(
@@ -186,8 +179,58 @@ def new_chain() -> dict[str, Any]:
     return {"plan": "free", "last_seq": 0, "last_hash": GENESIS_HASH, "latest_occurred_at": None, "in_time_order": True}
 
 
-def _row(entry: dict[str, Any], event: Envelope) -> tuple:
-    values = {**entry, "occurred_at": event.occurred_at}
-    for column in JSON_COLUMNS:
-        values[column] = json.dumps(entry[column], ensure_ascii=False)
-    return tuple(values[column] for column in ENTRY_COLUMNS)
+class AppendBatch:
+    """A batch's rows as one array per column: `unnest` turns them back into rows in PostgreSQL."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.entry_columns: list[list[Any]] = [[] for _ in ENTRY_COLUMNS]
+        self.raw_bodies: list[str] = []
+        self.sequences: list[int] = []
+
+    def add(self, entry: dict[str, Any], event: Envelope) -> None:
+        self.events += 1
+        for values, column in zip(self.entry_columns, ENTRY_COLUMNS, strict=True):
+            if column == "occurred_at":
+                values.append(event.occurred_at)
+            elif column in JSON_COLUMNS:
+                values.append(canonical_json(entry[column]))
+            else:
+                values.append(entry[column])
+        self.raw_bodies.append(msgspec.json.encode(event).decode())
+        self.sequences.append(event.sequence)
+
+    def arrays(self, chains: dict[str, dict[str, Any]]) -> list[list[Any]]:
+        heads = [[org_id for org_id in chains], *([chain[column] for chain in chains.values()] for column in CHAIN_COLUMNS[1:])]
+        return [*self.entry_columns, self.raw_bodies, self.sequences, *heads]
+
+
+ENTRY_TYPES = {"seq": "bigint", "occurred_at": "timestamptz"}
+CHAIN_TYPES = {"last_seq": "bigint", "latest_occurred_at": "timestamptz", "in_time_order": "boolean"}
+
+
+def append_sql(schema: str) -> str:
+    """One round trip for a batch: its entries, raw events and recorded sequences, and the chains' new heads.
+
+    Parameters: one array per entry column ($1..$13), the raw bodies, the membership sequences,
+    then one array per chain column."""
+    entries = len(ENTRY_COLUMNS)
+    org_id, event_id = ENTRY_COLUMNS.index("org_id") + 1, ENTRY_COLUMNS.index("event_id") + 1
+    body, sequence = entries + 1, entries + 2
+    entry_arrays = ", ".join(f"${n}::{ENTRY_TYPES.get(c, 'text')}[]" for n, c in enumerate(ENTRY_COLUMNS, 1))
+    entry_values = ", ".join(f"e.{c}::jsonb" if c in JSON_COLUMNS else f"e.{c}" for c in ENTRY_COLUMNS)
+    chain_arrays = ", ".join(f"${n}::{CHAIN_TYPES.get(c, 'text')}[]" for n, c in enumerate(CHAIN_COLUMNS, entries + 3))
+    return f"""
+        WITH appended AS (
+            INSERT INTO "{schema}".entries ({", ".join(ENTRY_COLUMNS)})
+            SELECT {entry_values} FROM unnest({entry_arrays}) AS e({", ".join(ENTRY_COLUMNS)})
+        ), received AS (
+            INSERT INTO "{schema}".raw_events (event_id, org_id, body)
+            SELECT * FROM unnest(${event_id}::text[], ${org_id}::text[], ${body}::text[])
+        ), recorded AS (
+            INSERT INTO "{schema}".recorded_sequences (org_id, sequence)
+            SELECT * FROM unnest(${org_id}::text[], ${sequence}::bigint[])
+        )
+        INSERT INTO "{schema}".chains ({", ".join(CHAIN_COLUMNS)})
+        SELECT * FROM unnest({chain_arrays})
+        ON CONFLICT (org_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in CHAIN_COLUMNS[1:])}"""

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
-from eventsourcing.persistence import Notification
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NoKeysError
 
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from nats.js.kv import KeyValue
 
     from .application import MembershipApplication
+    from .domain.events import OrganizationEvent
 
 log = structlog.get_logger()
 _encode = msgspec.json.Encoder().encode
@@ -63,7 +63,7 @@ class AccessBucket:
         self._pending: list[Changes] = []
         self._kv: KeyValue | None = None
         self._last_beat = 0.0
-        self._queue: asyncio.Queue[tuple[Sequence[Notification], int, float | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Sequence[OrganizationEvent], int, float | None]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._writing = False
 
@@ -82,11 +82,11 @@ class AccessBucket:
             self._task = None
         self._writing = False
 
-    def published(self, notifications: Sequence[Notification]) -> None:
-        """The relay published these. While the writer is (re)starting they are left out: its
-        rebuild from the store covers them."""
+    def published(self, events: Sequence[OrganizationEvent], position: int) -> None:
+        """The relay published these, up to notification `position`. While the writer is (re)starting
+        they are left out: its rebuild from the store covers them."""
         if self._writing:
-            self._queue.put_nowait((notifications, notifications[-1].id, None))
+            self._queue.put_nowait((events, position, None))
 
     def caught_up(self, position: int, at_wall_clock: float) -> None:
         """The relay found nothing left in the log as of `at_wall_clock`."""
@@ -96,14 +96,14 @@ class AccessBucket:
 
     # -- the writer ---------------------------------------------------------------------
 
-    async def _run(self, queue: asyncio.Queue[tuple[Sequence[Notification], int, float | None]]) -> None:
+    async def _run(self, queue: asyncio.Queue[tuple[Sequence[OrganizationEvent], int, float | None]]) -> None:
         while True:
             try:
                 await self._start()
                 while True:
-                    notifications, position, beat_at = await queue.get()
-                    if notifications:
-                        self.index.apply(self.app.mapper.to_domain_event(n) for n in notifications)
+                    events, position, beat_at = await queue.get()
+                    if events:
+                        self.index.apply(events)
                         while self._pending:
                             await self._write(self._pending.pop(0))
                     if beat_at is not None:

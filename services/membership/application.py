@@ -41,16 +41,20 @@ from .secrets import KeyName, Secrets, secrets_match
 SNAPSHOT_INTERVAL = 200
 EMBEDDED_LIST_LIMIT = 100
 
+Saved = tuple[int, OrganizationEvent]  # an event as saved: its notification id, and the event
+
 
 @dataclass
 class Decision:
-    """A command's reply; for a success with events, the organization to save and the record to save with it."""
+    """A command's reply; for a success with events, the organization to save and the record to save with it;
+    once saved, its events with their notification ids."""
 
     org_id: str
     reply: Reply
     org: Organization | None = None
     record: CommandRecord | None = None
     recorded: list[Any] = field(default_factory=list)
+    saved: list[Saved] = field(default_factory=list)
 
     @property
     def needs_saving(self) -> bool:
@@ -61,6 +65,18 @@ def require_sensible_at(command: cmd.Command, now: datetime) -> None:
     """The part of the body's shape that depends on the time: checked first, like the rest of the shape."""
     if isinstance(command, cmd.CreateApiKey) and command.expires_at is not None and command.expires_at <= now:
         raise Invalid("expires_at must lie in the future", field="expires_at")
+
+
+def snapshot_interval(org: Organization) -> int:
+    """Events between snapshots: SNAPSHOT_INTERVAL doubled until it reaches the state's size (its
+    members, invitations, keys and roles), so that encoding snapshots costs a bounded share of each
+    event (under one entry of state) while a load replays fewer events than twice the state.
+    Doublings keep the intervals nested: whatever the size, a snapshot falls on a multiple of one."""
+    size = len(org.members) + len(org.invitations) + len(org.api_keys) + len(org.roles)
+    interval = SNAPSHOT_INTERVAL
+    while interval < size:
+        interval *= 2
+    return interval
 
 
 def random_id(prefix: str) -> str:
@@ -271,21 +287,31 @@ class MembershipApplication(Application):
 
     # -- recording ------------------------------------------------------------------
 
-    def record(self, decisions: list[Decision]) -> None:
+    def record(self, decisions: list[Decision]) -> list[Saved]:
         """Saves the events and command records of several decisions in one transaction (group commit);
-        only then do their organizations become the cached ones."""
+        only then do their organizations become the cached ones. Returns the events saved, in
+        notification order, and gives each decision its own (`Decision.saved`: for the relay)."""
         records = [d.record for d in decisions if d.record is not None]
         invitation_orgs = [
             (event.invitation_id, event.org_id) for d in decisions for event in d.recorded if isinstance(event, MemberInvited)
         ]
         # The events themselves, not the organizations: collecting an organization's events empties it, so a
         # batch the store refused would leave nothing to save when its decisions are saved one by one.
-        self.save(*(event for d in decisions for event in d.recorded), command_records=records, invitation_orgs=invitation_orgs)
-        self.adopt_saved(decisions)
+        recordings = self.save(
+            *(event for d in decisions for event in d.recorded), command_records=records, invitation_orgs=invitation_orgs
+        )
+        saved = [(r.notification.id, cast(OrganizationEvent, r.domain_event)) for r in recordings]
+        self.adopt_saved(decisions, saved)
+        return saved
 
-    def adopt_saved(self, decisions: Sequence[Decision]) -> None:
-        """The saved decisions' organizations become the cached ones, their events no longer pending."""
+    def adopt_saved(self, decisions: Sequence[Decision], saved: Sequence[Saved]) -> None:
+        """The saved decisions' organizations become the cached ones, their events no longer pending; each
+        decision gets its share of `saved` (the decisions' events, in their order, with notification ids)."""
+        assert len(saved) == sum(len(d.recorded) for d in decisions)
+        start = 0
         for decision in decisions:
+            decision.saved = list(saved[start : start + len(decision.recorded)])
+            start += len(decision.recorded)
             if decision.org is not None:
                 decision.org.collect_events()
                 if self.repository.cache is not None:
@@ -304,11 +330,10 @@ class MembershipApplication(Application):
     def snapshot_due(decision: Decision) -> bool:
         """Whether the saved decision crossed a snapshot interval (checked on the loop: no hop when not)."""
         org = decision.org
-        return (
-            org is not None
-            and not org.pending_events
-            and any(e.originator_version % SNAPSHOT_INTERVAL == 0 for e in decision.recorded)
-        )
+        if org is None or org.pending_events:
+            return False
+        interval = snapshot_interval(org)
+        return any(e.originator_version % interval == 0 for e in decision.recorded)
 
     def snapshot_if_due(self, decision: Decision) -> None:
         """Snapshots a saved organization when the decision crossed an interval.

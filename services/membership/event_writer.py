@@ -3,8 +3,9 @@
 It writes what the library's recorder writes (`recorders.PostgresCommandRecorder.insert_events`), into
 the same tables, under the same table lock, with the same NOTIFY, so the library reads it back as
 its own: the events, the command records of the decisions, and the organization of each new
-invitation, in one transaction and one statement. What it saves away from the library is the
-thread hop and psycopg's rendering of every row in Python (`docs/decisions.md`, "The save on the loop").
+invitation, in one transaction: one call of a PL/pgSQL function (defined on connecting), so one round
+trip. What it saves away from the library is the thread hop, psycopg's rendering of every row in
+Python and two round trips (`docs/decisions.md`, "The save on the loop").
 
 The store refuses a batch (`IntegrityError`, as the library's recorder raises it) when an event's
 version is taken (another instance saved first) or a command's record is still inside its window
@@ -44,6 +45,8 @@ LOST = (
     asyncpg.LockNotAvailableError,
 )
 
+SAVE_FUNCTION_DDL_LOCK = 0x7EA3_0002  # beside the relay's advisory lock key (0x7EA3_0001)
+
 log = structlog.get_logger()
 
 
@@ -65,8 +68,9 @@ class EventWriter:
             command_records=[d.record for d in decisions if d.record is not None],
             invitation_orgs=[(e.invitation_id, e.org_id) for e in events if isinstance(e, MemberInvited)],
         )
-        self._app.adopt_saved(decisions)
-        return list(zip(notification_ids, events, strict=True))
+        saved = list(zip(notification_ids, events, strict=True))
+        self._app.adopt_saved(decisions, saved)
+        return saved
 
     async def close(self) -> None:
         await self.inserter.close()
@@ -81,7 +85,7 @@ class EventInserter:
         self._database_url = database_url
         self._connection: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
-        self._begin, self._insert = _statements(recorder, command_retention)
+        self._definition, self._call = _statements(recorder, command_retention)
 
     async def insert_events(
         self,
@@ -94,7 +98,7 @@ class EventInserter:
         async with self._lock:
             for attempt in range(1, ATTEMPTS + 1):
                 try:
-                    return await self._transaction(arguments, len(command_records))
+                    return await self._transaction(arguments)
                 except LOST:
                     await self._forget_connection()
                     if attempt == ATTEMPTS:
@@ -105,26 +109,27 @@ class EventInserter:
     async def close(self) -> None:
         await self._forget_connection()
 
-    async def _transaction(self, arguments: tuple[list[Any], ...], records: int) -> list[int]:
+    async def _transaction(self, arguments: tuple[list[Any], ...]) -> list[int]:
+        """One round trip: the function runs in the statement's own transaction, committed when it returns."""
         connection = await self._connected()
-        await connection.execute(self._begin)
         try:
-            row = await connection.fetchrow(self._insert, *arguments)
+            notification_ids = await connection.fetchval(self._call, *arguments)
         except REFUSALS as refused:
-            await connection.execute("ROLLBACK")
             raise IntegrityError(str(refused)) from refused
         except BaseException:
-            await self._forget_connection()  # its transaction is aborted, or in an unknown state
+            await self._forget_connection()  # cut off mid-call: its state is unknown
             raise
-        if row is None or row["records"] != records:
-            await connection.execute("ROLLBACK")
-            raise IntegrityError("a record of one of these commands is still inside its window")
-        await connection.execute("COMMIT")
-        return list(row["notification_ids"] or ())
+        return list(notification_ids or ())
 
     async def _connected(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
-            self._connection = await asyncpg.connect(self._database_url)
+            connection = await asyncpg.connect(self._database_url)
+            try:
+                await connection.execute(self._definition)
+            except BaseException:
+                connection.terminate()
+                raise
+            self._connection = connection
         return self._connection
 
     async def _forget_connection(self) -> None:
@@ -156,44 +161,62 @@ def _arguments(
 
 
 def _statements(recorder: PostgresCommandRecorder, retention: timedelta) -> tuple[str, str]:
-    """The transaction's opening (one round trip), and the one statement that writes everything."""
+    """The save function's definition (made on connecting), and the one statement that calls it."""
     datastore = recorder.datastore
     schema = Identifier(datastore.schema)
 
     def table(name: str) -> Composed:
         return SQL("{0}.{1}").format(schema, Identifier(name))
 
-    def rendered(statement: Composed) -> str:
-        return statement.as_string(None)
-
-    events = table(recorder.events_table_name)
-    begin = SQL("BEGIN; SET LOCAL lock_timeout = '{0}s'; LOCK TABLE {1} IN EXCLUSIVE MODE; NOTIFY {2}").format(
-        SQL(str(int(datastore.lock_timeout))), events, Identifier(recorder.channel_name)
-    )
-    insert = SQL(
-        "WITH records AS ("
-        " INSERT INTO {records} AS r (org_id, command_id, command_name, actor_type, actor_id, body_hash, reply, sealed, recorded_at)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],"
-        " $8::boolean[], $9::timestamptz[])"
-        " ON CONFLICT (command_id) DO UPDATE SET org_id = EXCLUDED.org_id, command_name = EXCLUDED.command_name,"
-        " actor_type = EXCLUDED.actor_type, actor_id = EXCLUDED.actor_id, body_hash = EXCLUDED.body_hash,"
-        " reply = EXCLUDED.reply, sealed = EXCLUDED.sealed, recorded_at = EXCLUDED.recorded_at"
-        " WHERE r.recorded_at < EXCLUDED.recorded_at - make_interval(secs => {retention})"
-        " RETURNING 1"
-        "), invitations AS ("
-        " INSERT INTO {invitations} (invitation_id, org_id) SELECT * FROM unnest($10::text[], $11::text[])"
-        " ON CONFLICT DO NOTHING"
-        "), events AS ("
-        " INSERT INTO {events} (originator_id, originator_version, topic, state)"
-        " SELECT * FROM unnest($12::{id_type}[], $13::bigint[], $14::text[], $15::bytea[])"
-        " RETURNING notification_id"
-        ") SELECT (SELECT count(*) FROM records) AS records,"
-        " (SELECT array_agg(notification_id ORDER BY notification_id) FROM events) AS notification_ids"
+    function = table(f"{recorder.events_table_name.removesuffix('_events')}_save_decisions")
+    definition = SQL(
+        "BEGIN; SELECT pg_advisory_xact_lock({ddl_lock});"  # instances starting together: one definition at a time
+        " CREATE OR REPLACE FUNCTION {function}("
+        " record_orgs text[], record_ids text[], record_names text[], actor_types text[], actor_ids text[],"
+        " body_hashes text[], replies bytea[], sealed boolean[], recorded_at timestamptz[],"
+        " invitation_ids text[], invitation_orgs text[],"
+        " originator_ids {id_type}[], originator_versions bigint[], topics text[], states bytea[],"
+        " retention_seconds double precision) RETURNS bigint[] LANGUAGE plpgsql AS $save$"
+        " DECLARE kept bigint; notification_ids bigint[];"
+        " BEGIN"
+        "  PERFORM set_config('lock_timeout', '{lock_timeout}s', true);"
+        "  LOCK TABLE {events} IN EXCLUSIVE MODE;"
+        "  NOTIFY {channel};"
+        "  WITH recorded AS ("
+        "   INSERT INTO {records} AS r (org_id, command_id, command_name, actor_type, actor_id, body_hash, reply, sealed,"
+        "   recorded_at)"
+        "   SELECT * FROM unnest(record_orgs, record_ids, record_names, actor_types, actor_ids, body_hashes, replies, sealed,"
+        "   recorded_at)"
+        "   ON CONFLICT (command_id) DO UPDATE SET org_id = EXCLUDED.org_id, command_name = EXCLUDED.command_name,"
+        "   actor_type = EXCLUDED.actor_type, actor_id = EXCLUDED.actor_id, body_hash = EXCLUDED.body_hash,"
+        "   reply = EXCLUDED.reply, sealed = EXCLUDED.sealed, recorded_at = EXCLUDED.recorded_at"
+        "   WHERE r.recorded_at < EXCLUDED.recorded_at - make_interval(secs => retention_seconds)"
+        "   RETURNING 1)"
+        "  SELECT count(*) INTO kept FROM recorded;"
+        "  IF kept <> cardinality(record_ids) THEN"
+        "   RAISE EXCEPTION 'a record of one of these commands is still inside its window' USING ERRCODE = 'unique_violation';"
+        "  END IF;"
+        "  INSERT INTO {invitations} (invitation_id, org_id) SELECT * FROM unnest(invitation_ids, invitation_orgs)"
+        "  ON CONFLICT DO NOTHING;"
+        "  WITH stored AS ("
+        "   INSERT INTO {events} (originator_id, originator_version, topic, state)"
+        "   SELECT * FROM unnest(originator_ids, originator_versions, topics, states) RETURNING notification_id)"
+        "  SELECT array_agg(notification_id ORDER BY notification_id) INTO notification_ids FROM stored;"
+        "  RETURN notification_ids;"
+        " END $save$; COMMIT"
     ).format(
+        ddl_lock=SQL(str(SAVE_FUNCTION_DDL_LOCK)),
+        function=function,
+        id_type=Identifier(datastore.originator_id_type),
+        lock_timeout=SQL(str(int(datastore.lock_timeout))),
+        events=table(recorder.events_table_name),
+        channel=Identifier(recorder.channel_name),
         records=table(recorder.records_table),
         invitations=table(recorder.invitations_table),
-        events=events,
-        id_type=Identifier(datastore.originator_id_type),
-        retention=SQL(repr(retention.total_seconds())),
     )
-    return rendered(begin), rendered(insert)
+    call = SQL(
+        "SELECT {function}($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],"
+        " $8::boolean[], $9::timestamptz[], $10::text[], $11::text[], $12::{id_type}[], $13::bigint[], $14::text[],"
+        " $15::bytea[], {retention}::double precision)"
+    ).format(function=function, id_type=Identifier(datastore.originator_id_type), retention=SQL(repr(retention.total_seconds())))
+    return definition.as_string(None), call.as_string(None)

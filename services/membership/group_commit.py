@@ -3,17 +3,19 @@
 The event store serializes its writers (the library locks the table per insert), so one
 transaction for many commands is the way past one commit per command. At most one save
 is in flight; whatever arrives during it goes into the next. `submit` is the command runner's
-record strategy in production.
+record strategy in production. Each committed save's events (`Saved`) go to the listeners (the
+relay) on the loop, before any of its commands is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from operator import itemgetter
 
 from eventsourcing.persistence import IntegrityError
 
-from .application import Decision
+from .application import Decision, Saved
 
 MAX_BATCH = 64
 # Under load, the clients answered by one save send their next commands within a moment: a save waits
@@ -22,8 +24,10 @@ LINGER_SECONDS = 0.002
 
 
 class GroupCommit:
-    def __init__(self, record: Callable[[list[Decision]], Awaitable[None]]) -> None:
+    def __init__(self, record: Callable[[list[Decision]], Awaitable[object]]) -> None:
+        """`record` saves the decisions (`MembershipApplication.record`), and so fills their `saved`."""
         self._record = record
+        self.listeners: list[Callable[[Sequence[Saved]], None]] = []
         self._waiting: list[tuple[Decision, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._last_batch = 1
@@ -44,13 +48,20 @@ class GroupCommit:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             self._last_batch = len(batch)
             try:
-                await self._record([decision for decision, _ in batch])
+                await self._saved([decision for decision, _ in batch])
             except IntegrityError:
                 await self._record_one_by_one(batch)  # find the one that conflicted
             except Exception as failure:
                 _settle(batch, failure)
             else:
                 _settle(batch, None)
+
+    async def _saved(self, decisions: list[Decision]) -> None:
+        await self._record(decisions)
+        saved = sorted((pair for decision in decisions for pair in decision.saved), key=itemgetter(0))
+        if saved:
+            for listener in self.listeners:
+                listener(saved)
 
     async def _gather(self) -> None:
         """Waits, at most LINGER_SECONDS, until as many decisions wait as the last save took: at low load
@@ -69,7 +80,7 @@ class GroupCommit:
     async def _record_one_by_one(self, batch: list[tuple[Decision, asyncio.Future[None]]]) -> None:
         for decision, done in batch:
             try:
-                await self._record([decision])
+                await self._saved([decision])
             except Exception as failure:
                 _settle([(decision, done)], failure)
             else:

@@ -13,6 +13,7 @@ from shared import subjects, telemetry
 from shared.contract import commands as cmd
 from shared.contract import queries as q
 from shared.contract.replies import Reply
+from shared.logging import bind_request_context, reset_request_context
 from shared.requests import reply_handler
 from shared.responder import Responder
 from shared.version import health
@@ -24,6 +25,7 @@ from .group_commit import GroupCommit
 from .runner import CommandRunner
 
 QUEUE_GROUP = "membership"
+log = structlog.get_logger()
 
 
 class MembershipHandlers:
@@ -49,12 +51,15 @@ class MembershipHandlers:
     def command_handler(self, name: str) -> Callable[[bytes], Awaitable[bytes]]:
         async def handle(command: cmd.Command) -> Reply:
             org_id = org_id_for(command)
-            with structlog.contextvars.bound_contextvars(
+            bound = bind_request_context(
                 command=name, command_id=command.command_id, org_id=org_id, correlation_id=command.correlation_id
-            ):
+            )
+            try:
                 reply = await self.runner.run(name, command, org_id)
-                structlog.get_logger().info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
+                log.info("command handled", ok=reply.ok, error=reply.error.code if reply.error else None)
                 return reply
+            finally:
+                reset_request_context(bound)
 
         return reply_handler(cmd.COMMANDS[name], handle, telemetry.command_observer(name))
 
@@ -130,9 +135,9 @@ class MembershipHandlers:
             reply = await handler(msg.data)
             if msg.reply:
                 try:
-                    await msg.respond(reply)
+                    await responder.nc.publish(msg.reply, reply)  # as the responder does: no request headers echoed
                 except Exception:
-                    structlog.get_logger().exception("reply could not be sent", subject=msg.subject)
+                    log.exception("reply could not be sent", subject=msg.subject)
 
         await responder.nc.subscribe(subject, queue=QUEUE_GROUP, cb=on_request)
 
@@ -140,4 +145,4 @@ class MembershipHandlers:
         """Command records past the retention window are dropped, so the table stays the window's size."""
         forgotten = await self.runner.in_thread(lambda: self.app.forget_commands(self.app.clock.now()))
         if forgotten:
-            structlog.get_logger().info("command records past retention dropped", count=forgotten)
+            log.info("command records past retention dropped", count=forgotten)

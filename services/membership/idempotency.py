@@ -10,6 +10,7 @@ The reply that carries an API key secret is kept sealed (`secrets.ReplySeal`), a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,8 +38,16 @@ class CommandFingerprint:
 
     @classmethod
     def of(cls, name: str, command: cmd.Command) -> CommandFingerprint:
-        body = msgspec.structs.replace(command, command_id="-", correlation_id=None)
-        return cls(name, command.actor.type, command.actor.id, hashlib.sha256(_encoder.encode(body)).hexdigest())
+        return cls(name, command.actor.type, command.actor.id, hashlib.sha256(_encoder.encode(_without_ids(command))).hexdigest())
+
+
+def _without_ids(command: cmd.Command) -> cmd.Command:
+    """The command as fingerprinted: `command_id` "-" and no `correlation_id`. A copy given the two values,
+    not `msgspec.structs.replace`, which would run `__post_init__` (the address's validation) again."""
+    body = copy.copy(command)
+    msgspec.structs.force_setattr(body, "command_id", "-")
+    msgspec.structs.force_setattr(body, "correlation_id", None)
+    return body
 
 
 @dataclass(frozen=True)

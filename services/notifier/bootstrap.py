@@ -15,6 +15,7 @@ from shared.settings import Settings
 from .config import NotifierSettings
 from .deliveries import Status
 from .handlers import NotifierHandlers
+from .mail import from_header
 from .projection import LIVE_SCHEMA, NotifierProjection
 from .read_model import NotifierReadModel
 from .sender import Sender
@@ -23,6 +24,7 @@ from .smtp import Mailer, parse_smtp_url
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     notifier_settings = NotifierSettings.from_env()
+    from_header(notifier_settings.mail_from)  # a MAIL_FROM that is not one From header stops the start
     smtp_url = parse_smtp_url(settings.smtp_url)
     projection = NotifierProjection(LIVE_SCHEMA)
     async with projection_runtime(settings, projection, "notifier", SystemClock(), stopping, Partition.from_env()) as runtime:

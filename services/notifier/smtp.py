@@ -105,8 +105,8 @@ class Mailer:
             client = aiosmtplib.SMTP(**self.url.client_options(self.timeout))
             await client.connect()
             self._client = client
-        # the envelope is given, never extracted from the headers
-        await self._client.send_message(email.message, sender=email.envelope_from, recipients=[email.envelope_to])
+        # the envelope is given, never extracted from the headers; the bytes are 7-bit, as written
+        await self._client.sendmail(email.envelope_from, [email.envelope_to], email.content)
 
     async def close(self) -> None:
         client, self._client = self._client, None

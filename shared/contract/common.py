@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import email_validator
 import msgspec
+from email_validator.rfc_constants import ATEXT, EMAIL_MAX_LENGTH
 
 # Text a person typed may hold any character but those that break a line, hide text or reorder
 # it: C0 and C1 controls, DEL, the line and paragraph separators, bidi embeddings, overrides and
@@ -104,19 +107,69 @@ def normalize_email(raw: str) -> str:
     header or an SMTP envelope could read as a second address); a domain in Unicode is kept in its ASCII
     (punycode) form, which every mail server takes without SMTPUTF8. No DNS look-up: the stack runs offline.
     """
+    address = raw.strip()
+    plain = _PLAIN_ADDRESS.fullmatch(address)
+    if plain is not None:
+        checked = _checked_plain(plain[1], plain[2])
+        if checked is not None:
+            return checked
+    return _normalized_fully(address)
+
+
+# The common case, answered without running the whole grammar on every command: an ASCII dot-atom local
+# part (the validator's own pattern) and a domain of letters, digits, dots and hyphens. The domain is
+# checked by the validator itself, once per domain (the costly part: IDNA); the local part's rule is the
+# pattern; the lengths are checked as the validator checks them. Anything else, and anything this path
+# would refuse, goes through `_normalized_fully`, so the refusals (and their messages) are the validator's.
+# tests/unit/test_email_normalization.py checks both paths give the same answer.
+_PLAIN_ADDRESS = re.compile(f"([{ATEXT}]+(?:\\.[{ATEXT}]+)*)@([A-Za-z0-9.-]+)")
+
+
+def _checked_plain(local: str, domain: str) -> str | None:
+    forms = _domain_forms(domain)
+    if forms is None:
+        return None
+    unicode_domain, ascii_domain = forms
+    if (
+        len(local) + 1 + len(domain) > EMAIL_MAX_LENGTH
+        or len(local) + 1 + len(unicode_domain.encode()) > EMAIL_MAX_LENGTH
+        or len(local) + 1 + len(ascii_domain) > EMAIL_MAX_LENGTH
+    ):
+        return None
+    return _beyond_the_grammar(f"{local}@{ascii_domain}".lower())
+
+
+@lru_cache(maxsize=4096)
+def _domain_forms(domain: str) -> tuple[str, str] | None:
+    """The domain's Unicode and ASCII forms as the validator gives them, or None when it refuses the domain."""
     try:
-        checked = email_validator.validate_email(
-            raw.strip(),
-            check_deliverability=False,
-            allow_smtputf8=False,
-            allow_quoted_local=False,
-            allow_domain_literal=False,
-            allow_display_name=False,
-            allow_empty_local=False,
-        )
+        checked = _validated(f"a@{domain}")
+    except email_validator.EmailNotValidError:
+        return None
+    return checked.domain, checked.ascii_domain
+
+
+def _normalized_fully(address: str) -> str:
+    try:
+        checked = _validated(address)
     except email_validator.EmailNotValidError as invalid:
         raise ValueError(f"not a valid email address: {str(invalid)[:200]}") from None
-    email = (checked.ascii_email or checked.normalized).lower()
+    return _beyond_the_grammar((checked.ascii_email or checked.normalized).lower())
+
+
+def _validated(address: str) -> email_validator.ValidatedEmail:
+    return email_validator.validate_email(
+        address,
+        check_deliverability=False,
+        allow_smtputf8=False,
+        allow_quoted_local=False,
+        allow_domain_literal=False,
+        allow_display_name=False,
+        allow_empty_local=False,
+    )
+
+
+def _beyond_the_grammar(email: str) -> str:
     if "=?" in email:
         raise ValueError("an email address may not hold an encoded word (=?)")
     if len(email) > MAX_EMAIL_LENGTH:

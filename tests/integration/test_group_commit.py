@@ -163,13 +163,14 @@ async def test_the_writer_waits_for_the_table_lock_so_notification_ids_commit_in
     """The library's guarantee for readers of the notification log: no later id commits before an earlier one."""
     holder, observer = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
-        await holder.execute("BEGIN; LOCK TABLE membership_events IN EXCLUSIVE MODE")
+        # ROW SHARE conflicts with the writer's EXCLUSIVE lock, not with the ROW EXCLUSIVE an INSERT takes
+        await holder.execute("BEGIN; LOCK TABLE membership_events IN ROW SHARE MODE")
         saving = asyncio.create_task(
             writer.save([decide(app, "acme", "invite_member", "waits", email="w@acme.io", role="developer")])
         )
         for _ in range(300):  # until the writer's backend is seen waiting on the lock
             waiting = await observer.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'BEGIN;%LOCK TABLE%'"
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%save_decisions%'"
             )
             if waiting:
                 break

@@ -4,6 +4,8 @@ and a recording mailer: what the delivery log does without timing races."""
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -103,6 +105,10 @@ class History:
         )
 
 
+def read_back(content: bytes):
+    return email.parser.BytesParser(policy=email.policy.default).parsebytes(content)
+
+
 class RecordingMailer:
     def __init__(self, fail_with: BaseException | None = None, delay: float = 0.0) -> None:
         self.fail_with = fail_with
@@ -115,7 +121,7 @@ class RecordingMailer:
         if self.fail_with is not None:
             raise self.fail_with
         self.envelopes.append((email.envelope_from, email.envelope_to))
-        self.sent.append(email.message)
+        self.sent.append(read_back(email.content))
 
     async def close(self) -> None:
         pass

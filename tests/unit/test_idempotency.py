@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import msgspec
+
+from services.membership.idempotency import CommandFingerprint
+from shared import subjects
+from shared.contract import commands as cmd
+from shared.contract.common import Actor
+from tests.fuzzing.corpus import Team, valid_bodies
+
 from .builders import SYSTEM, full_org, new_app, new_org, user, wire
 
 OWNER = user("owner1")
@@ -149,3 +159,23 @@ def test_event_ids_are_unique_across_commands() -> None:
 
     assert len(event_ids) == len(set(event_ids))
     assert all(e.command_id for e in world.recorded())
+
+
+def test_a_fingerprint_hashes_the_body_as_recorded_ones_were() -> None:
+    """Records in the store hold fingerprints computed with `msgspec.structs.replace`: a repeat must hash the same."""
+    team = Team("acme", "owner1", "dev1", "inv_1", "key_1", "evt_1")
+    for subject, body in valid_bodies(team).items():
+        name = subject.removeprefix(subjects.COMMAND_PREFIX + ".")
+        if name not in cmd.COMMANDS:
+            continue
+        command = msgspec.json.decode(msgspec.json.encode(body), type=cmd.COMMANDS[name])
+        as_recorded = msgspec.structs.replace(command, command_id="-", correlation_id=None)
+        fingerprint = CommandFingerprint.of(name, command)
+        assert fingerprint.body_hash == hashlib.sha256(msgspec.json.encode(as_recorded)).hexdigest(), name
+        assert (command.command_id, command.correlation_id) == ("fuzz-valid", "fuzz-corr")  # the command itself is untouched
+    invite = cmd.InviteMember(
+        command_id="c1", org_id="acme", actor=Actor(type="user", id="owner1"), email="A@B.io", role="developer"
+    )
+    assert CommandFingerprint.of("invite_member", invite).body_hash == (
+        "026c62150a68169059d0a486640d39f6d24f03afdd827492d35a71551b9b3cc1"
+    )

@@ -1,19 +1,20 @@
 """No user text can start a header line, and the envelope is the stored address: the invitation
-email checked as the bytes aiosmtplib puts on the wire, read back by Python's own parser."""
+email checked as the bytes handed to aiosmtplib's `sendmail`, read back by Python's own parser."""
 
 from __future__ import annotations
 
+import email.header
 import email.parser
 import email.policy
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import markupsafe
 import pytest
-from aiosmtplib.email import flatten_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.notifier.headers import UnmailableAddress, display_text, encoded_words
+from services.notifier.headers import FOLD, UnmailableAddress, breaks_the_line, display_text, encoded_words
 from services.notifier.mail import Invitation, OutgoingEmail, compose
 
 UTC = UTC
@@ -57,7 +58,7 @@ def write(inv: Invitation) -> OutgoingEmail:
 
 
 def on_the_wire(outgoing: OutgoingEmail) -> bytes:
-    return flatten_message(outgoing.message)  # what aiosmtplib's send_message sends after DATA
+    return outgoing.content  # what aiosmtplib's sendmail sends after DATA (dot-stuffed)
 
 
 def read_back(raw: bytes):
@@ -123,12 +124,20 @@ def test_line_breaking_characters_become_spaces_and_nothing_else_changes():
     assert len(display_text("x" * 10_000)) == 256
 
 
+def test_display_text_replaces_exactly_the_characters_its_rule_names():
+    every_code_point = "".join(map(chr, range(0x110000)))
+    by_the_rule = "".join(" " if breaks_the_line(char) else char for char in every_code_point)
+    assert display_text(every_code_point, limit=len(every_code_point)) == by_the_rule
+    assert {unicodedata.category(c) for c in every_code_point if breaks_the_line(c)} == {"Cc", "Cs", "Zl", "Zp", "Cf"}
+
+
 def test_a_header_value_is_ascii_encoded_words_in_short_lines_only():
     value = encoded_words("Subject", "株式会社 " * 80 + REPRODUCTION)
-    lines = value.split("\n")
-    assert value.isascii() and all(len(line) <= 78 for line in lines) and len("Subject: " + lines[0]) <= 78
-    for word in " ".join(lines).split():
-        assert word.startswith("=?utf-8?") and word.endswith("?=")
+    lines = value.split(FOLD)
+    assert value.isascii() and all(len(line) <= 77 for line in lines) and len("Subject: " + lines[0]) <= 78
+    for word in lines:
+        assert word.startswith("=?utf-8?b?") and word.endswith("?=") and len(word) <= 75 and " " not in word
+        email.header.decode_header(word)[0][0].decode("utf-8")  # whole characters in every word
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,124 @@
+"""The plain-address path of `normalize_email` answers exactly as the whole validator does.
+
+`_normalized_fully` is the validator run on every address (what `normalize_email` was before the plain
+path); every input must get the same address back from both, or be refused by both with the same message.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from shared.contract import common
+from shared.contract.common import _normalized_fully, normalize_email
+
+FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+ATEXT_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c).isalnum() or chr(c) in "_!#$%&'*+-/=?^`{|}~")
+# What breaks an address, or makes it one the plain path must not take: dots in the wrong places,
+# quotes, brackets, spaces and line breaks, a second @, non-ASCII letters, a combining accent (which the
+# validator composes with the letter before it), full-width and small at-signs, a bidi override.
+AWKWARD = '."<>()[]\\,;: \t\r\n@\x00\x7fé\u0301\uff20\ufe6b\u202e\u00a0ß'
+SPECIAL_LABELS = ["localhost", "local", "invalid", "arpa", "test", "onion", "example", "com", "io", "de", "1", "123"]
+
+
+def _outcome(normalize, raw: str) -> tuple[str, str]:
+    try:
+        return ("accepted", normalize(raw))
+    except ValueError as refused:
+        return ("refused", str(refused))
+
+
+def _same_answer(raw: str) -> None:
+    reference = _outcome(_normalized_fully, raw.strip())
+    assert _outcome(normalize_email, raw) == reference
+    assert _outcome(normalize_email, raw) == reference  # again, with the domain's forms cached
+
+
+labels = st.one_of(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-", min_size=0, max_size=70),
+    st.sampled_from(SPECIAL_LABELS),
+    st.builds(lambda rest: "xn--" + rest, st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", max_size=12)),
+    st.sampled_from(["xn--bcher-kva", "XN--BCHER-KVA", "xn--nxasmq6b", "ab--cd", "-ab", "ab-", "a" * 63, "a" * 64]),
+)
+domains = st.lists(labels, min_size=1, max_size=6).map(".".join) | st.text(alphabet="abc.-0", max_size=20)
+local_parts = st.one_of(
+    st.text(alphabet=ATEXT_CHARS + ".", min_size=0, max_size=70),
+    st.text(alphabet=ATEXT_CHARS + AWKWARD, min_size=0, max_size=20),
+    st.sampled_from(["Info", "POSTMASTER", "a" * 64, "a" * 65, "a" * 240, ".a", "a.", "a..b", '"a"']),
+)
+spaces = st.sampled_from(["", " ", "\t", "\n", "\u00a0", "\u2003", " \r\n"])
+
+
+@FUZZ
+@given(local=local_parts, domain=domains, before=spaces, after=spaces)
+@example(local="a" * 64, domain="b" * 63 + "." + "c" * 63 + "." + "d" * 63 + ".io", before="", after="")
+@example(local="a" * 200, domain="xn--bcher-kva.de", before="", after="")
+def test_addresses_built_from_parts_get_the_validators_answer(local: str, domain: str, before: str, after: str) -> None:
+    _same_answer(f"{before}{local}@{domain}{after}")
+
+
+@FUZZ
+@given(raw=st.text(max_size=80))
+def test_any_text_gets_the_validators_answer(raw: str) -> None:
+    _same_answer(raw)
+
+
+@FUZZ
+@given(raw=st.text(alphabet=ATEXT_CHARS[:20] + AWKWARD + "@.-", max_size=40))
+def test_text_dense_in_separators_gets_the_validators_answer(raw: str) -> None:
+    _same_answer(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "m1@c7.io",
+        "  Ana@Example.COM  ",
+        "a@localhost",
+        "a@b.local",
+        "a@b.test",
+        "a@b.invalid",
+        "a@b.arpa",
+        "a@b.123",
+        "a@b",
+        "a@-b.io",
+        "a@b-.io",
+        "a@b..io",
+        "a@.b.io",
+        "a@b.io.",
+        "a@ab--cd.io",
+        "a@xn--bcher-kva.de",
+        "a@xn--zz.de",
+        "a@Bücher.de",
+        "=?utf-8?q?a?=@acme.io",
+        "a=?b@acme.io",
+        "a@acme.io\n",
+        "a@acme.io\r\nBcc: b@acme.io",
+        "a@b@acme.io",
+        "x,second@acme.io",
+        "<x>@acme.io",
+        "A <a@acme.io>",
+        '"a b"@acme.io',
+        "e\u0301@acme.io",
+        "a\uff20acme.io",
+        "a" * 64 + "@" + "b" * 63 + ".io",
+        "a" * 250 + "@acme.io",
+        "a" * 244 + "@acme.io",
+        "a" * 245 + "@acme.io",
+        "a@" + ".".join(["b" * 63] * 4),
+    ],
+)
+def test_adversarial_addresses_get_the_validators_answer(raw: str) -> None:
+    _same_answer(raw)
+
+
+def test_a_plain_address_does_not_run_the_whole_validator(monkeypatch: pytest.MonkeyPatch) -> None:
+    normalize_email("first@plain-path.io")  # the domain's forms, cached
+
+    def refuse(address: str) -> str:
+        raise AssertionError(f"the whole validator ran for {address!r}")
+
+    monkeypatch.setattr(common, "_normalized_fully", refuse)
+    assert normalize_email("Second@Plain-Path.io".lower()) == "second@plain-path.io"
