@@ -11,7 +11,7 @@ error after `max_attempts`, and the organization's position moves past it so lat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import dead_letters, subjects, telemetry
 from .clock import Clock, SystemClock
-from .contract.events import Envelope, decode_envelope
+from .contract.events import Envelope, decode_envelope, decode_typed_envelope
 from .dead_letters import DeadLetter
 from .metrics import LagRecorder
 from .partitions import Partition, original_subject
@@ -46,6 +46,13 @@ class Projection(Protocol):
     async def create_tables(self, connection: asyncpg.Connection) -> None: ...
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None: ...
+
+
+def envelope_decoder(projection: Projection) -> Callable[[bytes], Envelope]:
+    """How a projection's messages are decoded: a projection that says `typed_events = True` reads
+    only `typed_data()`, so its envelopes carry the typed data straight from the JSON; any other
+    (audit reads `event.data` as a dict) gets the data as decoded."""
+    return decode_typed_envelope if getattr(projection, "typed_events", False) else decode_envelope
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class ProjectionConsumer:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.lag = LagRecorder()
+        self.metrics = telemetry.ConsumerMetrics(settings.durable)
+        self.decode = envelope_decoder(projection)
         self._turn = asyncio.Lock()
 
     @asynccontextmanager
@@ -161,15 +170,20 @@ class ProjectionConsumer:
         events: list[tuple[Msg, Envelope]] = []
         for message in messages:
             try:
-                events.append((message, decode_envelope(message.data)))
+                events.append((message, self.decode(message.data)))
             except (msgspec.DecodeError, msgspec.ValidationError) as undecodable:
                 await self._dead_letter(message, None, f"undecodable envelope: {undecodable}")
         try:
             outcomes = await self._apply_in_one_transaction(events)
         except Exception:
             outcomes = await self._apply_one_by_one(events)
-        for message, event in events:
-            await self._settle(message, event, outcomes[id(message)])
+        acked: list[tuple[Msg, Envelope]] = []
+        try:
+            for message, event in events:
+                if await self._settle(message, event, outcomes[id(message)]):
+                    acked.append((message, event))
+        finally:  # what was acked is counted, even when a later ack fails
+            self._measure(acked)
 
     async def _apply_in_one_transaction(self, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -194,17 +208,28 @@ class ProjectionConsumer:
         verdicts = await apply_in_order(connection, self.projection, [event for _, event in events])
         return {id(message): Outcome(verdict) for (message, _), verdict in zip(events, verdicts, strict=False)}
 
-    async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> None:
+    async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> bool:
+        """Acks, naks or parks the message; True when it was acked (applied now or before)."""
         if outcome.verdict == ACK:
             await message.ack()
-            self.lag.record(self.clock.now() - event.occurred_at)
-            telemetry.consumer_settled(self.settings.durable, message, self.clock.now() - event.occurred_at)
-        elif outcome.verdict == WAIT:
+            return True
+        if outcome.verdict == WAIT:
             await message.nak(delay=self.settings.gap_delay)
         elif message.metadata.num_delivered >= self.settings.max_attempts:
             await self._dead_letter(message, event, outcome.error)
         else:
             await message.nak(delay=self.settings.retry_delay * 2 ** (message.metadata.num_delivered - 1))
+        return False
+
+    def _measure(self, acked: list[tuple[Msg, Envelope]]) -> None:
+        """The lag of each acked event against one reading of the clock, and the consumer's position
+        (its last acked message: the reply subject parsed once a batch, not once a message)."""
+        if not acked:
+            return
+        now = self.clock.now()
+        lags = [(now - event.occurred_at).total_seconds() for _, event in acked]
+        self.lag.record_seconds(lags)
+        self.metrics.settled(acked[-1][0].metadata.sequence.stream, lags)
 
     async def _dead_letter(self, message: Msg, event: Envelope | None, error: str) -> None:
         """Parks the message with its error, and moves the organization past it.
@@ -272,9 +297,10 @@ async def sort_out(connection: asyncpg.Connection, schema: str, events: list[Env
 
 async def save_positions(connection: asyncpg.Connection, schema: str, applied: list[Envelope]) -> None:
     last = {event.org_id: event.sequence for event in applied}
-    if last:
-        await connection.executemany(
-            f'INSERT INTO "{schema}".positions (org_id, last_sequence) VALUES ($1, $2) '
+    if last:  # one statement for the batch, not one per organization
+        await connection.execute(
+            f'INSERT INTO "{schema}".positions (org_id, last_sequence) SELECT * FROM unnest($1::text[], $2::bigint[]) '
             "ON CONFLICT (org_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
-            list(last.items()),
+            list(last),
+            list(last.values()),
         )

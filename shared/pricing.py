@@ -51,11 +51,17 @@ def _period_containing(anchor: datetime, at: datetime) -> tuple[datetime, dateti
 
 
 def period_starts(anchor: datetime, after: datetime, until: datetime) -> list[datetime]:
-    """Every period start s with after < s <= until."""
-    starts, k = [], 1
+    """Every period start s with after < s <= until (period k >= 1 starts at anchor + k months).
+
+    Counted from the period holding `after`, not walked from the anchor: an organization years
+    old would otherwise pay a month of the walk for every month of its age on each event."""
+    # Start k falls in the month of `after`, start k - 1 in the month before: one step at most.
+    k = max(1, (after.year - anchor.year) * 12 + (after.month - anchor.month))
+    while add_months(anchor, k) <= after:
+        k += 1
+    starts = []
     while (start := add_months(anchor, k)) <= until:
-        if start > after:
-            starts.append(start)
+        starts.append(start)
         k += 1
     return starts
 

@@ -1,7 +1,8 @@
 """Rebuilding a projection from the first message of the stream, while the live one keeps answering.
 
-The events are replayed into a shadow schema; then, with the live consumer paused, the shadow
-catches up with the stream's end and takes the live schema's name in one transaction. The live
+The events are replayed into a shadow schema (without the indexes the projection names in
+`deferred_indexes`, built once the replay has caught up); then, with the live consumer paused, the
+shadow catches up with the stream's end and takes the live schema's name in one transaction. The live
 consumer resumes on the rebuilt positions and skips what the rebuild already applied.
 """
 
@@ -22,8 +23,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import subjects
-from .consumer import Projection, ProjectionConsumer, apply_in_order, prepare
-from .contract.events import Envelope, decode_envelope
+from .consumer import Projection, ProjectionConsumer, apply_in_order, envelope_decoder, prepare
+from .contract.events import Envelope
 from .errors import Conflict
 
 log = structlog.get_logger()
@@ -58,13 +59,19 @@ async def rebuild(
     on_progress: Callable[[int], None] | None = None,
 ) -> RebuildReport:
     started = time.perf_counter()
+    deferred: dict[str, str] = getattr(shadow, "deferred_indexes", {})
     async with pool.acquire() as connection:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{shadow.schema}" CASCADE')
         await prepare(connection, shadow)
+        for name in deferred:
+            await connection.execute(f'DROP INDEX "{shadow.schema}"."{name}"')
     replay = Replay(js, pool, shadow, on_progress)
     await replay.start()
     try:
         await replay.until(await _last_sequence(js))
+        async with pool.acquire() as connection:  # before the pause: the live service goes on answering meanwhile
+            for sql in deferred.values():
+                await connection.execute(sql.format(schema=f'"{shadow.schema}"'))
         async with pause_live():
             await replay.until(await _last_sequence(js))
             async with pool.acquire() as connection, connection.transaction():
@@ -134,6 +141,7 @@ class Replay:
         self.position = 0
         self._subscription: Any = None
         self._next: asyncio.Task[Batch] | None = None
+        self._decode = envelope_decoder(projection)
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -166,7 +174,7 @@ class Replay:
                 messages = await self._subscription.fetch(REPLAY_BATCH, timeout=2.0)
             except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
                 continue
-            return Batch.of(messages)
+            return Batch.of(messages, self._decode)
 
     async def _apply(self, batch: Batch) -> None:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -187,11 +195,11 @@ class Batch:
     position: int
 
     @classmethod
-    def of(cls, messages: list[Any]) -> Batch:
+    def of(cls, messages: list[Any], decode: Callable[[bytes], Envelope]) -> Batch:
         events = []
         for message in messages:
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                events.append(decode_envelope(message.data))
+                events.append(decode(message.data))
         return cls(events, len(messages) - len(events), messages[-1].metadata.sequence.stream)
 
 

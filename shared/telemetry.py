@@ -15,7 +15,6 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIServer
@@ -28,8 +27,6 @@ from .periodic import every
 from .settings import ConfigurationError
 
 if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
     from .consumer import ProjectionConsumer
 
 PREFIX = "team_members"
@@ -194,10 +191,19 @@ def observe_authorize(reply: Reply, seconds: float) -> None:
     histogram.observe(seconds)
 
 
-def consumer_settled(consumer: str, message: Msg, lag: timedelta) -> None:
-    """A message acked after its batch's commit: the consumer's position and the event's lag."""
-    CONSUMER_POSITION.labels(consumer).set(message.metadata.sequence.stream)
-    CONSUMER_LAG_SECONDS.labels(consumer).observe(max(lag.total_seconds(), 0.0))
+class ConsumerMetrics:
+    """A consumer's labelled series, looked up once: a batch pays no label look-ups."""
+
+    def __init__(self, consumer: str) -> None:
+        self._position = CONSUMER_POSITION.labels(consumer)
+        self._lag = CONSUMER_LAG_SECONDS.labels(consumer)
+
+    def settled(self, last_stream_sequence: int, lags_seconds: list[float]) -> None:
+        """Messages acked after their batch's commit: the consumer's position and each event's lag."""
+        self._position.set(last_stream_sequence)
+        observe = self._lag.observe
+        for lag in lags_seconds:
+            observe(max(lag, 0.0))
 
 
 @lru_cache(maxsize=1024)

@@ -6,6 +6,7 @@ Invoices are not stored: an invoice is its period's charges, grouped when asked 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 import asyncpg
 import structlog
@@ -31,6 +32,7 @@ CHARGE_COLUMNS = (
 
 log = structlog.get_logger()
 
+CHARGES_BY_ORG = "CREATE INDEX charges_by_org ON {schema}.charges (org_id, occurred_at, charge_id)"
 MIGRATIONS = [
     (
         1,
@@ -58,7 +60,9 @@ MIGRATIONS = [
             occurred_at timestamptz NOT NULL,
             event_id text
         );
-        CREATE INDEX charges_by_org ON {schema}.charges (org_id, occurred_at, charge_id);
+        """
+        + CHARGES_BY_ORG
+        + """;
         CREATE TABLE {schema}.mismatches (
             event_id text PRIMARY KEY,
             org_id text NOT NULL,
@@ -72,6 +76,12 @@ MIGRATIONS = [
 
 
 class BillingProjection:
+    # The ledger reads only `typed_data()`: the consumer decodes the data straight into its struct.
+    typed_events = True
+    # A rebuild's replay writes the ledger without this index and builds it once afterwards
+    # (`shared/rebuild.py`): one sort instead of a b-tree insertion per charge. Migration 1's own.
+    deferred_indexes: ClassVar[dict[str, str]] = {"charges_by_org": CHARGES_BY_ORG}
+
     def __init__(self, schema: str = LIVE_SCHEMA) -> None:
         self.schema = schema
 
@@ -130,12 +140,17 @@ class BillingProjection:
         if mismatches:
             await self._record_mismatches(connection, mismatches)
         touched = {entry.account.org_id for entry in entries if entry.account is not None}
-        if touched:
-            await connection.executemany(
-                f"""INSERT INTO "{self.schema}".accounts AS a VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                    ON CONFLICT (org_id) DO UPDATE SET plan = $2, billing_anchor = $3, unit_price_cents = $4,
-                    seats_purchased = $5, renewed_through = $6, next_period_start = $7, last_seat_event_id = $8""",
-                [_account_row(accounts[org_id]) for org_id in sorted(touched)],
+        if touched:  # one statement for the batch's accounts, the columns as arrays
+            rows = [_account_row(accounts[org_id]) for org_id in sorted(touched)]
+            await connection.execute(
+                f"""INSERT INTO "{self.schema}".accounts AS a
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[],
+                                         $6::timestamptz[], $7::timestamptz[], $8::text[])
+                    ON CONFLICT (org_id) DO UPDATE SET plan = EXCLUDED.plan, billing_anchor = EXCLUDED.billing_anchor,
+                    unit_price_cents = EXCLUDED.unit_price_cents, seats_purchased = EXCLUDED.seats_purchased,
+                    renewed_through = EXCLUDED.renewed_through, next_period_start = EXCLUDED.next_period_start,
+                    last_seat_event_id = EXCLUDED.last_seat_event_id""",
+                *(list(column) for column in zip(*rows, strict=True)),
             )
 
     async def _record_mismatches(self, connection: asyncpg.Connection, mismatches: list[Mismatch]) -> None:

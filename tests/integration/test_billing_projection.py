@@ -109,6 +109,7 @@ async def test_a_rebuilt_ledger_equals_the_live_one_row_for_row(billing):
     assert await billing.renewals.tick() > 0
 
     live_ledger, live_accounts = await billing.ledger(), await billing.accounts()
+    live_indexes = await indexes(billing.pool, LIVE_SCHEMA)
     assert len(live_ledger) > 40
     report = await rebuild(
         billing.js,
@@ -121,11 +122,17 @@ async def test_a_rebuilt_ledger_equals_the_live_one_row_for_row(billing):
     assert report.events == sum(len(h.events) for h in histories)
     assert await billing.ledger() == live_ledger
     assert await billing.accounts() == live_accounts
+    assert await indexes(billing.pool, LIVE_SCHEMA) == live_indexes  # the deferred one built after the replay
 
     late = histories[0].seats_added(1, start + timedelta(days=100, hours=1))
     await publish(billing.js, late)
     await billing.applied("org-0", late["sequence"])  # the live consumer carries on, on the rebuilt tables
     assert len(await billing.ledger()) == len(live_ledger) + 1
+
+
+async def indexes(pool, schema: str) -> list[str]:
+    rows = await pool.fetch("SELECT indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname", schema)
+    return [row["indexdef"] for row in rows]
 
 
 async def test_a_poison_event_is_dead_lettered_and_later_events_still_apply(billing):

@@ -121,20 +121,25 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_still_apply(stac
     assert len(parked) == 2 and errors[0].startswith("ValueError") and errors[1] == "undecodable envelope"
 
 
-async def test_a_crash_between_commit_and_ack_applies_once(stack, monkeypatch):
+@pytest.mark.parametrize("lost_ack", [1, 2])
+async def test_a_crash_between_commit_and_ack_applies_once(stack, monkeypatch, lost_ack):
+    """The first or the second ack of the batch is lost: each event is applied once and counted once
+    (an ack that went out before the failure counts, the lost one counts when it comes back)."""
     js, pool, consumer = stack
     from nats.aio.msg import Msg
 
     real_ack = Msg.ack
     lost = {"count": 0}
+    acks = {"count": 0}
 
-    async def lose_the_first_ack(self):
-        if lost["count"] == 0:
+    async def lose_one_ack(self):
+        acks["count"] += 1
+        if acks["count"] == lost_ack and lost["count"] == 0:
             lost["count"] += 1
             raise ConnectionError("the process died before its ack")
         await real_ack(self)
 
-    monkeypatch.setattr(Msg, "ack", lose_the_first_ack)
+    monkeypatch.setattr(Msg, "ack", lose_one_ack)
     deliveries = []
     real_handle = consumer.handle
 
@@ -152,6 +157,7 @@ async def test_a_crash_between_commit_and_ack_applies_once(stack, monkeypatch):
     assert max(deliveries) >= 2  # it did come back
     state = await js.consumer_info(subjects.STREAM, "applied-log")
     assert state.num_ack_pending == 0
+    assert consumer.lag.count == 2
 
 
 async def test_an_operator_retries_a_dead_letter_once_its_cause_is_fixed(stack, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.pricing import add_months, billing_period, prorate
+from shared.pricing import add_months, billing_period, period_starts, prorate
 
 UTC = UTC
 
@@ -201,3 +201,40 @@ def _walked_period(anchor: datetime, moment: datetime) -> tuple[datetime, dateti
     while add_months(anchor, k + 1) <= moment:
         k += 1
     return add_months(anchor, k), add_months(anchor, k + 1)
+
+
+# -- period starts, counted from the period holding `after` --------------------------------
+
+
+def _walked_starts(anchor: datetime, after: datetime, until: datetime) -> list[datetime]:
+    """Every start anchor + k months (k >= 1), walked from the anchor, that lies in (after, until]."""
+    starts, k = [], 1
+    while (start := add_months(anchor, k)) <= until:
+        if start > after:
+            starts.append(start)
+        k += 1
+    return starts
+
+
+@given(anchor=_instants, after=_instants, until=_instants)
+def test_period_starts_are_the_starts_the_walk_from_the_anchor_finds(anchor, after, until) -> None:
+    assert period_starts(anchor, after, until) == _walked_starts(anchor, after, until)
+
+
+@given(anchor=_instants, months=st.integers(-3, 130), nudge=st.sampled_from([-1, 0, 1]), span=st.integers(0, 40))
+def test_period_starts_at_and_beside_a_start_are_the_walks(anchor, months, nudge, span) -> None:
+    """`after` exactly on a start, a microsecond either side, or before the anchor (anchors on the
+    29th to 31st clamp in short months, where an off-by-one would show)."""
+    after = add_months(anchor, months) if months >= 0 else anchor - timedelta(days=-months)
+    after += timedelta(microseconds=nudge)
+    until = after + timedelta(days=span * 31)
+    assert period_starts(anchor, after, until) == _walked_starts(anchor, after, until)
+
+
+def test_period_starts_from_a_31st_anchor_through_february() -> None:
+    anchor = datetime(2025, 1, 31, 10, tzinfo=UTC)
+    assert period_starts(anchor, datetime(2025, 2, 28, 10, tzinfo=UTC), datetime(2025, 5, 31, 10, tzinfo=UTC)) == [
+        datetime(2025, 3, 31, 10, tzinfo=UTC),
+        datetime(2025, 4, 30, 10, tzinfo=UTC),
+        datetime(2025, 5, 31, 10, tzinfo=UTC),
+    ]
