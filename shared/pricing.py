@@ -6,7 +6,7 @@ All datetimes are timezone-aware UTC; money is integer cents; no floats anywhere
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 UNIT_PRICE_CENTS = 1000
 INCLUDED_SEATS = {"free": 1, "pro": 3, "enterprise": 3}
@@ -25,6 +25,8 @@ def add_months(anchor: datetime, months: int) -> datetime:
 def billing_period(anchor: datetime, at: datetime) -> tuple[datetime, datetime]:
     """The period [start, end) that contains `at`, period k starting at anchor + k months."""
     _require_utc(anchor, at)
+    if type(anchor.tzinfo) is not timezone:
+        return _period_containing(anchor, at)
     last = _last_period.get(anchor)
     if last is not None and last[0] <= at < last[1]:
         return last
@@ -37,6 +39,9 @@ def billing_period(anchor: datetime, at: datetime) -> tuple[datetime, datetime]:
 
 # The period last found for each anchor: an organization's commands fall in its current period,
 # and finding it walks the calendar (a third of an invitation's decision that buys a seat).
+# Only anchors at the fixed offset 0 (`datetime.UTC`, what msgspec and asyncpg give) are remembered:
+# aware datetimes are equal and hash alike by instant, whatever their zone, and a zone at offset 0 on
+# the anchor's day only (Europe/London in winter) counts its periods on its own calendar.
 _LAST_PERIODS = 10_000
 _last_period: dict[datetime, tuple[datetime, datetime]] = {}
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -193,6 +195,42 @@ def test_the_period_remembered_for_an_anchor_is_the_one_the_calendar_gives_for_e
         start, end = billing_period(anchor, moment)
         assert start <= moment < end
         assert (start, end) == _walked_period(anchor, moment)
+
+
+# Zones at offset 0 on some dates: `_require_utc` takes an instant in any of them when its offset is 0 there.
+# Aware datetimes are equal (and hash alike) by instant, whatever their zone, but the periods of a
+# Europe/London anchor are counted on London's calendar: a winter anchor's summer periods start at 23:00Z.
+_OFFSET_ZERO_ZONES = [UTC, timezone(timedelta(0)), ZoneInfo("UTC"), ZoneInfo("Europe/London"), ZoneInfo("Africa/Casablanca")]
+_wall_clocks = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31))
+
+
+@given(
+    wall_clocks=st.lists(_wall_clocks, min_size=1, max_size=3),
+    moments=st.lists(_instants, min_size=1, max_size=3),
+    asked=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(_OFFSET_ZERO_ZONES), st.integers(0, 2)), max_size=40),
+)
+def test_an_anchors_period_never_comes_from_an_equal_instant_in_another_zone(wall_clocks, moments, asked) -> None:
+    """Few wall clocks and moments, asked in every zone: the same instant comes back in another zone often."""
+    for anchor_choice, zone, moment_choice in asked:
+        anchor = wall_clocks[anchor_choice % len(wall_clocks)].replace(tzinfo=zone)
+        moment = moments[moment_choice % len(moments)]
+        if moment < anchor or anchor.utcoffset() != timedelta(0):
+            continue
+        period = billing_period(anchor, moment)
+        assert [(edge, edge.tzinfo) for edge in period] == [(edge, edge.tzinfo) for edge in _walked_period(anchor, moment)]
+
+
+def test_a_utc_anchors_period_does_not_depend_on_an_earlier_call_with_the_same_instant_in_london() -> None:
+    """2024-01-31 00:00 in London is 00:00Z (offset 0 in January); its July period starts at
+    2024-06-30 00:00+01:00, an hour before the UTC anchor's. Remembered by instant alone, the UTC
+    caller got London's period back, and `prorate` refused it."""
+    moment, anchor_in_utc = at(2024, 7, 5), at(2024, 1, 31)
+    with contextlib.suppress(ValueError):  # taken or refused: either way it must not reach the UTC anchor
+        billing_period(datetime(2024, 1, 31, tzinfo=ZoneInfo("Europe/London")), moment)
+    start, end = billing_period(anchor_in_utc, moment)
+    assert (start, end) == (at(2024, 6, 30), at(2024, 7, 31))
+    assert start.utcoffset() == end.utcoffset() == timedelta(0)
+    assert prorate(1000, 1, start, end, moment) == 839  # 26 of 31 days: 838.7 -> 839
 
 
 def _walked_period(anchor: datetime, moment: datetime) -> tuple[datetime, datetime]:
