@@ -16,6 +16,7 @@ import asyncpg
 import nats
 import pytest
 
+import shared.rebuild
 from services.billing.projection import LIVE_SCHEMA, BillingProjection
 from shared.bus import declare_streams
 from shared.clock import FixedClock
@@ -142,3 +143,46 @@ async def test_a_seat_change_from_before_a_renewed_start_that_arrives_late_repri
     await publish(billing.js, after)
     await billing.applied("acme", after["sequence"])
     await billing.rebuilt_equals_live()
+
+
+async def test_a_rebuild_over_many_replay_batches_equals_the_live_ledger_across_downtime_spanning_a_period_start(
+    billing, monkeypatch
+):
+    """Replay batches of 3 events: the next batch is fetched while one is written (`Replay._take_next`),
+    so a prefetched batch dropped or applied twice shows as a ledger the rebuild does not reproduce."""
+    monkeypatch.setattr(shared.rebuild, "REPLAY_BATCH", 3)
+    histories = [OrgHistory(f"org-{n}", ANCHOR + timedelta(hours=n)) for n in range(3)]
+    for history in histories:
+        for day in range(1, 8):
+            history.seats_added(day % 3 + 1, datetime(2024, 2, day, 12, tzinfo=UTC))
+    for history in histories:
+        for event in history.events:
+            await publish(billing.js, event)
+    billing.start()
+    for history in histories:
+        await billing.applied(history.org_id, history.sequence)
+    await billing.stop()  # down across the period start
+
+    for history in histories:
+        for at in (LEAP_DAY_START - timedelta(minutes=2), LEAP_DAY_START + timedelta(hours=5)):
+            await publish(billing.js, history.seats_added(1, at))
+        await publish(billing.js, history.seats_removed(1, LEAP_DAY_START + timedelta(hours=6)))
+    billing.clock.set(LEAP_DAY_START + timedelta(days=1))
+    billing.start()
+    for history in histories:
+        await billing.applied(history.org_id, history.sequence)
+    await billing.renewals.tick()
+
+    live_ledger, live_accounts = await billing.ledger(), await billing.accounts()
+    assert sum(1 for row in live_ledger if "seat_renewal" in row) == len(histories)
+    report = await rebuild(
+        billing.js,
+        billing.pool,
+        BillingProjection("billing_rebuild"),
+        LIVE_SCHEMA,
+        billing.consumer.paused,
+        finish=billing.renewals.renew_in,
+    )
+    assert report.events == sum(len(h.events) for h in histories)
+    assert await billing.ledger() == live_ledger
+    assert await billing.accounts() == live_accounts
