@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import email_validator
 import msgspec
-from email_validator.rfc_constants import ATEXT, EMAIL_MAX_LENGTH
+from email_validator.rfc_constants import ATEXT, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
 
 # Text a person typed may hold any character but those that break a line, hide text or reorder
 # it: C0 and C1 controls, DEL, the line and paragraph separators, bidi embeddings, overrides and
@@ -174,6 +174,10 @@ def _beyond_the_grammar(email: str) -> str:
         raise ValueError("an email address may not hold an encoded word (=?)")
     if len(email) > MAX_EMAIL_LENGTH:
         raise ValueError(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
+    # RFC 5321 4.5.3.1.1; the validator checks it only in its strict mode, and the notifier refuses it.
+    # Both paths give an ASCII local part here, so characters are octets.
+    if email.rindex("@") > LOCAL_PART_MAX_LENGTH:
+        raise ValueError(f"the part before the @ has at most {LOCAL_PART_MAX_LENGTH} characters")
     return email
 
 

@@ -416,6 +416,7 @@ def test_bad_input_gets_one_clear_problem_and_changes_nothing(edge_stack: EdgeSt
             ("GET", f"{base}/members?cursor=%00", None),
             ("POST", f"{base}/invitations", b"{not json"),
             ("POST", f"{base}/invitations", {"email": "not an address", "role": "developer"}),
+            ("POST", f"{base}/invitations", {"email": "a" * 65 + "@example.com", "role": "developer"}),  # unmailable
             (
                 "POST",
                 f"{base}/invitations",

@@ -1,7 +1,10 @@
-"""The plain-address path of `normalize_email` answers exactly as the whole validator does.
+"""The plain-address path of `normalize_email` answers exactly as the whole validator does, and every
+address it accepts is one the notifier can mail.
 
 `_normalized_fully` is the validator run on every address (what `normalize_email` was before the plain
 path); every input must get the same address back from both, or be refused by both with the same message.
+An accepted address uses a seat (or buys one) and gets an invitation email: the notifier's
+`mailable_address` must take it unchanged, or the invitee could never be mailed.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from services.notifier.headers import mailable_address
 from shared.contract import common
 from shared.contract.common import _normalized_fully, normalize_email
 
@@ -34,6 +38,8 @@ def _same_answer(raw: str) -> None:
     reference = _outcome(_normalized_fully, raw.strip())
     assert _outcome(normalize_email, raw) == reference
     assert _outcome(normalize_email, raw) == reference  # again, with the domain's forms cached
+    if reference[0] == "accepted":
+        assert mailable_address(reference[1]) == reference[1]
 
 
 labels = st.one_of(
@@ -104,6 +110,11 @@ def test_text_dense_in_separators_gets_the_validators_answer(raw: str) -> None:
         "e\u0301@acme.io",
         "a\uff20acme.io",
         "a" * 64 + "@" + "b" * 63 + ".io",
+        "a" * 65 + "@example.com",
+        "b" * 64 + "c@acme.io",
+        "a." * 32 + "b@acme.io",
+        "a" * 65 + "@xn--bcher-kva.de",
+        "a" * 65 + "@Bücher.de",
         "a" * 250 + "@acme.io",
         "a" * 244 + "@acme.io",
         "a" * 245 + "@acme.io",
@@ -122,3 +133,20 @@ def test_a_plain_address_does_not_run_the_whole_validator(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(common, "_normalized_fully", refuse)
     assert normalize_email("Second@Plain-Path.io".lower()) == "second@plain-path.io"
+
+
+@pytest.mark.parametrize("local", ["a" * 65, "b" * 64 + "c", "a." * 32 + "b", "A" * 100])
+@pytest.mark.parametrize("domain", ["example.com", "acme.io", "xn--bcher-kva.de", "Bücher.de"])
+def test_a_local_part_past_64_octets_is_refused_by_both_paths(local: str, domain: str) -> None:
+    """RFC 5321 4.5.3.1.1: the local part has at most 64 octets. email-validator checks it only in
+    its strict mode, and the notifier refuses it: accepted, it used a seat for an email never sent."""
+    for normalize in (normalize_email, _normalized_fully):
+        with pytest.raises(ValueError, match="before the @ has at most 64"):
+            normalize(f"{local}@{domain}")
+
+
+@pytest.mark.parametrize("domain", ["example.com", "xn--bcher-kva.de", "Bücher.de"])
+def test_a_local_part_of_64_octets_is_accepted_and_mailable(domain: str) -> None:
+    stored = normalize_email("A" * 64 + "@" + domain)
+    assert stored.startswith("a" * 64 + "@")
+    assert mailable_address(stored) == stored
