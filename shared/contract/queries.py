@@ -7,13 +7,30 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .common import SAFE_TEXT, BoundedKey, Identifier, Permission, Plan, ProjectId, Role, UtcTime, whole
+from .common import (
+    FORBIDDEN_IN_TEXT,
+    MAX_EMAIL_LENGTH,
+    SAFE_TEXT,
+    BoundedKey,
+    Identifier,
+    Permission,
+    Plan,
+    ProjectId,
+    Role,
+    UtcTime,
+    whole,
+)
 
 ApiKeySecret = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512)]
 PageCursor = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=whole("[A-Za-z0-9_=-]+"))]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 DEFAULT_LIMIT = 100
+# Any id an audit entry's targets carry: ids, role keys, and the addresses of invitation and member
+# entries (ASCII as membership stores them, so 254 characters are 254 octets). One token: no
+# whitespace and no character text may not hold; bounded.
+TARGET_ID_PATTERN = whole(f"[^\\s{FORBIDDEN_IN_TEXT}]{{1,{MAX_EMAIL_LENGTH}}}")
+TargetId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EMAIL_LENGTH, pattern=TARGET_ID_PATTERN)]
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -116,7 +133,7 @@ class AuditSearch(OrgQuery, frozen=True, kw_only=True):
     to: UtcTime | None = None
     action: Annotated[str, msgspec.Meta(max_length=64, pattern=SAFE_TEXT)] | None = None
     actor_id: Identifier | None = None
-    target_id: Identifier | None = None
+    target_id: TargetId | None = None
     cursor: Cursor | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 

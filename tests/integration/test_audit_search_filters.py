@@ -1,7 +1,9 @@
 """Every search filter finds exactly the entries it names, page after page (real PostgreSQL).
 
 An action prefix is answered by one short scan per matching action (`BY_EACH_ACTION_SQL`), other
-filters by one query; whichever path a search takes, its pages together are the brute-force answer."""
+filters by one query; whichever path a search takes, its pages together are the brute-force answer.
+A target is any id an entry's targets carry: invitations, users, keys, and the addresses of
+invitation and member entries (among them ones holding `'`, `%`, `_`, `+`, braces and a pipe)."""
 
 from __future__ import annotations
 
@@ -63,6 +65,12 @@ def a_mixed_history(org_id: str, in_time_order: bool) -> OrgHistory:
         else:
             event = history._event(rng.choice(["member_x", "api_keyX", "Seats.Added"]), at, {"n": n})
         event["actor"] = {"type": "user", "id": f"usr_{n % 3}"}
+    # Addresses membership accepts that hold what SQL quoting, LIKE patterns and JSON treat specially.
+    for n, email in enumerate(["o'brien+100%_x@x.io", "m1@x.io", "a{b}|c~d@x.io"], start=1):
+        event = history._event(
+            "InvitationRevoked", T0 + timedelta(days=DAYS, minutes=n), {"invitation_id": f"inv_odd_{n}", "email": email}
+        )
+        event["actor"] = {"type": "user", "id": f"usr_{n % 3}"}
     return history
 
 
@@ -94,11 +102,19 @@ async def every_entry(read_model: AuditReadModel, org_id: str) -> list[dict[str,
     return (await search(read_model, {"org_id": org_id, "limit": 1000}))["entries"]
 
 
-def matches(entry: dict[str, Any], action: str | None, actor: str | None, start: datetime | None, end: datetime | None) -> bool:
+def matches(
+    entry: dict[str, Any],
+    action: str | None,
+    actor: str | None,
+    target: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> bool:
     at = msgspec.convert(entry["occurred_at"], datetime)
     return (
         (action is None or (entry["action"].startswith(action[:-1]) if action.endswith(".*") else entry["action"] == action))
         and (actor is None or entry["actor"]["id"] == actor)
+        and (target is None or any(t["id"] == target for t in entry["targets"]))
         and (start is None or at >= start)
         and (end is None or at < end)
     )
@@ -109,15 +125,18 @@ def matches(entry: dict[str, Any], action: str | None, actor: str | None, start:
     org_id=st.sampled_from(["org_ordered", "org_late"]),
     action=st.sampled_from(ACTION_FILTERS),
     actor=st.sampled_from([None, "usr_1"]),
+    target_choice=st.none() | st.none() | st.integers(0, 10_000),
     start_day=st.none() | st.integers(0, DAYS),
     width=st.integers(1, DAYS),
     bounded=st.booleans(),
     limit=st.integers(1, 25),
 )
 async def test_pages_of_a_filtered_search_are_exactly_the_matching_entries(
-    searched, org_id, action, actor, start_day, width, bounded, limit
+    searched, org_id, action, actor, target_choice, start_day, width, bounded, limit
 ):
     read_model, everything = searched
+    target_ids = sorted({t["id"] for e in everything[org_id] for t in e["targets"]})
+    target = None if target_choice is None else target_ids[target_choice % len(target_ids)]
     start = None if start_day is None else T0 + timedelta(days=start_day, hours=3)
     end = T0 + timedelta(days=(start_day or 0) + width) if bounded else None
     body: dict[str, Any] = {"org_id": org_id, "limit": limit}
@@ -125,6 +144,8 @@ async def test_pages_of_a_filtered_search_are_exactly_the_matching_entries(
         body["action"] = action
     if actor:
         body["actor_id"] = actor
+    if target:
+        body["target_id"] = target
     if start:
         body["from"] = start.isoformat()
     if end:
@@ -137,4 +158,4 @@ async def test_pages_of_a_filtered_search_are_exactly_the_matching_entries(
         cursor = page["next_cursor"]
         if not cursor:
             break
-    assert found == [e for e in everything[org_id] if matches(e, action, actor, start, end)]
+    assert found == [e for e in everything[org_id] if matches(e, action, actor, target, start, end)]

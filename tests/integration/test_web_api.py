@@ -349,6 +349,13 @@ def test_the_audit_log_is_searched_verified_and_exported_as_a_stream(edge_stack:
         assert len(polled(lambda: len(entries()) >= 3 and entries())) >= 3  # created, the key, the invitation
         invited = entries(action="member.*")
         assert [e["correlation_id"] for e in invited] == ["req-audit-trail-1"]
+        assert entries(target_id="cmd@example.com") == invited  # the invitee's address is a target of its own
+        for unbounded_or_spaced in ("cmd@example.com ", "cmd\n@example.com", "x" * 255):
+            problem_of(
+                http.get(f"/v1/orgs/{org.org_id}/audit/entries", params={"target_id": unbounded_or_spaced}, headers=org.as_owner),
+                422,
+                "validation_error",
+            )
         first = http.get(f"/v1/orgs/{org.org_id}/audit/entries", params={"limit": 1}, headers=org.as_owner).json()
         assert len(first["entries"]) == 1 and first["next_cursor"]
         problem_of(

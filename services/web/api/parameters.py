@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 import msgspec
 from litestar.params import Parameter, QueryParameter
 
-from shared.contract.common import ID_PATTERN, SAFE_TEXT, UtcTime, whole
+from shared.contract.common import ID_PATTERN, MAX_EMAIL_LENGTH, SAFE_TEXT, UtcTime, whole
+from shared.contract.queries import TARGET_ID_PATTERN
 from shared.errors import Invalid
 
 PAGE_CURSOR_PATTERN = whole("[A-Za-z0-9_=-]+")
@@ -42,7 +43,15 @@ Action = Annotated[
     Parameter(min_length=1, max_length=64, pattern=SAFE_TEXT, description="an action, or a prefix like `member.*`"),
 ]
 ActorId = Annotated[str | None, Parameter(pattern=ID_PATTERN, min_length=1, max_length=64, description="the actor's id")]
-TargetId = Annotated[str | None, Parameter(pattern=ID_PATTERN, min_length=1, max_length=64, description="a target's id")]
+TargetId = Annotated[
+    str | None,
+    Parameter(
+        pattern=TARGET_ID_PATTERN,
+        min_length=1,
+        max_length=MAX_EMAIL_LENGTH,
+        description="a target's id: an id, a role key, or an invitee's or member's email address",
+    ),
+]
 InvitationStatus = Annotated[
     Literal["pending", "accepted", "revoked", "expired"] | None,
     Parameter(description="only the invitations of this status"),
