@@ -6,6 +6,12 @@
 application recorders: inserts and selects, contiguous notification ids, conflicts refused, and
 two writers racing without interleaving their notification ids. Each thread writes on a connection
 of its own, so the races are real on PostgreSQL.
+
+Not run: the library's `test_performance`, which times 100 inserts and prints the rate, asserting
+nothing (the event writer's figures are in `make bench`; this suite has no timed assertions). It is
+set to None on the subclass, so unittest's loader and pytest do not collect it: neither a pass nor a
+skip is counted for it. The library's `test_concurrent_throughput` runs as it is: four threads insert
+batches of 50 at once and it fails if any insert raised; the rate it prints is not checked.
 """
 
 from __future__ import annotations
@@ -85,11 +91,7 @@ class OnPostgres:
 
 
 class TestTheLibrarysApplicationRecorderCases(OnPostgres, ApplicationRecorderTestCase[InserterBackedRecorder]):
-    def test_performance(self) -> None:
-        """The library's timing test: figures live in `make bench`, not in assertions."""
-
-    def test_concurrent_throughput(self) -> None:
-        """The library's timing test: figures live in `make bench`, not in assertions."""
+    test_performance = None  # timing only, no assertion (see the module's docstring): not collected
 
 
 class TestTheLibrarysNonInterleavingCase(OnPostgres, NonInterleavingNotificationIDsBaseCase):
