@@ -129,27 +129,12 @@ class DeliveryStore:
         """For the rest of this transaction: every send in progress has settled, and none starts."""
         await connection.execute("SELECT pg_advisory_xact_lock($1)", SENDING_LOCK)
 
-    async def claim(self, connection: asyncpg.Connection, now: datetime, stale_before: datetime) -> asyncpg.Record | None:
-        """The oldest due delivery, locked (`SKIP LOCKED`: several senders never take the same one),
-        with its invitation's state now: `pending` and due, or `sending` since before `stale_before`."""
-        return await connection.fetchrow(
-            f"""SELECT d.*, i.status AS invitation_status, i.current_event_id
-                FROM {self._table} AS d
-                LEFT JOIN "{self.schema}".invitations AS i ON i.invitation_id = d.invitation_id
-                WHERE d.event_id = (
-                    SELECT event_id FROM {self._table}
-                    WHERE (status = {_PENDING} AND next_attempt_at <= $1) OR (status = {_SENDING} AND claimed_at <= $2)
-                    ORDER BY occurred_at, event_id
-                    LIMIT 1
-                    FOR UPDATE SKIP LOCKED)""",
-            now,
-            stale_before,
-        )
-
     async def claim_batch(
         self, connection: asyncpg.Connection, now: datetime, stale_before: datetime, limit: int
     ) -> list[asyncpg.Record]:
-        """`claim`, for up to `limit` of the oldest due deliveries at once, oldest first."""
+        """Up to `limit` of the oldest due deliveries, oldest first, locked (`SKIP LOCKED`: several senders
+        never take the same one), with their invitations' state now: `pending` and due, or `sending` since
+        before `stale_before`."""
         rows: list[asyncpg.Record] = await connection.fetch(
             f"""WITH due AS (
                     SELECT event_id FROM {self._table}
@@ -170,13 +155,6 @@ class DeliveryStore:
     async def skip(self, connection: asyncpg.Connection, event_id: str, reason: str) -> None:
         await connection.execute(
             f"UPDATE {self._table} SET status = {_SKIPPED}, reason = $2 WHERE event_id = $1", event_id, reason
-        )
-
-    async def mark_sending(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> None:
-        await connection.execute(
-            f"UPDATE {self._table} SET status = {_SENDING}, attempts = attempts + 1, claimed_at = $2 WHERE event_id = $1",
-            event_id,
-            now,
         )
 
     async def mark_all_sending(self, connection: asyncpg.Connection, event_ids: list[str], now: datetime) -> None:
