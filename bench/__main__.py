@@ -54,7 +54,7 @@ def audit_section(copy: Figure, publish: Figure) -> None:
     figures.append(Figure("  rebuild, share of batched COPY insert rate", 100 * rebuild.value / copy.value, "%"))
     figures.append(Figure("  rebuild, share of JetStream async publish rate", 100 * rebuild.value / publish.value, "%"))
     report(
-        f"Audit log (targets: search p99 < 50 ms, export >= 20,000 entries/s; section {time.perf_counter() - began:.0f} s)",
+        f"Audit log (targets: search p99 <= 50 ms for every action filter, export >= 20,000 entries/s, catch-up and rebuild >= 20% of COPY, a stretch; section {time.perf_counter() - began:.0f} s)",
         figures,
     )
 
@@ -156,7 +156,7 @@ def billing_section(stack, copy: Figure, publish: Figure) -> None:
     rebuild = figures[-1]
     figures.append(Figure("share of the batched COPY insert rate", 100 * rebuild.value / copy.value, "%"))
     figures.append(Figure("share of the JetStream async publish rate", 100 * rebuild.value / publish.value, "%"))
-    report("Billing rebuild (target: >= 10,000 events/s)", figures)
+    report("Billing rebuild (target, a stretch: >= 20% of the batched COPY insert rate)", figures)
 
 
 def billing_live_section() -> None:
@@ -169,7 +169,7 @@ def billing_live_section() -> None:
         finally:
             billing.stop()
             membership.stop()
-        report("Billing live projection at 200 cmds/s (target: lag p99 < 250 ms)", figures)
+        report("Billing live projection at 200 cmds/s (target: lag p99 <= 100 ms)", figures)
 
 
 def http_section() -> None:

@@ -2,10 +2,14 @@
 
 A batch at a time per sender: in one short transaction, take the oldest due rows
 (`FOR UPDATE SKIP LOCKED`, so several senders never take the same one), check each invitation
-at this moment (`deliveries.why_not_send`), and mark them `sending` with one more attempt; commit;
-only then talk to SMTP, one message at a time; after each, mark its row `sent`, back to `pending`
-with a backoff (temporary failure: the rest of the batch goes back to `pending` untried), or
-`failed` (permanent failure, published to `deadletter.notifier`).
+at this moment (`deliveries.why_not_send`), and mark them `sending` with one more attempt and
+`claimed_at` = the claim's instant; commit; only then talk to SMTP, one message at a time. Each row
+is checked against its invitation again just before its email goes out (the statement settling
+the previous row reads it: no round trip of its own), and skipped if it was revoked, accepted or
+superseded meanwhile. After each send, its row is marked `sent`, back to `pending` with a backoff
+(temporary failure: the rest of the batch goes back to `pending` untried), or `failed` (permanent
+failure, published to `deadletter.notifier`). Every settlement and release matches the claim's
+`claimed_at`: a sender never touches a row another sender has taken over after the timeout.
 
 Exactly once is impossible: a crash after the SMTP server took the message and before `sent` is
 committed leaves the row in `sending`, and after `sending_timeout_seconds` it is sent again, with
@@ -36,7 +40,7 @@ from .deliveries import EVENT_TYPE_OF_KIND, PermanentFailure, describe, is_perma
 from .headers import UnmailableAddress
 from .mail import Invitation, OutgoingEmail, compose
 from .projection import WAKE_CHANNEL
-from .store import DeliveryStore
+from .store import DeliveryStore, InvitationNow, Settled
 
 log = structlog.get_logger()
 
@@ -127,18 +131,42 @@ class Sender:
         async with self.pool.acquire() as connection, self.deliveries.sending(connection):
             now = self.clock.now()
             claimed, to_send = await self._claim(connection, now, limit)
-            # A claimed row must be settled before `sending_timeout_seconds`, or another sender would
-            # take it over while it is still on its way: past this instant, the rest go back unsent.
-            last_start = now + timedelta(seconds=self.settings.sending_timeout_seconds - self.settings.smtp_timeout_seconds)
-            for position, row in enumerate(to_send):
-                if self.clock.now() >= last_start or not await self._send_one(connection, row, now):
-                    await self.deliveries.release(connection, [r["event_id"] for r in to_send[position + 1 :]])
-                    break
+            await self._send_claimed(connection, to_send, now)
             return claimed
+
+    async def _send_claimed(self, connection: asyncpg.Connection, to_send: list[asyncpg.Record], claimed_at: datetime) -> None:
+        """Sends the claimed rows in order, each checked against its invitation just before it goes
+        out: the claim checked the first, and each settlement brings back the next row's invitation
+        as it is now (in the same statement). Stops at a temporary failure, at the deadline, or at a
+        row that is no longer this claim's; the rows not tried go back to `pending`."""
+        # A claimed row must be settled before `sending_timeout_seconds`, or another sender would
+        # take it over while it is still on its way: past this instant, the rest go back unsent.
+        last_start = claimed_at + timedelta(seconds=self.settings.sending_timeout_seconds - self.settings.smtp_timeout_seconds)
+        settled: Settled | None = None  # the previous row's settlement; None before the first
+        for position, row in enumerate(to_send):
+            following = to_send[position + 1]["event_id"] if position + 1 < len(to_send) else None
+            if settled is not None:
+                if settled.following is None:  # taken over: too late for the rest
+                    await self.deliveries.release(connection, _event_ids(to_send[position:]), claimed_at)
+                    return
+                reason = why_not_send(_as_checked(row, settled.following), self.clock.now())
+                if reason is not None:
+                    settled = await self.deliveries.skip_claimed(connection, row["event_id"], claimed_at, reason, following)
+                    telemetry.delivery_settled("skipped")
+                    log.info("delivery skipped", event_id=row["event_id"], org_id=row["org_id"], reason=reason)
+                    continue
+            if self.clock.now() >= last_start:
+                await self.deliveries.release(connection, _event_ids(to_send[position:]), claimed_at)
+                return
+            settled = await self._send_one(connection, row, claimed_at, following)
+            if settled is None:  # the server's trouble, most likely: the rest of the batch had better wait too
+                await self.deliveries.release(connection, _event_ids(to_send[position + 1 :]), claimed_at)
+                return
 
     async def _claim(self, connection: asyncpg.Connection, now: datetime, limit: int) -> tuple[bool, list[asyncpg.Record]]:
         """The due rows, checked against their invitations at this moment: those that must not go
-        out are skipped, the others marked `sending` with one more attempt. (any claimed, to send)"""
+        out are skipped, the others marked `sending` with one more attempt, `claimed_at` = `now`.
+        (any claimed, to send)"""
         stale_before = now - timedelta(seconds=self.settings.sending_timeout_seconds)
         async with connection.transaction():
             rows = await self.deliveries.claim_batch(connection, now, stale_before, limit)
@@ -152,23 +180,28 @@ class Sender:
                 telemetry.delivery_settled("skipped")
                 log.info("delivery skipped", event_id=row["event_id"], org_id=row["org_id"], reason=reason)
             if to_send:
-                await self.deliveries.mark_all_sending(connection, [row["event_id"] for row in to_send], now)
+                await self.deliveries.mark_all_sending(connection, _event_ids(to_send), now)
         return bool(rows), to_send
 
-    async def _send_one(self, connection: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> bool:
-        """Sends one claimed delivery and records how it went; False after a temporary failure (the
-        server's trouble, most likely: the rest of the batch had better wait too)."""
+    async def _send_one(
+        self, connection: asyncpg.Connection, row: asyncpg.Record, claimed_at: datetime, following: str | None
+    ) -> Settled | None:
+        """Sends one claimed delivery and records how it went (looking at the `following` row of the
+        batch in the same statement); None after a temporary failure."""
         attempt = row["attempts"] + 1
         try:
-            message = self._compose(row, now)
+            message = self._compose(row, claimed_at)
             async with asyncio.timeout(self.settings.smtp_timeout_seconds):
                 await self.mailer.send(message)
         except Exception as error:
-            return await self._settle_failure(connection, row, attempt, error)
-        await self.deliveries.mark_sent(connection, row["event_id"], self.clock.now())
+            return await self._settle_failure(connection, row, claimed_at, attempt, error, following)
+        settled = await self.deliveries.mark_sent(connection, row["event_id"], claimed_at, self.clock.now(), following)
+        if not settled.held:
+            log.warning("invitation email sent after another sender took it over", event_id=row["event_id"], org_id=row["org_id"])
+            return settled
         telemetry.delivery_settled("sent")
         log.info("invitation email sent", event_id=row["event_id"], org_id=row["org_id"], attempt=attempt)
-        return True
+        return settled
 
     def _compose(self, row: asyncpg.Record, now: datetime) -> OutgoingEmail:
         invitation = Invitation(
@@ -194,17 +227,30 @@ class Sender:
             raise PermanentFailure(f"the email cannot be written: {type(error).__name__}: {error}") from error
 
     async def _settle_failure(
-        self, connection: asyncpg.Connection, row: asyncpg.Record, attempt: int, error: BaseException
-    ) -> bool:
-        """Records a failed attempt; True when it was this message's failure for good, not the server's."""
+        self,
+        connection: asyncpg.Connection,
+        row: asyncpg.Record,
+        claimed_at: datetime,
+        attempt: int,
+        error: BaseException,
+        following: str | None,
+    ) -> Settled | None:
+        """Records a failed attempt: settled when it was this message's failure for good, None when it
+        was the server's (temporary). A row another sender has taken over is left to it."""
         description = describe(error)
         if is_permanent(error):
-            await self.deliveries.mark_failed(connection, row["event_id"], description)
+            settled = await self.deliveries.mark_failed(connection, row["event_id"], claimed_at, description, following)
+            if not settled.held:
+                log.warning("invitation email refused after another sender took it over", event_id=row["event_id"])
+                return settled
             telemetry.delivery_settled("failed")
             log.error("invitation email refused for good", event_id=row["event_id"], org_id=row["org_id"], error=description)
-            return True
+            return settled
         delay = self.settings.backoff(attempt)
-        await self.deliveries.retry_later(connection, row["event_id"], description, self.clock.now() + timedelta(seconds=delay))
+        retry_at = self.clock.now() + timedelta(seconds=delay)
+        if not await self.deliveries.retry_later(connection, row["event_id"], claimed_at, description, retry_at):
+            log.warning("invitation email failed after another sender took it over", event_id=row["event_id"])
+            return None
         telemetry.delivery_settled("retry")
         log.warning(
             "invitation email not sent; will retry",
@@ -214,7 +260,7 @@ class Sender:
             retry_in_seconds=delay,
             error=description,
         )
-        return False
+        return None
 
     async def publish_dead_letters(self) -> int:
         """Failed deliveries not yet on `deadletter.notifier` (Nats-Msg-Id makes a repeat harmless)."""
@@ -263,6 +309,20 @@ def dead_letter_of(row: asyncpg.Record) -> dead_letters.DeadLetter:
         body=msgspec.json.encode(body),
         original_event_id=row["event_id"],
     )
+
+
+def _event_ids(rows: list[asyncpg.Record]) -> list[str]:
+    return [row["event_id"] for row in rows]
+
+
+def _as_checked(row: asyncpg.Record, invitation: InvitationNow) -> dict[str, object]:
+    """A claimed row with its invitation as it is now, as `why_not_send` reads it."""
+    return {
+        "event_id": row["event_id"],
+        "expires_at": row["expires_at"],
+        "invitation_status": invitation.status,
+        "current_event_id": invitation.current_event_id,
+    }
 
 
 async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:

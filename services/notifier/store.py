@@ -40,6 +40,23 @@ class NewDelivery:
     sequence: int
 
 
+@dataclass(frozen=True)
+class InvitationNow:
+    """A claimed delivery's invitation as the projection knows it now (what `why_not_send` reads)."""
+
+    status: str | None
+    current_event_id: str | None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one settlement found: whether the row was still this claim's (`held`), and the batch's
+    following row's invitation now, or None when that row is no longer this claim's (or none was asked)."""
+
+    held: bool
+    following: InvitationNow | None
+
+
 def _count(status: str) -> int:
     """The row count of an asyncpg command status (`UPDATE 3`)."""
     return int(status.split()[-1])
@@ -112,27 +129,12 @@ class DeliveryStore:
         """For the rest of this transaction: every send in progress has settled, and none starts."""
         await connection.execute("SELECT pg_advisory_xact_lock($1)", SENDING_LOCK)
 
-    async def claim(self, connection: asyncpg.Connection, now: datetime, stale_before: datetime) -> asyncpg.Record | None:
-        """The oldest due delivery, locked (`SKIP LOCKED`: several senders never take the same one),
-        with its invitation's state now: `pending` and due, or `sending` since before `stale_before`."""
-        return await connection.fetchrow(
-            f"""SELECT d.*, i.status AS invitation_status, i.current_event_id
-                FROM {self._table} AS d
-                LEFT JOIN "{self.schema}".invitations AS i ON i.invitation_id = d.invitation_id
-                WHERE d.event_id = (
-                    SELECT event_id FROM {self._table}
-                    WHERE (status = {_PENDING} AND next_attempt_at <= $1) OR (status = {_SENDING} AND claimed_at <= $2)
-                    ORDER BY occurred_at, event_id
-                    LIMIT 1
-                    FOR UPDATE SKIP LOCKED)""",
-            now,
-            stale_before,
-        )
-
     async def claim_batch(
         self, connection: asyncpg.Connection, now: datetime, stale_before: datetime, limit: int
     ) -> list[asyncpg.Record]:
-        """`claim`, for up to `limit` of the oldest due deliveries at once, oldest first."""
+        """Up to `limit` of the oldest due deliveries, oldest first, locked (`SKIP LOCKED`: several senders
+        never take the same one), with their invitations' state now: `pending` and due, or `sending` since
+        before `stale_before`."""
         rows: list[asyncpg.Record] = await connection.fetch(
             f"""WITH due AS (
                     SELECT event_id FROM {self._table}
@@ -155,13 +157,6 @@ class DeliveryStore:
             f"UPDATE {self._table} SET status = {_SKIPPED}, reason = $2 WHERE event_id = $1", event_id, reason
         )
 
-    async def mark_sending(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> None:
-        await connection.execute(
-            f"UPDATE {self._table} SET status = {_SENDING}, attempts = attempts + 1, claimed_at = $2 WHERE event_id = $1",
-            event_id,
-            now,
-        )
-
     async def mark_all_sending(self, connection: asyncpg.Connection, event_ids: list[str], now: datetime) -> None:
         await connection.execute(
             f"UPDATE {self._table} SET status = {_SENDING}, attempts = attempts + 1, claimed_at = $2 WHERE event_id = ANY($1)",
@@ -169,33 +164,94 @@ class DeliveryStore:
             now,
         )
 
-    async def release(self, connection: asyncpg.Connection, event_ids: list[str]) -> None:
+    # Settling a claimed row: only while it is still this claim's (`status = 'sending'` and the claim's
+    # `claimed_at`). A sender past its deadline may find that another took the row over (its
+    # `claimed_at` is later): it leaves it alone, so it never puts back or settles someone else's send.
+
+    async def release(self, connection: asyncpg.Connection, event_ids: list[str], claimed_at: datetime) -> None:
         """Claimed rows not tried after all: `pending` again as they were, due at once."""
         await connection.execute(
             f"""UPDATE {self._table} SET status = {_PENDING}, attempts = attempts - 1, claimed_at = NULL
-                WHERE event_id = ANY($1) AND status = {_SENDING}""",
+                WHERE event_id = ANY($1) AND status = {_SENDING} AND claimed_at = $2""",
             event_ids,
+            claimed_at,
         )
 
-    async def mark_sent(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> None:
-        await connection.execute(
-            f"UPDATE {self._table} SET status = {_SENT}, sent_at = $2, last_error = NULL WHERE event_id = $1", event_id, now
+    async def mark_sent(
+        self, connection: asyncpg.Connection, event_id: str, claimed_at: datetime, now: datetime, following: str | None
+    ) -> Settled:
+        return await self._settle(
+            connection, f"status = {_SENT}, sent_at = $4, last_error = NULL", event_id, claimed_at, following, now
         )
 
-    async def mark_failed(self, connection: asyncpg.Connection, event_id: str, error: str) -> None:
+    async def mark_failed(
+        self, connection: asyncpg.Connection, event_id: str, claimed_at: datetime, error: str, following: str | None
+    ) -> Settled:
         """Refused for good: waits to be dead-lettered."""
-        await connection.execute(
-            f"UPDATE {self._table} SET status = {_FAILED}, last_error = $2, dead_lettered = false WHERE event_id = $1",
-            event_id,
-            error,
+        return await self._settle(
+            connection, f"status = {_FAILED}, last_error = $4, dead_lettered = false", event_id, claimed_at, following, error
         )
 
-    async def retry_later(self, connection: asyncpg.Connection, event_id: str, error: str, at: datetime) -> None:
-        await connection.execute(
-            f"UPDATE {self._table} SET status = {_PENDING}, last_error = $2, next_attempt_at = $3 WHERE event_id = $1",
+    async def skip_claimed(
+        self, connection: asyncpg.Connection, event_id: str, claimed_at: datetime, reason: str, following: str | None
+    ) -> Settled:
+        """Claimed, then found not to be sent after all: `skipped`, its attempt given back (never tried)."""
+        return await self._settle(
+            connection,
+            f"status = {_SKIPPED}, reason = $4, attempts = attempts - 1, claimed_at = NULL",
             event_id,
+            claimed_at,
+            following,
+            reason,
+        )
+
+    async def retry_later(
+        self, connection: asyncpg.Connection, event_id: str, claimed_at: datetime, error: str, at: datetime
+    ) -> bool:
+        """`pending` again after a temporary failure, due `at`; False when the row was no longer this claim's."""
+        status = await connection.execute(
+            f"""UPDATE {self._table} SET status = {_PENDING}, last_error = $3, next_attempt_at = $4
+                WHERE event_id = $1 AND status = {_SENDING} AND claimed_at = $2""",
+            event_id,
+            claimed_at,
             error,
             at,
+        )
+        return _count(status) > 0
+
+    async def _settle(
+        self,
+        connection: asyncpg.Connection,
+        assignments: str,
+        event_id: str,
+        claimed_at: datetime,
+        following: str | None,
+        value: object,
+    ) -> Settled:
+        """Settles a claimed row (`assignments`, with `value` as $4) and, in the same statement, reads
+        the batch's `following` row as it is now (the sender checks it before it sends: no round trip
+        of its own). The data-modifying CTE runs whether or not its rows are read."""
+        row = await connection.fetchrow(
+            f"""WITH settled AS (
+                    UPDATE {self._table} SET {assignments}
+                    WHERE event_id = $1 AND status = {_SENDING} AND claimed_at = $2
+                    RETURNING event_id)
+                SELECT EXISTS (SELECT FROM settled) AS held, n.event_id IS NOT NULL AS following_held,
+                       i.status AS invitation_status, i.current_event_id
+                FROM (SELECT) AS one
+                LEFT JOIN {self._table} AS n ON n.event_id = $3 AND n.status = {_SENDING} AND n.claimed_at = $2
+                LEFT JOIN "{self.schema}".invitations AS i ON i.invitation_id = n.invitation_id""",
+            event_id,
+            claimed_at,
+            following,
+            value,
+        )
+        assert row is not None
+        if not row["following_held"]:
+            return Settled(held=row["held"], following=None)
+        return Settled(
+            held=row["held"],
+            following=InvitationNow(status=row["invitation_status"], current_event_id=row["current_event_id"]),
         )
 
     async def not_yet_dead_lettered(self, connection: asyncpg.Connection) -> list[asyncpg.Record]:
