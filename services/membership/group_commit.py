@@ -32,7 +32,9 @@ class GroupCommit:
         self._record = record
         self.listeners: list[Callable[[Sequence[Saved]], None]] = []
         self._waiting: list[tuple[Decision, asyncio.Future[None]]] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._flushers: set[asyncio.Task[None]] = set()  # held, so that a running flusher is never collected
+        self._flushing = 0  # flushers not yet returned: counted in the flusher itself, not by a done-callback,
+        # which runs a moment after it returned (a decision arriving then would find no flusher to take it)
         self._in_flight = in_flight
         self._gathering = False  # one flusher at a time gathers the next batch
         self._last_batch = 1
@@ -43,13 +45,20 @@ class GroupCommit:
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((decision, done))
         self._arrived.set()
-        if not self._gathering and len(self._flushers) < self._in_flight:
+        if not self._gathering and self._flushing < self._in_flight:
+            self._flushing += 1
             flusher = asyncio.create_task(self._flush())
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
         await done
 
     async def _flush(self) -> None:
+        try:
+            await self._flush_while_waiting()
+        finally:
+            self._flushing -= 1
+
+    async def _flush_while_waiting(self) -> None:
         while self._waiting and not self._gathering:
             self._gathering = True
             try:

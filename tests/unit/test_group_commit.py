@@ -60,6 +60,22 @@ async def test_a_second_save_is_sent_while_the_first_commits_and_a_third_waits_f
     assert [3] in store.batches  # it waited, then went alone
 
 
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_a_decision_submitted_as_the_last_flusher_returns_is_still_saved(in_flight):
+    """The caller answered by a save submits its next decision at once: before the flusher's task has
+    finished in the loop's eyes. It must not find that flusher counted as one still to take it."""
+    store = SlowStore()
+    store.release.set()
+    commit = GroupCommit(store.record, in_flight=in_flight)
+
+    async def one_after_the_other() -> None:
+        for n in range(5):
+            await commit.submit(decision(n))
+
+    await asyncio.wait_for(one_after_the_other(), timeout=10)
+    assert [n for batch in store.batches for n in batch] == [0, 1, 2, 3, 4]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     arrivals=st.lists(st.floats(min_value=0, max_value=0.004), min_size=1, max_size=30),
