@@ -131,3 +131,19 @@ async def test_a_failure_of_the_store_reaches_every_decision_of_its_batch(in_fli
     commit = GroupCommit(record, in_flight=in_flight)
     outcomes = await asyncio.gather(*(commit.submit(decision(n)) for n in range(3)), return_exceptions=True)
     assert all(isinstance(outcome, OSError) for outcome in outcomes)
+
+
+async def test_one_short_batch_does_not_teach_the_next_gathering_to_wait_for_fewer():
+    store = SlowStore()
+    store.release.set()
+    commit = GroupCommit(store.record, in_flight=1)
+    await asyncio.gather(*(commit.submit(decision(n)) for n in range(16)))
+    await commit.submit(decision(16))  # a straggler: saved alone, after the linger
+    assert store.batches[-2:] == [list(range(16)), [16]]
+
+    async def arrive(n: int) -> None:
+        await asyncio.sleep(0.0002 * (n - 17))  # twelve arrive within the linger, one by one
+        await commit.submit(decision(n))
+
+    await asyncio.gather(*(arrive(n) for n in range(17, 29)))
+    assert store.batches[-1] == list(range(17, 29))  # waited for them, not for one
