@@ -60,8 +60,9 @@ def period_starts(anchor: datetime, after: datetime, until: datetime) -> list[da
 
     Counted from the period holding `after`, not walked from the anchor: an organization years
     old would otherwise pay a month of the walk for every month of its age on each event."""
-    # Start k falls in the month of `after`, start k - 1 in the month before: one step at most.
-    k = max(1, (after.year - anchor.year) * 12 + (after.month - anchor.month))
+    # Start k falls in the month of `after` (in the anchor's calendar) or the one before; `after` read in
+    # another zone can name the next month, so begin one period earlier and step forward (two steps at most).
+    k = max(1, (after.year - anchor.year) * 12 + (after.month - anchor.month) - 1)
     while add_months(anchor, k) <= after:
         k += 1
     starts = []

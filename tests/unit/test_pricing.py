@@ -276,3 +276,19 @@ def test_period_starts_from_a_31st_anchor_through_february() -> None:
         datetime(2025, 4, 30, 10, tzinfo=UTC),
         datetime(2025, 5, 31, 10, tzinfo=UTC),
     ]
+
+
+def test_period_starts_after_an_instant_read_in_a_zone_ahead_of_the_anchor_s_miss_no_start() -> None:
+    """`after` in UTC+2 names February while, in the anchor's UTC, it is still 31 January: the start of
+    31 January 23:00 must still be found."""
+    anchor = datetime(2024, 12, 31, 23, 0, tzinfo=UTC)
+    after = datetime(2025, 2, 1, 0, 30, tzinfo=timezone(timedelta(hours=2)))  # 2025-01-31 22:30 UTC
+    until = datetime(2025, 3, 31, 0, 0, tzinfo=UTC)
+    assert (
+        period_starts(anchor, after, until)
+        == _walked_starts(anchor, after, until)
+        == [
+            datetime(2025, 1, 31, 23, 0, tzinfo=UTC),
+            datetime(2025, 2, 28, 23, 0, tzinfo=UTC),
+        ]
+    )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from shared.contract import events as ev
@@ -25,6 +25,7 @@ _steps = st.lists(
 
 
 @given(keep=st.integers(1, 30), steps=_steps)
+@example(keep=5, steps=[("record", [0.3, 0.1]), ("ask", 99), ("record", [0.9]), ("ask", 99)])  # asked, then changed
 def test_the_percentiles_are_those_of_the_window_sorted_afresh_whatever_was_asked_before(keep, steps) -> None:
     recorder, window, count = LagRecorder(keep=keep), [], 0
     for step, value in steps:
