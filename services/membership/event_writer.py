@@ -36,7 +36,9 @@ Saved = list[tuple[int, OrganizationEvent]]  # notification id and event, in not
 
 # A connection lost mid-save is opened again and the whole transaction tried again: if the lost one
 # had committed, the retry is refused (the versions are taken) and the runner finds the record.
-ATTEMPTS = 3
+# After PostgreSQL restarts, every idle connection of the pool is stale: one attempt each, then a new one.
+CONNECTIONS = 2
+ATTEMPTS = CONNECTIONS + 2
 REFUSALS = (asyncpg.UniqueViolationError, asyncpg.CardinalityViolationError)
 LOST = (
     asyncpg.PostgresConnectionError,
@@ -104,7 +106,7 @@ class EventInserter:
         database_url: str,
         command_retention: timedelta,
         snapshots_table: str | None = None,
-        connections: int = 2,
+        connections: int = CONNECTIONS,
     ) -> None:
         """`snapshots_table` is the library's snapshot store (an aggregate recorder's table), when there is one."""
         self._database_url = database_url
