@@ -73,17 +73,22 @@ def envelope_sender(mail_from: str) -> str:
     return parseaddr(mail_from)[1] or mail_from
 
 
-def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_secret: str, now: datetime) -> OutgoingEmail:
-    """Raises UnmailableAddress when the stored recipient cannot be mailed as it is."""
-    recipient = mailable_address(invitation.recipient)
+def template_values(invitation: Invitation, public_url: str, server_secret: str) -> dict[str, object]:
+    """What the templates show: the names made one line, the accept link with its token, the expiry."""
     token = invitation_token(server_secret, invitation.invitation_id, invitation.expires_at)
-    values = {
+    return {
         "inviter": display_text(invitation.inviter),
         "org_name": display_text(invitation.org_name),
         "link": accept_link(public_url, invitation.invitation_id, token),
         "expires": invitation.expires_at.astimezone(UTC).strftime("%A %d %B %Y, %H:%M UTC"),
         "resent": invitation.resent,
     }
+
+
+def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_secret: str, now: datetime) -> OutgoingEmail:
+    """Raises UnmailableAddress when the stored recipient cannot be mailed as it is."""
+    recipient = mailable_address(invitation.recipient)
+    values = template_values(invitation, public_url, server_secret)
     content = mime.multipart_alternative(
         [
             ("From", from_header(mail_from)),  # the operator's setting, not user input: parsed once

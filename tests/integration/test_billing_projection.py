@@ -36,6 +36,17 @@ class Billing:
         )
         self.read_model = BillingReadModel(pool, LIVE_SCHEMA)
 
+    async def rebuild(self):
+        """`billing.admin.rebuild`'s work: replay into a shadow schema, swap it in, renew what fell due."""
+        return await rebuild(
+            self.js,
+            self.pool,
+            BillingProjection("billing_rebuild"),
+            LIVE_SCHEMA,
+            self.consumer.paused,
+            finish=self.renewals.renew_in,
+        )
+
     async def ledger(self) -> list[tuple]:
         rows = await self.pool.fetch(f"SELECT * FROM {LIVE_SCHEMA}.charges ORDER BY charge_id")
         return [tuple(row) for row in rows]
@@ -111,14 +122,7 @@ async def test_a_rebuilt_ledger_equals_the_live_one_row_for_row(billing):
     live_ledger, live_accounts = await billing.ledger(), await billing.accounts()
     live_indexes = await indexes(billing.pool, LIVE_SCHEMA)
     assert len(live_ledger) > 40
-    report = await rebuild(
-        billing.js,
-        billing.pool,
-        BillingProjection("billing_rebuild"),
-        LIVE_SCHEMA,
-        billing.consumer.paused,
-        finish=billing.renewals.renew_in,
-    )
+    report = await billing.rebuild()
     assert report.events == sum(len(h.events) for h in histories)
     assert await billing.ledger() == live_ledger
     assert await billing.accounts() == live_accounts

@@ -17,11 +17,10 @@ import nats
 import pytest
 
 import shared.rebuild
-from services.billing.projection import LIVE_SCHEMA, BillingProjection
+from services.billing.projection import LIVE_SCHEMA
 from shared.bus import declare_streams
 from shared.clock import FixedClock
 from shared.consumer import prepare
-from shared.rebuild import rebuild
 from tests.integration.histories import OrgHistory, publish
 from tests.integration.test_billing_projection import Billing
 
@@ -59,14 +58,7 @@ class StoppableBilling(Billing):
 
     async def rebuilt_equals_live(self) -> None:
         live_ledger, live_accounts = await self.ledger(), await self.accounts()
-        await rebuild(
-            self.js,
-            self.pool,
-            BillingProjection("billing_rebuild"),
-            LIVE_SCHEMA,
-            self.consumer.paused,
-            finish=self.renewals.renew_in,
-        )
+        await self.rebuild()
         assert await self.ledger() == live_ledger
         assert await self.accounts() == live_accounts
 
@@ -175,14 +167,7 @@ async def test_a_rebuild_over_many_replay_batches_equals_the_live_ledger_across_
 
     live_ledger, live_accounts = await billing.ledger(), await billing.accounts()
     assert sum(1 for row in live_ledger if "seat_renewal" in row) == len(histories)
-    report = await rebuild(
-        billing.js,
-        billing.pool,
-        BillingProjection("billing_rebuild"),
-        LIVE_SCHEMA,
-        billing.consumer.paused,
-        finish=billing.renewals.renew_in,
-    )
+    report = await billing.rebuild()
     assert report.events == sum(len(h.events) for h in histories)
     assert await billing.ledger() == live_ledger
     assert await billing.accounts() == live_accounts

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from email import policy
 from email.header import Header
 from email.message import EmailMessage
@@ -13,8 +13,7 @@ from email.utils import format_datetime
 from aiosmtplib.email import flatten_message
 
 from services.notifier.headers import MAX_HEADER_TEXT_CHARS, display_text, mailable_address
-from services.notifier.mail import _NOT_IN_AN_ID, Invitation, _templates, message_id, subject
-from shared.invitations import accept_link, invitation_token
+from services.notifier.mail import _NOT_IN_AN_ID, Invitation, _templates, message_id, subject, template_values
 
 
 def _encoded_words(name: str, text: str) -> str:
@@ -25,14 +24,7 @@ def compose_with_the_email_package(
     invitation: Invitation, *, mail_from: str, public_url: str, server_secret: str, now: datetime
 ) -> bytes:
     recipient = mailable_address(invitation.recipient)
-    token = invitation_token(server_secret, invitation.invitation_id, invitation.expires_at)
-    values = {
-        "inviter": display_text(invitation.inviter),
-        "org_name": display_text(invitation.org_name),
-        "link": accept_link(public_url, invitation.invitation_id, token),
-        "expires": invitation.expires_at.astimezone(UTC).strftime("%A %d %B %Y, %H:%M UTC"),
-        "resent": invitation.resent,
-    }
+    values = template_values(invitation, public_url, server_secret)  # the same values: the writing is under test
     message = EmailMessage(policy.default)
     message.set_raw(*policy.default.header_store_parse("From", mail_from))
     message.set_raw("To", recipient)
