@@ -61,6 +61,25 @@ class Decision:
         return bool(self.recorded)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What decisions saved together write in their transaction: their events in order, their command
+    records, and the organization of each new invitation."""
+
+    events: list[OrganizationEvent]
+    records: list[CommandRecord]
+    invitation_orgs: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, decisions: Sequence[Decision]) -> Batch:
+        events = [event for decision in decisions for event in decision.recorded]
+        return cls(
+            events,
+            [d.record for d in decisions if d.record is not None],
+            [(e.invitation_id, e.org_id) for e in events if isinstance(e, MemberInvited)],
+        )
+
+
 def require_sensible_at(command: cmd.Command, now: datetime) -> None:
     """The part of the body's shape that depends on the time: checked first, like the rest of the shape."""
     if isinstance(command, cmd.CreateApiKey) and command.expires_at is not None and command.expires_at <= now:
@@ -291,15 +310,10 @@ class MembershipApplication(Application):
         """Saves the events and command records of several decisions in one transaction (group commit);
         only then do their organizations become the cached ones. Returns the events saved, in
         notification order, and gives each decision its own (`Decision.saved`: for the relay)."""
-        records = [d.record for d in decisions if d.record is not None]
-        invitation_orgs = [
-            (event.invitation_id, event.org_id) for d in decisions for event in d.recorded if isinstance(event, MemberInvited)
-        ]
+        batch = Batch.of(decisions)
         # The events themselves, not the organizations: collecting an organization's events empties it, so a
         # batch the store refused would leave nothing to save when its decisions are saved one by one.
-        recordings = self.save(
-            *(event for d in decisions for event in d.recorded), command_records=records, invitation_orgs=invitation_orgs
-        )
+        recordings = self.save(*batch.events, command_records=batch.records, invitation_orgs=batch.invitation_orgs)
         saved = [(r.notification.id, cast(OrganizationEvent, r.domain_event)) for r in recordings]
         self.adopt_saved(decisions, saved)
         return saved

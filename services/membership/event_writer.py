@@ -26,13 +26,10 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
-from .application import Decision, MembershipApplication
-from .domain.events import MemberInvited, OrganizationEvent
+from .application import Batch, Decision, MembershipApplication, Saved
 from .domain.organization import Organization
 from .idempotency import CommandRecord
 from .recorders import PostgresCommandRecorder
-
-Saved = list[tuple[int, OrganizationEvent]]  # notification id and event, in notification order
 
 # A connection lost mid-save is opened again and the whole transaction tried again: if the lost one
 # had committed, the retry is refused (the versions are taken) and the runner finds the record.
@@ -71,15 +68,15 @@ class EventWriter:
             snapshots_table=snapshots.events_table_name if isinstance(snapshots, PostgresAggregateRecorder) else None,
         )
 
-    async def save(self, decisions: Sequence[Decision]) -> Saved:
+    async def save(self, decisions: Sequence[Decision]) -> list[Saved]:
         """Saves the decisions' events and records in one transaction; then their organizations are the cached ones."""
-        events = [event for decision in decisions for event in decision.recorded]
+        batch = Batch.of(decisions)
         notification_ids = await self.inserter.insert_events(
-            [self._app.mapper.to_stored_event(event) for event in events],
-            command_records=[d.record for d in decisions if d.record is not None],
-            invitation_orgs=[(e.invitation_id, e.org_id) for e in events if isinstance(e, MemberInvited)],
+            [self._app.mapper.to_stored_event(event) for event in batch.events],
+            command_records=batch.records,
+            invitation_orgs=batch.invitation_orgs,
         )
-        saved = list(zip(notification_ids, events, strict=True))
+        saved = list(zip(notification_ids, batch.events, strict=True))
         self._app.adopt_saved(decisions, saved)
         return saved
 

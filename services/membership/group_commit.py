@@ -24,7 +24,7 @@ LINGER_SECONDS = 0.002
 # Saves in flight at once: while one commits, the next batch gathers and is sent; the store's table lock
 # orders their events, and each save's listeners hear of it as it completes.
 IN_FLIGHT = 2
-BATCH_MEMORY = 0.9  # how much of the largest recent batch a gathering still waits for, one save later
+BATCH_MEMORY_TENTHS = 9  # tenths of the largest recent batch a gathering still waits for, one save later
 
 
 class GroupCommit:
@@ -38,7 +38,7 @@ class GroupCommit:
         # which runs a moment after it returned (a decision arriving then would find no flusher to take it)
         self._in_flight = in_flight
         self._gathering = False  # one flusher at a time gathers the next batch
-        self._batch_to_wait_for = 1.0
+        self._batch_to_wait_for = 1
         self._arrived = asyncio.Event()
 
     async def submit(self, decision: Decision) -> None:
@@ -69,7 +69,7 @@ class GroupCommit:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             # The largest recent batch, forgotten slowly: one short batch (a straggler) does not teach the
             # next gathering to wait for fewer, which would settle into a rhythm of small saves.
-            self._batch_to_wait_for = max(float(len(batch)), self._batch_to_wait_for * BATCH_MEMORY)
+            self._batch_to_wait_for = max(len(batch), self._batch_to_wait_for * BATCH_MEMORY_TENTHS // 10)
             try:
                 await self._saved([decision for decision, _ in batch])
             except IntegrityError:
@@ -90,7 +90,7 @@ class GroupCommit:
         """Waits, at most LINGER_SECONDS, until as many decisions wait as recent saves took: at low load
         (saves of one) not at all."""
         deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
-        while len(self._waiting) < min(int(self._batch_to_wait_for), MAX_BATCH):
+        while len(self._waiting) < min(self._batch_to_wait_for, MAX_BATCH):
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return
