@@ -56,7 +56,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     )
     relay_connection = await connect(settings.nats_url)
     access = AccessBucket(app, relay_connection.jetstream(), settings.stream_replicas, own.access_heartbeat_seconds)
-    relaying = Relay(app, relay_connection.jetstream(), settings.database_url, own.relay_batch_size, access=access)
+    relaying = Relay(app, relay_connection, settings.database_url, own.relay_batch_size, access=access)
     handlers.group_commit.listeners.append(relaying.offer)
     relay = asyncio.create_task(relaying.run())
     sampling = asyncio.create_task(telemetry.sample("membership", stopping, telemetry.relay_probe(relaying)))

@@ -23,7 +23,7 @@ from typing import cast
 import structlog
 from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from shared import subjects
@@ -33,6 +33,7 @@ from .access_bucket import AccessBucket
 from .application import MembershipApplication, Saved
 from .domain.events import OrganizationEvent
 from .publication import NOTIFICATION_HEADER, publication_of
+from .stream_publisher import Message, StreamPublisher
 
 RELAY_LOCK_KEY = 0x7EA3_0001
 ACK_TIMEOUT_SECONDS = 10.0
@@ -50,15 +51,17 @@ class Relay:
     def __init__(
         self,
         app: MembershipApplication,
-        js: JetStreamContext,
+        nc: NATS,
         database_url: str,
         batch_size: int = 256,
         access: AccessBucket | None = None,
     ) -> None:
-        """`access`, when given, is written under the same lock, after each batch is published."""
+        """`nc` is the relay's own connection; `access`, when given, is written under the same lock, after each
+        batch is published."""
         self.app = app
         self.access = access
-        self.js = js
+        self.js = nc.jetstream()
+        self.publisher = StreamPublisher(nc)
         self.database_url = database_url
         self.batch_size = batch_size
         self.position = 0
@@ -209,10 +212,10 @@ class Relay:
         return [(n.id, cast(OrganizationEvent, self.app.mapper.to_domain_event(n))) for n in notifications]
 
     async def _publish(self, saved: Sequence[Saved]) -> None:
-        pending = []
+        messages = []
         for notification_id, event in saved:
             publication = publication_of(event)
             headers = {"Nats-Msg-Id": publication.event_id, NOTIFICATION_HEADER: str(notification_id)}
-            pending.append(await self.js.publish_async(publication.subject, publication.body, headers=headers))
+            messages.append(Message(publication.subject, publication.body, headers))
         # An ack lost with the connection never comes: give up on the batch and resume from the stream.
-        await asyncio.wait_for(asyncio.gather(*pending), timeout=ACK_TIMEOUT_SECONDS)
+        await self.publisher.publish(messages, timeout=ACK_TIMEOUT_SECONDS)

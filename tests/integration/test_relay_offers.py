@@ -83,7 +83,7 @@ async def eventually(condition: Callable[[], Any], timeout: float = 30.0) -> Non
 @contextlib.asynccontextmanager
 async def relaying(app: MembershipApplication, nats_url: str, database_url: str) -> AsyncIterator[Relay]:
     nc = await connect(nats_url)
-    relay = Relay(app, nc.jetstream(), database_url, batch_size=8)
+    relay = Relay(app, nc, database_url, batch_size=8)
     task = asyncio.create_task(relay.run())
     try:
 
