@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -109,8 +108,8 @@ def membership_section(stack, commit: Figure) -> None:
 
 def whole_stack_section() -> None:
     """A stack of its own: all four services and the SMTP sink; every invitation past the included seats buys one."""
-    with bench_stack() as stack, tempfile.TemporaryDirectory(prefix="team-members-bench-mail-") as mail:
-        smtp = SmtpSink(Path(mail), free_port())
+    with bench_stack() as stack:
+        smtp = SmtpSink(stack.scratch / "mail", free_port())
         smtp.start()
         services = []
         try:
