@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import msgspec
@@ -22,6 +22,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from . import dead_letters, subjects, telemetry
 from .clock import Clock, SystemClock
@@ -29,6 +30,7 @@ from .contract.events import Envelope, decode_envelope, decode_typed_envelope
 from .dead_letters import DeadLetter
 from .metrics import LagRecorder
 from .partitions import Partition, original_subject
+from .pull import BatchPull
 
 log = structlog.get_logger()
 
@@ -130,33 +132,37 @@ class ProjectionConsumer:
             filter_subject=settings.partition.filter_subject,
         )
 
-    async def subscribe(self) -> Any:
-        return await self.js.pull_subscribe(
-            self.settings.partition.filter_subject,
-            durable=self.settings.durable,
-            stream=self.settings.partition.stream,
-            config=self.consumer_config(self.settings),
-        )
+    async def subscribe(self) -> BatchPull:
+        """The durable (created when missing, as configured) and a puller of batches from it."""
+        stream, durable = self.settings.partition.stream, self.settings.durable
+        try:
+            await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            await self.js.add_consumer(stream, self.consumer_config(self.settings))
+        pull = BatchPull(self.js._nc, stream, durable, self.js._prefix)
+        await pull.start()
+        return pull
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consumes until `stop` is set (within a second: the fetch timeout).
-
-        Not by cancelling: nats-py turns a cancellation inside `fetch` into a timeout."""
+        """Consumes until `stop` is set (within a second: a fetch's longest wait)."""
         async with self.pool.acquire() as connection:
             await prepare(connection, self.projection)
-        subscription = await self.subscribe()
-        while not stop.is_set():
-            async with self._turn:
-                await self._take_a_turn(subscription)
-
-    async def _take_a_turn(self, subscription: Any) -> None:
+        pull = await self.subscribe()
         try:
-            messages = await subscription.fetch(self.settings.batch_size, timeout=1.0)
-        except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
-            return
+            while not stop.is_set():
+                async with self._turn:
+                    await self._take_a_turn(pull)
+        finally:
+            await pull.stop()
+
+    async def _take_a_turn(self, pull: BatchPull) -> None:
+        try:
+            messages = await pull.fetch(self.settings.batch_size, timeout=1.0)
         except Exception as unavailable:  # NATS restarting, a cluster electing a leader: wait, fetch again
             log.warning("fetch failed; retrying", error=repr(unavailable))
             await asyncio.sleep(self.settings.retry_delay)
+            return
+        if not messages:
             return
         try:
             await self.handle(messages)

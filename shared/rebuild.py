@@ -26,6 +26,7 @@ from . import subjects
 from .consumer import Projection, ProjectionConsumer, apply_in_order, envelope_decoder, prepare
 from .contract.events import Envelope
 from .errors import Conflict
+from .pull import BatchPull
 
 log = structlog.get_logger()
 
@@ -139,7 +140,8 @@ class Replay:
         self.events = 0
         self.undecodable = 0
         self.position = 0
-        self._subscription: Any = None
+        self._consumer: str | None = None
+        self._pull: BatchPull | None = None
         self._next: asyncio.Task[Batch] | None = None
         self._decode = envelope_decoder(projection)
 
@@ -147,15 +149,21 @@ class Replay:
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0, max_ack_pending=-1
         )
-        self._subscription = await self.js.pull_subscribe(subjects.EVENTS_WILDCARD, stream=subjects.STREAM, config=config)
+        config.filter_subject = subjects.EVENTS_WILDCARD
+        self._consumer = (await self.js.add_consumer(subjects.STREAM, config)).name
+        self._pull = BatchPull(self.js._nc, subjects.STREAM, self._consumer, self.js._prefix)
+        await self._pull.start()
 
     async def stop(self) -> None:
         if self._next is not None:
             self._next.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._next
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
+        if self._pull is not None:
+            await self._pull.stop()
+        if self._consumer is not None:  # it would go by itself once inactive; no need to wait for that
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(subjects.STREAM, self._consumer)
 
     async def until(self, last_sequence: int) -> None:
         while self.position < last_sequence:
@@ -169,12 +177,11 @@ class Replay:
         return await (task if task is not None else self._fetch())
 
     async def _fetch(self) -> Batch:
+        assert self._pull is not None, "Replay.start first"
         while True:
-            try:
-                messages = await self._subscription.fetch(REPLAY_BATCH, timeout=2.0)
-            except TimeoutError:  # nats-py raises its own subclass, or the plain one on some paths
-                continue
-            return Batch.of(messages, self._decode)
+            messages = await self._pull.fetch(REPLAY_BATCH, timeout=2.0)
+            if messages:
+                return Batch.of(messages, self._decode)
 
     async def _apply(self, batch: Batch) -> None:
         async with self.pool.acquire() as connection, connection.transaction():

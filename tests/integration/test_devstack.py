@@ -90,6 +90,20 @@ def test_create_database_is_idempotent(postgres_server: PostgresServer) -> None:
         assert connection.execute("SELECT current_database()").fetchone() == ("created_twice",)
 
 
+def test_postgres_runs_with_its_settings_and_stays_durable(postgres_server: PostgresServer) -> None:
+    with psycopg.connect(postgres_server.dsn()) as connection:
+
+        def setting(name: str) -> str:
+            row = connection.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            assert row is not None
+            return str(row[0])
+
+        assert setting("autovacuum") == "on"
+        assert setting("autovacuum_naptime") == "10s"
+        # What the speed settings must never touch: a commit is on disk when it is acknowledged.
+        assert [setting(name) for name in ("fsync", "synchronous_commit", "full_page_writes")] == ["on", "on", "on"]
+
+
 @pytest.mark.parametrize("attempt", [1, 2])
 def test_each_test_gets_a_fresh_database(database_url: str, attempt: int) -> None:
     with psycopg.connect(database_url) as connection:
