@@ -97,20 +97,6 @@ MIGRATIONS = [
         CREATE UNIQUE INDEX deliveries_by_org ON {schema}.deliveries (org_id, sequence);
         """,
     ),
-    (
-        3,
-        # Every claim and settlement changes `status`, which the partial indexes' predicates read, so
-        # no update of a delivery is HOT: each one writes an entry into every index whose predicate
-        # the new row meets. Only `skip_pending` looks deliveries up by invitation, and only pending
-        # ones: indexed as such, a row gets no new entry there at its claim or its settlement.
-        # The table's dead row versions (two per email) are vacuumed once 1% of it has changed, not
-        # 20%: until then the claim's scan of `deliveries_to_send` steps over their dead entries.
-        """
-        DROP INDEX {schema}.deliveries_by_invitation;
-        CREATE INDEX deliveries_pending_by_invitation ON {schema}.deliveries (invitation_id) WHERE status = 'pending';
-        ALTER TABLE {schema}.deliveries SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
-        """,
-    ),
 ]
 
 
