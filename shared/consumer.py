@@ -113,8 +113,8 @@ class HeldConnection:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        connection = await self._get()
         try:
+            connection = await self._get()
             async with connection.transaction():
                 yield connection
         except BaseException:
@@ -122,7 +122,7 @@ class HeldConnection:
             raise
 
     async def _get(self) -> asyncpg.Connection:
-        if self._connection is not None and self._connection.is_closed():
+        if self._connection is not None and _lost(self._connection):
             await self.let_go()
         if self._connection is None:
             self._connection = await self.pool.acquire()
@@ -135,6 +135,13 @@ class HeldConnection:
                 await self.pool.release(connection)
             except Exception as failure:  # the pool terminated it; a new one comes with the next acquire
                 log.warning("held connection not reset; dropped", error=repr(failure))
+
+
+def _lost(connection: asyncpg.Connection) -> bool:
+    try:
+        return connection.is_closed()
+    except asyncpg.InterfaceError:  # terminated, asyncpg gave it back to the pool itself: lost too
+        return True
 
 
 class ProjectionConsumer:

@@ -217,3 +217,16 @@ async def test_a_lost_connection_is_replaced_and_no_event_is_dead_lettered(stack
         await publish(js, envelope("org-i", sequence))
     assert await applied(pool, 4) == [("org-i", n) for n in range(1, 5)]
     assert await dead_letters(js, "applied-log") == []
+
+
+async def test_after_postgresql_is_killed_and_restarted_the_next_events_apply(stack, postgres_server):
+    """The held connection died with the server: the next batch takes a new one, nothing is dead-lettered."""
+    js, pool, _ = stack
+    await publish(js, envelope("org-j", 1))
+    assert await applied(pool, 1) == [("org-j", 1)]
+    postgres_server.kill()
+    await asyncio.to_thread(postgres_server.start)
+    for sequence in (2, 3):
+        await publish(js, envelope("org-j", sequence))
+    assert await applied(pool, 3) == [("org-j", n) for n in range(1, 4)]
+    assert await dead_letters(js, "applied-log") == []
