@@ -5,7 +5,7 @@ multipart/alternative of a text/plain and a text/html part.
 What goes to SMTP is 7-bit ASCII with CRLF line ends, every line within 78 octets but the `To`
 header's (a 254-character address at most, far below SMTP's 998): each part is UTF-8 in
 quoted-printable, and the boundary is random and checked against both encoded parts. Dot-stuffing is
-left to the SMTP client (aiosmtplib doubles a leading `.` of every line of the bytes it sends).
+left to the SMTP client (`smtp_session.py` doubles a leading `.` of every line of the bytes it sends).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from .mail import OutgoingEmail
+from .smtp_session import Session
 
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
@@ -80,15 +81,16 @@ def parse_smtp_url(url: str) -> SmtpUrl:
 
 
 class Mailer:
-    """One SMTP connection, kept while there is mail to send and closed when idle."""
+    """One SMTP connection, kept while there is mail to send and closed when idle. aiosmtplib opens
+    it (connect, EHLO, STARTTLS, login); the emails go through our own `Session` on it."""
 
     def __init__(self, url: SmtpUrl, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._client: aiosmtplib.SMTP | None = None
+        self._session: Session | None = None
 
     async def send(self, email: OutgoingEmail) -> None:
-        reused = self._client is not None and self._client.is_connected
+        reused = self._session is not None and self._session.is_connected
         try:
             await self._send(email)
         except aiosmtplib.SMTPServerDisconnected:
@@ -101,18 +103,20 @@ class Mailer:
             raise
 
     async def _send(self, email: OutgoingEmail) -> None:
-        if self._client is None or not self._client.is_connected:
+        if self._session is None or not self._session.is_connected:
             client = aiosmtplib.SMTP(**self.url.client_options(self.timeout))
             await client.connect()
-            self._client = client
+            self._session = await Session.take_over(client)
         # the envelope is given, never extracted from the headers; the bytes are 7-bit, as written
-        await self._client.sendmail(email.envelope_from, [email.envelope_to], email.content)
+        await self._session.send(email.envelope_from, email.envelope_to, email.content)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is None or not client.is_connected:
+        session, self._session = self._session, None
+        if session is None or not session.is_connected:
+            if session is not None:
+                session.close()
             return
         try:
-            await asyncio.wait_for(client.quit(), timeout=2)
+            await asyncio.wait_for(session.quit(), timeout=2)
         except Exception:
-            client.close()
+            session.close()

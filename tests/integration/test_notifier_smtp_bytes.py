@@ -1,4 +1,4 @@
-"""The bytes `mime.py` writes, through the notifier's `Mailer` (aiosmtplib's `sendmail`) to the real
+"""The bytes `mime.py` writes, through the notifier's `Mailer` (its own pipelined transaction) to the real
 SMTP sink: the server receives exactly them (the client dot-stuffs every line that starts with `.`,
 the server takes the dots back off), and they read back as our headers and parts."""
 

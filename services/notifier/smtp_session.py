@@ -1,0 +1,243 @@
+"""One email's SMTP transaction of our own, on a connection aiosmtplib opened.
+
+aiosmtplib connects, says EHLO, upgrades with STARTTLS and logs in; then `Session.take_over` takes
+the connection's transport and sends MAIL, RCPT and DATA itself: all three in one write when the
+server advertises PIPELINING (RFC 2920), so an email costs two round trips instead of four (and
+none of aiosmtplib's per-message work: its protocol reads one reply per write, normalises the line
+ends of the whole message twice and parses both addresses again).
+
+A failure is raised as the exception aiosmtplib's `sendmail` raises for it, so `deliveries.py`
+classifies it alike: `SMTPSenderRefused` (MAIL), `SMTPRecipientsRefused` (RCPT), `SMTPDataError`
+(DATA, or the message's final reply), `SMTPResponseException(-1, ...)` for a malformed reply and
+`SMTPServerDisconnected` for a lost connection. The replies are weighed in the order of the
+commands, as if they had been sent one at a time: a refused MAIL is the error even when the server
+then drops the connection. After a refusal the envelope is reset (RSET), as aiosmtplib does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from collections import deque
+from typing import cast
+
+import aiosmtplib
+from aiosmtplib import SMTPServerDisconnected
+from aiosmtplib.email import quote_address
+
+from .smtp_replies import Reply, ReplyReader
+
+OK = 250
+WILL_FORWARD = 251
+START_INPUT = 354
+# what an address must not hold to go into a command line as it is
+_NOT_IN_AN_ENVELOPE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
+
+
+class _Connection(asyncio.Protocol):
+    """The transport's protocol once the session holds it: replies parsed as they arrive, queued
+    in order, and taken one at a time by whoever waits for them."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport: asyncio.Transport | None = transport
+        self._reader = ReplyReader()
+        self._replies: deque[Reply] = deque()
+        self._expected = 0  # replies owed to commands written; other data is dropped, as aiosmtplib does
+        self._waiter: asyncio.Future[None] | None = None
+        self._broken: BaseException | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing() and self._broken is None
+
+    def write(self, commands: bytes, replies: int) -> None:
+        if self.transport is None or not self.is_connected:
+            raise SMTPServerDisconnected("Connection lost")
+        self._expected += replies
+        self.transport.write(commands)
+
+    async def reply(self) -> Reply:
+        while not self._replies:
+            if self._broken is not None:
+                raise self._broken
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._expected -= 1
+        return self._replies.popleft()
+
+    def data_received(self, data: bytes) -> None:
+        if self._expected == 0 or self._broken is not None:
+            return
+        try:
+            self._replies.extend(self._reader.feed(data))
+        except aiosmtplib.SMTPResponseException as malformed:
+            self._break(malformed)
+            return
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._break(SMTPServerDisconnected("Unexpected EOF received"))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        lost = SMTPServerDisconnected("Connection lost")
+        lost.__cause__ = exc
+        self._break(lost)
+        self.transport = None
+
+    def _break(self, error: BaseException) -> None:
+        if self._broken is None:
+            self._broken = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Session:
+    """An SMTP connection past its greeting, EHLO, STARTTLS and login, sending one email at a time."""
+
+    def __init__(self, connection: _Connection, *, pipelining: bool, size: bool) -> None:
+        self._connection = connection
+        self.pipelining = pipelining
+        self.size = size
+
+    @classmethod
+    async def take_over(cls, client: aiosmtplib.SMTP) -> Session:
+        """The connection `client` opened, greeted with EHLO (HELO if refused; as its `sendmail`
+        does), from now on ours alone (`client` is done with)."""
+        try:
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
+            transport = cast(asyncio.Transport | None, client.transport)
+            if transport is None or not client.is_connected:
+                raise SMTPServerDisconnected("Connection lost")
+        except BaseException:
+            client.close()
+            raise
+        connection = _Connection(transport)
+        transport.set_protocol(connection)
+        return cls(connection, pipelining=client.supports_extension("pipelining"), size=client.supports_extension("size"))
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection.is_connected
+
+    async def send(self, sender: str, recipient: str, content: bytes) -> None:
+        """`content` (7-bit, CRLF line ends, as `mime.py` writes it) to `recipient`, an address
+        `headers.mailable_address` accepted; raises as aiosmtplib's `sendmail` would."""
+        if _NOT_IN_AN_ENVELOPE_ADDRESS.search(recipient):
+            raise ValueError("the recipient cannot go into RCPT TO as it is")
+        content = _crlf_lines(content)
+        mail = b"MAIL FROM:" + _quoted_sender(sender) + (b" SIZE=%d" % len(content) if self.size else b"")
+        envelope = [mail, b"RCPT TO:<" + recipient.encode("ascii") + b">", b"DATA"]
+        replies = await self._exchange(envelope)
+        refusal = _refusal(replies, sender, recipient)
+        if refusal is not None:
+            if len(replies) == 3 and replies[2].code == START_INPUT:  # a server that took DATA regardless
+                await self._exchange([b"."])
+            await self._reset()
+            raise refusal
+        self._connection.write(_dot_stuffed(content) + b".\r\n", 1)
+        final = await self._connection.reply()
+        if final.code != OK:
+            await self._reset()
+            raise aiosmtplib.SMTPDataError(final.code, final.message)
+
+    async def _exchange(self, commands: list[bytes]) -> list[Reply]:
+        """The replies to `commands`: all written at once with PIPELINING, else one at a time until
+        one is refused. A lost connection or a malformed reply after a refusal raises the refusal."""
+        replies: list[Reply] = []
+        if self.pipelining:
+            self._connection.write(b"".join(command + b"\r\n" for command in commands), len(commands))
+        for command in commands:
+            if not self.pipelining:
+                self._connection.write(command + b"\r\n", 1)
+            try:
+                replies.append(await self._connection.reply())
+            except aiosmtplib.SMTPException:
+                if replies and _refused(replies[-1], len(replies) - 1):
+                    return replies
+                raise
+            if not self.pipelining and _refused(replies[-1], len(replies) - 1):
+                return replies
+        return replies
+
+    async def _reset(self) -> None:
+        """RSET after a refusal, so the connection can carry the next email; its own failure is not
+        the error (the refusal is), and a lost connection is found by the next send."""
+        if not self._connection.is_connected:
+            return
+        try:
+            self._connection.write(b"RSET\r\n", 1)
+            await self._connection.reply()
+        except (ConnectionError, aiosmtplib.SMTPException):
+            self._connection.close()
+
+    async def quit(self) -> None:
+        try:
+            self._connection.write(b"QUIT\r\n", 1)
+            await self._connection.reply()
+        finally:
+            self._connection.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _refused(reply: Reply, position: int) -> bool:
+    """Whether the reply to the `position`-th command of MAIL, RCPT, DATA refuses it."""
+    if position == 0:
+        return reply.code != OK
+    if position == 1:
+        return reply.code not in (OK, WILL_FORWARD)
+    return reply.code != START_INPUT
+
+
+def _refusal(replies: list[Reply], sender: str, recipient: str) -> aiosmtplib.SMTPException | None:
+    """The error of the first refused command of MAIL, RCPT, DATA, as aiosmtplib raises it, or None."""
+    for position, reply in enumerate(replies):
+        if not _refused(reply, position):
+            continue
+        if position == 0:
+            return aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+        if position == 1:
+            return aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)])
+        return aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _quoted_sender(sender: str) -> bytes:
+    """`<address>` as aiosmtplib writes MAIL FROM (one setting: parsed once)."""
+    quoted = quote_address(sender).encode("ascii")
+    if _NOT_IN_AN_ENVELOPE_ADDRESS.search(quoted[1:-1].decode("ascii")):
+        raise ValueError("MAIL_FROM's address cannot go into MAIL FROM as it is")
+    return quoted
+
+
+def _crlf_lines(content: bytes) -> bytes:
+    """`content` with CRLF line ends and a final CRLF, as DATA carries it. `mime.py` writes it so;
+    aiosmtplib's rewriting is kept only for bytes that are not (counting is cheaper)."""
+    crlfs = content.count(b"\r\n")
+    if content.count(b"\r") == crlfs == content.count(b"\n") and content.endswith(b"\r\n"):
+        return content
+    return aiosmtplib.protocol.normalize_message_line_endings(content)
+
+
+def _dot_stuffed(content: bytes) -> bytes:
+    """Every line that starts with `.` gets another (RFC 5321 4.5.2)."""
+    stuffed = content.replace(b"\r\n.", b"\r\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
