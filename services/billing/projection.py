@@ -83,6 +83,9 @@ class BillingProjection:
     # A rebuild's replay writes the ledger without this index and builds it once afterwards
     # (`shared/rebuild.py`): one sort instead of a b-tree insertion per charge. Migration 1's own.
     deferred_indexes: ClassVar[dict[str, str]] = {"charges_by_org": CHARGES_BY_ORG}
+    # The live consumer's largest batch (`shared/projector.py`): a batch is a handful of statements whatever
+    # its size, so catching up goes in fewer transactions; a consumer that keeps up still gets small ones.
+    consumer_batch: ClassVar[int] = 500
 
     def __init__(self, schema: str = LIVE_SCHEMA) -> None:
         self.schema = schema
