@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import subjects
-from .consumer import Projection, ProjectionConsumer, apply_in_order, envelope_decoder, prepare
+from .consumer import WAIT, Projection, ProjectionConsumer, apply_in_order, envelope_decoder, prepare
 from .contract.events import Envelope
 from .errors import Conflict
 from .pull import BatchPull
@@ -32,6 +32,10 @@ log = structlog.get_logger()
 
 REPLAY_BATCH = 2000
 Finish = Callable[[asyncpg.Connection, Any], Awaitable[None]]
+
+
+class ReplayGap(Conflict):
+    """The stream lacks an organization's earlier events: the shadow cannot be whole, so no swap."""
 
 
 @dataclass(frozen=True)
@@ -184,12 +188,16 @@ class Replay:
                 return Batch.of(messages, self._decode)
 
     async def _apply(self, batch: Batch) -> None:
+        # Each batch commits durably: a batch lost to a PostgreSQL crash after its commit would leave a
+        # hole the next batches cannot see, and the swap would make it live.
         async with self.pool.acquire() as connection, connection.transaction():
-            # The shadow is not read by anyone until the swap, whose own commit waits for the WAL
-            # to be flushed, and so for everything the replay wrote before it; a crash sooner loses
-            # a shadow that the next rebuild drops anyway. So no batch waits for its flush.
-            await connection.execute("SET LOCAL synchronous_commit = off")
-            await apply_in_order(connection, self.projection, batch.events)
+            verdicts = await apply_in_order(connection, self.projection, batch.events)
+        if WAIT in verdicts:  # the stream holds every organization's events in order, without a gap
+            event = batch.events[verdicts.index(WAIT)]
+            raise ReplayGap(
+                f"the stream lacks events of {event.org_id} before its event {event.sequence}: "
+                "the rebuild stopped, the live projection is unchanged"
+            )
         self.events += len(batch.events)
         self.undecodable += batch.undecodable
         self.position = batch.position
