@@ -13,7 +13,9 @@ failure, published to `deadletter.notifier`). Every settlement and release match
 
 Exactly once is impossible: a crash after the SMTP server took the message and before `sent` is
 committed leaves the row in `sending`, and after `sending_timeout_seconds` it is sent again, with
-the same Message-ID. That is the only window for a duplicate.
+the same Message-ID. The other window is SMTP's own (RFC 5321, 6.1): a connection lost after the
+message's final dot and before the server's reply, where the message may have been taken; it is sent
+again, at once on a new connection (`smtp.Mailer`) or later. Those are the only windows for a duplicate.
 
 The rules are in `deliveries.py`, the SQL in `store.py`, the email in `mail.py`, SMTP in `smtp.py`.
 """

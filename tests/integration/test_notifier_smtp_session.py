@@ -273,3 +273,12 @@ async def test_emails_pipelined_through_the_real_sink_arrive_as_written(smtp_sin
     assert len(arrived) == 20
     subjects = {email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["Subject"] for path in arrived}
     assert subjects == {f"hi {n}" for n in range(20)}
+
+
+async def test_a_connection_lost_after_the_final_dot_sends_the_message_again_as_rfc_5321_asks(scripted):
+    # RFC 5321, 6.1: with no reply to the final dot the client cannot know the message was taken, and
+    # must not lose it; a duplicate is the price (services/notifier/README.md, the duplicate window)
+    mailer, seen = await scripted(Script(replies={"END": [b"250 2.0.0 queued\r\n", CLOSE]}))
+    assert await sent(mailer) is None
+    assert await sent(mailer) is None  # the reused connection dropped: sent again on a new one
+    assert seen.messages == [CONTENT, CONTENT, CONTENT]
