@@ -6,6 +6,8 @@ batch applies the projection and records, per organization, the last `sequence` 
 delay. Acks go out only after the commit, so a crash between the two redelivers what the next
 run recognises as duplicates. A message that keeps failing goes to the dead-letter stream with its
 error after `max_attempts`, and the organization's position moves past it so later events apply.
+The batches go through one connection the consumer holds (`HeldConnection`), not one taken from the
+pool and given back each batch.
 """
 
 from __future__ import annotations
@@ -96,6 +98,52 @@ async def prepare(connection: asyncpg.Connection, projection: Projection) -> Non
         await projection.create_tables(connection)
 
 
+class HeldConnection:
+    """A connection of the pool, held from batch to batch.
+
+    Giving a connection back to an asyncpg pool resets it (`RESET ALL; CLOSE ALL; UNLISTEN *;
+    pg_advisory_unlock_all()`): a round trip per batch, for session state the consumer never sets.
+    Held, the connection is reset only when it is let go: after a failed transaction (whatever that
+    left, the pool resets or replaces it), when it was lost (a PostgreSQL restart: the next
+    transaction gets a new one), and when the consumer stops."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._connection: asyncpg.Connection | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            connection = await self._get()
+            async with connection.transaction():
+                yield connection
+        except BaseException:
+            await self.let_go()
+            raise
+
+    async def _get(self) -> asyncpg.Connection:
+        if self._connection is not None and _lost(self._connection):
+            await self.let_go()
+        if self._connection is None:
+            self._connection = await self.pool.acquire()
+        return self._connection
+
+    async def let_go(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await self.pool.release(connection)
+            except Exception as failure:  # the pool terminated it; a new one comes with the next acquire
+                log.warning("held connection not reset; dropped", error=repr(failure))
+
+
+def _lost(connection: asyncpg.Connection) -> bool:
+    try:
+        return connection.is_closed()
+    except asyncpg.InterfaceError:  # terminated, asyncpg gave it back to the pool itself: lost too
+        return True
+
+
 class ProjectionConsumer:
     def __init__(
         self,
@@ -113,6 +161,7 @@ class ProjectionConsumer:
         self.lag = LagRecorder()
         self.metrics = telemetry.ConsumerMetrics(settings.durable)
         self.decode = envelope_decoder(projection)
+        self.connection = HeldConnection(pool)
         self._turn = asyncio.Lock()
 
     @asynccontextmanager
@@ -154,6 +203,7 @@ class ProjectionConsumer:
                     await self._take_a_turn(pull)
         finally:
             await pull.stop()
+            await self.connection.let_go()
 
     async def _take_a_turn(self, pull: BatchPull) -> None:
         try:
@@ -192,7 +242,7 @@ class ProjectionConsumer:
             self._measure(acked)
 
     async def _apply_in_one_transaction(self, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with self.connection.transaction() as connection:
             return await self._apply(connection, events)
 
     async def _apply_one_by_one(self, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ async def projection_runtime(
     async with pool.acquire() as connection:
         await prepare(connection, projection)
     nc = await connect(settings.nats_url)
-    consumer = ProjectionConsumer(nc.jetstream(), pool, projection, ConsumerSettings.for_service(service, partition), clock)
+    consumer = ProjectionConsumer(nc.jetstream(), pool, projection, consumer_settings(service, projection, partition), clock)
     runtime = ProjectionRuntime(pool, nc, consumer, Responder(nc), clock)
     runtime.in_background(telemetry.sample(service, stopping, telemetry.consumer_probe(consumer)))
     consuming = asyncio.create_task(consumer.run(stopping))
@@ -80,6 +81,13 @@ async def projection_runtime(
         await nc.flush(timeout=2)  # acks out; no drain: an idle pull subscription never drains
         await nc.close()
         await pool.close()
+
+
+def consumer_settings(service: str, projection: Projection, partition: Partition) -> ConsumerSettings:
+    """The service's consumer, with the projection's own largest batch if it names one (`consumer_batch`):
+    one that writes a batch in a few statements whatever its size catches up in fewer transactions."""
+    settings = ConsumerSettings.for_service(service, partition)
+    return dataclasses.replace(settings, batch_size=getattr(projection, "consumer_batch", settings.batch_size))
 
 
 def projection_routes(

@@ -185,6 +185,10 @@ class Replay:
 
     async def _apply(self, batch: Batch) -> None:
         async with self.pool.acquire() as connection, connection.transaction():
+            # The shadow is not read by anyone until the swap, whose own commit waits for the WAL
+            # to be flushed, and so for everything the replay wrote before it; a crash sooner loses
+            # a shadow that the next rebuild drops anyway. So no batch waits for its flush.
+            await connection.execute("SET LOCAL synchronous_commit = off")
             await apply_in_order(connection, self.projection, batch.events)
         self.events += len(batch.events)
         self.undecodable += batch.undecodable

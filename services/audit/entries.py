@@ -152,6 +152,11 @@ def _role_description(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def entry_for(event: Envelope, seq: int, prev_hash: str) -> dict[str, Any]:
+    return chained_entry(event, seq, prev_hash)[0]
+
+
+def chained_entry(event: Envelope, seq: int, prev_hash: str) -> tuple[dict[str, Any], bool]:
+    """The entry, and whether its data holds a float (see `canonical_json`; `stored_json` needs to know)."""
     entry = {
         "entry_id": f"aud_{event.event_id}",
         "org_id": event.org_id,
@@ -166,11 +171,21 @@ def entry_for(event: Envelope, seq: int, prev_hash: str) -> dict[str, Any]:
         "correlation_id": event.correlation_id,
     }
     # Only what comes from the event's data can hold a float: the rest is text and integers.
-    body = _canonical(entry, _holds_float(entry["metadata"]) or _holds_float(entry["targets"]))
-    return {**entry, "prev_hash": prev_hash, "hash": _hash(prev_hash, body)}
+    holds_float = _holds_float(entry["metadata"]) or _holds_float(entry["targets"])
+    body = _canonical(entry, holds_float)
+    return {**entry, "prev_hash": prev_hash, "hash": _hash(prev_hash, body)}, holds_float
 
 
 _sorted_compact = msgspec.json.Encoder(order="sorted").encode
+_compact = msgspec.json.Encoder().encode
+
+
+def stored_json(document: Any, holds_float: bool) -> str:
+    """A part of an entry as the text of a jsonb column, which keeps no key order of its own: so the keys
+    need no sorting, unless the entry holds a float, whose spelling is then `json`'s, as in its hash."""
+    if holds_float:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _compact(document).decode()
 
 
 def canonical_json(document: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ retention purge (`SET LOCAL audit.purge = 'on'`, which only `retention.py` does)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import msgspec
@@ -14,7 +14,7 @@ import msgspec
 from shared.contract.events import Envelope
 from shared.migrations import migrate
 
-from .entries import GENESIS_HASH, canonical_json, entry_for
+from .entries import GENESIS_HASH, chained_entry, stored_json
 
 LIVE_SCHEMA = "audit"
 ENTRY_COLUMNS = (
@@ -33,7 +33,18 @@ ENTRY_COLUMNS = (
     "hash",
 )
 JSON_COLUMNS = ("actor", "targets", "metadata")
+OCCURRED_AT = ENTRY_COLUMNS.index("occurred_at")
+JSON_AT = tuple(ENTRY_COLUMNS.index(column) for column in JSON_COLUMNS)
 CHAIN_COLUMNS = ("org_id", "plan", "last_seq", "last_hash", "latest_occurred_at", "in_time_order")
+# What search reads entries by. A rebuild's replay writes the entries without them and builds each once
+# afterwards (`shared/rebuild.py`): a sort per index instead of an insertion per entry into each (the
+# GIN one the dearest). The unique ones stay: they guard the chain while it is written.
+SEARCH_INDEXES = {
+    "entries_by_time": "CREATE INDEX entries_by_time ON {schema}.entries (org_id, occurred_at)",
+    "entries_by_action": "CREATE INDEX entries_by_action ON {schema}.entries (org_id, action, seq)",
+    "entries_by_actor": "CREATE INDEX entries_by_actor ON {schema}.entries (org_id, (actor->>'id'), seq)",
+    "entries_by_target": "CREATE INDEX entries_by_target ON {schema}.entries USING gin (targets jsonb_path_ops)",
+}
 
 MIGRATIONS = [
     (
@@ -55,10 +66,9 @@ MIGRATIONS = [
             hash text NOT NULL,
             UNIQUE (org_id, seq)
         );
-        CREATE INDEX entries_by_time ON {schema}.entries (org_id, occurred_at);
-        CREATE INDEX entries_by_action ON {schema}.entries (org_id, action, seq);
-        CREATE INDEX entries_by_actor ON {schema}.entries (org_id, (actor->>'id'), seq);
-        CREATE INDEX entries_by_target ON {schema}.entries USING gin (targets jsonb_path_ops);
+        """
+        + ";\n".join(SEARCH_INDEXES.values())
+        + """;
         CREATE TABLE {schema}.chains (
             org_id text PRIMARY KEY,
             plan text NOT NULL,
@@ -139,6 +149,11 @@ MIGRATIONS = [
 
 
 class AuditProjection:
+    deferred_indexes: ClassVar[dict[str, str]] = SEARCH_INDEXES
+    # The live consumer's largest batch (`shared/projector.py`): a batch is a handful of statements whatever
+    # its size, so catching up goes in fewer transactions; a consumer that keeps up still gets small ones.
+    consumer_batch: ClassVar[int] = 500
+
     def __init__(self, schema: str = LIVE_SCHEMA) -> None:
         self.schema = schema
 
@@ -157,13 +172,13 @@ class AuditProjection:
             chain = chains.setdefault(event.org_id, new_chain())
             if event.event_type in ("OrganizationCreated", "PlanChanged"):
                 chain["plan"] = event.data.get("plan") or event.data.get("to_plan") or chain["plan"]
-            entry = entry_for(event, chain["last_seq"] + 1, chain["last_hash"])
+            entry, holds_float = chained_entry(event, chain["last_seq"] + 1, chain["last_hash"])
             chain["last_seq"], chain["last_hash"] = entry["seq"], entry["hash"]
             latest = chain["latest_occurred_at"]
             if latest is not None and event.occurred_at < latest:
                 chain["in_time_order"] = False
             chain["latest_occurred_at"] = event.occurred_at if latest is None else max(latest, event.occurred_at)
-            batch.add(entry, event)
+            batch.add(entry, event, holds_float)
         if batch.events:
             await connection.execute(append_sql(self.schema), *batch.arrays(chains))
 
@@ -188,15 +203,14 @@ class AppendBatch:
         self.raw_bodies: list[str] = []
         self.sequences: list[int] = []
 
-    def add(self, entry: dict[str, Any], event: Envelope) -> None:
+    def add(self, entry: dict[str, Any], event: Envelope, holds_float: bool) -> None:
         self.events += 1
-        for values, column in zip(self.entry_columns, ENTRY_COLUMNS, strict=True):
-            if column == "occurred_at":
-                values.append(event.occurred_at)
-            elif column in JSON_COLUMNS:
-                values.append(canonical_json(entry[column]))
-            else:
-                values.append(entry[column])
+        row = [entry[column] for column in ENTRY_COLUMNS]
+        row[OCCURRED_AT] = event.occurred_at
+        for at in JSON_AT:
+            row[at] = stored_json(row[at], holds_float)
+        for values, value in zip(self.entry_columns, row, strict=True):
+            values.append(value)
         self.raw_bodies.append(msgspec.json.encode(event).decode())
         self.sequences.append(event.sequence)
 

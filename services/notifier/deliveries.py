@@ -76,14 +76,24 @@ def is_permanent(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str:
-    """The error as `last_error` keeps it: the server's code and words, at most 1000 characters."""
+    """The error as `last_error` keeps it: the server's code and words, at most 1000 characters, as
+    text PostgreSQL takes (a server's words may hold a NUL, or bytes that are not UTF-8)."""
+    return _storable(_words(error))[:MAX_ERROR_CHARS]
+
+
+def _words(error: BaseException) -> str:
     if isinstance(error, PermanentFailure):
-        return str(error)[:MAX_ERROR_CHARS]
+        return str(error)
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
-        return "; ".join(f"{r.code} {r.message}" for r in error.recipients)[:MAX_ERROR_CHARS]
+        return "; ".join(f"{r.code} {r.message}" for r in error.recipients)
     if isinstance(error, aiosmtplib.SMTPResponseException):
-        return f"{error.code} {error.message}"[:MAX_ERROR_CHARS]
-    return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+        return f"{error.code} {error.message}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _storable(text: str) -> str:
+    # replies are decoded with `surrogateescape`: a byte that is not UTF-8 is a lone surrogate here
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def backoff(attempts: int, base_seconds: float, max_seconds: float) -> float:

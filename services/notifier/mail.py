@@ -96,7 +96,7 @@ def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_s
             # of [A-Za-z0-9._-]
             ("To", recipient),
             ("Subject", encoded_words("Subject", subject(invitation))),
-            ("Date", format_datetime(now)),
+            ("Date", date_header(now)),
             ("Message-ID", message_id(invitation.event_id)),
             ("X-Team-Members-Invitation", _NOT_IN_AN_ID.sub("_", invitation.invitation_id)),
         ],
@@ -104,6 +104,12 @@ def compose(invitation: Invitation, *, mail_from: str, public_url: str, server_s
         html=_templates.get_template("invitation.html").render(values),
     )
     return OutgoingEmail(content, envelope_sender(mail_from), recipient)
+
+
+@functools.lru_cache(maxsize=4)
+def date_header(now: datetime) -> str:
+    """`Date`: a batch's emails are written at its claim's instant, so once per batch."""
+    return format_datetime(now)
 
 
 @functools.lru_cache(maxsize=8)

@@ -21,7 +21,7 @@ from shared.contract.events import Envelope
 from shared.migrations import migrate
 
 from .deliveries import SUPERSEDED, Kind, closed_reason
-from .store import DeliveryStore, NewDelivery
+from .store import KEY_INVITER, DeliveryStore, Invited, NewDelivery
 
 LIVE_SCHEMA = "notifier"
 WAKE_CHANNEL = "notifier_deliveries"  # NOTIFY on commit of new deliveries; the sender LISTENs
@@ -110,10 +110,20 @@ class NotifierProjection:
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
         created = 0
+        invited: list[Envelope] = []  # a run of `MemberInvited`, written in one statement
         for event in events:
+            if event.event_type == "MemberInvited":
+                invited.append(event)
+                continue
             handler = _HANDLERS.get(event.event_type)
-            if handler is not None:
-                created += await handler(self, connection, event)
+            if handler is None:  # changes nothing the run reads: the run goes on
+                continue
+            if invited:  # written before anything it reads (a name, an email, an invitation) changes
+                created += await self._members_invited(connection, invited)
+                invited = []
+            created += await handler(self, connection, event)
+        if invited:
+            created += await self._members_invited(connection, invited)
         if created:
             await connection.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, self.schema)
 
@@ -130,21 +140,27 @@ class NotifierProjection:
         await self._person(connection, event.org_id, data.owner_user_id, data.owner_email)
         return 0
 
-    async def _member_invited(self, connection: asyncpg.Connection, event: Envelope) -> int:
-        data = event.typed_data()
-        assert isinstance(data, ev.MemberInvited)
-        await connection.execute(
-            f"""INSERT INTO "{self.schema}".invitations VALUES ($1, $2, $3, 'pending', $4, $5)
-                ON CONFLICT (invitation_id) DO NOTHING""",
-            data.invitation_id,
-            event.org_id,
-            storable(data.email),
-            data.expires_at,
-            event.event_id,
-        )
-        return await self._delivery(
-            connection, event, "invited", data.invitation_id, data.email, data.expires_at, data.invited_by
-        )
+    async def _members_invited(self, connection: asyncpg.Connection, events: list[Envelope]) -> int:
+        """Each invitation (its first event stands) and each event's delivery: one round trip for the run."""
+        run = []
+        for event in events:
+            data = event.typed_data()
+            assert isinstance(data, ev.MemberInvited)
+            run.append(
+                Invited(
+                    event_id=event.event_id,
+                    org_id=event.org_id,
+                    invitation_id=data.invitation_id,
+                    recipient=storable(data.email),
+                    expires_at=data.expires_at,
+                    occurred_at=event.occurred_at,
+                    sequence=event.sequence,
+                    inviter_type=data.invited_by.type,
+                    inviter_id=data.invited_by.id,
+                    unnamed=unnamed_inviter(data.invited_by),
+                )
+            )
+        return await self.deliveries.add_invited(connection, run)
 
     async def _invitation_resent(self, connection: asyncpg.Connection, event: Envelope) -> int:
         data = event.typed_data()
@@ -223,20 +239,33 @@ class NotifierProjection:
         return await self.deliveries.add(connection, delivery)
 
     async def _inviter_name(self, connection: asyncpg.Connection, org_id: str, actor: Actor) -> str:
-        """How the email names who invited: a person by email, a key by its name."""
+        """How the email names who invited: a person by email, a key by its name (`store.add_invited`
+        names a run's inviters the same way, in SQL)."""
         if actor.type == "user":
             email = await connection.fetchval(
                 f'SELECT email FROM "{self.schema}".people WHERE org_id = $1 AND user_id = $2', org_id, actor.id
             )
-            return email or actor.id
-        if actor.type == "api_key":
+            if email:
+                return str(email)
+        elif actor.type == "api_key":
             name = await connection.fetchval(
                 f'SELECT name FROM "{self.schema}".api_keys WHERE org_id = $1 AND key_id = $2', org_id, actor.id
             )
-            return f"API key {name or actor.id}"
-        if actor.type == "scim":
-            return "your identity provider"
-        return "the team"
+            if name:
+                return f"{KEY_INVITER}{name}"
+        return unnamed_inviter(actor)
+
+
+def unnamed_inviter(actor: Actor) -> str:
+    """The inviter's name when nothing about them is stored: their id (a key's with its prefix), or
+    a neutral wording for `scim` and `system`."""
+    if actor.type == "user":
+        return actor.id
+    if actor.type == "api_key":
+        return f"{KEY_INVITER}{actor.id}"
+    if actor.type == "scim":
+        return "your identity provider"
+    return "the team"
 
 
 def storable(text: str) -> str:
@@ -246,9 +275,9 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+# `MemberInvited` is written a run at a time (`NotifierProjection.apply`).
 _HANDLERS = {
     "OrganizationCreated": NotifierProjection._organization_created,
-    "MemberInvited": NotifierProjection._member_invited,
     "InvitationResent": NotifierProjection._invitation_resent,
     "InvitationRevoked": NotifierProjection._invitation_revoked,
     "InvitationAccepted": NotifierProjection._invitation_accepted,

@@ -80,6 +80,8 @@ class Sender:
         self._server_secret = server_secret
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._refused_since_look = True  # what a previous run left is looked for at the start
+        self._next_dead_letter_look = 0.0  # the event loop's clock
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sends until `stop` is set; wakes on the projection's NOTIFY, or every `poll_seconds`.
@@ -91,8 +93,9 @@ class Sender:
                 busy = False
                 try:
                     await self._listen()
-                    busy = await self.send_next(self.settings.send_batch)
-                    await self.publish_dead_letters()
+                    busy = await self._send_while_due(stop)
+                    if self._dead_letters_due():
+                        await self.publish_dead_letters()
                 except Exception:
                     log.exception("sender step failed; trying again")
                     await self.mailer.close()
@@ -108,6 +111,22 @@ class Sender:
             if self._listener is not None:
                 with contextlib.suppress(Exception):
                     await self._listener.close(timeout=2)
+
+    async def _send_while_due(self, stop: asyncio.Event) -> bool:
+        """Batch after batch on one pooled connection (no pool round trip per batch) until none is
+        due; True when it stopped with rows perhaps still due (the dead letters' turn came first)."""
+        async with self.pool.acquire() as connection:
+            while not stop.is_set():
+                if not await self._send_batch(connection, self.settings.send_batch):
+                    return False
+                if self._dead_letters_due():
+                    return True
+        return False
+
+    def _dead_letters_due(self) -> bool:
+        """After a refusal of our own at once; else at most every `poll_seconds` (a failed row left
+        by a crash, another instance, or a rebuild's carry-over), not a query after every batch."""
+        return self._refused_since_look or asyncio.get_running_loop().time() >= self._next_dead_letter_look
 
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
@@ -128,7 +147,11 @@ class Sender:
         They are claimed together, in one transaction, and sent one at a time, each settled as soon
         as SMTP has answered: a crash leaves at most the one being sent to go out twice, and the rest
         in `sending`, to be taken again after `sending_timeout_seconds` (never sent, so never doubled)."""
-        async with self.pool.acquire() as connection, self.deliveries.sending(connection):
+        async with self.pool.acquire() as connection:
+            return await self._send_batch(connection, limit)
+
+    async def _send_batch(self, connection: asyncpg.Connection, limit: int) -> bool:
+        async with self.deliveries.sending(connection):
             now = self.clock.now()
             claimed, to_send = await self._claim(connection, now, limit)
             await self._send_claimed(connection, to_send, now)
@@ -243,6 +266,7 @@ class Sender:
             if not settled.held:
                 log.warning("invitation email refused after another sender took it over", event_id=row["event_id"])
                 return settled
+            self._refused_since_look = True
             telemetry.delivery_settled("failed")
             log.error("invitation email refused for good", event_id=row["event_id"], org_id=row["org_id"], error=description)
             return settled
@@ -264,6 +288,8 @@ class Sender:
 
     async def publish_dead_letters(self) -> int:
         """Failed deliveries not yet on `deadletter.notifier` (Nats-Msg-Id makes a repeat harmless)."""
+        self._refused_since_look = False
+        self._next_dead_letter_look = asyncio.get_running_loop().time() + self.settings.poll_seconds
         async with self.pool.acquire() as connection:
             rows = await self.deliveries.not_yet_dead_lettered(connection)
             for row in rows:

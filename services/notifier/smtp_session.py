@@ -45,6 +45,7 @@ class _Connection(asyncio.Protocol):
         self._replies: deque[Reply] = deque()
         self._expected = 0  # replies owed to commands written; other data is dropped, as aiosmtplib does
         self._waiter: asyncio.Future[None] | None = None
+        self._wanted = 0  # replies the waiter waits for: it is woken once they have all come
         self._broken: BaseException | None = None
 
     @property
@@ -58,16 +59,25 @@ class _Connection(asyncio.Protocol):
         self.transport.write(commands)
 
     async def reply(self) -> Reply:
-        while not self._replies:
-            if self._broken is not None:
-                raise self._broken
+        (reply,) = await self.replies(1)
+        if reply is None:
+            assert self._broken is not None
+            raise self._broken
+        return reply
+
+    async def replies(self, count: int) -> list[Reply | None]:
+        """The next `count` replies, waited for together (one wake-up, not one per reply the server
+        wrote apart); None for each that never came because the connection broke (or was malformed)."""
+        self._wanted = count
+        while len(self._replies) < count and self._broken is None:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        self._expected -= 1
-        return self._replies.popleft()
+        taken = min(count, len(self._replies))
+        self._expected -= taken
+        return [self._replies.popleft() for _ in range(taken)] + [None] * (count - taken)
 
     def data_received(self, data: bytes) -> None:
         if self._expected == 0 or self._broken is not None:
@@ -77,7 +87,8 @@ class _Connection(asyncio.Protocol):
         except aiosmtplib.SMTPResponseException as malformed:
             self._break(malformed)
             return
-        self._wake()
+        if len(self._replies) >= self._wanted:
+            self._wake()
 
     def eof_received(self) -> bool:
         self._break(SMTPServerDisconnected("Unexpected EOF received"))
@@ -159,21 +170,27 @@ class Session:
     async def _exchange(self, commands: list[bytes]) -> list[Reply]:
         """The replies to `commands`: all written at once with PIPELINING, else one at a time until
         one is refused. A lost connection or a malformed reply after a refusal raises the refusal."""
-        replies: list[Reply] = []
         if self.pipelining:
             self._connection.write(b"".join(command + b"\r\n" for command in commands), len(commands))
+            replies = await self._connection.replies(len(commands))
+            for position, reply in enumerate(replies):
+                if reply is None:  # weighed in order: a refusal before the break is the error
+                    if position and _refused(cast(Reply, replies[position - 1]), position - 1):
+                        return cast(list[Reply], replies[:position])
+                    return cast(list[Reply], [await self._connection.reply()])  # raises the break
+            return cast(list[Reply], replies)
+        replies_one_by_one: list[Reply] = []
         for command in commands:
-            if not self.pipelining:
-                self._connection.write(command + b"\r\n", 1)
+            self._connection.write(command + b"\r\n", 1)
             try:
-                replies.append(await self._connection.reply())
+                replies_one_by_one.append(await self._connection.reply())
             except aiosmtplib.SMTPException:
-                if replies and _refused(replies[-1], len(replies) - 1):
-                    return replies
+                if replies_one_by_one and _refused(replies_one_by_one[-1], len(replies_one_by_one) - 1):
+                    return replies_one_by_one
                 raise
-            if not self.pipelining and _refused(replies[-1], len(replies) - 1):
-                return replies
-        return replies
+            if _refused(replies_one_by_one[-1], len(replies_one_by_one) - 1):
+                return replies_one_by_one
+        return replies_one_by_one
 
     async def _reset(self) -> None:
         """RSET after a refusal, so the connection can carry the next email; its own failure is not

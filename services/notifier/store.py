@@ -41,6 +41,31 @@ class NewDelivery:
 
 
 @dataclass(frozen=True)
+class Invited:
+    """One `MemberInvited`, as the projection records it: the invitation, and its email to send. The
+    inviter is named at write time from what is stored (a person's email, a key's name); `unnamed`
+    is how the email names them when nothing is."""
+
+    event_id: str
+    org_id: str
+    invitation_id: str
+    recipient: str
+    expires_at: datetime
+    occurred_at: datetime
+    sequence: int
+    inviter_type: str
+    inviter_id: str
+    unnamed: str
+
+    def row(self) -> tuple[object, ...]:
+        return tuple(getattr(self, column) for column in INVITED_COLUMNS)
+
+
+INVITED_COLUMNS = tuple(Invited.__dataclass_fields__)
+KEY_INVITER = "API key "  # an inviting key is named `API key <its name>`
+
+
+@dataclass(frozen=True)
 class InvitationNow:
     """A claimed delivery's invitation as the projection knows it now (what `why_not_send` reads)."""
 
@@ -87,6 +112,41 @@ class DeliveryStore:
             delivery.expires_at,
             delivery.occurred_at,
             delivery.sequence,
+        )
+        return _count(status)
+
+    async def add_invited(self, connection: asyncpg.Connection, run: list[Invited]) -> int:
+        """A run of `MemberInvited` in one statement: each invitation (the first event of an invitation
+        stands) and each event's `pending` delivery, named as `add` would name it one by one: the
+        organization's stored name (else its id), the inviting person's stored email or key's stored
+        name (else `unnamed`). Only events that change nothing the run reads may come between
+        them. A second time for the same event adds nothing. Returns the deliveries added."""
+        status = await connection.execute(
+            f"""WITH run AS (
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                                         $6::timestamptz[], $7::bigint[], $8::text[], $9::text[], $10::text[])
+                        WITH ORDINALITY AS e({", ".join(INVITED_COLUMNS)}, n)),
+                invitations AS (
+                    INSERT INTO "{self.schema}".invitations
+                        (invitation_id, org_id, email, status, expires_at, current_event_id)
+                    SELECT invitation_id, org_id, recipient, 'pending', expires_at, event_id FROM run ORDER BY n
+                    ON CONFLICT (invitation_id) DO NOTHING)
+                INSERT INTO {self._table}
+                    (event_id, org_id, invitation_id, kind, recipient, org_name, inviter, expires_at, occurred_at,
+                     status, next_attempt_at, sequence)
+                SELECT e.event_id, e.org_id, e.invitation_id, 'invited', e.recipient, coalesce(nullif(o.name, ''), e.org_id),
+                       coalesce(nullif(p.email, ''), $11 || nullif(k.name, ''), e.unnamed), e.expires_at, e.occurred_at,
+                       {_PENDING}, e.occurred_at, e.sequence
+                FROM run AS e
+                LEFT JOIN "{self.schema}".organizations AS o ON o.org_id = e.org_id
+                LEFT JOIN "{self.schema}".people AS p
+                    ON e.inviter_type = 'user' AND p.org_id = e.org_id AND p.user_id = e.inviter_id
+                LEFT JOIN "{self.schema}".api_keys AS k
+                    ON e.inviter_type = 'api_key' AND k.org_id = e.org_id AND k.key_id = e.inviter_id
+                ORDER BY e.n
+                ON CONFLICT (event_id) DO NOTHING""",
+            *(list(column) for column in zip(*(invited.row() for invited in run), strict=True)),
+            KEY_INVITER,
         )
         return _count(status)
 

@@ -178,3 +178,55 @@ async def test_an_operator_retries_a_dead_letter_once_its_cause_is_fixed(stack, 
     assert retried["retried"] == letters[0]["sequence"]
     assert await applied(pool, 2) == [("org-g", 2), ("org-g", 1)]
     assert await dead_letters(js, "applied-log") == []
+
+
+async def test_batches_go_through_one_held_connection_never_given_back_to_the_pool(stack, monkeypatch):
+    """Giving a connection back to the pool resets it, a round trip per batch: the consumer holds one."""
+    js, pool, _ = stack
+    used, released = [], []
+    real_apply, real_release = AppliedLog.apply, asyncpg.pool.Pool.release
+
+    async def noting_connection(self, connection, events):
+        used.append(connection)
+        await real_apply(self, connection, events)
+
+    async def noting_release(self, connection, *, timeout=None):
+        released.append(connection)
+        await real_release(self, connection, timeout=timeout)
+
+    monkeypatch.setattr(AppliedLog, "apply", noting_connection)
+    monkeypatch.setattr(asyncpg.pool.Pool, "release", noting_release)
+    for sequence in (1, 2, 3):  # one batch each
+        await publish(js, envelope("org-h", sequence))
+        assert await applied(pool, sequence) == [("org-h", n) for n in range(1, sequence + 1)]
+    assert len(used) >= 3 and all(connection is used[0] for connection in used)
+    assert not any(connection is used[0] for connection in released)
+
+
+async def test_a_lost_connection_is_replaced_and_no_event_is_dead_lettered(stack):
+    """PostgreSQL ends the consumer's session (a restart, say): the next batch gets a new connection."""
+    js, pool, _ = stack
+    await publish(js, envelope("org-i", 1))
+    assert await applied(pool, 1) == [("org-i", 1)]
+    terminated = await pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert terminated >= 1
+    for sequence in (2, 3, 4):
+        await publish(js, envelope("org-i", sequence))
+    assert await applied(pool, 4) == [("org-i", n) for n in range(1, 5)]
+    assert await dead_letters(js, "applied-log") == []
+
+
+async def test_after_postgresql_is_killed_and_restarted_the_next_events_apply(stack, postgres_server):
+    """The held connection died with the server: the next batch takes a new one, nothing is dead-lettered."""
+    js, pool, _ = stack
+    await publish(js, envelope("org-j", 1))
+    assert await applied(pool, 1) == [("org-j", 1)]
+    postgres_server.kill()
+    await asyncio.to_thread(postgres_server.start)
+    for sequence in (2, 3):
+        await publish(js, envelope("org-j", sequence))
+    assert await applied(pool, 3) == [("org-j", n) for n in range(1, 4)]
+    assert await dead_letters(js, "applied-log") == []

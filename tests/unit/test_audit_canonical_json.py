@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.audit.entries import canonical_json, chain_hash, entry_for
+from services.audit.entries import canonical_json, chain_hash, chained_entry, entry_for, stored_json
 from shared.contract.common import Actor
 from shared.contract.events import Envelope
 
@@ -63,6 +63,27 @@ def test_an_entry_hash_is_the_hash_of_its_reference_json(data, target, event_typ
         data=data,
     )
     entry = entry_for(event, 7, "a" * 64)
+    assert_stored_as_hashed(event)
     body = {key: value for key, value in entry.items() if key not in ("prev_hash", "hash")}
     expected = hashlib.sha256(("a" * 64 + "\n" + reference(body)).encode()).hexdigest()
     assert entry["hash"] == expected == chain_hash("a" * 64, entry)
+
+
+def assert_stored_as_hashed(event: Envelope) -> None:
+    """What goes into the entry's jsonb columns (unsorted, when no float is about) is the value that was
+    hashed; with a float anywhere in its data, the very text that was hashed."""
+    entry, holds_float = chained_entry(event, 7, "a" * 64)
+    assert holds_float == (floats_in(entry["metadata"]) or floats_in(entry["targets"]))
+    for column in ("actor", "targets", "metadata"):
+        stored = stored_json(entry[column], holds_float)
+        assert json.loads(stored) == json.loads(reference(entry[column]))
+        if holds_float:
+            assert stored == reference(entry[column])
+
+
+def floats_in(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(floats_in(item) for item in value.values())
+    if isinstance(value, list):
+        return any(floats_in(item) for item in value)
+    return isinstance(value, float)

@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import aiosmtplib
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.notifier.config import NotifierSettings
-from services.notifier.deliveries import PermanentFailure, is_permanent, why_not_send
+from services.notifier.deliveries import MAX_ERROR_CHARS, PermanentFailure, describe, is_permanent, why_not_send
 from services.notifier.mail import Invitation, compose, message_id
 from services.notifier.smtp import InvalidSmtpUrl, parse_smtp_url
 from shared.invitations import accept_link, invitation_token, token_matches
@@ -149,3 +151,19 @@ def test_what_is_not_mailed_late():
     assert why_not_send(row(invitation_status="accepted"), T0) == "invitation accepted"
     assert why_not_send(row(current_event_id="e2"), T0) == "superseded by a later resend"
     assert why_not_send(row(), T0 + timedelta(days=7)) == "invitation expired"
+
+
+@given(words=st.text(), raw=st.binary(max_size=300), code=st.integers(min_value=400, max_value=599))
+def test_describe_gives_text_postgresql_takes_whatever_the_server_said(words, raw, code):
+    # a reply's bytes reach us as `surrogateescape` text; PostgreSQL takes neither a NUL nor a lone surrogate
+    message = words + raw.decode("utf-8", "surrogateescape")
+    for error in (
+        aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(code, message, "a@b.test")]),
+        aiosmtplib.SMTPDataError(code, message),
+        PermanentFailure(message),
+        OSError(message),
+    ):
+        described = describe(error)
+        assert "\x00" not in described
+        described.encode("utf-8")  # raises on a lone surrogate
+        assert len(described) <= MAX_ERROR_CHARS

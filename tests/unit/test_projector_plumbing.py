@@ -9,8 +9,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from services.audit.projection import AuditProjection
+from services.billing.projection import BillingProjection
+from shared.consumer import ConsumerSettings
 from shared.contract import events as ev
 from shared.metrics import LagRecorder
+from shared.partitions import Partition
+from shared.projector import consumer_settings
 
 # -- the lag window, sorted only when it changed ---------------------------------------------
 
@@ -133,3 +138,19 @@ def test_a_body_that_is_no_envelope_is_refused_by_both() -> None:
         with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
             decode(b"not an envelope")
     assert datetime(2026, 3, 1, 10, tzinfo=UTC) == ev.decode_typed_envelope(_envelope("SeatAdded", SEAT_ADDED)).occurred_at
+
+
+# -- each projection's largest batch -----------------------------------------------------------
+
+
+def test_billing_and_audit_catch_up_in_larger_batches_than_a_projection_that_names_none() -> None:
+
+    default = ConsumerSettings.for_service("notifier").batch_size
+    assert consumer_settings("billing", BillingProjection(), Partition()).batch_size == 500 > default
+    assert consumer_settings("audit", AuditProjection(), Partition()).batch_size == 500
+
+    class Plain:
+        schema = "plain"
+
+    third = consumer_settings("audit", Plain(), Partition(3, 2))  # type: ignore[arg-type]
+    assert (third.batch_size, third.durable, third.partition) == (default, "audit-p2", Partition(3, 2))
