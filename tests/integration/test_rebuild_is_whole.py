@@ -13,6 +13,8 @@ whatever the WAL writer has not written out yet) deterministic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import nats
@@ -35,20 +37,35 @@ class SlowWalWriterPostgres(PostgresServer):
 
 @pytest.fixture
 def crashable_postgres():
-    with scratch_dir("pg-review2") as path, running(SlowWalWriterPostgres(path / "data", free_port())) as server:
-        server.create_database("review2")
+    with scratch_dir("pg-rebuild-whole") as path, running(SlowWalWriterPostgres(path / "data", free_port())) as server:
+        server.create_database("rebuild_whole")
         yield server
+
+
+@contextlib.asynccontextmanager
+async def audit_on(nats_url: str, postgres: PostgresServer) -> AsyncIterator[tuple[Audit, asyncpg.Pool]]:
+    """Audit's live projection, prepared, on a NATS connection and a pool of its own."""
+    await declare_streams(nats_url)
+    nc = await nats.connect(nats_url)
+    pool = await asyncpg.create_pool(postgres.dsn("rebuild_whole"), min_size=1, max_size=6)
+    try:
+        audit = Audit(nc.jetstream(), pool)
+        async with pool.acquire() as connection:
+            await prepare(connection, audit.projection)
+        yield audit, pool
+    finally:
+        await pool.close()
+        await nc.close()
 
 
 async def test_postgres_killed_between_replay_batches_never_yields_a_rebuild_that_differs_from_the_live_rows(
     clean_nats, crashable_postgres, monkeypatch
 ):
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    pool = await asyncpg.create_pool(crashable_postgres.dsn("review2"), min_size=1, max_size=6)
-    audit = Audit(nc.jetstream(), pool)
-    async with pool.acquire() as connection:
-        await prepare(connection, audit.projection)
+    async with audit_on(clean_nats, crashable_postgres) as (audit, pool):
+        await _killed_between_batches(audit, pool, crashable_postgres, monkeypatch)
+
+
+async def _killed_between_batches(audit: Audit, pool: asyncpg.Pool, crashable_postgres: PostgresServer, monkeypatch) -> None:
     stop = asyncio.Event()
     consuming = asyncio.create_task(audit.consumer.run(stop))
     try:
@@ -88,18 +105,10 @@ async def test_postgres_killed_between_replay_batches_never_yields_a_rebuild_tha
     finally:
         stop.set()
         await consuming
-        await pool.close()
-        await nc.close()
 
 
 async def test_a_stream_missing_an_organizations_event_stops_the_rebuild_and_leaves_the_live_rows(clean_nats, crashable_postgres):
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    pool = await asyncpg.create_pool(crashable_postgres.dsn("review2"), min_size=1, max_size=6)
-    audit = Audit(nc.jetstream(), pool)
-    async with pool.acquire() as connection:
-        await prepare(connection, audit.projection)
-    try:
+    async with audit_on(clean_nats, crashable_postgres) as (audit, pool):
         history = a_team_history("acme")
         for event in history.events[:3] + history.events[4:]:  # the fourth never reached the stream
             await publish(audit.js, event)
@@ -107,6 +116,3 @@ async def test_a_stream_missing_an_organizations_event_stops_the_rebuild_and_lea
         with pytest.raises(rebuild_module.ReplayGap, match="acme"):
             await rebuild_module.rebuild(audit.js, pool, AuditProjection("audit_rebuild"), LIVE_SCHEMA, audit.consumer.paused)
         assert await every_row(pool) == before
-    finally:
-        await pool.close()
-        await nc.close()
