@@ -170,13 +170,14 @@
       confirm.disabled = true;
       show(error, "");
       const answer = await call("POST", "/v1/orgs/" + encodeURIComponent(org) + "/invitations", body, idempotencyKey);
-      sending = false;
-      confirm.disabled = false;
       if (answer.ok) {
+        // Still `sending` until the page is gone: an Enter pressed while it reloads sends nothing more.
         announce("Invitation sent to " + email);
         window.location.reload();
         return;
       }
+      sending = false;
+      confirm.disabled = false;
       const problem = answer.problem;
       // Refused: the next press sends a new command, whatever the user corrects. Unanswered (the network,
       // or a 5xx): the command may have landed, so a retry keeps the key and gets that command's answer.
