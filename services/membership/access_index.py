@@ -32,6 +32,7 @@ import msgspec
 import structlog
 
 from shared import paging, pricing, subjects
+from shared.cancellation import raise_if_cancel_pending
 from shared.contract import queries as q
 from shared.contract.access import KeyGrant, KeyStatus, RoleGrant
 
@@ -348,6 +349,7 @@ class IndexFollower:
         )
         try:
             while True:
+                raise_if_cancel_pending()  # one the subscribe swallowed (nats-py's wait_for, on 3.11)
                 await self._wake.wait()
                 self._wake.clear()
                 await self._catch_up()

@@ -27,6 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from shared import subjects
+from shared.cancellation import raise_if_cancel_pending
 from shared.database import single_active
 
 from .access_bucket import AccessBucket
@@ -100,6 +101,7 @@ class Relay:
     async def run(self) -> None:
         """Publishes until cancelled; reconnects after any failure."""
         while True:
+            raise_if_cancel_pending()
             try:
                 async with single_active(self.database_url, RELAY_LOCK_KEY) as connection:
                     await connection.add_listener(
@@ -126,6 +128,7 @@ class Relay:
 
     async def _follow(self) -> None:
         while True:
+            raise_if_cancel_pending()  # one the stream's calls swallowed (nats-py's wait_for, on 3.11)
             self._new_events.clear()
             offered = self._offered_run()
             if offered:
@@ -133,8 +136,10 @@ class Relay:
                 continue
             wait = self._until_read_due()
             if wait > 0:
+                # Not `wait_for`: on 3.11 it swallows a cancel that lands as the event is set.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._new_events.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._new_events.wait()
                 continue
             await self._read()
 

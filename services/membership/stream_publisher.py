@@ -88,7 +88,8 @@ class StreamPublisher:
                 self._waiting[token] = batch
                 batch.tokens.append(token)
                 await self._nc.publish(message.subject, message.body, reply=self._prefix + token, headers=message.headers)
-            await asyncio.wait_for(batch.done, timeout)
+            async with asyncio.timeout(timeout):  # not `wait_for`: on 3.11 it can swallow a cancel
+                await batch.done
         finally:
             for token in batch.tokens:
                 self._waiting.pop(token, None)
