@@ -114,7 +114,7 @@ async def test_a_publish_ends_on_a_cancel_that_lands_as_the_last_ack_comes():
         while not publisher._waiting:
             await turns()
         (batch,) = publisher._waiting.values()
-        return task, batch.acked
+        return task, lambda: batch.acked(1)
 
     await ends_cancelled_if_cancelled_while_running(start)
 
