@@ -1,11 +1,12 @@
 """Projecting the MEMBERSHIP stream into PostgreSQL: the discipline every consumer shares.
 
-A durable pull consumer with explicit acks, read in stream order. One asyncpg transaction per
+A durable pull consumer with `AckPolicy.ALL`, read in stream order. One asyncpg transaction per
 batch applies the projection and records, per organization, the last `sequence` applied:
-`sequence <= last` is a duplicate (acked, skipped), `last + 1` is applied, a gap is nacked with a
-delay. Acks go out only after the commit, so a crash between the two redelivers what the next
-run recognises as duplicates. A message that keeps failing goes to the dead-letter stream with its
-error after `max_attempts`, and the organization's position moves past it so later events apply.
+`sequence <= last` is a duplicate (skipped), `last + 1` is applied, a gap is nacked with a delay.
+One ack per batch, after the commit, of the last message below which everything is handled
+(`shared/acks.py`), so a crash between the two redelivers what the next run recognises as
+duplicates. A message that keeps failing goes to the dead-letter stream with its error after
+`max_attempts`, and the organization's position moves past it so later events apply.
 The batches go through one connection the consumer holds (`HeldConnection`), not one taken from the
 pool and given back each batch.
 """
@@ -13,6 +14,7 @@ pool and given back each batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,13 +25,14 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, SequenceInfo
 
 from . import dead_letters, subjects, telemetry
+from .acks import AckFrontier
 from .clock import Clock, SystemClock
 from .contract.events import Envelope, decode_envelope, decode_typed_envelope
 from .dead_letters import DeadLetter
+from .durables import ensure_durable
 from .metrics import LagRecorder
 from .partitions import Partition, original_subject
 from .pull import BatchPull
@@ -137,6 +140,11 @@ class HeldConnection:
                 log.warning("held connection not reset; dropped", error=repr(failure))
 
 
+def _sequences(info: SequenceInfo | None) -> tuple[int, int]:
+    """(stream, consumer) sequences of a consumer's `delivered` or `ack_floor`; 0 where absent."""
+    return (info.stream_seq or 0, info.consumer_seq or 0) if info is not None else (0, 0)
+
+
 def _lost(connection: asyncpg.Connection) -> bool:
     try:
         return connection.is_closed()
@@ -163,6 +171,7 @@ class ProjectionConsumer:
         self.decode = envelope_decoder(projection)
         self.connection = HeldConnection(pool)
         self._turn = asyncio.Lock()
+        self.acks: AckFrontier[Msg] = AckFrontier()
 
     @asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -174,7 +183,7 @@ class ProjectionConsumer:
     def consumer_config(settings: ConsumerSettings) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=settings.durable,
-            ack_policy=AckPolicy.EXPLICIT,
+            ack_policy=AckPolicy.ALL,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait,
             max_ack_pending=settings.batch_size * 10,
@@ -182,12 +191,12 @@ class ProjectionConsumer:
         )
 
     async def subscribe(self) -> BatchPull:
-        """The durable (created when missing, as configured) and a puller of batches from it."""
+        """The durable (created when missing, moved to `AckPolicy.ALL`) and a puller of batches from it."""
         stream, durable = self.settings.partition.stream, self.settings.durable
-        try:
-            await self.js.consumer_info(stream, durable)
-        except NotFoundError:
-            await self.js.add_consumer(stream, self.consumer_config(self.settings))
+        async with self.pool.acquire() as connection:
+            info = await ensure_durable(self.js, connection, stream, self.consumer_config(self.settings))
+        delivered, floor = _sequences(info.delivered), _sequences(info.ack_floor)
+        self.acks.resume(delivered[1], floor[1], info.num_ack_pending or 0)
         pull = BatchPull(self.js._nc, stream, durable, self.js._prefix)
         await pull.start()
         return pull
@@ -196,14 +205,49 @@ class ProjectionConsumer:
         """Consumes until `stop` is set (within a second: a fetch's longest wait)."""
         async with self.pool.acquire() as connection:
             await prepare(connection, self.projection)
-        pull = await self.subscribe()
-        try:
-            while not stop.is_set():
-                async with self._turn:
-                    await self._take_a_turn(pull)
-        finally:
-            await pull.stop()
-            await self.connection.let_go()
+        while not stop.is_set():
+            try:
+                await self._pull_while_alone(stop)
+            except Exception as unavailable:  # PostgreSQL or NATS restarting: queue for the lock again
+                log.warning("pulling stopped; starting again", error=repr(unavailable))
+                await asyncio.sleep(self.settings.retry_delay)
+
+    async def _pull_while_alone(self, stop: asyncio.Event) -> None:
+        async with self._pulling_alone(stop) as lock:
+            if lock is None:
+                return
+            pull = await self.subscribe()
+            try:
+                while not stop.is_set() and not _lost(lock):
+                    async with self._turn:
+                        await self._take_a_turn(pull)
+            finally:
+                await pull.stop()
+                await self.connection.let_go()
+
+    @asynccontextmanager
+    async def _pulling_alone(self, stop: asyncio.Event) -> AsyncIterator[asyncpg.Connection | None]:
+        """One instance pulls a durable at a time; the others stand by (None once `stop` is set).
+
+        Not for safety (`shared/acks.py` never acks what this process has not handled, whoever else
+        pulls) but for progress: two instances each taking part of the deliveries would each miss
+        the other's, and neither would ack. The lock lives with its connection; lost, the instance
+        stops pulling and queues for it again."""
+        key = f"pull:{self.settings.partition.stream}:{self.settings.durable}"
+        while not stop.is_set():
+            connection = await self.pool.acquire()
+            try:
+                if await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+                    yield connection
+                    return
+            finally:
+                try:
+                    await self.pool.release(connection)  # the reset unlocks
+                except Exception as failure:
+                    log.warning("pull lock connection not reset; dropped", error=repr(failure))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.retry_delay)
+        yield None
 
     async def _take_a_turn(self, pull: BatchPull) -> None:
         try:
@@ -212,34 +256,51 @@ class ProjectionConsumer:
             log.warning("fetch failed; retrying", error=repr(unavailable))
             await asyncio.sleep(self.settings.retry_delay)
             return
-        if not messages:
-            return
         try:
-            await self.handle(messages)
+            if messages:
+                await self.handle(messages)
+            if not self.acks.knows_all:
+                await self._confirm_pending()
         except Exception:
             # What was committed but not acked comes back after ack_wait and is skipped then.
             log.exception("batch not settled; its messages will be redelivered")
             await asyncio.sleep(self.settings.retry_delay)
 
+    async def _confirm_pending(self) -> None:
+        """After a restart or a delivery this process did not see: does it hold every pending message?"""
+        info = await self.js.consumer_info(self.settings.partition.stream, self.settings.durable)
+        (floor, floor_delivery), (_, delivered) = _sequences(info.ack_floor), _sequences(info.delivered)
+        self.acks.confirm(floor, floor_delivery, delivered, info.num_ack_pending or 0)
+        await self._ack_handled()
+
+    async def _ack_handled(self) -> int:
+        """Acks what is handled, if anything; the stream sequence acked through (0: none)."""
+        message = self.acks.to_ack()
+        if message is None:
+            return 0
+        await message.ack()
+        return int(message.metadata.sequence.stream)
+
     async def handle(self, messages: list[Msg]) -> None:
-        """Applies a fetched batch in order, then acknowledges each message as its outcome says."""
+        """Applies a fetched batch in order, naks what waits, then acks once what is handled."""
+        self.acks.received(messages)
         events: list[tuple[Msg, Envelope]] = []
         for message in messages:
             try:
                 events.append((message, self.decode(message.data)))
             except (msgspec.DecodeError, msgspec.ValidationError) as undecodable:
                 await self._dead_letter(message, None, f"undecodable envelope: {undecodable}")
+                self.acks.settled(message)
         try:
             outcomes = await self._apply_in_one_transaction(events)
         except Exception:
             outcomes = await self._apply_one_by_one(events)
-        acked: list[tuple[Msg, Envelope]] = []
-        try:
-            for message, event in events:
-                if await self._settle(message, event, outcomes[id(message)]):
-                    acked.append((message, event))
-        finally:  # what was acked is counted, even when a later ack fails
-            self._measure(acked)
+        applied: list[tuple[Msg, Envelope]] = []
+        for message, event in events:
+            if await self._settle(message, event, outcomes[id(message)]):
+                applied.append((message, event))
+        through = await self._ack_handled()
+        self._measure([(message, event) for message, event in applied if message.metadata.sequence.stream <= through])
 
     async def _apply_in_one_transaction(self, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
         async with self.connection.transaction() as connection:
@@ -265,21 +326,24 @@ class ProjectionConsumer:
         return {id(message): Outcome(verdict) for (message, _), verdict in zip(events, verdicts, strict=False)}
 
     async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> bool:
-        """Acks, naks or parks the message; True when it was acked (applied now or before)."""
+        """Marks the message handled, naks it or parks it; True when it was applied (now or before).
+
+        A handled message is acked with the batch's one ack; a nak'd one holds that ack below it."""
         if outcome.verdict == ACK:
-            await message.ack()
+            self.acks.settled(message)
             return True
         if outcome.verdict == WAIT:
             await message.nak(delay=self.settings.gap_delay)
         elif message.metadata.num_delivered >= self.settings.max_attempts:
             await self._dead_letter(message, event, outcome.error)
+            self.acks.settled(message)
         else:
             await message.nak(delay=self.settings.retry_delay * 2 ** (message.metadata.num_delivered - 1))
         return False
 
     def _measure(self, acked: list[tuple[Msg, Envelope]]) -> None:
-        """The lag of each acked event against one reading of the clock, and the consumer's position
-        (its last acked message: the reply subject parsed once a batch, not once a message)."""
+        """The lag of each event acked now against one reading of the clock, and the consumer's position
+        (its last acked message)."""
         if not acked:
             return
         now = self.clock.now()
@@ -290,7 +354,9 @@ class ProjectionConsumer:
     async def _dead_letter(self, message: Msg, event: Envelope | None, error: str) -> None:
         """Parks the message with its error, and moves the organization past it.
 
-        Named by its subject and sequence on MEMBERSHIP, also when it came through a partition."""
+        Named by its subject and sequence on MEMBERSHIP, also when it came through a partition. Not
+        termed: under `AckPolicy.ALL` a term acknowledges every message below it; the batch's ack
+        covers it once everything below it is handled."""
         stream_sequence = membership_sequence(message, self.settings.partition)
         letter = DeadLetter(
             service=self.settings.service,
@@ -306,7 +372,6 @@ class ProjectionConsumer:
             async with self.pool.acquire() as connection, connection.transaction():
                 _, skipped = await sort_out(connection, self.projection.schema, [event])
                 await save_positions(connection, self.projection.schema, skipped)
-        await message.term()
         telemetry.dead_lettered(self.settings.durable)
         log.error("dead-lettered", subject=message.subject, error=error)
 

@@ -145,6 +145,21 @@ MIGRATIONS = [
             ON CONFLICT DO NOTHING;
         """,
     ),
+    (
+        4,
+        # Each entry was indexed three times over as unique: by `entry_id` (the primary key), by
+        # `event_id` and by `(org_id, seq)`. Nothing looks an entry up by either id, `entry_id` is
+        # `aud_<event_id>`, and `raw_events`, written in the same statement, refuses an `event_id`
+        # twice: two b-tree insertions of a 40-character key per entry that guarded nothing more.
+        # `(org_id, seq)`, the chain's own order, becomes the primary key (its index built once, here).
+        """
+        ALTER TABLE {schema}.entries
+            DROP CONSTRAINT entries_pkey,
+            DROP CONSTRAINT entries_event_id_key,
+            DROP CONSTRAINT entries_org_id_seq_key,
+            ADD CONSTRAINT entries_pkey PRIMARY KEY (org_id, seq);
+        """,
+    ),
 ]
 
 

@@ -138,23 +138,14 @@ class BillingProjection:
                 withdrawn,
             )
         mismatches = [mismatch for entry in entries for mismatch in entry.mismatches]
-        if charges:  # one statement, the columns as arrays: a COPY costs two exchanges (its columns' types, then the data)
-            rows = [_row(charge) for charge in charges]
-            await connection.execute(insert_charges_sql(self.schema), *(list(column) for column in zip(*rows, strict=True)))
         if mismatches:
             await self._record_mismatches(connection, mismatches)
-        touched = {entry.account.org_id for entry in entries if entry.account is not None}
-        if touched:  # one statement for the batch's accounts, the columns as arrays
-            rows = [_account_row(accounts[org_id]) for org_id in sorted(touched)]
+        touched = sorted({entry.account.org_id for entry in entries if entry.account is not None})
+        if charges or touched:  # one statement for the batch's charges and accounts, the columns as arrays
+            charge_rows = [_row(charge) for charge in charges]
+            account_rows = [_account_row(accounts[org_id]) for org_id in touched]
             await connection.execute(
-                f"""INSERT INTO "{self.schema}".accounts AS a
-                    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[],
-                                         $6::timestamptz[], $7::timestamptz[], $8::text[])
-                    ON CONFLICT (org_id) DO UPDATE SET plan = EXCLUDED.plan, billing_anchor = EXCLUDED.billing_anchor,
-                    unit_price_cents = EXCLUDED.unit_price_cents, seats_purchased = EXCLUDED.seats_purchased,
-                    renewed_through = EXCLUDED.renewed_through, next_period_start = EXCLUDED.next_period_start,
-                    last_seat_event_id = EXCLUDED.last_seat_event_id""",
-                *(list(column) for column in zip(*rows, strict=True)),
+                write_sql(self.schema), *_columns(charge_rows, len(CHARGE_COLUMNS)), *_columns(account_rows, len(ACCOUNT_TYPES))
             )
 
     async def _record_mismatches(self, connection: asyncpg.Connection, mismatches: list[Mismatch]) -> None:
@@ -166,9 +157,36 @@ class BillingProjection:
         )
 
 
-def insert_charges_sql(schema: str) -> str:
-    arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(CHARGE_TYPES.values(), 1))
-    return f'INSERT INTO "{schema}".charges ({", ".join(CHARGE_COLUMNS)}) SELECT * FROM unnest({arrays})'
+ACCOUNT_TYPES = {
+    "org_id": "text",
+    "plan": "text",
+    "billing_anchor": "timestamptz",
+    "unit_price_cents": "integer",
+    "seats_purchased": "integer",
+    "renewed_through": "timestamptz",
+    "next_period_start": "timestamptz",
+    "last_seat_event_id": "text",
+}
+
+
+def write_sql(schema: str) -> str:
+    """A batch's charges inserted and its accounts written in one statement (one round trip, not two).
+
+    Parameters: one array per charge column, then one per account column; either side may be empty.
+    A COPY of the charges would cost two exchanges of its own (the columns' types, then the data)."""
+    charge_arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(CHARGE_TYPES.values(), 1))
+    account_arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ACCOUNT_TYPES.values(), len(CHARGE_TYPES) + 1))
+    return f"""
+        WITH charged AS (
+            INSERT INTO "{schema}".charges ({", ".join(CHARGE_COLUMNS)}) SELECT * FROM unnest({charge_arrays})
+        )
+        INSERT INTO "{schema}".accounts AS a ({", ".join(ACCOUNT_TYPES)}) SELECT * FROM unnest({account_arrays})
+        ON CONFLICT (org_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in list(ACCOUNT_TYPES)[1:])}"""
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows as one list per column (as many empty lists as columns when there are no rows)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def _net_charges(entries: list[Entry]) -> tuple[list[Charge], list[tuple[str, datetime]]]:

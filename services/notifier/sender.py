@@ -1,9 +1,10 @@
 """Sending the invitation emails the projection recorded, outside of its transaction.
 
-A batch at a time per sender: in one short transaction, take the oldest due rows
-(`FOR UPDATE SKIP LOCKED`, so several senders never take the same one), check each invitation
-at this moment (`deliveries.why_not_send`), and mark them `sending` with one more attempt and
-`claimed_at` = the claim's instant; commit; only then talk to SMTP, one message at a time. Each row
+A batch at a time per sender: in one statement, take the oldest due rows (`FOR UPDATE SKIP
+LOCKED`, so several senders never take the same one) and mark them `sending` with one more attempt
+and `claimed_at` = the claim's instant; check each invitation as the claim found it
+(`deliveries.why_not_send`) and give back as `skipped` those that must not go out; only then talk to
+SMTP, one message at a time. Each row
 is checked against its invitation again just before its email goes out (the statement settling
 the previous row reads it: no round trip of its own), and skipped if it was revoked, accepted or
 superseded meanwhile. After each send, its row is marked `sent`, back to `pending` with a backoff
@@ -189,23 +190,20 @@ class Sender:
                 return
 
     async def _claim(self, connection: asyncpg.Connection, now: datetime, limit: int) -> tuple[bool, list[asyncpg.Record]]:
-        """The due rows, checked against their invitations at this moment: those that must not go
-        out are skipped, the others marked `sending` with one more attempt, `claimed_at` = `now`.
-        (any claimed, to send)"""
+        """The due rows, claimed in one statement (`sending`, one more attempt, `claimed_at` = `now`) and
+        checked against their invitations as the claim found them: those that must not go out are
+        given back as `skipped` (their attempt with them). (any claimed, to send)"""
         stale_before = now - timedelta(seconds=self.settings.sending_timeout_seconds)
-        async with connection.transaction():
-            rows = await self.deliveries.claim_batch(connection, now, stale_before, limit)
-            to_send = []
-            for row in rows:
-                reason = why_not_send(row, now)
-                if reason is None:
-                    to_send.append(row)
-                    continue
-                await self.deliveries.skip(connection, row["event_id"], reason)
-                telemetry.delivery_settled("skipped")
-                log.info("delivery skipped", event_id=row["event_id"], org_id=row["org_id"], reason=reason)
-            if to_send:
-                await self.deliveries.mark_all_sending(connection, _event_ids(to_send), now)
+        rows = await self.deliveries.claim(connection, now, stale_before, limit)
+        to_send = []
+        for row in rows:
+            reason = why_not_send(row, now)
+            if reason is None:
+                to_send.append(row)
+                continue
+            await self.deliveries.skip_claimed(connection, row["event_id"], now, reason, None)
+            telemetry.delivery_settled("skipped")
+            log.info("delivery skipped", event_id=row["event_id"], org_id=row["org_id"], reason=reason)
         return bool(rows), to_send
 
     async def _send_one(
@@ -213,7 +211,7 @@ class Sender:
     ) -> Settled | None:
         """Sends one claimed delivery and records how it went (looking at the `following` row of the
         batch in the same statement); None after a temporary failure."""
-        attempt = row["attempts"] + 1
+        attempt = row["attempts"]  # the claim counted this one
         try:
             message = self._compose(row, claimed_at)
             async with asyncio.timeout(self.settings.smtp_timeout_seconds):

@@ -189,40 +189,34 @@ class DeliveryStore:
         """For the rest of this transaction: every send in progress has settled, and none starts."""
         await connection.execute("SELECT pg_advisory_xact_lock($1)", SENDING_LOCK)
 
-    async def claim_batch(
+    async def claim(
         self, connection: asyncpg.Connection, now: datetime, stale_before: datetime, limit: int
     ) -> list[asyncpg.Record]:
-        """Up to `limit` of the oldest due deliveries, oldest first, locked (`SKIP LOCKED`: several senders
-        never take the same one), with their invitations' state now: `pending` and due, or `sending` since
-        before `stale_before`."""
+        """Up to `limit` of the oldest due deliveries, oldest first (`pending` and due, or `sending` since
+        before `stale_before`), marked `sending` with one more attempt (`attempts` is this one) and
+        `claimed_at` = `now`, with their invitations' state as the claim found it. One autocommit
+        statement (`SKIP LOCKED`: several senders never take the same one); a row the sender then
+        finds it must not send is given back with `skip_claimed`."""
         rows: list[asyncpg.Record] = await connection.fetch(
             f"""WITH due AS (
                     SELECT event_id FROM {self._table}
                     WHERE (status = {_PENDING} AND next_attempt_at <= $1) OR (status = {_SENDING} AND claimed_at <= $2)
                     ORDER BY occurred_at, event_id
                     LIMIT $3
-                    FOR UPDATE SKIP LOCKED)
-                SELECT d.*, i.status AS invitation_status, i.current_event_id
-                FROM due JOIN {self._table} AS d USING (event_id)
-                LEFT JOIN "{self.schema}".invitations AS i ON i.invitation_id = d.invitation_id
-                ORDER BY d.occurred_at, d.event_id""",
+                    FOR UPDATE SKIP LOCKED),
+                claimed AS (
+                    UPDATE {self._table} AS d SET status = {_SENDING}, attempts = d.attempts + 1, claimed_at = $1
+                    FROM due WHERE d.event_id = due.event_id
+                    RETURNING d.*)
+                SELECT c.*, i.status AS invitation_status, i.current_event_id
+                FROM claimed AS c
+                LEFT JOIN "{self.schema}".invitations AS i ON i.invitation_id = c.invitation_id
+                ORDER BY c.occurred_at, c.event_id""",
             now,
             stale_before,
             limit,
         )
         return rows
-
-    async def skip(self, connection: asyncpg.Connection, event_id: str, reason: str) -> None:
-        await connection.execute(
-            f"UPDATE {self._table} SET status = {_SKIPPED}, reason = $2 WHERE event_id = $1", event_id, reason
-        )
-
-    async def mark_all_sending(self, connection: asyncpg.Connection, event_ids: list[str], now: datetime) -> None:
-        await connection.execute(
-            f"UPDATE {self._table} SET status = {_SENDING}, attempts = attempts + 1, claimed_at = $2 WHERE event_id = ANY($1)",
-            event_ids,
-            now,
-        )
 
     # Settling a claimed row: only while it is still this claim's (`status = 'sending'` and the claim's
     # `claimed_at`). A sender past its deadline may find that another took the row over (its

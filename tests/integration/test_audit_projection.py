@@ -136,7 +136,7 @@ async def test_the_database_refuses_to_change_or_delete_an_entry(audit):
 )
 async def test_verify_names_the_first_bad_seq_after_tampering(audit, tampering, first_bad_seq):
     await record(audit, a_team_history())
-    await audit.as_an_attacker("ALTER TABLE audit.entries DROP CONSTRAINT entries_org_id_seq_key")
+    await audit.as_an_attacker("ALTER TABLE audit.entries DROP CONSTRAINT entries_pkey")
     await audit.as_an_attacker(tampering)
     outcome = await audit.read_model.verify("acme")
     assert outcome["ok"] is False and outcome["first_bad_seq"] == first_bad_seq, outcome
