@@ -22,6 +22,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import asyncpg
@@ -195,6 +196,10 @@ class ProjectionConsumer:
         self.connection = HeldConnection(pool)
         self._turn = asyncio.Lock()
         self.acks: AckFrontier[Msg] = AckFrontier()
+        # Events applied (or found applied) and not yet acked, by stream sequence: measured when an ack covers them.
+        self._to_measure: dict[int, datetime] = {}
+        # Organizations with an event parked for a gap, and the sequence they wait for (this process only).
+        self._stuck: dict[str, int] = {}
 
     @asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -220,6 +225,8 @@ class ProjectionConsumer:
             info = await ensure_durable(self.js, connection, stream, self.consumer_config(self.settings))
         delivered, floor = _sequences(info.delivered), _sequences(info.ack_floor)
         self.acks.resume(delivered[1], floor[1], info.num_ack_pending or 0)
+        self._to_measure.clear()
+        self.metrics.acked(floor[0], [])
         pull = BatchPull(self.js._nc, stream, durable, self.js._prefix)
         await pull.start()
         return pull
@@ -296,15 +303,16 @@ class ProjectionConsumer:
         info = await self.js.consumer_info(self.settings.partition.stream, self.settings.durable)
         (floor, floor_delivery), (_, delivered) = _sequences(info.ack_floor), _sequences(info.delivered)
         self.acks.confirm(floor, floor_delivery, delivered, info.num_ack_pending or 0)
+        self._measure(floor, acked_here=False)
         await self._ack_handled()
 
-    async def _ack_handled(self) -> int:
-        """Acks what is handled, if anything; the stream sequence acked through (0: none)."""
+    async def _ack_handled(self) -> None:
+        """Acks what is handled, if anything, and measures what the ack covers."""
         message = self.acks.to_ack()
         if message is None:
-            return 0
+            return
         await message.ack()
-        return int(message.metadata.sequence.stream)
+        self._measure(int(message.metadata.sequence.stream))
 
     async def handle(self, messages: list[Msg]) -> None:
         """Applies a fetched batch in order, naks what waits, then acks once what is handled."""
@@ -320,12 +328,9 @@ class ProjectionConsumer:
             outcomes = await self._apply_in_one_transaction(events)
         except Exception:
             outcomes = await self._apply_one_by_one(events)
-        applied: list[tuple[Msg, Envelope]] = []
         for message, event in events:
-            if await self._settle(message, event, outcomes[id(message)]):
-                applied.append((message, event))
-        through = await self._ack_handled()
-        self._measure([(message, event) for message, event in applied if message.metadata.sequence.stream <= through])
+            await self._settle(message, event, outcomes[id(message)])
+        await self._ack_handled()
 
     async def _apply_in_one_transaction(self, events: list[tuple[Msg, Envelope]]) -> dict[int, Outcome]:
         async with self.connection.transaction() as connection:
@@ -350,14 +355,20 @@ class ProjectionConsumer:
         verdicts = await apply_in_order(connection, self.projection, [event for _, event in events])
         return {id(message): Outcome(verdict) for (message, _), verdict in zip(events, verdicts, strict=False)}
 
-    async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> bool:
-        """Marks the message handled, naks it or parks it; True when it was applied (now or before).
+    async def _settle(self, message: Msg, event: Envelope, outcome: Outcome) -> None:
+        """Marks the message handled, naks it or parks it.
 
         A handled message is acked with the batch's one ack; a nak'd one holds that ack below it."""
         if outcome.verdict == ACK:
             self.acks.settled(message)
-            return True
-        if outcome.verdict == WAIT and message.metadata.num_delivered >= self.settings.gap_deliveries():
+            self._to_measure[message.metadata.sequence.stream] = event.occurred_at
+            if event.sequence >= self._stuck.get(event.org_id, event.sequence + 1):
+                del self._stuck[event.org_id]  # its gap is passed
+            return
+        if outcome.verdict == WAIT and await self._gap_known_lasting(event):
+            await self._park_waiting(message, event)  # its organization's gap outlasted gap_patience already
+            self.acks.settled(message)
+        elif outcome.verdict == WAIT and message.metadata.num_delivered >= self.settings.gap_deliveries():
             await self._park_waiting(message, event)
             self.acks.settled(message)
         elif outcome.verdict == WAIT:
@@ -367,17 +378,39 @@ class ProjectionConsumer:
             self.acks.settled(message)
         else:
             await message.nak(delay=self.settings.retry_delay * 2 ** (message.metadata.num_delivered - 1))
+
+    def _measure(self, through: int, acked_here: bool = True) -> None:
+        """The durable is acked through stream sequence `through`: the position, and the lag of each event
+        applied here that the ack covers, against one reading of the clock (once per event: an event
+        applied but not acked comes back as a duplicate and is measured when it is acked). Below an ack
+        floor another instance moved (`acked_here` False) the events are forgotten unmeasured."""
+        covered = [s for s in self._to_measure if s <= through]
+        occurred = [self._to_measure.pop(s) for s in covered]
+        lags: list[float] = []
+        if occurred and acked_here:
+            now = self.clock.now()
+            lags = [(now - at).total_seconds() for at in occurred]
+            self.lag.record_seconds(lags)
+        self.metrics.acked(through, lags)
+
+    async def _gap_known_lasting(self, event: Envelope) -> bool:
+        """Whether `event`'s organization had an event parked for the gap it waits at: a gap that outlasted
+        gap_patience is not waited for again (each wait would hold every organization's ack). Known to
+        this process only; forgotten once the organization's position has moved."""
+        waits_for = self._stuck.get(event.org_id)
+        if waits_for is None:
+            return False
+        if await self._waits_for(event.org_id) == waits_for:
+            return True
+        del self._stuck[event.org_id]
         return False
 
-    def _measure(self, acked: list[tuple[Msg, Envelope]]) -> None:
-        """The lag of each event acked now against one reading of the clock, and the consumer's position
-        (its last acked message)."""
-        if not acked:
-            return
-        now = self.clock.now()
-        lags = [(now - event.occurred_at).total_seconds() for _, event in acked]
-        self.lag.record_seconds(lags)
-        self.metrics.settled(acked[-1][0].metadata.sequence.stream, lags)
+    async def _waits_for(self, org_id: str) -> int:
+        async with self.pool.acquire() as connection:
+            last = await connection.fetchval(
+                f'SELECT last_sequence FROM "{self.projection.schema}".positions WHERE org_id = $1', org_id
+            )
+        return int(last or 0) + 1
 
     async def _dead_letter(self, message: Msg, event: Envelope | None, error: str) -> None:
         """Parks the message with its error, and moves the organization past it.
@@ -408,11 +441,7 @@ class ProjectionConsumer:
         position stays (a bogus event far ahead must not make the real ones duplicates). Retried, it
         applies if its gap has filled by then (`apply_parked`)."""
         stream_sequence = membership_sequence(message, self.settings.partition)
-        async with self.pool.acquire() as connection:
-            last = await connection.fetchval(
-                f'SELECT last_sequence FROM "{self.projection.schema}".positions WHERE org_id = $1', event.org_id
-            )
-        waits_for = (last or 0) + 1
+        waits_for = await self._waits_for(event.org_id)
         letter = DeadLetter(
             service=self.settings.service,
             kind=dead_letters.GAP,
@@ -426,6 +455,7 @@ class ProjectionConsumer:
             original_stream_sequence=stream_sequence,
         )
         await dead_letters.publish(self.js, letter)
+        self._stuck[event.org_id] = waits_for
         telemetry.dead_lettered(self.settings.durable)
         log.error("parked waiting for a gap", subject=message.subject, org_id=event.org_id, waits_for=waits_for)
 

@@ -57,11 +57,13 @@ AUTHORIZE_SECONDS = Histogram(
     buckets=AUTHORIZE_BUCKETS,
 )
 CONSUMER_POSITION = Gauge(
-    f"{PREFIX}_consumer_position", "Stream sequence of the last MEMBERSHIP message settled (applied or a duplicate)", ["consumer"]
+    f"{PREFIX}_consumer_position",
+    "Stream sequence the consumer is acked through (every message at or below it handled)",
+    ["consumer"],
 )
 CONSUMER_LAG_SECONDS = Histogram(
     f"{PREFIX}_consumer_event_lag_seconds",
-    "Time from an event's occurred_at to its projection's commit",
+    "Time from an event's occurred_at to the ack that covers its applied message",
     ["consumer"],
     buckets=LAG_BUCKETS,
 )
@@ -197,10 +199,14 @@ class ConsumerMetrics:
     def __init__(self, consumer: str) -> None:
         self._position = CONSUMER_POSITION.labels(consumer)
         self._lag = CONSUMER_LAG_SECONDS.labels(consumer)
+        self._acked_through = -1  # the first reading is shown, 0 included
 
-    def settled(self, last_stream_sequence: int, lags_seconds: list[float]) -> None:
-        """Messages acked after their batch's commit: the consumer's position and each event's lag."""
-        self._position.set(last_stream_sequence)
+    def acked(self, through_stream_sequence: int, lags_seconds: list[float]) -> None:
+        """The durable is acked through a stream sequence (never moves back: an ack floor read late, an
+        old delivery acked); the lag of each event that ack covered."""
+        if through_stream_sequence > self._acked_through:
+            self._acked_through = through_stream_sequence
+            self._position.set(through_stream_sequence)
         observe = self._lag.observe
         for lag in lags_seconds:
             observe(max(lag, 0.0))

@@ -418,3 +418,155 @@ async def test_an_event_waiting_for_a_gap_too_long_is_parked_and_the_other_organ
         await task
         await pool.close()
         await nc.close()
+
+
+def position_gauge(durable: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("team_members_consumer_position", {"consumer": durable})
+
+
+async def acked_through(js, durable: str, last: int) -> bool:
+    async def settled() -> bool:
+        info = await js.consumer_info(subjects.STREAM, durable)
+        return info.num_ack_pending == 0 and info.ack_floor.stream_seq == last
+
+    return await until(settled)
+
+
+def consumer_on(js, pool, durable: str, **settings) -> tuple[ProjectionConsumer, asyncio.Event, asyncio.Task[None]]:
+    consumer = ProjectionConsumer(
+        js,
+        pool,
+        AppliedLog(),
+        ConsumerSettings(durable=durable, service=durable, **{"retry_delay": 0.1, "gap_delay": 0.1, "ack_wait": 1.0, **settings}),
+    )
+    stop = asyncio.Event()
+    return consumer, stop, asyncio.create_task(consumer.run(stop))
+
+
+async def test_the_position_and_the_lag_follow_the_ack_that_passes_a_gap(stack):
+    """Stream sequence 1 waits for sequence 2 (same organization): the first batch applies 2 but
+    cannot ack past 1; the later ack covers both. The position is what is acked, each event measured once."""
+    js, pool, consumer = stack
+    await publish(js, envelope("org-m", 2))
+    await publish(js, envelope("org-m", 1))
+    assert await applied(pool, 2) == [("org-m", 1), ("org-m", 2)]
+    assert await acked_through(js, "applied-log", 2)
+
+    async def both_measured() -> bool:
+        return consumer.lag.count == 2
+
+    assert await until(both_measured)
+    assert position_gauge("applied-log") == 2
+
+
+async def test_the_position_and_the_lag_after_a_restart_that_acks_what_the_last_run_applied(
+    clean_nats, database_url, monkeypatch
+):
+    """The first instance applies three events and stops before any ack; the next one finds them
+    pending (a restart: it acks them through the consumer's info), and measures them then, once."""
+    from nats.aio.msg import Msg
+
+    await declare_streams(clean_nats)
+    nc = await nats.connect(clean_nats)
+    js = nc.jetstream()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    async with pool.acquire() as connection:
+        await prepare(connection, AppliedLog())
+    real_ack = Msg.ack
+
+    async def dead_before_ack(self):
+        raise ConnectionError("killed before the ack")
+
+    monkeypatch.setattr(Msg, "ack", dead_before_ack)
+    for sequence in (1, 2, 3):
+        await publish(js, envelope("org-r", sequence))
+    first, stop, task = consumer_on(js, pool, "restarted", max_attempts=3)
+    try:
+        assert await applied(pool, 3) == [("org-r", n) for n in (1, 2, 3)]
+    finally:
+        stop.set()
+        await task
+    monkeypatch.setattr(Msg, "ack", real_ack)
+
+    second, stop, task = consumer_on(js, pool, "restarted", max_attempts=3)
+    try:
+        assert await acked_through(js, "restarted", 3)
+
+        async def all_measured() -> bool:
+            return first.lag.count + second.lag.count == 3
+
+        assert await until(all_measured)
+        assert position_gauge("restarted") == 3
+        assert await applied(pool, 4, timeout=0.2) == [("org-r", n) for n in (1, 2, 3)]
+        assert (first.lag.count, second.lag.count) == (0, 3)
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+        await nc.close()
+
+
+async def test_an_organization_stuck_at_a_gap_has_its_later_events_parked_at_once(clean_nats, database_url):
+    """org-e's first event cannot be decoded (dead-lettered, its position unmoved): each later org-e
+    event waits for it. The first waits `gap_patience` and is parked; the others, waiting for the
+    same sequence, are parked at once instead of each holding every organization's ack for another
+    `gap_patience`. The other organizations project. Once the gap is repaired, the parked events
+    retried in order apply, each once."""
+    from shared.contract.queries import RetryDeadLetter
+    from shared.dead_letters import DeadLetterDesk
+    from shared.errors import NotFound
+
+    await declare_streams(clean_nats)
+    nc = await nats.connect(clean_nats)
+    js = nc.jetstream()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    async with pool.acquire() as connection:
+        await prepare(connection, AppliedLog())
+    broken = envelope("org-e", 1)
+    broken["occurred_at"] = "not a time"
+    await publish(js, broken, body=msgspec.json.encode(broken))
+    # batch_size 2: max_ack_pending 20, so org-e 3, 4 and 5, each 25 messages after the one before, are
+    # first delivered once the one before is handled. Patience 1 s: 11 deliveries 0.1 s apart.
+    for later in (2, 3, 4, 5):
+        await publish(js, envelope("org-e", later))
+        for sequence in range(25 * (later - 2) + 1, 25 * (later - 1) + 1):
+            await publish(js, envelope("org-z", sequence))
+    consumer, stop, task = consumer_on(js, pool, "applied-log", batch_size=2, gap_patience=1.0)
+    waiting = "waits for sequence 1 of org org-e since "
+
+    async def gap_letters() -> list[dict]:
+        return [letter for letter in await dead_letters(js, "applied-log") if letter["error"].startswith("waits for")]
+
+    async def all_parked_and_acked() -> bool:
+        info = await js.consumer_info(subjects.STREAM, "applied-log")
+        return info.num_ack_pending == 0 and info.num_pending == 0 and len(await gap_letters()) == 4
+
+    try:
+        rows = await applied(pool, 100)
+        assert rows == [("org-z", n) for n in range(1, 101)]
+        assert await until(all_parked_and_acked)
+        letters = await gap_letters()
+        assert all(letter["error"].startswith(waiting) for letter in letters)
+        deliveries = [int(letter["error"].rsplit("parked after ", 1)[1].split()[0]) for letter in letters]
+        patience = consumer.settings.gap_deliveries()
+        assert deliveries[0] >= patience
+        assert all(n < patience for n in deliveries[1:]), deliveries  # not waited for again
+
+        await publish(js, envelope("org-e", 1))  # the repair: the event again, decodable
+        assert await applied(pool, 101) == [*rows, ("org-e", 1)]
+        desk = DeadLetterDesk(consumer)
+        for letter in letters:
+            assert (await desk.retry(RetryDeadLetter(sequence=letter["sequence"])))["applied"] is True
+        for letter in letters:
+            with pytest.raises(NotFound):
+                await desk.retry(RetryDeadLetter(sequence=letter["sequence"]))
+        await publish(js, envelope("org-e", 6))  # after the gap: applied as usual
+        assert await applied(pool, 106) == rows + [("org-e", n) for n in range(1, 7)]
+        assert await applied(pool, 107, timeout=0.5) == rows + [("org-e", n) for n in range(1, 7)]  # each once
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+        await nc.close()
