@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 OWNER = {"type": "user", "id": "owner-1"}
+TEST_SECONDS = 120  # each test (each example of the interleavings) far within it
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -176,61 +177,64 @@ async def instances(database_url: str, nats_url: str, *names: str, follow: bool 
 async def test_another_instance_s_events_reach_the_index_through_the_relay_while_the_follower_stands_down(
     database_url, clean_nats, quick_lock
 ):
-    async with instances(database_url, clean_nats, "ours", "theirs") as (ours, theirs):
-        ours.start_relay()
-        await eventually(lambda: ours.relay.active)
-        theirs.start_relay()  # waits for the lock
-        await ours.create_org("o1")
-        await eventually(lambda: stood_down(ours))  # past the stream's end as the relay found it
-        await theirs.create_org("o2")
-        key_id = await theirs.create_key("o2")
-        await theirs.revoke_key("o2", key_id)
-        await eventually(lambda: revoked(ours, "o2", key_id))
-        await equals_the_store(ours)
-        await equals_the_store(theirs)  # its follower: the stream
-        assert not ours.follower.subscribed and not theirs.relay.active
+    async with asyncio.timeout(TEST_SECONDS):  # a hang fails, whatever pytest-timeout does
+        async with instances(database_url, clean_nats, "ours", "theirs") as (ours, theirs):
+            ours.start_relay()
+            await eventually(lambda: ours.relay.active)
+            theirs.start_relay()  # waits for the lock
+            await ours.create_org("o1")
+            await eventually(lambda: stood_down(ours))  # past the stream's end as the relay found it
+            await theirs.create_org("o2")
+            key_id = await theirs.create_key("o2")
+            await theirs.revoke_key("o2", key_id)
+            await eventually(lambda: revoked(ours, "o2", key_id))
+            await equals_the_store(ours)
+            await equals_the_store(theirs)  # its follower: the stream
+            assert not ours.follower.subscribed and not theirs.relay.active
 
 
 async def test_a_backlog_on_the_stream_when_the_relay_takes_the_lock_is_applied_before_the_follower_stands_down(
     database_url, clean_nats, quick_lock
 ):
-    async with instances(database_url, clean_nats, "ours", "theirs", follow=False) as (ours, theirs):
-        theirs.follow()
-        theirs.start_relay()
-        await eventually(lambda: theirs.relay.active)
-        # Published by their relay after our index was built; our follower has not received any of it.
-        await theirs.create_org("backlog")
-        key_id = await theirs.create_key("backlog")
-        await theirs.revoke_key("backlog", key_id)
-        await eventually(lambda: theirs.relay.position == 3)
-        await theirs.stop_relay()
-        ours.start_relay()
-        await eventually(lambda: ours.relay.active and ours.relay.position == 3)
-        ours.follow()  # only now: the whole backlog is behind the relay's position
-        await ours.create_org("after")  # a message past the stream's end: the follower may stand down
-        await eventually(lambda: stood_down(ours))
-        await eventually(lambda: revoked(ours, "backlog", key_id))
-        await equals_the_store(ours)
+    async with asyncio.timeout(TEST_SECONDS):  # a hang fails, whatever pytest-timeout does
+        async with instances(database_url, clean_nats, "ours", "theirs", follow=False) as (ours, theirs):
+            theirs.follow()
+            theirs.start_relay()
+            await eventually(lambda: theirs.relay.active)
+            # Published by their relay after our index was built; our follower has not received any of it.
+            await theirs.create_org("backlog")
+            key_id = await theirs.create_key("backlog")
+            await theirs.revoke_key("backlog", key_id)
+            await eventually(lambda: theirs.relay.position == 3)
+            await theirs.stop_relay()
+            ours.start_relay()
+            await eventually(lambda: ours.relay.active and ours.relay.position == 3)
+            ours.follow()  # only now: the whole backlog is behind the relay's position
+            await ours.create_org("after")  # a message past the stream's end: the follower may stand down
+            await eventually(lambda: stood_down(ours))
+            await eventually(lambda: revoked(ours, "backlog", key_id))
+            await equals_the_store(ours)
 
 
 async def test_after_losing_the_lock_the_new_holder_s_events_reach_the_index_through_the_resumed_follower(
     database_url, clean_nats, quick_lock
 ):
-    async with instances(database_url, clean_nats, "ours", "theirs") as (ours, theirs):
-        ours.start_relay()
-        await eventually(lambda: ours.relay.active)
-        theirs.start_relay()
-        await ours.create_org("o1")
-        key_id = await ours.create_key("o1")
-        await eventually(lambda: stood_down(ours))
-        await ours.stop_relay()  # the lock goes to theirs
-        await eventually(lambda: theirs.relay.active)
-        await eventually(lambda: ours.follower.subscribed and ours.follower.subscriptions == 2)
-        await theirs.revoke_key("o1", key_id)
-        await theirs.create_org("o2")
-        await eventually(lambda: revoked(ours, "o1", key_id))
-        await equals_the_store(ours)
-        await equals_the_store(theirs)
+    async with asyncio.timeout(TEST_SECONDS):  # a hang fails, whatever pytest-timeout does
+        async with instances(database_url, clean_nats, "ours", "theirs") as (ours, theirs):
+            ours.start_relay()
+            await eventually(lambda: ours.relay.active)
+            theirs.start_relay()
+            await ours.create_org("o1")
+            key_id = await ours.create_key("o1")
+            await eventually(lambda: stood_down(ours))
+            await ours.stop_relay()  # the lock goes to theirs
+            await eventually(lambda: theirs.relay.active)
+            await eventually(lambda: ours.follower.subscribed and ours.follower.subscriptions == 2)
+            await theirs.revoke_key("o1", key_id)
+            await theirs.create_org("o2")
+            await eventually(lambda: revoked(ours, "o1", key_id))
+            await equals_the_store(ours)
+            await equals_the_store(theirs)
 
 
 # What happens on two instances that share a few organizations: one of them saves a command, the relay's
@@ -256,34 +260,35 @@ def test_both_indexes_equal_the_store_whatever_the_interleaving_and_handovers(
 
 
 async def _interleave(run: list[Step], database_url: str, nats_url: str) -> None:
-    example = uuid.uuid4().hex[:8]
-    async with instances(database_url, nats_url, f"a-{example}", f"b-{example}") as (a, b):
-        by_name = {"a": a, "b": b}
-        holder, waiting = a, b
-        holder.start_relay()
-        await eventually(lambda: holder.relay.active)
-        waiting.start_relay()
-        orgs = [f"{example}-0"]
-        await a.create_org(orgs[0])
-        keys: list[tuple[str, str]] = []
-        for who, what, n in run:
-            instance = by_name[who]
-            if what == "create_org":
-                orgs.append(f"{example}-{len(orgs)}")
-                await instance.create_org(orgs[-1])
-            elif what == "create_key":
-                org_id = orgs[n % len(orgs)]
-                keys.append((org_id, await instance.create_key(org_id)))
-            elif what == "revoke_key" and keys:
-                await instance.revoke_key(*keys[n % len(keys)])
-            elif what == "handover":
-                await holder.stop_relay()
-                await eventually(lambda: waiting.relay.active)  # noqa: B023 (awaited here)
-                holder.start_relay()
-                holder, waiting = waiting, holder
-            elif what == "turn":
-                await asyncio.sleep(0.002 * n)
-        await equals_the_store(a)
-        await equals_the_store(b)
-        for org_id, key_id in keys:
-            assert revoked(a, org_id, key_id) == revoked(b, org_id, key_id)
+    async with asyncio.timeout(TEST_SECONDS):  # a hang fails, whatever pytest-timeout does
+        example = uuid.uuid4().hex[:8]
+        async with instances(database_url, nats_url, f"a-{example}", f"b-{example}") as (a, b):
+            by_name = {"a": a, "b": b}
+            holder, waiting = a, b
+            holder.start_relay()
+            await eventually(lambda: holder.relay.active)
+            waiting.start_relay()
+            orgs = [f"{example}-0"]
+            await a.create_org(orgs[0])
+            keys: list[tuple[str, str]] = []
+            for who, what, n in run:
+                instance = by_name[who]
+                if what == "create_org":
+                    orgs.append(f"{example}-{len(orgs)}")
+                    await instance.create_org(orgs[-1])
+                elif what == "create_key":
+                    org_id = orgs[n % len(orgs)]
+                    keys.append((org_id, await instance.create_key(org_id)))
+                elif what == "revoke_key" and keys:
+                    await instance.revoke_key(*keys[n % len(keys)])
+                elif what == "handover":
+                    await holder.stop_relay()
+                    await eventually(lambda: waiting.relay.active)  # noqa: B023 (awaited here)
+                    holder.start_relay()
+                    holder, waiting = waiting, holder
+                elif what == "turn":
+                    await asyncio.sleep(0.002 * n)
+            await equals_the_store(a)
+            await equals_the_store(b)
+            for org_id, key_id in keys:
+                assert revoked(a, org_id, key_id) == revoked(b, org_id, key_id)
