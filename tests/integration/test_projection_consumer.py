@@ -570,3 +570,39 @@ async def test_an_organization_stuck_at_a_gap_has_its_later_events_parked_at_onc
         await task
         await pool.close()
         await nc.close()
+
+
+async def test_of_two_instances_on_one_durable_only_one_pulls(clean_nats, database_url, monkeypatch):
+    """The pull lock: with two instances running, every fetch comes from the one holding it (two
+    pullers would each miss the other's deliveries, and neither ack while traffic lasts)."""
+    from shared.pull import BatchPull
+
+    await declare_streams(clean_nats)
+    nc = await nats.connect(clean_nats)
+    js = nc.jetstream()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+    async with pool.acquire() as connection:
+        await prepare(connection, AppliedLog())
+    pullers: set[int] = set()
+    real_fetch = BatchPull.fetch
+
+    async def noting_who_pulls(self, *args, **kwargs):
+        pullers.add(id(self))
+        return await real_fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchPull, "fetch", noting_who_pulls)
+    a, stop_a, task_a = consumer_on(js, pool, "applied-log")
+    b, stop_b, task_b = consumer_on(js, pool, "applied-log")
+    try:
+        for sequence in range(1, 21):
+            await publish(js, envelope("org-p", sequence))
+        assert await applied(pool, 20) == [("org-p", n) for n in range(1, 21)]
+        await asyncio.sleep(1.5)  # the other instance retries the lock every retry_delay: it had its chances
+        assert len(pullers) == 1
+    finally:
+        stop_a.set()
+        stop_b.set()
+        await task_a
+        await task_b
+        await pool.close()
+        await nc.close()
