@@ -591,8 +591,8 @@ async def test_of_two_instances_on_one_durable_only_one_pulls(clean_nats, databa
         return await real_fetch(self, *args, **kwargs)
 
     monkeypatch.setattr(BatchPull, "fetch", noting_who_pulls)
-    a, stop_a, task_a = consumer_on(js, pool, "applied-log")
-    b, stop_b, task_b = consumer_on(js, pool, "applied-log")
+    _, stop_a, task_a = consumer_on(js, pool, "applied-log")
+    _, stop_b, task_b = consumer_on(js, pool, "applied-log")
     try:
         for sequence in range(1, 21):
             await publish(js, envelope("org-p", sequence))
