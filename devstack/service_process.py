@@ -58,7 +58,8 @@ class ServiceProcess:
         if self._process.returncode is None:
             self._process.terminate()
             try:
-                await asyncio.wait_for(self._process.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancel on 3.11
+                    await self._process.wait()
             except TimeoutError:
                 console("run", f"{self.name} did not stop within {timeout:.0f}s, killing it")
                 self._process.kill()

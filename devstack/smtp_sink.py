@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from devstack.ports import LOOPBACK
 
@@ -27,6 +27,9 @@ _PLAIN_ANGLE_ADDRESS = re.compile(
     r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>",
     re.ASCII,
 )
+# RFC 3030: `BDAT <chunk-size> [LAST]`
+_BDAT_ARGUMENT = re.compile(r"([0-9]{1,18})(?: +(LAST))?", re.ASCII | re.IGNORECASE)
+_CHUNK_READ = 65536  # a chunk is read in pieces of at most this, so a huge size never sits in memory
 
 
 class SinkSMTP(SMTP):
@@ -50,6 +53,94 @@ class SinkSMTP(SMTP):
             return None, None
         return address, parameters
 
+    # CHUNKING (RFC 3030): `BDAT <size> [LAST]` followed by exactly <size> bytes of the message, as
+    # they are (no dot-stuffing, no final dot); the chunks of a transaction are joined and the last
+    # one delivers the message through the handler's DATA hook, as DATA does, so a message stored
+    # from BDAT is byte for byte the one stored from DATA. A refused BDAT still reads its bytes (the
+    # client has written them behind the command); a BDAT whose size cannot be read closes the
+    # connection after its 501, since the bytes behind it could only be read as commands.
+
+    _chunks: bytearray | None  # the transaction's message so far, BDAT after BDAT; None before a BDAT
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self._chunks = None
+
+    @syntax("BDAT <size> [LAST]")
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        argument = _BDAT_ARGUMENT.fullmatch(arg or "")
+        if argument is None:
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            await self._hang_up()
+            return
+        size, last = int(argument.group(1)), argument.group(2) is not None
+        chunk = await self._chunk(size)
+        if chunk is None:
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.session.host_name:
+            await self.push("503 5.5.1 Error: send EHLO first")
+            return
+        if self._auth_required and not self.session.authenticated:
+            await self.push("530 5.7.0 Authentication required")
+            return
+        if not self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        chunks = self._chunks if self._chunks is not None else bytearray()
+        if self.data_size_limit and len(chunks) + size > self.data_size_limit:
+            self._set_post_data_state()  # the transaction is over, as after DATA's 552
+            await self.push("552 5.3.4 Error: Too much mail data")
+            return
+        chunks += chunk
+        self._chunks = chunks
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        self.envelope.content = self.envelope.original_content = bytes(chunks)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _chunk(self, size: int) -> bytes | None:
+        """The `size` bytes behind a BDAT, kept while they fit the size limit (they are read
+        whatever the reply will be); None if the connection is lost before they all came."""
+        limit = self.data_size_limit
+        keep = not limit or size <= limit
+        pieces: list[bytes] = []
+        remaining = size
+        while remaining:
+            try:
+                piece = await self._reader.read(min(remaining, _CHUNK_READ))
+            except asyncio.CancelledError:
+                self._writer.close()
+                raise
+            if not piece:
+                self._writer.close()
+                return None
+            remaining -= len(piece)
+            if keep:
+                pieces.append(piece)
+        return b"".join(pieces)
+
+    async def _hang_up(self) -> None:
+        """Closes the connection, and ends this session before it reads another command (as QUIT
+        does, but at once: the cancellation is taken here, not at the next command's reply)."""
+        self._writer.close()
+        assert self._handler_coroutine is not None
+        self._handler_coroutine.cancel()
+        await asyncio.sleep(0)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._chunks is not None:  # RFC 3030 2: DATA and BDAT never in one transaction
+            await self.push("503 5.5.1 Error: BDAT and DATA in one transaction")
+            return
+        await super().smtp_DATA(arg)
+
 
 class WriteEachMessageToFile:
     def __init__(self, mail_dir: Path) -> None:
@@ -60,8 +151,9 @@ class WriteEachMessageToFile:
     ) -> list[str]:
         # RFC 2920: aiosmtpd reads commands in order from a buffered stream and answers each in
         # order, so a client may send MAIL, RCPT and DATA together and then read the replies.
+        # RFC 3030: BDAT is ours (`SinkSMTP.smtp_BDAT`).
         session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return [*responses[:-1], "250-PIPELINING", "250-CHUNKING", responses[-1]]
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         path = write_message(self.mail_dir, envelope_headers(envelope) + (envelope.original_content or b""))

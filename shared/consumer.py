@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, SequenceInfo
 
 from . import dead_letters, subjects, telemetry
 from .acks import AckFrontier
+from .cancellation import raise_if_cancel_pending
 from .clock import Clock, SystemClock
 from .contract.events import Envelope, decode_envelope, decode_typed_envelope
 from .dead_letters import DeadLetter
@@ -231,6 +232,7 @@ class ProjectionConsumer:
             pull = await self.subscribe()
             try:
                 while not stop.is_set() and not _lost(lock):
+                    raise_if_cancel_pending()  # one nats-py's wait_for swallowed (consumer_info, on 3.11)
                     async with self._turn:
                         await self._take_a_turn(pull)
             finally:
@@ -258,7 +260,8 @@ class ProjectionConsumer:
                 except Exception as failure:
                     log.warning("pull lock connection not reset; dropped", error=repr(failure))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.retry_delay)
+                async with asyncio.timeout(self.settings.retry_delay):  # not wait_for: it can drop a cancel on 3.11
+                    await stop.wait()
         yield None
 
     async def _take_a_turn(self, pull: BatchPull) -> None:

@@ -24,5 +24,7 @@ async def every(interval: float, run: Callable[[], Awaitable[object]], stop: asy
             await run()
         except Exception:
             log.exception(failed)
+        # Not `wait_for`: on 3.11 it swallows a cancel that lands as `stop` is set.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+            async with asyncio.timeout(interval):
+                await stop.wait()

@@ -21,6 +21,7 @@ import structlog
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NoKeysError
 
+from shared.cancellation import raise_if_cancel_pending
 from shared.contract.access import BUCKET, HEARTBEAT_ENTRY, ROLE_PREFIX, Heartbeat, key_entry, role_entry
 
 from .access_index import AccessIndex, Changes
@@ -101,6 +102,7 @@ class AccessBucket:
             try:
                 await self._start()
                 while True:
+                    raise_if_cancel_pending()  # one a bucket call swallowed (nats-py's wait_for, on 3.11)
                     events, position, beat_at = await queue.get()
                     if events:
                         self.index.apply(events)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -32,6 +32,7 @@ import msgspec
 import structlog
 
 from shared import paging, pricing, subjects
+from shared.cancellation import raise_if_cancel_pending
 from shared.contract import queries as q
 from shared.contract.access import KeyGrant, KeyStatus, RoleGrant
 
@@ -326,50 +327,133 @@ _sequence_of = msgspec.json.Decoder(_Sequence).decode
 
 
 class IndexFollower:
-    """Follows the MEMBERSHIP stream with an ordered consumer of its own, from a given position.
+    """Keeps the index up with every instance's writes: from the MEMBERSHIP stream (an ordered consumer of
+    its own, from a given position), or from this process's relay while it holds the relay's lock.
 
-    For each event the index lacks, it reads the organization's new events from the store (in a
-    thread) and applies them in order."""
+    For each event the index lacks, it reads the organization's new events from the store (in a thread)
+    and applies them in order: the stream carries no key hashes. The relay's events do (they are the
+    saved ones), so they are applied as they are, and only a gap (the index behind the batch for an
+    organization) costs a read of the store.
+
+    While the relay is active every event of the log passes through it, so the stream subscription,
+    which would only receive back what the relay just published, stands down; but only once it has
+    received the stream's last sequence as the relay found it on taking the lock, so that a backlog
+    the previous relay published is not lost. When the relay stops, the subscription resumes after
+    the highest sequence of the last batch the relay published and applied (a batch that failed part
+    way is received again: applying is idempotent)."""
 
     def __init__(self, index: AccessIndex, app: MembershipApplication, js: JetStreamContext, start_seq: int) -> None:
         self.index = index
         self.app = app
         self.js = js
-        self.start_seq = start_seq
-        self._behind: dict[str, int] = {}  # org -> the highest sequence seen on the stream
+        self.start_seq = start_seq  # where the next subscription starts
+        self.subscribed = False  # (tests, metrics)
+        self.subscriptions = 0  # made so far (tests)
+        self._behind: dict[str, int] = {}  # org -> the highest version seen on the stream or from the relay
         self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._relay_active = False
+        self._stand_down_after: int | None = None  # the relay is active: stand down once past this sequence
+        self._stood_down = False
+        self._relayed_seq = 0  # every message up to this sequence was received here or applied from the relay
+
+    # -- the relay's side (on the loop; never blocks) --------------------------------------
+
+    def relay_activated(self, stream_last_seq: int) -> None:
+        """The relay took the lock, and found the stream's last sequence at `stream_last_seq`."""
+        self._relay_active = True
+        self._relayed_seq = stream_last_seq
+        self._stand_down_after = stream_last_seq
+
+    def relay_published(self, events: Sequence[Any], highest_seq: int) -> None:
+        """The relay published these saved events (acked, up to stream sequence `highest_seq`)."""
+        if not self._relay_active:
+            return
+        index = self.index
+        index.apply(events)
+        for event in events:
+            org_id = event.org_id
+            if event.originator_version > index.version(org_id):  # the index lacks an earlier one
+                self._mark_behind(org_id, event.originator_version)
+        self._relayed_seq = max(self._relayed_seq, highest_seq)
+
+    def relay_deactivated(self) -> None:
+        """The relay lost the lock, or stopped: the stream again, after what the relay applied."""
+        if not self._relay_active:
+            return
+        self._relay_active = False
+        self._stand_down_after = None
+        if self._stood_down:
+            self._stood_down = False
+            self.start_seq = self._relayed_seq + 1
+            self._changed.set()
+
+    # -- the stream --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        from nats.js.api import ConsumerConfig, DeliverPolicy
-
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(self.start_seq, 1))
-        subscription = await self.js.subscribe(
-            subjects.EVENTS_WILDCARD, stream=subjects.STREAM, ordered_consumer=True, config=config, cb=self._received
-        )
+        catching_up = asyncio.create_task(self._catching_up())
+        subscription = None
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                await self._catch_up()
+                raise_if_cancel_pending()  # one a subscribe or unsubscribe swallowed (nats-py's wait_for, on 3.11)
+                if subscription is None and not self._stood_down:
+                    subscription = await self._subscribe(self.start_seq)
+                elif subscription is not None and self._stood_down:
+                    await subscription.unsubscribe()
+                    subscription = None
+                else:
+                    self.subscribed = subscription is not None
+                    await self._changed.wait()
+                    self._changed.clear()
         finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            self.subscribed = False
+            catching_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await catching_up
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+
+    async def _subscribe(self, start_seq: int) -> Any:
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
+        self.subscriptions += 1
+        return await self.js.subscribe(
+            subjects.EVENTS_WILDCARD, stream=subjects.STREAM, ordered_consumer=True, config=config, cb=self._received
+        )
 
     async def _received(self, message: Any) -> None:
+        if self._stood_down:
+            return  # delivered before the unsubscribe: the relay covers it
         org_id = message.subject.split(".")[2]
         try:
             sequence = _sequence_of(message.data).sequence
         except msgspec.DecodeError:
             log.warning("access index: an event without a sequence", subject=message.subject)
-            return
-        if sequence > self.index.version(org_id) and sequence > self._behind.get(org_id, 0):
-            self._behind[org_id] = sequence
+            sequence = 0
+        if sequence > self.index.version(org_id):
+            self._mark_behind(org_id, sequence)
+        if self._stand_down_after is not None and message.metadata.sequence.stream >= self._stand_down_after:
+            self._stand_down_after = None
+            self._stood_down = True  # the orgs marked behind so far are still caught up
+            self._changed.set()
+
+    def _mark_behind(self, org_id: str, version: int) -> None:
+        if version > self._behind.get(org_id, 0):
+            self._behind[org_id] = version
             self._wake.set()
+
+    async def _catching_up(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._catch_up()
 
     async def _catch_up(self) -> None:
         while self._behind:
-            org_id, sequence = next(iter(self._behind.items()))
-            if self.index.version(org_id) < sequence:
+            org_id, version = next(iter(self._behind.items()))
+            if self.index.version(org_id) < version:
                 try:
                     events = await asyncio.to_thread(self.index.new_events, self.app, org_id)
                 except Exception:
@@ -377,7 +461,7 @@ class IndexFollower:
                     await asyncio.sleep(0.5)
                     continue
                 self.index.apply(events)
-            if self._behind.get(org_id) == sequence:
+            if self._behind.get(org_id) == version:
                 del self._behind[org_id]
 
 

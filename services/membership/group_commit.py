@@ -96,7 +96,8 @@ class GroupCommit:
                 return
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not `wait_for`: on 3.11 it can swallow a cancel
+                    await self._arrived.wait()
             except TimeoutError:
                 return
 

@@ -27,9 +27,11 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from shared import subjects
+from shared.cancellation import raise_if_cancel_pending
 from shared.database import single_active
 
 from .access_bucket import AccessBucket
+from .access_index import IndexFollower
 from .application import MembershipApplication, Saved
 from .domain.events import OrganizationEvent
 from .publication import NOTIFICATION_HEADER, publication_of
@@ -55,11 +57,13 @@ class Relay:
         database_url: str,
         batch_size: int = 256,
         access: AccessBucket | None = None,
+        index: IndexFollower | None = None,
     ) -> None:
         """`nc` is the relay's own connection; `access`, when given, is written under the same lock, after each
-        batch is published."""
+        batch is published; `index`, when given, is fed each published batch while the relay holds the lock."""
         self.app = app
         self.access = access
+        self.index = index
         self.js = nc.jetstream()
         self.publisher = StreamPublisher(nc)
         self.database_url = database_url
@@ -100,6 +104,7 @@ class Relay:
     async def run(self) -> None:
         """Publishes until cancelled; reconnects after any failure."""
         while True:
+            raise_if_cancel_pending()
             try:
                 async with single_active(self.database_url, RELAY_LOCK_KEY) as connection:
                     await connection.add_listener(
@@ -123,9 +128,12 @@ class Relay:
                 self._offered.clear()
                 if self.access is not None:
                     self.access.deactivate()
+                if self.index is not None:
+                    self.index.relay_deactivated()
 
     async def _follow(self) -> None:
         while True:
+            raise_if_cancel_pending()  # one the stream's calls swallowed (nats-py's wait_for, on 3.11)
             self._new_events.clear()
             offered = self._offered_run()
             if offered:
@@ -133,8 +141,10 @@ class Relay:
                 continue
             wait = self._until_read_due()
             if wait > 0:
+                # Not `wait_for`: on 3.11 it swallows a cancel that lands as the event is set.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._new_events.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._new_events.wait()
                 continue
             await self._read()
 
@@ -173,14 +183,19 @@ class Relay:
         return max(due - now, 0.0)
 
     async def _publish_and_pass_on(self, saved: Sequence[Saved]) -> None:
-        await self._publish(saved)
+        highest_seq = await self._publish(saved)
         self.position = saved[-1][0]
+        events = [event for _, event in saved]
+        if self.index is not None:
+            self.index.relay_published(events, highest_seq)
         if self.access is not None:
-            self.access.published([event for _, event in saved], self.position)
+            self.access.published(events, self.position)
 
     async def _resume(self) -> int:
         """The last notification id on the stream, after re-publishing holes just below it."""
         state = (await self.js.stream_info(subjects.STREAM)).state
+        if self.index is not None:
+            self.index.relay_activated(state.last_seq)  # from here on every event passes through this relay
         if state.last_seq == 0:
             return 0
         recent = await self._recent_notification_ids(state.first_seq, state.last_seq)
@@ -188,7 +203,10 @@ class Relay:
             return 0
         holes = sorted(set(range(min(recent), max(recent) + 1)) - recent)
         for notification_id in holes:
-            await self._publish(self._decoded(await self._select(notification_id, 1)))
+            hole = self._decoded(await self._select(notification_id, 1))
+            highest_seq = await self._publish(hole)
+            if self.index is not None:
+                self.index.relay_published([event for _, event in hole], highest_seq)
         if holes:
             log.warning("relay filled holes", count=len(holes))
         log.info("relay resumes", after_notification=max(recent))
@@ -211,11 +229,12 @@ class Relay:
     def _decoded(self, notifications: Sequence[Notification]) -> list[Saved]:
         return [(n.id, cast(OrganizationEvent, self.app.mapper.to_domain_event(n))) for n in notifications]
 
-    async def _publish(self, saved: Sequence[Saved]) -> None:
+    async def _publish(self, saved: Sequence[Saved]) -> int:
+        """The highest stream sequence of the batch's acks."""
         messages = []
         for notification_id, event in saved:
             publication = publication_of(event)
             headers = {"Nats-Msg-Id": publication.event_id, NOTIFICATION_HEADER: str(notification_id)}
             messages.append(Message(publication.subject, publication.body, headers))
         # An ack lost with the connection never comes: give up on the batch and resume from the stream.
-        await self.publisher.publish(messages, timeout=ACK_TIMEOUT_SECONDS)
+        return await self.publisher.publish(messages, timeout=ACK_TIMEOUT_SECONDS)

@@ -53,11 +53,13 @@ class Message:
 @dataclass
 class _Batch:
     unacked: int
+    highest_seq: int = 0  # the highest stream sequence acked (a repeat's ack names the first copy's)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     tokens: list[str] = field(default_factory=list)
 
-    def acked(self) -> None:
+    def acked(self, seq: int) -> None:
         self.unacked -= 1
+        self.highest_seq = max(self.highest_seq, seq)
         if self.unacked == 0 and not self.done.done():
             self.done.set_result(None)
 
@@ -74,10 +76,11 @@ class StreamPublisher:
         self._tokens = itertools.count(1)
         self._waiting: dict[str, _Batch] = {}  # reply token -> the batch its message belongs to
 
-    async def publish(self, messages: Sequence[Message], timeout: float) -> None:
-        """Returns once the stream acked every message; raises PublishRefused, or TimeoutError."""
+    async def publish(self, messages: Sequence[Message], timeout: float) -> int:
+        """Returns once the stream acked every message: the highest stream sequence of their acks (0 for
+        none); raises PublishRefused, or TimeoutError."""
         if not messages:
-            return
+            return 0
         if self._subscription is None:
             self._prefix = self._nc.new_inbox() + "."
             self._subscription = await self._nc.subscribe(self._prefix + "*", cb=self._received)
@@ -88,7 +91,9 @@ class StreamPublisher:
                 self._waiting[token] = batch
                 batch.tokens.append(token)
                 await self._nc.publish(message.subject, message.body, reply=self._prefix + token, headers=message.headers)
-            await asyncio.wait_for(batch.done, timeout)
+            async with asyncio.timeout(timeout):  # not `wait_for`: on 3.11 it can swallow a cancel
+                await batch.done
+            return batch.highest_seq
         finally:
             for token in batch.tokens:
                 self._waiting.pop(token, None)
@@ -110,4 +115,4 @@ class StreamPublisher:
         elif not ack.stream:
             batch.refused(f"an ack that names no stream: {reply.data[:200]!r}")
         else:
-            batch.acked()
+            batch.acked(ack.seq)

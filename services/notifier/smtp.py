@@ -117,6 +117,7 @@ class Mailer:
                 session.close()
             return
         try:
-            await asyncio.wait_for(session.quit(), timeout=2)
+            async with asyncio.timeout(2):  # not wait_for: it can drop a cancel on 3.11
+                await session.quit()
         except Exception:
             session.close()

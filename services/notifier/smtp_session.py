@@ -1,17 +1,22 @@
 """One email's SMTP transaction of our own, on a connection aiosmtplib opened.
 
 aiosmtplib connects, says EHLO, upgrades with STARTTLS and logs in; then `Session.take_over` takes
-the connection's transport and sends MAIL, RCPT and DATA itself: all three in one write when the
-server advertises PIPELINING (RFC 2920), so an email costs two round trips instead of four (and
-none of aiosmtplib's per-message work: its protocol reads one reply per write, normalises the line
-ends of the whole message twice and parses both addresses again).
+the connection's transport and sends the email itself (and none of aiosmtplib's per-message work:
+its protocol reads one reply per write, normalises the line ends of the whole message twice and
+parses both addresses again):
+
+- when the server advertises CHUNKING (RFC 3030) and PIPELINING (RFC 2920): MAIL, RCPT and
+  `BDAT <size> LAST` with the message behind it, as it is, in one write; one round trip per email;
+- else with PIPELINING: MAIL, RCPT and DATA in one write, then the dot-stuffed message and its
+  final dot: two round trips; without it, one command at a time.
 
 A failure is raised as the exception aiosmtplib's `sendmail` raises for it, so `deliveries.py`
 classifies it alike: `SMTPSenderRefused` (MAIL), `SMTPRecipientsRefused` (RCPT), `SMTPDataError`
-(DATA, or the message's final reply), `SMTPResponseException(-1, ...)` for a malformed reply and
-`SMTPServerDisconnected` for a lost connection. The replies are weighed in the order of the
+(DATA or BDAT, or the message's final reply), `SMTPResponseException(-1, ...)` for a malformed reply
+and `SMTPServerDisconnected` for a lost connection. The replies are weighed in the order of the
 commands, as if they had been sent one at a time: a refused MAIL is the error even when the server
-then drops the connection. After a refusal the envelope is reset (RSET), as aiosmtplib does.
+then drops the connection, or refuses the BDAT that follows it (as it must: RFC 3030 has it read the
+chunk's bytes and refuse it). After a refusal the envelope is reset (RSET), as aiosmtplib does.
 """
 
 from __future__ import annotations
@@ -117,10 +122,11 @@ class _Connection(asyncio.Protocol):
 class Session:
     """An SMTP connection past its greeting, EHLO, STARTTLS and login, sending one email at a time."""
 
-    def __init__(self, connection: _Connection, *, pipelining: bool, size: bool) -> None:
+    def __init__(self, connection: _Connection, *, pipelining: bool, size: bool, chunking: bool = False) -> None:
         self._connection = connection
         self.pipelining = pipelining
         self.size = size
+        self.chunking = chunking and pipelining  # BDAT only pays when it goes in one write with MAIL and RCPT
 
     @classmethod
     async def take_over(cls, client: aiosmtplib.SMTP) -> Session:
@@ -140,7 +146,12 @@ class Session:
             raise
         connection = _Connection(transport)
         transport.set_protocol(connection)
-        return cls(connection, pipelining=client.supports_extension("pipelining"), size=client.supports_extension("size"))
+        return cls(
+            connection,
+            pipelining=client.supports_extension("pipelining"),
+            size=client.supports_extension("size"),
+            chunking=client.supports_extension("chunking"),
+        )
 
     @property
     def is_connected(self) -> bool:
@@ -151,10 +162,13 @@ class Session:
         `headers.mailable_address` accepted; raises as aiosmtplib's `sendmail` would."""
         if _NOT_IN_AN_ENVELOPE_ADDRESS.search(recipient):
             raise ValueError("the recipient cannot go into RCPT TO as it is")
-        content = _crlf_lines(content)
+        content = _crlf_lines(content)  # the message the server takes, whether by BDAT or by DATA
         mail = b"MAIL FROM:" + _quoted_sender(sender) + (b" SIZE=%d" % len(content) if self.size else b"")
-        envelope = [mail, b"RCPT TO:<" + recipient.encode("ascii") + b">", b"DATA"]
-        replies = await self._exchange(envelope)
+        rcpt = b"RCPT TO:<" + recipient.encode("ascii") + b">"
+        if self.chunking:
+            await self._send_in_one_chunk(mail, rcpt, content, sender, recipient)
+            return
+        replies = await self._exchange([mail, rcpt, b"DATA"])
         refusal = _refusal(replies, sender, recipient)
         if refusal is not None:
             if len(replies) == 3 and replies[2].code == START_INPUT:  # a server that took DATA regardless
@@ -167,18 +181,21 @@ class Session:
             await self._reset()
             raise aiosmtplib.SMTPDataError(final.code, final.message)
 
+    async def _send_in_one_chunk(self, mail: bytes, rcpt: bytes, content: bytes, sender: str, recipient: str) -> None:
+        """MAIL, RCPT and `BDAT <size> LAST` with the message behind it (no dot-stuffing, no final
+        dot: the server takes exactly `len(content)` bytes), in one write; then the three replies."""
+        written = mail + b"\r\n" + rcpt + b"\r\n" + b"BDAT %d LAST\r\n" % len(content) + content
+        replies = await self._pipelined(written, 3)
+        refusal = _refusal(replies, sender, recipient, taken=OK)
+        if refusal is not None:
+            await self._reset()
+            raise refusal
+
     async def _exchange(self, commands: list[bytes]) -> list[Reply]:
         """The replies to `commands`: all written at once with PIPELINING, else one at a time until
         one is refused. A lost connection or a malformed reply after a refusal raises the refusal."""
         if self.pipelining:
-            self._connection.write(b"".join(command + b"\r\n" for command in commands), len(commands))
-            replies = await self._connection.replies(len(commands))
-            for position, reply in enumerate(replies):
-                if reply is None:  # weighed in order: a refusal before the break is the error
-                    if position and _refused(cast(Reply, replies[position - 1]), position - 1):
-                        return cast(list[Reply], replies[:position])
-                    return cast(list[Reply], [await self._connection.reply()])  # raises the break
-            return cast(list[Reply], replies)
+            return await self._pipelined(b"".join(command + b"\r\n" for command in commands), len(commands))
         replies_one_by_one: list[Reply] = []
         for command in commands:
             self._connection.write(command + b"\r\n", 1)
@@ -191,6 +208,18 @@ class Session:
             if _refused(replies_one_by_one[-1], len(replies_one_by_one) - 1):
                 return replies_one_by_one
         return replies_one_by_one
+
+    async def _pipelined(self, written: bytes, count: int) -> list[Reply]:
+        """The replies to the `count` commands `written` holds, written at once; weighed in order:
+        a refusal before a lost connection or a malformed reply is the error, not the break."""
+        self._connection.write(written, count)
+        replies = await self._connection.replies(count)
+        for position, reply in enumerate(replies):
+            if reply is None:
+                if position and _refused(cast(Reply, replies[position - 1]), position - 1):
+                    return cast(list[Reply], replies[:position])
+                return cast(list[Reply], [await self._connection.reply()])  # raises the break
+        return cast(list[Reply], replies)
 
     async def _reset(self) -> None:
         """RSET after a refusal, so the connection can carry the next email; its own failure is not
@@ -214,19 +243,21 @@ class Session:
         self._connection.close()
 
 
-def _refused(reply: Reply, position: int) -> bool:
-    """Whether the reply to the `position`-th command of MAIL, RCPT, DATA refuses it."""
+def _refused(reply: Reply, position: int, taken: int = START_INPUT) -> bool:
+    """Whether the reply to the `position`-th command of MAIL, RCPT, DATA (or BDAT, taken with
+    `taken` = 250) refuses it."""
     if position == 0:
         return reply.code != OK
     if position == 1:
         return reply.code not in (OK, WILL_FORWARD)
-    return reply.code != START_INPUT
+    return reply.code != taken
 
 
-def _refusal(replies: list[Reply], sender: str, recipient: str) -> aiosmtplib.SMTPException | None:
-    """The error of the first refused command of MAIL, RCPT, DATA, as aiosmtplib raises it, or None."""
+def _refusal(replies: list[Reply], sender: str, recipient: str, taken: int = START_INPUT) -> aiosmtplib.SMTPException | None:
+    """The error of the first refused command of MAIL, RCPT, DATA (or BDAT, taken with `taken` =
+    250), as aiosmtplib raises it (DATA's for BDAT), or None."""
     for position, reply in enumerate(replies):
-        if not _refused(reply, position):
+        if not _refused(reply, position, taken):
             continue
         if position == 0:
             return aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)

@@ -1,6 +1,7 @@
 """The bytes `mime.py` writes, through the notifier's `Mailer` (its own pipelined transaction) to the real
-SMTP sink: the server receives exactly them (the client dot-stuffs every line that starts with `.`,
-the server takes the dots back off), and they read back as our headers and parts."""
+SMTP sink, by BDAT and by DATA: the server receives exactly them (BDAT carries them as they are; by
+DATA the client dot-stuffs every line that starts with `.`, the server takes the dots back off), and
+they read back as our headers and parts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from devstack import SmtpSink
 from services.notifier.mail import subject
 from services.notifier.smtp import Mailer, parse_smtp_url
+from tests.integration.test_notifier_smtp_session import without_chunking
 from tests.servers import smtp_sink_in_scratch_dir
 from tests.unit.test_notifier_headers import HOSTILE_TEXTS, invitation, read_back, write
 from tests.unit.test_notifier_mime import assert_safe_on_the_wire, hostile_text
@@ -31,10 +33,13 @@ def sink() -> Iterator[SmtpSink]:
         yield sink
 
 
-@pytest.fixture
-async def mailer(sink: SmtpSink) -> AsyncIterator[Mailer]:
+@pytest.fixture(params=["BDAT", "DATA"])
+async def mailer(sink: SmtpSink, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Mailer]:
+    if request.param == "DATA":
+        without_chunking(monkeypatch)
     mailer = Mailer(parse_smtp_url(sink.url), timeout=10)
     yield mailer
+    assert mailer._session is not None and mailer._session.chunking is (request.param == "BDAT")
     await mailer.close()
 
 
@@ -66,5 +71,7 @@ async def test_any_hostile_name_reaches_the_server_as_written(mailer, sink, org_
 
 async def test_lines_that_start_with_a_dot_arrive_as_they_were_written(mailer, sink):
     sent, received = await sent_and_received(mailer, sink, inviter=".hidden@acme.io", org_name="." * 300)
-    assert b"\r\n.hidden@acme.io invited you" in sent and b"\r\n......" in sent  # stuffed on the way, unstuffed at the server
+    assert (
+        b"\r\n.hidden@acme.io invited you" in sent and b"\r\n......" in sent
+    )  # by DATA stuffed on the way, unstuffed at the server
     assert received == sent

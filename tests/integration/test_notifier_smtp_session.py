@@ -1,6 +1,6 @@
 """The notifier's own SMTP transaction (`smtp_session.py`) against real servers: the SMTP sink, and a
 small scripted server for what the sink never does (refusals, no PIPELINING, a 354 after a refused
-recipient, a dropped connection). Every failure is the exception aiosmtplib's `sendmail` raised for
+recipient, a dropped connection), by DATA and by BDAT (CHUNKING). Every failure is the exception aiosmtplib's `sendmail` raised for
 it, so `deliveries.py` classifies it alike (permanent or temporary, with the same description)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from devstack import SmtpSink
 from services.notifier.deliveries import describe, is_permanent
 from services.notifier.mail import OutgoingEmail
 from services.notifier.smtp import Mailer, parse_smtp_url
+from services.notifier.smtp_session import _Connection
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +32,7 @@ class Script:
     """What the scripted server answers: a verb's reply (or CLOSE), the n-th time it is given."""
 
     pipelining: bool = True
+    chunking: bool = False  # CHUNKING advertised (BDAT taken)
     replies: dict[str, list[bytes]] = field(default_factory=dict)
     byte_by_byte: bool = False  # every reply written a byte at a time
 
@@ -42,7 +44,7 @@ class Script:
 @dataclass
 class Seen:
     commands: list[bytes] = field(default_factory=list)
-    messages: list[bytes] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)  # by DATA, or the chunks of a BDAT ... LAST, refused or not
     connections: int = 0
     sent_before_its_reply: list[bytes] = field(default_factory=list)  # a command after an unanswered one
 
@@ -57,6 +59,8 @@ class ScriptedSmtp(asyncio.Protocol):
         self.held: list[bytes] = []
         self.in_data = False
         self.refused = False
+        self.chunk: tuple[int, bool] | None = None  # the bytes a BDAT has yet to bring, and its LAST
+        self.chunks = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -75,6 +79,18 @@ class ScriptedSmtp(asyncio.Protocol):
         self.buffer += data
         unanswered = False
         while not self.transport.is_closing():
+            if self.chunk is not None:
+                (left, last), taken = self.chunk, self.buffer[: self.chunk[0]]
+                self.chunks, self.buffer = self.chunks + taken, self.buffer[len(taken) :]
+                self.chunk = (left - len(taken), last)
+                if left > len(taken):
+                    return
+                self.chunk = None
+                if last:
+                    self.seen.messages.append(self.chunks)
+                    self.chunks = b""
+                self.answer("BDAT", b"503 5.5.1 no valid recipients\r\n" if self.refused else b"250 2.0.0 queued\r\n", flush=last)
+                continue
             if self.in_data:
                 end = (b"\r\n" + self.buffer).find(b"\r\n.\r\n")  # a message may be empty
                 if end == -1:
@@ -98,6 +114,7 @@ class ScriptedSmtp(asyncio.Protocol):
         verb = line.split(b" ", 1)[0].split(b":", 1)[0].decode().upper()
         if verb == "EHLO":
             extensions = [b"SIZE 1000000", b"8BITMIME"] + ([b"PIPELINING"] if self.script.pipelining else [])
+            extensions += [b"CHUNKING"] if self.script.chunking else []
             self.answer(verb, b"".join(b"250-" + e + b"\r\n" for e in [b"scripted.test", *extensions]) + b"250 HELP\r\n", True)
         elif verb == "MAIL":
             self.refused = False
@@ -106,6 +123,9 @@ class ScriptedSmtp(asyncio.Protocol):
             self.answer(verb, b"250 2.1.5 ok\r\n")
         elif verb == "DATA":
             self.answer(verb, b"554 5.5.1 no valid recipients\r\n" if self.refused else b"354 end with .\r\n", True)
+        elif verb == "BDAT" and self.script.chunking:
+            _, size, *last = line.split(b" ")
+            self.chunk = (int(size), last == [b"LAST"])  # answered once its bytes have come
         elif verb == "RSET":
             self.refused = False
             self.answer(verb, b"250 2.0.0 reset\r\n", True)
@@ -181,8 +201,9 @@ async def test_an_email_goes_out_whole_and_dot_stuffed(scripted, pipelining: boo
     assert seen.sent_before_its_reply == []  # without PIPELINING, never a command ahead of a reply
 
 
-async def test_replies_cut_into_single_bytes_are_read_whole(scripted) -> None:
-    mailer, seen = await scripted(Script(byte_by_byte=True))
+@pytest.mark.parametrize("chunking", [False, True])
+async def test_replies_cut_into_single_bytes_are_read_whole(scripted, chunking: bool) -> None:
+    mailer, seen = await scripted(Script(byte_by_byte=True, chunking=chunking))
     assert await sent(mailer) is None
     assert await sent(mailer) is None
     assert seen.messages == [CONTENT] * 2
@@ -229,56 +250,161 @@ async def test_a_354_after_a_refused_recipient_is_ended_with_a_lone_dot(scripted
     assert seen.messages[-1] == CONTENT
 
 
-@pytest.mark.parametrize("pipelining", [True, False])
-async def test_a_refused_sender_then_a_closed_connection_is_the_refusal(scripted, pipelining: bool) -> None:
-    mailer, _ = await scripted(Script(pipelining=pipelining, replies={"MAIL": [b"421 4.3.2 shutting down\r\n"], "RCPT": [CLOSE]}))
+@pytest.mark.parametrize(("pipelining", "chunking"), [(True, False), (False, False), (True, True)])
+async def test_a_refused_sender_then_a_closed_connection_is_the_refusal(scripted, pipelining: bool, chunking: bool) -> None:
+    script = Script(pipelining=pipelining, chunking=chunking, replies={"MAIL": [b"421 4.3.2 shutting down\r\n"], "RCPT": [CLOSE]})
+    mailer, _ = await scripted(script)
     error = await sent(mailer)
     assert isinstance(error, aiosmtplib.SMTPSenderRefused) and error.code == 421
     assert not is_permanent(error)
 
 
-async def test_a_connection_lost_midway_is_temporary(scripted) -> None:
-    mailer, seen = await scripted(Script(replies={"RCPT": [CLOSE]}))
+@pytest.mark.parametrize("chunking", [False, True])
+async def test_a_connection_lost_midway_is_temporary(scripted, chunking: bool) -> None:
+    mailer, seen = await scripted(Script(chunking=chunking, replies={"RCPT": [CLOSE]}))
     error = await sent(mailer)
     assert isinstance(error, aiosmtplib.SMTPServerDisconnected) and not is_permanent(error)
     assert await sent(mailer) is None  # a new connection
     assert seen.connections == 2
 
 
-async def test_an_idle_connection_the_server_dropped_is_replaced_once(scripted) -> None:
-    mailer, seen = await scripted(Script(replies={"MAIL": [b"250 ok\r\n", CLOSE]}))
+@pytest.mark.parametrize("chunking", [False, True])
+async def test_an_idle_connection_the_server_dropped_is_replaced_once(scripted, chunking: bool) -> None:
+    mailer, seen = await scripted(Script(chunking=chunking, replies={"MAIL": [b"250 ok\r\n", CLOSE]}))
     assert await sent(mailer) is None
     assert await sent(mailer) is None  # dropped on the reused connection: once more, on a new one
     assert seen.connections == 2
     assert seen.messages == [CONTENT, CONTENT]
 
 
-async def test_a_malformed_reply_is_aiosmtplibs_invalid_response(scripted) -> None:
-    mailer, _ = await scripted(Script(replies={"MAIL": [b"hello there\r\n"]}))
+@pytest.mark.parametrize(("chunking", "verb"), [(False, "MAIL"), (True, "MAIL"), (True, "BDAT")])
+async def test_a_malformed_reply_is_aiosmtplibs_invalid_response(scripted, chunking: bool, verb: str) -> None:
+    mailer, _ = await scripted(Script(chunking=chunking, replies={verb: [b"hello there\r\n"]}))
     error = await sent(mailer)
     assert isinstance(error, aiosmtplib.SMTPResponseException) and error.code == -1
     assert not is_permanent(error)
 
 
-async def test_emails_pipelined_through_the_real_sink_arrive_as_written(smtp_sink: SmtpSink) -> None:
+@pytest.mark.parametrize("chunking", [True, False])
+async def test_emails_pipelined_through_the_real_sink_arrive_as_written(
+    smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch, chunking: bool
+) -> None:
+    if not chunking:
+        without_chunking(monkeypatch)
+    writes = count_writes(monkeypatch)
     before = set(smtp_sink.messages())
     mailer = Mailer(parse_smtp_url(smtp_sink.url), timeout=10)
     try:
         for n in range(20):
             await mailer.send(OutgoingEmail(CONTENT.replace(b"hi", b"hi %d" % n), "no-reply@acme.io", f"ada{n}@acme.io"))
         assert mailer._session is not None and mailer._session.pipelining
+        assert mailer._session.chunking is chunking
     finally:
         await mailer.close()
+    assert len(writes) == 20 * (1 if chunking else 2) + 1  # one write (one round trip) an email with BDAT; then QUIT
     arrived = sorted(set(smtp_sink.messages()) - before)
     assert len(arrived) == 20
-    subjects = {email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["Subject"] for path in arrived}
-    assert subjects == {f"hi {n}" for n in range(20)}
+    received = [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in arrived]
+    assert {message["Subject"] for message in received} == {f"hi {n}" for n in range(20)}
+    assert all(path.read_bytes().endswith(CONTENT.replace(b"hi", b"hi %d" % n)) for path, n in arrived_by_subject(arrived))
 
 
-async def test_a_connection_lost_after_the_final_dot_sends_the_message_again_as_rfc_5321_asks(scripted):
-    # RFC 5321, 6.1: with no reply to the final dot the client cannot know the message was taken, and
-    # must not lose it; a duplicate is the price (services/notifier/README.md, the duplicate window)
-    mailer, seen = await scripted(Script(replies={"END": [b"250 2.0.0 queued\r\n", CLOSE]}))
+def arrived_by_subject(paths: list) -> list:
+    """(path, n) for each message of subject `hi <n>`."""
+    return [(path, int(email.message_from_bytes(path.read_bytes())["Subject"].split()[1])) for path in paths]
+
+
+def without_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions opened from now on take CHUNKING as not advertised (they send DATA)."""
+    supports = aiosmtplib.SMTP.supports_extension
+    monkeypatch.setattr(aiosmtplib.SMTP, "supports_extension", lambda client, name: name != "chunking" and supports(client, name))
+
+
+def count_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What the sessions write to their connections, one item a write."""
+    writes: list[bytes] = []
+    write = _Connection.write
+
+    def counted(connection: _Connection, data: bytes, replies: int) -> None:
+        writes.append(data)
+        write(connection, data, replies)
+
+    monkeypatch.setattr(_Connection, "write", counted)
+    return writes
+
+
+@pytest.mark.parametrize(("chunking", "verb"), [(False, "END"), (True, "BDAT")])
+async def test_a_connection_lost_after_the_final_dot_sends_the_message_again_as_rfc_5321_asks(scripted, chunking, verb):
+    # RFC 5321, 6.1: with no reply to the final dot (or to BDAT ... LAST) the client cannot know the
+    # message was taken, and must not lose it; a duplicate is the price (services/notifier/README.md,
+    # the duplicate window)
+    mailer, seen = await scripted(Script(chunking=chunking, replies={verb: [b"250 2.0.0 queued\r\n", CLOSE]}))
     assert await sent(mailer) is None
     assert await sent(mailer) is None  # the reused connection dropped: sent again on a new one
     assert seen.messages == [CONTENT, CONTENT, CONTENT]
+
+
+CHUNKED = [f"MAIL FROM:<no-reply@acme.io> SIZE={len(CONTENT)}".encode(), b"RCPT TO:<ada@acme.io>", b"BDAT %d LAST" % len(CONTENT)]
+
+
+async def test_with_chunking_an_email_goes_out_in_one_bdat_as_it_is(scripted) -> None:
+    mailer, seen = await scripted(Script(chunking=True))
+    for _ in range(3):
+        assert await sent(mailer) is None
+    assert seen.messages == [CONTENT] * 3  # not dot-stuffed, no final dot: BDAT carries the bytes as they are
+    assert seen.commands[1:] == CHUNKED * 3
+    assert seen.connections == 1
+
+
+async def test_chunking_without_pipelining_sends_data(scripted) -> None:
+    mailer, seen = await scripted(Script(chunking=True, pipelining=False))
+    assert await sent(mailer) is None
+    assert seen.commands[-1] == b"DATA"
+    assert seen.messages == [CONTENT]
+    assert seen.sent_before_its_reply == []
+
+
+async def test_content_without_crlf_line_ends_goes_out_as_data_would_deliver_it(scripted) -> None:
+    mailer, seen = await scripted(Script(chunking=True))
+    bare = b"Subject: hi\n\n.one\rtwo\r\nthree"  # bare LF and CR, no final line end
+    assert await sent(mailer, OutgoingEmail(bare, "no-reply@acme.io", "ada@acme.io")) is None
+    as_data_delivers = b"Subject: hi\r\n\r\n.one\r\ntwo\r\nthree\r\n"
+    assert seen.messages == [as_data_delivers]
+    assert seen.commands[-1] == b"BDAT %d LAST" % len(as_data_delivers)
+
+
+@pytest.mark.parametrize(
+    ("verb", "reply", "kind", "permanent"),
+    [
+        ("RCPT", b"550 5.1.1 no such user\r\n", aiosmtplib.SMTPRecipientsRefused, True),
+        ("RCPT", b"450 4.2.1 mailbox busy\r\n", aiosmtplib.SMTPRecipientsRefused, False),
+        ("MAIL", b"550 5.7.1 sender refused\r\n", aiosmtplib.SMTPSenderRefused, False),
+        ("MAIL", b"451 4.3.0 try later\r\n", aiosmtplib.SMTPSenderRefused, False),
+        ("BDAT", b"554 5.7.1 spam\r\n", aiosmtplib.SMTPDataError, True),
+        ("BDAT", b"452 4.3.1 disk full\r\n", aiosmtplib.SMTPDataError, False),
+        ("BDAT", b"354 what\r\n", aiosmtplib.SMTPDataError, False),
+    ],
+)
+async def test_with_chunking_a_refusal_is_classified_as_aiosmtplib_raised_it(
+    scripted, verb: str, reply: bytes, kind: type, permanent: bool
+) -> None:
+    mailer, seen = await scripted(Script(chunking=True, replies={verb: [reply]}))
+    error = await sent(mailer)
+    assert isinstance(error, kind)
+    assert is_permanent(error) is permanent
+    assert describe(error) == reply.decode().strip()
+    # the chunk was read as a chunk (RFC 3030: even when refused), then the envelope reset and the mailer closed
+    assert seen.commands[1:] == [*CHUNKED, b"RSET", b"QUIT"]
+    assert seen.messages == [CONTENT]
+    assert await sent(mailer) is None
+    assert seen.connections == 2
+    assert seen.messages == [CONTENT, CONTENT]
+
+
+async def test_a_bdat_taken_after_a_refused_recipient_is_still_the_refusal(scripted) -> None:
+    mailer, seen = await scripted(
+        Script(chunking=True, replies={"RCPT": [b"550 5.1.1 no such user\r\n"], "BDAT": [b"250 ok\r\n"]})
+    )
+    error = await sent(mailer)
+    assert isinstance(error, aiosmtplib.SMTPRecipientsRefused) and is_permanent(error)
+    assert seen.commands[-3:] == [CHUNKED[-1], b"RSET", b"QUIT"]

@@ -142,7 +142,7 @@ async def test_one_short_batch_does_not_teach_the_next_gathering_to_wait_for_few
     assert store.batches[-2:] == [list(range(16)), [16]]
 
     async def arrive(n: int) -> None:
-        await asyncio.sleep(0.0002 * (n - 17))  # twelve arrive within the linger, one by one
+        await asyncio.sleep(0.00015 * (n - 17))  # twelve arrive within the linger (1.65 of its 2 ms), one by one
         await commit.submit(decision(n))
 
     await asyncio.gather(*(arrive(n) for n in range(17, 29)))
