@@ -59,7 +59,10 @@ class AckFrontier(Generic[M]):
         self._held: dict[int, _Held[M]] = {}
 
     def resume(self, delivered: int, ack_floor_delivery: int, ack_pending: int) -> None:
-        """The consumer's state as this process starts: it knows everything only if nothing is pending."""
+        """The consumer's state as this process starts pulling (again): it knows everything only if
+        nothing is pending. What it held before is forgotten: after a handover another instance may
+        have acked it, and an entry never acked or pruned would stop every ack below it for good."""
+        self._held.clear()
         self._next_delivery = delivered + 1
         self._acked_delivery = ack_floor_delivery
         self.knows_all = ack_pending == 0

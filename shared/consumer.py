@@ -6,7 +6,10 @@ batch applies the projection and records, per organization, the last `sequence` 
 One ack per batch, after the commit, of the last message below which everything is handled
 (`shared/acks.py`), so a crash between the two redelivers what the next run recognises as
 duplicates. A message that keeps failing goes to the dead-letter stream with its error after
-`max_attempts`, and the organization's position moves past it so later events apply.
+`max_attempts`, and the organization's position moves past it so later events apply. A message
+that has waited for its gap longer than any legitimate gap takes (`ConsumerSettings.gap_patience`)
+is parked too, as waiting for a gap, without moving the position: under the one ack it would
+otherwise hold every organization's projection (`max_ack_pending`) for as long as the gap lasts.
 The batches go through one connection the consumer holds (`HeldConnection`), not one taken from the
 pool and given back each batch.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -84,8 +88,26 @@ class ConsumerSettings:
     retry_delay: float = 1.0
     gap_delay: float = 0.5
     ack_wait: float = 5.0  # how long a crashed batch waits before it is delivered again
+    # How long an event ahead of its organization's position is nak'd before it is parked as waiting
+    # for a gap; None: `patience_for_gaps()`, from the settings above.
+    gap_patience: float | None = None
     # Which organizations this instance owns: all of them (MEMBERSHIP itself) unless PARTITIONS > 1.
     partition: Partition = field(default_factory=Partition)
+
+    def patience_for_gaps(self) -> float:
+        """Seconds an event waits for its gap before it is parked: four times the longest a legitimate
+        gap lasts (a predecessor retried `max_attempts` times with backoff, then dead-lettered and
+        passed; or one in a batch that died, delivered again after `ack_wait`)."""
+        if self.gap_patience is not None:
+            return self.gap_patience
+        retries = self.retry_delay * (2 ** (self.max_attempts - 1) - 1)
+        return 4 * (retries + self.ack_wait + self.gap_delay)
+
+    def gap_deliveries(self) -> int:
+        """The patience in deliveries: the server redelivers a nak'd event no sooner than `gap_delay`,
+        so an event delivered this many times has waited at least `patience_for_gaps()` seconds
+        (since its first delivery, restarts and handovers included: the server counts them)."""
+        return math.ceil(self.patience_for_gaps() / self.gap_delay) + 1
 
     @classmethod
     def for_service(cls, service: str, partition: Partition | None = None) -> ConsumerSettings:
@@ -347,7 +369,10 @@ class ProjectionConsumer:
         if outcome.verdict == ACK:
             self.acks.settled(message)
             return True
-        if outcome.verdict == WAIT:
+        if outcome.verdict == WAIT and message.metadata.num_delivered >= self.settings.gap_deliveries():
+            await self._park_waiting(message, event)
+            self.acks.settled(message)
+        elif outcome.verdict == WAIT:
             await message.nak(delay=self.settings.gap_delay)
         elif message.metadata.num_delivered >= self.settings.max_attempts:
             await self._dead_letter(message, event, outcome.error)
@@ -389,6 +414,47 @@ class ProjectionConsumer:
                 await save_positions(connection, self.projection.schema, skipped)
         telemetry.dead_lettered(self.settings.durable)
         log.error("dead-lettered", subject=message.subject, error=error)
+
+    async def _park_waiting(self, message: Msg, event: Envelope) -> None:
+        """Parks an event that has waited too long for its gap, as waiting; its organization's
+        position stays (a bogus event far ahead must not make the real ones duplicates). Retried, it
+        applies if its gap has filled by then (`apply_parked`)."""
+        stream_sequence = membership_sequence(message, self.settings.partition)
+        async with self.pool.acquire() as connection:
+            last = await connection.fetchval(
+                f'SELECT last_sequence FROM "{self.projection.schema}".positions WHERE org_id = $1', event.org_id
+            )
+        waits_for = (last or 0) + 1
+        letter = DeadLetter(
+            service=self.settings.service,
+            kind=dead_letters.GAP,
+            key=str(stream_sequence),
+            error=(
+                f"waits for sequence {waits_for} of org {event.org_id} since {message.metadata.timestamp:%Y-%m-%dT%H:%M:%SZ}"
+                f" (it is sequence {event.sequence}; parked after {message.metadata.num_delivered} deliveries)"
+            ),
+            original_subject=original_subject(message.subject),
+            body=message.data,
+            original_stream_sequence=stream_sequence,
+        )
+        await dead_letters.publish(self.js, letter)
+        telemetry.dead_lettered(self.settings.durable)
+        log.error("parked waiting for a gap", subject=message.subject, org_id=event.org_id, waits_for=waits_for)
+
+    async def apply_parked(self, event: Envelope) -> int:
+        """A parked event applied if it is next for its organization; the position it found (so: a
+        duplicate if `event.sequence <=` it, still waiting, and nothing done, if above it + 1)."""
+        schema = self.projection.schema
+        async with self.paused(), self.pool.acquire() as connection, connection.transaction():
+            last: int = (
+                await connection.fetchval(  # locked: the instance pulling may be applying this organization
+                    f'SELECT last_sequence FROM "{schema}".positions WHERE org_id = $1 FOR UPDATE', event.org_id
+                )
+                or 0
+            )
+            if event.sequence == last + 1:
+                await apply_in_order(connection, self.projection, [event])
+            return last
 
 
 SOURCE_HEADER = "Nats-Stream-Source"  # set by JetStream on a sourced message: "<stream> <sequence> ..."

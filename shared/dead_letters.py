@@ -7,7 +7,7 @@ A dead letter is a message whose headers say whose it is, why, and what it stand
 |---|---|
 | `Nats-Msg-Id` | `<service>:<stream sequence>` or `<service>:<event_id>`: publishing twice parks once |
 | `Dead-Letter-Service` | the service that parked it |
-| `Dead-Letter-Kind` | what to do on retry: `event` (apply it again; also when the header is absent) or a service's own kind (the notifier's `delivery`) |
+| `Dead-Letter-Kind` | what to do on retry: `event` (apply it again; also when the header is absent), `gap` (an event that waited too long for its organization's earlier one: apply it if that has come since) or a service's own kind (the notifier's `delivery`) |
 | `Dead-Letter-Error` | the error, at most 1000 characters |
 | `Original-Subject` | the event's subject on `MEMBERSHIP` |
 | `Original-Stream-Sequence` | an `event`'s place on `MEMBERSHIP` |
@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
 from . import subjects
-from .contract.events import decode_envelope
+from .contract.events import Envelope, decode_envelope
 from .contract.queries import RetryDeadLetter
 from .errors import Conflict, NotFound
 
@@ -45,6 +45,7 @@ ORIGINAL_STREAM_SEQUENCE = "Original-Stream-Sequence"
 ORIGINAL_EVENT_ID = "Original-Event-Id"
 
 EVENT = "event"  # the kind of an event the projection could not apply
+GAP = "gap"  # the kind of an event parked while it waited for its organization's earlier one
 MAX_ERROR_CHARS = 1000
 
 
@@ -132,15 +133,33 @@ class DeadLetterDesk:
             raise NotFound(f"dead letter #{request.sequence} is not {service}'s")
         headers = dict(message.headers or {})
         retry_kind = self.kinds.get(headers.get(KIND, EVENT))
-        outcome = await retry_kind(headers) if retry_kind is not None else await self._apply_again(message)
+        if retry_kind is not None:
+            outcome = await retry_kind(headers)
+        elif headers.get(KIND) == GAP:
+            outcome = await self._apply_if_next(message)
+        else:
+            outcome = await self._apply_again(message)
         await js.delete_msg(subjects.DEAD_LETTER_STREAM, request.sequence)
         return {"retried": request.sequence, **outcome}
 
+    async def _apply_if_next(self, message: RawStreamMsg) -> dict[str, Any]:
+        """A `gap` letter: applied once its organization has reached the sequence before it; a
+        duplicate if it has passed it; left on the queue, and refused, while the gap is still open."""
+        event = _decoded(message)
+        last = await self.consumer.apply_parked(event)
+        if event.sequence > last + 1:
+            raise Conflict(f"still waits for sequence {last + 1} of org {event.org_id} (it is {event.sequence}); left parked")
+        return {"event_id": event.event_id, "applied": event.sequence == last + 1}
+
     async def _apply_again(self, message: RawStreamMsg) -> dict[str, Any]:
-        try:
-            event = decode_envelope(message.data or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as undecodable:
-            raise Conflict(f"the message cannot be decoded: {undecodable}") from None
+        event = _decoded(message)
         async with self.consumer.paused(), self.consumer.pool.acquire() as connection, connection.transaction():
             await self.consumer.projection.apply(connection, [event])
         return {"event_id": event.event_id}
+
+
+def _decoded(message: RawStreamMsg) -> Envelope:
+    try:
+        return decode_envelope(message.data or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError) as undecodable:
+        raise Conflict(f"the message cannot be decoded: {undecodable}") from None

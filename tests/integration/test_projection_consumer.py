@@ -291,3 +291,130 @@ async def eventually_settled(js) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def until(condition, attempts: int = 300) -> bool:
+    """Whether `condition()` (a coroutine function) turns true, polled every 50 ms."""
+    for _ in range(attempts):
+        if await condition():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_an_instance_that_takes_the_pull_lock_back_still_acks(clean_nats, database_url):
+    """A holds a nak'd event (a gap) when it loses the pull lock; B applies and acks everything, then
+    stops; A takes the lock back. What A held before is forgotten, so it acks again: with a stale
+    entry it never would, the durable would fill max_ack_pending and later events never apply."""
+    await declare_streams(clean_nats)
+    nc = await nats.connect(clean_nats)
+    js = nc.jetstream()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    settings = ConsumerSettings(
+        durable="applied-log", service="applied-log", batch_size=2, retry_delay=0.1, gap_delay=0.3, ack_wait=1.0
+    )  # max_ack_pending 20
+    a, b = ProjectionConsumer(js, pool, AppliedLog(), settings), ProjectionConsumer(js, pool, AppliedLog(), settings)
+    async with pool.acquire() as connection:
+        await prepare(connection, a.projection)
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    task_a = asyncio.create_task(a.run(stop_a))
+    task_b: asyncio.Task[None] | None = None
+
+    async def a_holds_the_gap() -> bool:
+        return a.acks.held == 1
+
+    async def settled_through_2() -> bool:
+        info = await js.consumer_info(subjects.STREAM, "applied-log")
+        return info.num_ack_pending == 0 and info.ack_floor.stream_seq == 2
+
+    try:
+        await publish(js, envelope("org-x", 2))  # before its predecessor: A naks it
+        assert await until(a_holds_the_gap)
+        task_b = asyncio.create_task(b.run(stop_b))
+        await pool.execute(  # A's pull lock is lost (that connection ended); B, standing by, takes it
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND objid::bigint = (hashtext($1)::bigint & 4294967295)",
+            f"pull:{subjects.STREAM}:applied-log",
+        )
+        await publish(js, envelope("org-x", 1))
+        assert await applied(pool, 2) == [("org-x", 1), ("org-x", 2)]
+        assert await until(settled_through_2)
+        stop_b.set()
+        await task_b
+        task_b = None
+        for sequence in range(1, 31):  # more than max_ack_pending: A, pulling again, must ack
+            await publish(js, envelope("org-y", sequence))
+        rows = await applied(pool, 32)
+        assert rows[2:] == [("org-y", n) for n in range(1, 31)]
+    finally:
+        stop_a.set()
+        stop_b.set()
+        await task_a
+        if task_b is not None:
+            await task_b
+        await pool.close()
+        await nc.close()
+
+
+async def test_an_event_waiting_for_a_gap_too_long_is_parked_and_the_other_organizations_go_on(clean_nats, database_url):
+    """Under the one ack a nak'd event ahead of its organization's position holds every organization
+    (max_ack_pending fills). Past `gap_patience` it is parked as waiting, its organization's position
+    unmoved; retried while the gap is open it stays parked; retried once the gap has filled it
+    applies, once."""
+    from shared.contract.queries import RetryDeadLetter
+    from shared.dead_letters import DeadLetterDesk
+    from shared.errors import Conflict, NotFound
+
+    await declare_streams(clean_nats)
+    nc = await nats.connect(clean_nats)
+    js = nc.jetstream()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    settings = ConsumerSettings(
+        durable="applied-log", service="applied-log", batch_size=2, retry_delay=0.1, gap_delay=0.2, ack_wait=1.0, gap_patience=1.0
+    )  # max_ack_pending 20
+    consumer = ProjectionConsumer(js, pool, AppliedLog(), settings)
+    async with pool.acquire() as connection:
+        await prepare(connection, consumer.projection)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+
+    async def position() -> int:
+        return await pool.fetchval("SELECT last_sequence FROM applied_log.positions WHERE org_id = 'org-gap'")
+
+    async def parked_and_settled() -> bool:
+        info = await js.consumer_info(subjects.STREAM, "applied-log")
+        return info.num_ack_pending == 0 and len(await dead_letters(js, "applied-log")) == 1
+
+    try:
+        await publish(js, envelope("org-gap", 1))
+        await publish(js, envelope("org-gap", 3))  # its predecessor never comes (a bogus event, say)
+        for sequence in range(1, 41):
+            await publish(js, envelope("org-ok", sequence))
+        rows = await applied(pool, 41)
+        assert rows == [("org-gap", 1)] + [("org-ok", n) for n in range(1, 41)]
+        assert await until(parked_and_settled)
+        [letter] = await dead_letters(js, "applied-log")
+        assert letter["original_stream_sequence"] == "2"
+        assert letter["error"].startswith("waits for sequence 2 of org org-gap since ")
+        assert await position() == 1  # not moved past it: sequence 2, when it comes, is no duplicate
+
+        desk = DeadLetterDesk(consumer)
+        with pytest.raises(Conflict, match="still waits for sequence 2 of org org-gap"):
+            await desk.retry(RetryDeadLetter(sequence=letter["sequence"]))
+        assert len(await dead_letters(js, "applied-log")) == 1  # left parked
+
+        await publish(js, envelope("org-gap", 2))  # the gap fills
+        assert (await applied(pool, 42))[-1] == ("org-gap", 2)
+        retried = await desk.retry(RetryDeadLetter(sequence=letter["sequence"]))
+        assert retried["applied"] is True
+        with pytest.raises(NotFound):
+            await desk.retry(RetryDeadLetter(sequence=letter["sequence"]))
+        rows = await applied(pool, 44, timeout=1)
+        assert rows[41:] == [("org-gap", 2), ("org-gap", 3)]  # each once
+        assert await position() == 3
+        assert await dead_letters(js, "applied-log") == []
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+        await nc.close()

@@ -1,12 +1,14 @@
 """`AckFrontier` against a model of a JetStream `AckPolicy.ALL` consumer: random batches, naks, lost
-deliveries, redeliveries, other pullers and process restarts. Whatever it acks, every message at or
-below the acked stream sequence has been handled (by this process, or by whoever else acked it)."""
+deliveries, redeliveries, other pullers, process restarts and handovers (the pull lock lost and taken
+back by the same process, its frontier reused). Whatever it acks, every message at or below the acked
+stream sequence has been handled (by this process, or by whoever else acked it); and once it alone
+pulls and handles everything, everything is acked."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shared.acks import AckFrontier
@@ -66,7 +68,7 @@ class Server:
 
 steps = st.lists(
     st.tuples(
-        st.sampled_from(["batch", "batch", "lost", "other", "restart", "confirm", "ack_wait"]),
+        st.sampled_from(["batch", "batch", "lost", "other", "restart", "handover", "confirm", "ack_wait"]),
         st.integers(1, 6),  # batch size
         st.lists(st.booleans(), min_size=6, max_size=6),  # which of the batch are handled
     ),
@@ -76,6 +78,7 @@ steps = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(steps)
+@example([("batch", 1, [False] * 6), ("other", 1, [True] * 6), ("handover", 1, [True] * 6)])  # a stale nak'd entry
 def test_an_ack_never_covers_a_message_not_handled(steps):
     server = Server(messages=60)
     handled: set[int] = set()
@@ -93,10 +96,13 @@ def test_an_ack_never_covers_a_message_not_handled(steps):
         if kind == "restart":  # a new process: what the old one held is unknown
             frontier = AckFrontier()
             frontier.resume(server.delivered, server.floor_delivery, len(server.pending))
+        elif kind == "handover":  # the lock lost and taken back: the same frontier, pulling again
+            frontier.resume(server.delivered, server.floor_delivery, len(server.pending))
         elif kind == "lost":  # delivered, never seen (a dropped connection, a crash mid-batch)
             server.deliver(size)
         elif kind == "other":  # another puller handles what it gets and acks the whole of it
             batch = server.deliver(size)
+            handled.update(m.metadata.sequence.stream for m in batch)
             if batch and all(s in handled for s in range(server.floor + 1, max(m.metadata.sequence.stream for m in batch) + 1)):
                 server.ack(max(batch, key=lambda m: m.metadata.sequence.stream))
         elif kind == "ack_wait":  # every pending message is due again
@@ -114,6 +120,21 @@ def test_an_ack_never_covers_a_message_not_handled(steps):
                 else:  # nak'd
                     server.due.add(message.metadata.sequence.stream)
             ack_if_any()
+
+    # Then this process alone pulls and handles everything: it acks everything.
+    for _ in range(40):
+        if not server.due & server.pending:  # ack_wait: what is pending comes back
+            server.due |= server.pending
+        batch = server.deliver(6)
+        frontier.received(batch)
+        for message in batch:
+            handled.add(message.metadata.sequence.stream)
+            frontier.settled(message)
+        ack_if_any()
+        if not frontier.knows_all:  # as the consumer does: it reads the consumer's info only then
+            frontier.confirm(server.floor, server.floor_delivery, server.delivered, len(server.pending))
+            ack_if_any()
+    assert server.floor == server.last and not server.pending, f"acked through {server.floor} of {server.last}"
 
 
 def test_a_batch_handled_in_full_is_acked_once_through_its_last_message():
