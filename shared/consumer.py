@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +46,8 @@ from .pull import BatchPull
 log = structlog.get_logger()
 
 ACK, WAIT, FAIL = "ack", "wait", "fail"
+# Positions a batch moved, as the arrays `moved_positions_sql` writes: organizations, their last sequences.
+Moved = tuple[list[str], list[int]]
 
 
 class Projection(Protocol):
@@ -59,6 +61,16 @@ class Projection(Protocol):
     async def create_tables(self, connection: asyncpg.Connection) -> None: ...
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None: ...
+
+
+class PositionedProjection(Projection, Protocol):
+    """A projection that takes the positions into its own statements (`PositionedBatch`): it reads them
+    with its own state in its first statement and writes them with its rows in its last, two round
+    trips a batch fewer than the consumer's own read and upsert around `apply`.
+
+    `apply` stays: a retried dead letter goes through it, with the positions left where they are."""
+
+    async def apply_positioned(self, connection: asyncpg.Connection, batch: PositionedBatch) -> None: ...
 
 
 def envelope_decoder(projection: Projection) -> Callable[[bytes], Envelope]:
@@ -488,19 +500,80 @@ def membership_sequence(message: Msg, partition: Partition) -> int:
 
 async def apply_in_order(connection: asyncpg.Connection, projection: Projection, events: list[Envelope]) -> list[str]:
     """Applies what is next for each organization and moves its position; a verdict per event."""
+    apply_positioned = getattr(projection, "apply_positioned", None)
+    if apply_positioned is not None:
+        batch = PositionedBatch(events)
+        await apply_positioned(connection, batch)
+        return batch.verdicts()
     verdicts, to_apply = await sort_out(connection, projection.schema, events)
     await projection.apply(connection, to_apply)
     await save_positions(connection, projection.schema, to_apply)
     return verdicts
 
 
+class PositionedBatch:
+    """A batch's events against the organizations' positions, for a `PositionedProjection`.
+
+    The projection reads the positions of `org_ids` locked for the transaction (`locked_positions_sql`,
+    in a `WITH` beside its own state), gives them to `sort_out`, applies the events that returns, and
+    writes `moved()` in one of its statements (`moved_positions_sql`). `verdicts` refuses a batch whose
+    positions were not read, or whose applied events' positions were not written."""
+
+    def __init__(self, events: list[Envelope]) -> None:
+        self.events = events
+        self.org_ids = list(dict.fromkeys(event.org_id for event in events))
+        self._verdicts: list[str] | None = None
+        self._to_apply: list[Envelope] = []
+        self._written = False
+
+    def sort_out(self, positions: Mapping[str, int]) -> list[Envelope]:
+        """The events to apply, in order, given each organization's last sequence applied (absent: none)."""
+        self._verdicts, self._to_apply = verdicts_against(positions, self.events)
+        return self._to_apply
+
+    def moved(self) -> Moved:
+        """The applied organizations and their new positions, as the two arrays `moved_positions_sql` takes."""
+        if self._verdicts is None:
+            raise RuntimeError("the positions are moved after sort_out")
+        last = {event.org_id: event.sequence for event in self._to_apply}
+        self._written = True
+        return list(last), list(last.values())
+
+    def verdicts(self) -> list[str]:
+        if self._verdicts is None or (self._to_apply and not self._written):
+            raise RuntimeError("a positioned projection reads the positions (sort_out) and writes them (moved)")
+        return self._verdicts
+
+
+def locked_positions_sql(schema: str, org_ids: int) -> str:
+    """The positions of the organizations in the text array `$<org_ids>`, locked for the transaction."""
+    return f'SELECT org_id, last_sequence FROM "{schema}".positions WHERE org_id = ANY(${org_ids}::text[]) FOR UPDATE'
+
+
+def moved_positions_sql(schema: str, org_ids: int, sequences: int) -> str:
+    """Writes the positions in the arrays `$<org_ids>` and `$<sequences>` (for a `WITH`, or alone)."""
+    return (
+        f'INSERT INTO "{schema}".positions (org_id, last_sequence) '
+        f"SELECT * FROM unnest(${org_ids}::text[], ${sequences}::bigint[]) "
+        "ON CONFLICT (org_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence"
+    )
+
+
+async def read_positions(connection: asyncpg.Connection, schema: str, org_ids: list[str]) -> dict[str, int]:
+    """The organizations' positions, locked for this transaction (absent: nothing applied yet)."""
+    rows = await connection.fetch(locked_positions_sql(schema, 1), org_ids)
+    return {row["org_id"]: row["last_sequence"] for row in rows}
+
+
 async def sort_out(connection: asyncpg.Connection, schema: str, events: list[Envelope]) -> tuple[list[str], list[Envelope]]:
     """Each event's verdict against the positions (locked for this transaction), and those to apply."""
-    rows = await connection.fetch(
-        f'SELECT org_id, last_sequence FROM "{schema}".positions WHERE org_id = ANY($1) FOR UPDATE',
-        list({event.org_id for event in events}),
-    )
-    positions = {row["org_id"]: row["last_sequence"] for row in rows}
+    return verdicts_against(await read_positions(connection, schema, list({event.org_id for event in events})), events)
+
+
+def verdicts_against(positions: Mapping[str, int], events: list[Envelope]) -> tuple[list[str], list[Envelope]]:
+    """Per event: a duplicate (at or below its organization's position) or next is ACK, past a gap WAIT;
+    and the events to apply, each organization's next ones in order."""
+    positions = dict(positions)
     verdicts, to_apply = [], []
     for event in events:
         last = positions.get(event.org_id, 0)
@@ -518,9 +591,4 @@ async def sort_out(connection: asyncpg.Connection, schema: str, events: list[Env
 async def save_positions(connection: asyncpg.Connection, schema: str, applied: list[Envelope]) -> None:
     last = {event.org_id: event.sequence for event in applied}
     if last:  # one statement for the batch, not one per organization
-        await connection.execute(
-            f'INSERT INTO "{schema}".positions (org_id, last_sequence) SELECT * FROM unnest($1::text[], $2::bigint[]) '
-            "ON CONFLICT (org_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
-            list(last),
-            list(last.values()),
-        )
+        await connection.execute(moved_positions_sql(schema, 1, 2), list(last), list(last.values()))

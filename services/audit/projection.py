@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import asyncpg
 import msgspec
 
+from shared.consumer import Moved, PositionedBatch, locked_positions_sql, moved_positions_sql
 from shared.contract.events import Envelope
 from shared.migrations import migrate
 
@@ -182,6 +183,19 @@ class AuditProjection:
         hashes computed here continue exactly what is stored; the statement writes entries, raw
         events, recorded sequences and the new heads together, or the transaction writes nothing."""
         chains = await self._chains(connection, {event.org_id for event in events})
+        await self._append(connection, chains, events)
+
+    async def apply_positioned(self, connection: asyncpg.Connection, batch: PositionedBatch) -> None:
+        """As `apply`, in two statements with the consumer's positions: read (locked) with the chain
+        heads, written with the entries."""
+        rows = await connection.fetch(positioned_chains_sql(self.schema), batch.org_ids)
+        events = batch.sort_out({row["org_id"]: row["last_sequence"] for row in rows if row["last_sequence"] is not None})
+        chains = {row["org_id"]: {column: row[column] for column in CHAIN_COLUMNS} for row in rows if row["plan"] is not None}
+        await self._append(connection, chains, events, batch.moved())
+
+    async def _append(
+        self, connection: asyncpg.Connection, chains: dict[str, dict[str, Any]], events: list[Envelope], moved: Moved = ([], [])
+    ) -> None:
         batch = AppendBatch()
         for event in events:
             chain = chains.setdefault(event.org_id, new_chain())
@@ -195,14 +209,26 @@ class AuditProjection:
             chain["latest_occurred_at"] = event.occurred_at if latest is None else max(latest, event.occurred_at)
             batch.add(entry, event, holds_float)
         if batch.events:
-            await connection.execute(append_sql(self.schema), *batch.arrays(chains))
+            await connection.execute(append_sql(self.schema), *batch.arrays(chains), *moved)
 
     async def _chains(self, connection: asyncpg.Connection, org_ids: set[str]) -> dict[str, dict[str, Any]]:
-        rows = await connection.fetch(
-            f'SELECT {", ".join(CHAIN_COLUMNS)} FROM "{self.schema}".chains WHERE org_id = ANY($1) FOR UPDATE',
-            list(org_ids),
-        )
+        rows = await connection.fetch(_locked_chains_sql(self.schema), list(org_ids))
         return {row["org_id"]: dict(row) for row in rows}
+
+
+def _locked_chains_sql(schema: str) -> str:
+    return f'SELECT {", ".join(CHAIN_COLUMNS)} FROM "{schema}".chains WHERE org_id = ANY($1::text[]) FOR UPDATE'
+
+
+def positioned_chains_sql(schema: str) -> str:
+    """The positions and chain heads of the organizations in `$1`, locked, in one statement: a row per
+    organization with either, `last_sequence` null without a position, `plan` null without a chain.
+
+    Materialized and fully joined, each side is read whole, so every row of either is locked."""
+    return f"""
+        WITH positions AS MATERIALIZED ({locked_positions_sql(schema, 1)}),
+        chains AS MATERIALIZED ({_locked_chains_sql(schema)})
+        SELECT * FROM positions FULL JOIN chains USING (org_id)"""
 
 
 def new_chain() -> dict[str, Any]:
@@ -242,13 +268,14 @@ def append_sql(schema: str) -> str:
     """One round trip for a batch: its entries, raw events and recorded sequences, and the chains' new heads.
 
     Parameters: one array per entry column ($1..$13), the raw bodies, the membership sequences,
-    then one array per chain column."""
+    then one array per chain column, then the consumer's positions (organizations, sequences; may be empty)."""
     entries = len(ENTRY_COLUMNS)
     org_id, event_id = ENTRY_COLUMNS.index("org_id") + 1, ENTRY_COLUMNS.index("event_id") + 1
     body, sequence = entries + 1, entries + 2
     entry_arrays = ", ".join(f"${n}::{ENTRY_TYPES.get(c, 'text')}[]" for n, c in enumerate(ENTRY_COLUMNS, 1))
     entry_values = ", ".join(f"e.{c}::jsonb" if c in JSON_COLUMNS else f"e.{c}" for c in ENTRY_COLUMNS)
     chain_arrays = ", ".join(f"${n}::{CHAIN_TYPES.get(c, 'text')}[]" for n, c in enumerate(CHAIN_COLUMNS, entries + 3))
+    positions = entries + 3 + len(CHAIN_COLUMNS)
     return f"""
         WITH appended AS (
             INSERT INTO "{schema}".entries ({", ".join(ENTRY_COLUMNS)})
@@ -259,6 +286,8 @@ def append_sql(schema: str) -> str:
         ), recorded AS (
             INSERT INTO "{schema}".recorded_sequences (org_id, sequence)
             SELECT * FROM unnest(${org_id}::text[], ${sequence}::bigint[])
+        ), moved AS (
+            {moved_positions_sql(schema, positions, positions + 1)}
         )
         INSERT INTO "{schema}".chains ({", ".join(CHAIN_COLUMNS)})
         SELECT * FROM unnest({chain_arrays})

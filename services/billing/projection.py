@@ -11,6 +11,7 @@ from typing import ClassVar
 import asyncpg
 import structlog
 
+from shared.consumer import Moved, PositionedBatch, locked_positions_sql, moved_positions_sql
 from shared.contract.events import Envelope
 from shared.migrations import migrate
 
@@ -95,13 +96,15 @@ class BillingProjection:
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
         accounts = await self.accounts(connection, {event.org_id for event in events})
-        entries = []
-        for event in events:
-            entry = record(accounts.get(event.org_id), event)
-            if entry.account is not None:
-                accounts[event.org_id] = entry.account
-            entries.append(entry)
-        await self.write(connection, entries, accounts)
+        await self.write(connection, _recorded(accounts, events), accounts)
+
+    async def apply_positioned(self, connection: asyncpg.Connection, batch: PositionedBatch) -> None:
+        """A batch in two statements: the positions and accounts read (locked) together, then the
+        charges, accounts and positions written together."""
+        rows = await connection.fetch(positioned_accounts_sql(self.schema), batch.org_ids)
+        events = batch.sort_out({row["org_id"]: row["last_sequence"] for row in rows if row["last_sequence"] is not None})
+        accounts = {row["org_id"]: account_of(row) for row in rows if row["plan"] is not None}
+        await self.write(connection, _recorded(accounts, events), accounts, batch.moved())
 
     async def due(self, connection: asyncpg.Connection, until: datetime) -> dict[str, int]:
         """Organizations with a period started by `until` and not renewed, and the last sequence applied for each."""
@@ -129,7 +132,10 @@ class BillingProjection:
         rows = await connection.fetch(f'SELECT * FROM "{self.schema}".accounts WHERE org_id = ANY($1) FOR UPDATE', list(org_ids))
         return {row["org_id"]: account_of(row) for row in rows}
 
-    async def write(self, connection: asyncpg.Connection, entries: list[Entry], accounts: dict[str, Account]) -> None:
+    async def write(
+        self, connection: asyncpg.Connection, entries: list[Entry], accounts: dict[str, Account], moved: Moved = ([], [])
+    ) -> None:
+        """The entries' charges and accounts, and the consumer's `moved` positions, if any."""
         charges, withdrawn = _net_charges(entries)
         if withdrawn:
             await connection.executemany(
@@ -141,11 +147,14 @@ class BillingProjection:
         if mismatches:
             await self._record_mismatches(connection, mismatches)
         touched = sorted({entry.account.org_id for entry in entries if entry.account is not None})
-        if charges or touched:  # one statement for the batch's charges and accounts, the columns as arrays
+        if charges or touched or moved[0]:  # one statement for the batch's charges, accounts and positions
             charge_rows = [_row(charge) for charge in charges]
             account_rows = [_account_row(accounts[org_id]) for org_id in touched]
             await connection.execute(
-                write_sql(self.schema), *_columns(charge_rows, len(CHARGE_COLUMNS)), *_columns(account_rows, len(ACCOUNT_TYPES))
+                write_sql(self.schema),
+                *_columns(charge_rows, len(CHARGE_COLUMNS)),
+                *_columns(account_rows, len(ACCOUNT_TYPES)),
+                *moved,
             )
 
     async def _record_mismatches(self, connection: asyncpg.Connection, mismatches: list[Mismatch]) -> None:
@@ -169,19 +178,46 @@ ACCOUNT_TYPES = {
 }
 
 
-def write_sql(schema: str) -> str:
-    """A batch's charges inserted and its accounts written in one statement (one round trip, not two).
+def positioned_accounts_sql(schema: str) -> str:
+    """The positions and accounts of the organizations in `$1`, locked, in one statement: a row per
+    organization with either, `last_sequence` null without a position, `plan` null without an account.
 
-    Parameters: one array per charge column, then one per account column; either side may be empty.
-    A COPY of the charges would cost two exchanges of its own (the columns' types, then the data)."""
+    Materialized and fully joined, each side is read whole, so every row of either is locked."""
+    return f"""
+        WITH positions AS MATERIALIZED ({locked_positions_sql(schema, 1)}),
+        accounts AS MATERIALIZED (SELECT * FROM "{schema}".accounts WHERE org_id = ANY($1::text[]) FOR UPDATE)
+        SELECT * FROM positions FULL JOIN accounts USING (org_id)"""
+
+
+def write_sql(schema: str) -> str:
+    """A batch's charges inserted, its accounts and the consumer's positions written in one statement
+    (one round trip, not three).
+
+    Parameters: one array per charge column, then one per account column, then the positions' organizations
+    and sequences; any side may be empty. A COPY of the charges would cost two exchanges of its own
+    (the columns' types, then the data)."""
     charge_arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(CHARGE_TYPES.values(), 1))
     account_arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ACCOUNT_TYPES.values(), len(CHARGE_TYPES) + 1))
+    positions = len(CHARGE_TYPES) + len(ACCOUNT_TYPES) + 1
     return f"""
         WITH charged AS (
             INSERT INTO "{schema}".charges ({", ".join(CHARGE_COLUMNS)}) SELECT * FROM unnest({charge_arrays})
+        ), moved AS (
+            {moved_positions_sql(schema, positions, positions + 1)}
         )
         INSERT INTO "{schema}".accounts AS a ({", ".join(ACCOUNT_TYPES)}) SELECT * FROM unnest({account_arrays})
         ON CONFLICT (org_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in list(ACCOUNT_TYPES)[1:])}"""
+
+
+def _recorded(accounts: dict[str, Account], events: list[Envelope]) -> list[Entry]:
+    """Each event's ledger entry, in order; `accounts` follows them."""
+    entries = []
+    for event in events:
+        entry = record(accounts.get(event.org_id), event)
+        if entry.account is not None:
+            accounts[event.org_id] = entry.account
+        entries.append(entry)
+    return entries
 
 
 def _columns(rows: list[tuple], width: int) -> list[list]:

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.consumer import PositionedBatch, moved_positions_sql, read_positions
 from shared.contract import events as ev
 from shared.contract.common import Actor
 from shared.contract.events import Envelope
@@ -109,6 +110,25 @@ class NotifierProjection:
         await migrate(connection, self.schema, MIGRATIONS)
 
     async def apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> None:
+        if await self._apply(connection, events):
+            await connection.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, self.schema)
+
+    async def apply_positioned(self, connection: asyncpg.Connection, batch: PositionedBatch) -> None:
+        """As `apply`, with the consumer's positions written in the statement that wakes the sender."""
+        created = await self._apply(connection, batch.sort_out(await read_positions(connection, self.schema, batch.org_ids)))
+        org_ids, sequences = batch.moved()
+        if org_ids or created:
+            await connection.execute(
+                f"WITH moved AS ({moved_positions_sql(self.schema, 1, 2)}) SELECT pg_notify($3, $4) WHERE $5",
+                org_ids,
+                sequences,
+                WAKE_CHANNEL,
+                self.schema,
+                created > 0,
+            )
+
+    async def _apply(self, connection: asyncpg.Connection, events: list[Envelope]) -> int:
+        """The events' rows; the number of deliveries created."""
         created = 0
         invited: list[Envelope] = []  # a run of `MemberInvited`, written in one statement
         for event in events:
@@ -124,8 +144,7 @@ class NotifierProjection:
             created += await handler(self, connection, event)
         if invited:
             created += await self._members_invited(connection, invited)
-        if created:
-            await connection.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, self.schema)
+        return created
 
     # each returns the number of deliveries it created
 
