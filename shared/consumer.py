@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, SequenceInfo
 
-from . import dead_letters, subjects, telemetry
+from . import dead_letters, live_schema, subjects, telemetry
 from .acks import AckFrontier
 from .cancellation import raise_if_cancel_pending
 from .clock import Clock, SystemClock
@@ -146,15 +146,17 @@ class HeldConnection:
     left, the pool resets or replaces it), when it was lost (a PostgreSQL restart: the next
     transaction gets a new one), and when the consumer stops."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
         self.pool = pool
+        self.schema = schema
         self._connection: asyncpg.Connection | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction writing the live projection (`live_schema.writing`: a rebuild's swap waits for it)."""
         try:
             connection = await self._get()
-            async with connection.transaction():
+            async with live_schema.writing(connection, self.schema):
                 yield connection
         except BaseException:
             await self.let_go()
@@ -205,7 +207,7 @@ class ProjectionConsumer:
         self.lag = LagRecorder()
         self.metrics = telemetry.ConsumerMetrics(settings.durable)
         self.decode = envelope_decoder(projection)
-        self.connection = HeldConnection(pool)
+        self.connection = HeldConnection(pool, projection.schema)
         self._turn = asyncio.Lock()
         self.acks: AckFrontier[Msg] = AckFrontier()
         # Events applied (or found applied) and not yet acked, by stream sequence: measured when an ack covers them.
@@ -442,7 +444,7 @@ class ProjectionConsumer:
         )
         await dead_letters.publish(self.js, letter)
         if event is not None:
-            async with self.pool.acquire() as connection, connection.transaction():
+            async with self.pool.acquire() as connection, live_schema.writing(connection, self.projection.schema):
                 _, skipped = await sort_out(connection, self.projection.schema, [event])
                 await save_positions(connection, self.projection.schema, skipped)
         telemetry.dead_lettered(self.settings.durable)
@@ -475,7 +477,7 @@ class ProjectionConsumer:
         """A parked event applied if it is next for its organization; the position it found (so: a
         duplicate if `event.sequence <=` it, still waiting, and nothing done, if above it + 1)."""
         schema = self.projection.schema
-        async with self.paused(), self.pool.acquire() as connection, connection.transaction():
+        async with self.paused(), self.pool.acquire() as connection, live_schema.writing(connection, schema):
             last: int = (
                 await connection.fetchval(  # locked: the instance pulling may be applying this organization
                     f'SELECT last_sequence FROM "{schema}".positions WHERE org_id = $1 FOR UPDATE', event.org_id

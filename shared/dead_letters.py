@@ -26,7 +26,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from . import subjects
+from . import live_schema, subjects
 from .contract.events import Envelope, decode_envelope
 from .contract.queries import RetryDeadLetter
 from .errors import Conflict, NotFound
@@ -153,8 +153,13 @@ class DeadLetterDesk:
 
     async def _apply_again(self, message: RawStreamMsg) -> dict[str, Any]:
         event = _decoded(message)
-        async with self.consumer.paused(), self.consumer.pool.acquire() as connection, connection.transaction():
-            await self.consumer.projection.apply(connection, [event])
+        projection = self.consumer.projection
+        async with (
+            self.consumer.paused(),
+            self.consumer.pool.acquire() as connection,
+            live_schema.writing(connection, projection.schema),
+        ):
+            await projection.apply(connection, [event])
         return {"event_id": event.event_id}
 
 

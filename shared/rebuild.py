@@ -1,7 +1,8 @@
 """Rebuilding a projection from the first message of the stream, while the live one keeps answering.
 
 The events are replayed into a shadow schema (without the indexes the projection names in
-`deferred_indexes`, built once the replay has caught up); then, with the live consumer paused, the
+`deferred_indexes`, built once the replay has caught up); then, with the live schema's writers held
+off in every process (`live_schema.lock_for_swap`, the instance pulling may be another one), the
 shadow catches up with the stream's end and takes the live schema's name in one transaction. The live
 consumer resumes on the rebuilt positions and skips what the rebuild already applied.
 """
@@ -26,6 +27,7 @@ from . import subjects
 from .consumer import WAIT, Projection, ProjectionConsumer, apply_in_order, envelope_decoder, prepare
 from .contract.events import Envelope
 from .errors import Conflict
+from .live_schema import lock_for_swap
 from .pull import BatchPull
 
 log = structlog.get_logger()
@@ -77,12 +79,14 @@ async def rebuild(
         async with pool.acquire() as connection:  # before the pause: the live service goes on answering meanwhile
             for sql in deferred.values():
                 await connection.execute(sql.format(schema=f'"{shadow.schema}"'))
-        async with pause_live():
+        async with pause_live(), pool.acquire() as connection, connection.transaction():
+            # Locked before the final catch-up: what any instance applied to the live schema is in the
+            # stream by then, so in the replay; what comes after waits, and applies to the rebuilt schema.
+            await lock_for_swap(connection, live_schema)
             await replay.until(await _last_sequence(js))
-            async with pool.acquire() as connection, connection.transaction():
-                if finish is not None:
-                    await finish(connection, shadow)
-                await _swap(connection, shadow.schema, live_schema)
+            if finish is not None:
+                await finish(connection, shadow)
+            await _swap(connection, shadow.schema, live_schema)
     finally:
         await replay.stop()
     report = RebuildReport(replay.events, replay.undecodable, time.perf_counter() - started)
