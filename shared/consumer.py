@@ -373,11 +373,10 @@ class ProjectionConsumer:
         """Marks the message handled, naks it or parks it.
 
         A handled message is acked with the batch's one ack; a nak'd one holds that ack below it."""
+        self._forget_a_gap_that_filled(event, outcome)
         if outcome.verdict == ACK:
             self.acks.settled(message)
             self._to_measure[message.metadata.sequence.stream] = event.occurred_at
-            if event.sequence >= self._stuck.get(event.org_id, event.sequence + 1):
-                del self._stuck[event.org_id]  # its gap is passed
             return
         if outcome.verdict == WAIT and await self._gap_known_lasting(event):
             await self._park_waiting(message, event)  # its organization's gap outlasted gap_patience already
@@ -406,6 +405,13 @@ class ProjectionConsumer:
             lags = [(now - at).total_seconds() for at in occurred]
             self.lag.record_seconds(lags)
         self.metrics.acked(through, lags)
+
+    def _forget_a_gap_that_filled(self, event: Envelope, outcome: Outcome) -> None:
+        """The sequence a stuck organization waited for has come (applied or not: one failing is retried,
+        and what follows it waits behind it, not parked), or the organization is past it."""
+        waits_for = self._stuck.get(event.org_id)
+        if waits_for is not None and (event.sequence == waits_for or (outcome.verdict == ACK and event.sequence > waits_for)):
+            del self._stuck[event.org_id]
 
     async def _gap_known_lasting(self, event: Envelope) -> bool:
         """Whether `event`'s organization had an event parked for the gap it waits at: a gap that outlasted

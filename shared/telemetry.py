@@ -21,7 +21,6 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from . import subjects
 from .contract.replies import Reply
 from .periodic import every
 from .settings import ConfigurationError
@@ -250,11 +249,15 @@ def consumer_probe(consumer: ProjectionConsumer) -> Probe:
     name = consumer.settings.durable
     DEAD_LETTERS.labels(name)  # shown at 0 before the first one
 
+    # The stream the durable lives on: MEMBERSHIP, or MEMBERSHIP_PARTITIONED_<N> under partitions, whose
+    # sequences the position gauge counts in.
+    stream_name = consumer.settings.partition.stream
+
     async def probe() -> None:
-        info = await consumer.js.consumer_info(subjects.STREAM, name)
+        info = await consumer.js.consumer_info(stream_name, name)
         CONSUMER_BEHIND.labels(name).set(info.num_pending or 0)
         CONSUMER_ACK_PENDING.labels(name).set(info.num_ack_pending or 0)
-        stream = await consumer.js.stream_info(subjects.STREAM)
+        stream = await consumer.js.stream_info(stream_name)
         CONSUMER_STREAM_LAST.labels(name).set(stream.state.last_seq)
 
     return probe

@@ -92,4 +92,5 @@ def _one_more(event) -> list[list]:
         "prev_hash": "0" * 64,
         "hash": "1" * 64,
     }
-    return [[value] for value in columns.values()] + [["{}"], [99]] + [[], [], [], [], [], []]
+    no_chain_heads, no_positions = [[]] * 6, [[], []]
+    return [[value] for value in columns.values()] + [["{}"], [99]] + no_chain_heads + no_positions
