@@ -12,6 +12,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
@@ -27,8 +28,10 @@ _PLAIN_ANGLE_ADDRESS = re.compile(
     r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>",
     re.ASCII,
 )
-# RFC 3030: `BDAT <chunk-size> [LAST]`
-_BDAT_ARGUMENT = re.compile(r"([0-9]{1,18})(?: +(LAST))?", re.ASCII | re.IGNORECASE)
+# RFC 3030: `BDAT <chunk-size> [LAST]`, one space between
+_BDAT_ARGUMENT = re.compile(r"([0-9]{1,18})(?: (LAST))?", re.ASCII | re.IGNORECASE)
+# what aiosmtpd answers a command line over its limits, without calling the command's method
+_COMMAND_LINE_TOO_LONG = "500 Command line too long"
 _CHUNK_READ = 65536  # a chunk is read in pieces of at most this, so a huge size never sits in memory
 
 
@@ -58,13 +61,21 @@ class SinkSMTP(SMTP):
     # one delivers the message through the handler's DATA hook, as DATA does, so a message stored
     # from BDAT is byte for byte the one stored from DATA. A refused BDAT still reads its bytes (the
     # client has written them behind the command); a BDAT whose size cannot be read closes the
-    # connection after its 501, since the bytes behind it could only be read as commands.
+    # connection after its 501, since the bytes behind it could only be read as commands. So does
+    # any command line too long: aiosmtpd refuses it before a method runs (a BDAT's chunk would be
+    # left unread, to be read as commands), and past its stream limit it has read the line in pieces,
+    # so the verb is not known.
 
     _chunks: bytearray | None  # the transaction's message so far, BDAT after BDAT; None before a BDAT
 
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
         self._chunks = None
+
+    async def push(self, status: AnyStr) -> None:
+        await super().push(status)
+        if status == _COMMAND_LINE_TOO_LONG:
+            await self._hang_up()
 
     @syntax("BDAT <size> [LAST]")
     async def smtp_BDAT(self, arg: str | None) -> None:

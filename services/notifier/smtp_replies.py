@@ -28,6 +28,11 @@ class ReplyReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
+    @property
+    def pending(self) -> bool:
+        """Whether bytes of an unfinished reply wait for the next read."""
+        return bool(self._buffer)
+
     def feed(self, data: bytes) -> list[Reply]:
         """The replies `data` completes, in order; raises SMTPResponseException on a malformed one
         (the stream cannot be trusted after it: the connection is to be closed)."""

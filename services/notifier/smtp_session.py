@@ -16,7 +16,10 @@ classifies it alike: `SMTPSenderRefused` (MAIL), `SMTPRecipientsRefused` (RCPT),
 and `SMTPServerDisconnected` for a lost connection. The replies are weighed in the order of the
 commands, as if they had been sent one at a time: a refused MAIL is the error even when the server
 then drops the connection, or refuses the BDAT that follows it (as it must: RFC 3030 has it read the
-chunk's bytes and refuse it). After a refusal the envelope is reset (RSET), as aiosmtplib does.
+chunk's bytes and refuse it). After a refusal the envelope is reset (RSET), as aiosmtplib does
+(within `RESET_TIMEOUT_SECONDS`, or the connection is closed: the refusal stays the error). A reply,
+or bytes of one, beyond those owed to the commands written is `SMTPResponseException(-1, ...)` too:
+none of the queued replies is taken, and the connection is closed (never reused with a stale reply).
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ from collections import deque
 from typing import cast
 
 import aiosmtplib
-from aiosmtplib import SMTPServerDisconnected
+from aiosmtplib import SMTPResponseException, SMTPServerDisconnected
 from aiosmtplib.email import quote_address
 
-from .smtp_replies import Reply, ReplyReader
+from .smtp_replies import INVALID_RESPONSE, Reply, ReplyReader
 
 OK = 250
 WILL_FORWARD = 251
 START_INPUT = 354
+# how long RSET after a refusal may take: past it the connection is closed and the refusal raised (a
+# server that never answers RSET must not turn a permanent refusal into the sender's timeout)
+RESET_TIMEOUT_SECONDS = 5.0
 # what an address must not hold to go into a command line as it is
 _NOT_IN_AN_ENVELOPE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
 
@@ -48,7 +54,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = transport
         self._reader = ReplyReader()
         self._replies: deque[Reply] = deque()
-        self._expected = 0  # replies owed to commands written; other data is dropped, as aiosmtplib does
+        self._expected = 0  # replies owed to commands written and not yet taken
         self._waiter: asyncio.Future[None] | None = None
         self._wanted = 0  # replies the waiter waits for: it is woken once they have all come
         self._broken: BaseException | None = None
@@ -85,12 +91,20 @@ class _Connection(asyncio.Protocol):
         return [self._replies.popleft() for _ in range(taken)] + [None] * (count - taken)
 
     def data_received(self, data: bytes) -> None:
-        if self._expected == 0 or self._broken is not None:
+        if self._broken is not None:
             return
         try:
             self._replies.extend(self._reader.feed(data))
         except aiosmtplib.SMTPResponseException as malformed:
             self._break(malformed)
+            return
+        if len(self._replies) > self._expected or (len(self._replies) == self._expected and self._reader.pending):
+            # More than was owed: which reply answers which command is lost, and a reply kept would
+            # answer the next email's command. None of the queued replies is taken; the connection
+            # is closed, and the next email goes out on a new one.
+            self._replies.clear()
+            self._break(SMTPResponseException(INVALID_RESPONSE, "Unexpected reply: more replies than commands sent"))
+            self.close()
             return
         if len(self._replies) >= self._wanted:
             self._wake()
@@ -227,9 +241,10 @@ class Session:
         if not self._connection.is_connected:
             return
         try:
-            self._connection.write(b"RSET\r\n", 1)
-            await self._connection.reply()
-        except (ConnectionError, aiosmtplib.SMTPException):
+            async with asyncio.timeout(RESET_TIMEOUT_SECONDS):
+                self._connection.write(b"RSET\r\n", 1)
+                await self._connection.reply()
+        except (ConnectionError, aiosmtplib.SMTPException, TimeoutError):
             self._connection.close()
 
     async def quit(self) -> None:

@@ -15,6 +15,7 @@ import aiosmtplib
 import pytest
 
 from devstack import SmtpSink
+from services.notifier import smtp_session
 from services.notifier.deliveries import describe, is_permanent
 from services.notifier.mail import OutgoingEmail
 from services.notifier.smtp import Mailer, parse_smtp_url
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.integration
 CONTENT = b"From: a@acme.io\r\nTo: ada@acme.io\r\nSubject: hi\r\n\r\n.leading dot\r\nJoin the team.\r\n"
 EMAIL = OutgoingEmail(CONTENT, "no-reply@acme.io", "ada@acme.io")
 CLOSE = b""  # in a script: close the connection instead of answering
+NEVER = b"\x00never"  # in a script: never answer
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Seen:
     commands: list[bytes] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)  # by DATA, or the chunks of a BDAT ... LAST, refused or not
     connections: int = 0
+    transports: list[asyncio.Transport] = field(default_factory=list)  # the server's side of each connection
     sent_before_its_reply: list[bytes] = field(default_factory=list)  # a command after an unanswered one
 
 
@@ -66,6 +69,7 @@ class ScriptedSmtp(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.seen.connections += 1
+        self.seen.transports.append(transport)
         self.send(b"220 scripted.test ESMTP\r\n")
 
     def send(self, reply: bytes) -> None:
@@ -140,6 +144,9 @@ class ScriptedSmtp(asyncio.Protocol):
         if reply == CLOSE:
             self.flush()
             self.transport.close()
+            return
+        if reply == NEVER:
+            self.flush()
             return
         if reply[:1] in (b"4", b"5") and verb in ("MAIL", "RCPT"):
             self.refused = True
@@ -408,3 +415,56 @@ async def test_a_bdat_taken_after_a_refused_recipient_is_still_the_refusal(scrip
     error = await sent(mailer)
     assert isinstance(error, aiosmtplib.SMTPRecipientsRefused) and is_permanent(error)
     assert seen.commands[-3:] == [CHUNKED[-1], b"RSET", b"QUIT"]
+
+
+@pytest.mark.parametrize(("pipelining", "chunking", "verb"), [(True, False, "END"), (False, False, "END"), (True, True, "BDAT")])
+@pytest.mark.parametrize("surplus", [b"250 2.0.0 queued, again\r\n", b"25"], ids=["a reply", "bytes of one"])
+async def test_more_replies_than_commands_close_the_connection_and_none_is_taken(scripted, pipelining, chunking, verb, surplus):
+    # Which reply answers which command is lost: the email's own replies are not trusted (it is
+    # tried again, a duplicate at worst, as after a connection lost after the final dot), and a reply
+    # left queued would answer the next email's commands: its refusal never read, it taken as sent.
+    script = Script(
+        pipelining=pipelining, chunking=chunking, replies={verb: [b"250 2.0.0 queued\r\n" + surplus, b"554 5.7.1 rejected\r\n"]}
+    )
+    mailer, seen = await scripted(script)
+    error = await sent(mailer)
+    assert isinstance(error, aiosmtplib.SMTPResponseException) and error.code == -1
+    assert not is_permanent(error)
+    error = await sent(mailer)  # on a new connection, and its own reply is read
+    assert isinstance(error, aiosmtplib.SMTPDataError) and error.code == 554 and is_permanent(error)
+    assert seen.connections == 2
+    assert seen.messages == [CONTENT, CONTENT]
+
+
+@pytest.mark.parametrize("chunking", [False, True])
+@pytest.mark.parametrize("surplus", [b"250 2.0.0 queued, again\r\n", b"25"], ids=["a reply", "bytes of one"])
+async def test_a_connection_the_server_wrote_to_unasked_carries_no_more_email(scripted, chunking, surplus):
+    mailer, seen = await scripted(
+        Script(chunking=chunking, replies={"BDAT": [b"250 2.0.0 queued\r\n", b"554 5.7.1 rejected\r\n"]})
+    )
+    assert await sent(mailer) is None
+    seen.transports[-1].write(surplus)  # after the email's replies were taken: owed to no command
+    for _ in range(1000):  # until the client has read it (bounded: a client that drops it fails below)
+        if mailer._session is None or not mailer._session.is_connected:
+            break
+        await asyncio.sleep(0.01)
+    assert mailer._session is not None and not mailer._session.is_connected
+    error = await sent(mailer)  # on a new connection, without an error of the old one
+    if chunking:
+        assert isinstance(error, aiosmtplib.SMTPDataError) and error.code == 554
+    else:
+        assert error is None
+    assert seen.connections == 2
+
+
+@pytest.mark.parametrize(("chunking", "verb"), [(False, "END"), (False, "DATA"), (True, "BDAT")])
+async def test_a_refusal_whose_rset_is_never_answered_is_still_the_refusal(scripted, monkeypatch, chunking, verb):
+    # without a timeout of RSET's own the sender's would end the send: a TimeoutError, temporary,
+    # and a refused email tried again and again instead of failed
+    monkeypatch.setattr(smtp_session, "RESET_TIMEOUT_SECONDS", 0.2)
+    mailer, seen = await scripted(Script(chunking=chunking, replies={verb: [b"554 5.7.1 spam\r\n"], "RSET": [NEVER]}))
+    error = await sent(mailer)
+    assert isinstance(error, aiosmtplib.SMTPDataError) and error.code == 554 and is_permanent(error)
+    assert seen.commands[-1] == b"RSET"  # then the connection closed, not QUIT on it
+    assert await sent(mailer) is None
+    assert seen.connections == 2

@@ -161,7 +161,10 @@ async def test_data_after_a_bdat_in_one_transaction_is_refused(sink, client):
     assert stored_for(sink, recipient) == [envelope_headers(recipient) + b"fresh\r\n"]  # nothing of `abc`
 
 
-@pytest.mark.parametrize("argument", [b"", b" x LAST", b" -1", b" 5 FIRST", b" 5 LAST more", b" 0x10", b" 99999999999999999999"])
+@pytest.mark.parametrize(
+    "argument",
+    [b"", b" x LAST", b" -1", b" 5 FIRST", b" 5 LAST more", b" 0x10", b" 99999999999999999999", b" 5  LAST", b" 5\tLAST"],
+)
 async def test_a_bdat_whose_size_cannot_be_read_ends_the_connection(sink, client, argument):
     before = set(sink.messages())
     recipient = unique_recipient()
@@ -171,6 +174,20 @@ async def test_a_bdat_whose_size_cannot_be_read_ends_the_connection(sink, client
         b"BDAT" + argument + b"\r\n" + b"".join(c + b"\r\n" for c in envelope(recipient)) + b"BDAT 3 LAST\r\nhi\n"
     )
     assert [(await client.reply())[:3] for _ in range(3)] == [b"250", b"250", b"501"]
+    assert await asyncio.wait_for(client.reader.read(), timeout=10) == b""  # closed, nothing more answered
+    assert new_messages(sink, before) == []
+
+
+@pytest.mark.parametrize("padding", [b" " * 520, b" " * 2000], ids=["over the command limit", "over the stream limit"])
+async def test_a_bdat_line_too_long_ends_the_connection_and_its_chunk_never_runs_as_commands(sink, client, padding):
+    # aiosmtpd refuses the line with 500 before `smtp_BDAT` runs: the chunk behind it is never read
+    # as a chunk, and were the connection kept, its bytes would be read as commands
+    before = set(sink.messages())
+    recipient = unique_recipient()
+    client.writer.write(b"".join(c + b"\r\n" for c in envelope(recipient)))
+    chunk = b"".join(c + b"\r\n" for c in envelope(recipient)) + b"DATA\r\nSubject: smuggled\r\n\r\nhi\r\n.\r\n"
+    client.writer.write(b"BDAT %d LAST" % len(chunk) + padding + b"\r\n" + chunk)
+    assert [(await client.reply())[:3] for _ in range(3)] == [b"250", b"250", b"500"]
     assert await asyncio.wait_for(client.reader.read(), timeout=10) == b""  # closed, nothing more answered
     assert new_messages(sink, before) == []
 
