@@ -61,6 +61,19 @@ async def publish(js, event: dict, msg_id: str | None = None, body: bytes | None
 
 
 @pytest.fixture
+async def log_bus(clean_nats, database_url):
+    """JetStream with the streams declared, and a pool on a database with the applied log's schema."""
+    await declare_streams(clean_nats)
+    nc = await nats.connect(clean_nats)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    async with pool.acquire() as connection:
+        await prepare(connection, AppliedLog())
+    yield nc.jetstream(), pool
+    await pool.close()
+    await nc.close()
+
+
+@pytest.fixture
 async def stack(clean_nats, database_url):
     await declare_streams(clean_nats)
     nc = await nats.connect(clean_nats)
@@ -461,19 +474,12 @@ async def test_the_position_and_the_lag_follow_the_ack_that_passes_a_gap(stack):
     assert position_gauge("applied-log") == 2
 
 
-async def test_the_position_and_the_lag_after_a_restart_that_acks_what_the_last_run_applied(
-    clean_nats, database_url, monkeypatch
-):
+async def test_the_position_and_the_lag_after_a_restart_that_acks_what_the_last_run_applied(log_bus, monkeypatch):
     """The first instance applies three events and stops before any ack; the next one finds them
     pending (a restart: it acks them through the consumer's info), and measures them then, once."""
     from nats.aio.msg import Msg
 
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    js = nc.jetstream()
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with pool.acquire() as connection:
-        await prepare(connection, AppliedLog())
+    js, pool = log_bus
     real_ack = Msg.ack
 
     async def dead_before_ack(self):
@@ -504,11 +510,9 @@ async def test_the_position_and_the_lag_after_a_restart_that_acks_what_the_last_
     finally:
         stop.set()
         await task
-        await pool.close()
-        await nc.close()
 
 
-async def test_an_organization_stuck_at_a_gap_has_its_later_events_parked_at_once(clean_nats, database_url):
+async def test_an_organization_stuck_at_a_gap_has_its_later_events_parked_at_once(log_bus):
     """org-e's first event cannot be decoded (dead-lettered, its position unmoved): each later org-e
     event waits for it. The first waits `gap_patience` and is parked; the others, waiting for the
     same sequence, are parked at once instead of each holding every organization's ack for another
@@ -518,12 +522,7 @@ async def test_an_organization_stuck_at_a_gap_has_its_later_events_parked_at_onc
     from shared.dead_letters import DeadLetterDesk
     from shared.errors import NotFound
 
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    js = nc.jetstream()
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    async with pool.acquire() as connection:
-        await prepare(connection, AppliedLog())
+    js, pool = log_bus
     broken = envelope("org-e", 1)
     broken["occurred_at"] = "not a time"
     await publish(js, broken, body=msgspec.json.encode(broken))
@@ -568,21 +567,14 @@ async def test_an_organization_stuck_at_a_gap_has_its_later_events_parked_at_onc
     finally:
         stop.set()
         await task
-        await pool.close()
-        await nc.close()
 
 
-async def test_of_two_instances_on_one_durable_only_one_pulls(clean_nats, database_url, monkeypatch):
+async def test_of_two_instances_on_one_durable_only_one_pulls(log_bus, monkeypatch):
     """The pull lock: with two instances running, every fetch comes from the one holding it (two
     pullers would each miss the other's deliveries, and neither ack while traffic lasts)."""
     from shared.pull import BatchPull
 
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    js = nc.jetstream()
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
-    async with pool.acquire() as connection:
-        await prepare(connection, AppliedLog())
+    js, pool = log_bus
     pullers: set[int] = set()
     real_fetch = BatchPull.fetch
 
@@ -604,8 +596,6 @@ async def test_of_two_instances_on_one_durable_only_one_pulls(clean_nats, databa
         stop_b.set()
         await task_a
         await task_b
-        await pool.close()
-        await nc.close()
 
 
 FLAKY = "flaky@example.com"
@@ -625,16 +615,11 @@ class FailsTwice(AppliedLog):
         await super().apply(connection, events)
 
 
-async def test_an_event_behind_a_failing_one_waits_even_after_its_organization_had_a_gap_parked(clean_nats, database_url):
+async def test_an_event_behind_a_failing_one_waits_even_after_its_organization_had_a_gap_parked(log_bus):
     # Found by the contract review: once a bogus event far ahead had been parked for its gap, the real
     # next event failing once got the one behind it parked at once, and the organization needed an operator.
-    await declare_streams(clean_nats)
-    nc = await nats.connect(clean_nats)
-    js = nc.jetstream()
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    projection = FailsTwice()
-    async with pool.acquire() as connection:
-        await prepare(connection, projection)
+    js, pool = log_bus
+    projection = FailsTwice()  # the applied log's schema, prepared by log_bus
     settings = ConsumerSettings(
         durable="applied-log", service="applied-log", retry_delay=0.1, gap_delay=0.1, ack_wait=1.0, gap_patience=1.0
     )
@@ -658,5 +643,3 @@ async def test_an_event_behind_a_failing_one_waits_even_after_its_organization_h
     finally:
         stop.set()
         await task
-        await pool.close()
-        await nc.close()
