@@ -17,7 +17,7 @@ from shared.responder import Responder
 
 from .projection import LIVE_SCHEMA, AuditProjection
 from .read_model import AuditReadModel
-from .retention import purge
+from .retention import purge, purge_live
 
 QUEUE_GROUP = "audit"
 SHADOW_SCHEMA = f"{LIVE_SCHEMA}_rebuild"
@@ -44,7 +44,7 @@ class AuditHandlers:
 
     async def purge(self, _: q.EmptyRequest) -> Any:
         async with self.consumer.pool.acquire() as connection:
-            return {"entries_removed": await purge(connection, LIVE_SCHEMA, self.clock.now())}
+            return {"entries_removed": await purge_live(connection, LIVE_SCHEMA, self.clock.now())}
 
     async def _apply_retention(self, connection: asyncpg.Connection, shadow: AuditProjection) -> None:
         await purge(connection, shadow.schema, self.clock.now())

@@ -6,11 +6,13 @@ The checkpoint holds the `seq` and `hash` of the last entry removed; `verify` co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
 
+from shared import live_schema
 from shared.clock import Clock
 from shared.periodic import every
 
@@ -24,9 +26,10 @@ PURGE_INTERVAL_SECONDS = 3600.0
 async def purge(
     connection: asyncpg.Connection, schema: str, now: datetime, retention_days: dict[str, int] = RETENTION_DAYS
 ) -> int:
-    """Removes, per organization, every entry older than its plan keeps; returns how many."""
+    """Removes, per organization, every entry older than its plan keeps; returns how many. In the caller's
+    transaction when there is one (a rebuild's swap, `purge_live`), else in one of its own."""
     removed = 0
-    async with connection.transaction():
+    async with contextlib.nullcontext() if connection.is_in_transaction() else connection.transaction():
         await connection.execute("SET LOCAL audit.purge = 'on'")
         for chain in await connection.fetch(f'SELECT org_id, plan FROM "{schema}".chains ORDER BY org_id'):
             cutoff = now - timedelta(days=retention_days.get(chain["plan"], max(retention_days.values())))
@@ -57,6 +60,13 @@ async def purge(
     return removed
 
 
+async def purge_live(connection: asyncpg.Connection, schema: str, now: datetime) -> int:
+    """`purge` of the live log, under the live schema's lock: a purge a rebuild's swap dropped would
+    bring expired entries back until the next one."""
+    async with live_schema.writing(connection, schema):
+        return await purge(connection, schema, now)
+
+
 class RetentionScheduler:
     def __init__(self, pool: asyncpg.Pool, schema: str, clock: Clock, interval: float = PURGE_INTERVAL_SECONDS) -> None:
         self.pool = pool
@@ -70,4 +80,4 @@ class RetentionScheduler:
 
     async def purge(self) -> int:
         async with self.pool.acquire() as connection:
-            return await purge(connection, self.schema, self.clock.now())
+            return await purge_live(connection, self.schema, self.clock.now())

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
+from shared import live_schema
 from shared.clock import Clock
 from shared.periodic import every
 
@@ -61,9 +62,10 @@ class RenewalScheduler:
     async def tick(self) -> int:
         """Charges every renewal due by now of the organizations caught up with the stream.
 
-        With the consumer paused, so the two never interleave."""
+        With the consumer paused, so the two never interleave, and under the live schema's lock, so a
+        rebuild's swap on another instance does not drop it."""
         cutoff = self.cutoff()
-        async with self.exclusive(), self.pool.acquire() as connection, connection.transaction():
+        async with self.exclusive(), self.pool.acquire() as connection, live_schema.writing(connection, self.projection.schema):
             due = await self.projection.due(connection, cutoff)
             ready = [org_id for org_id, applied in due.items() if await self.stream_last_sequence(org_id) <= applied]
             charged = await self.projection.renew(connection, cutoff, ready) if ready else 0

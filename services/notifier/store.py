@@ -15,6 +15,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import live_schema
+
 from .deliveries import Kind, Status
 
 # Held shared by every send in progress (claim -> SMTP -> mark), exclusively by a rebuild's swap.
@@ -316,17 +318,22 @@ class DeliveryStore:
         )
         return rows
 
+    # An operator's retry and the dead-letter mark change the live log outside the projection's batches:
+    # under the live schema's lock, so a rebuild's swap on another instance waits for them, not drops them.
+
     async def mark_dead_lettered(self, connection: asyncpg.Connection, event_id: str) -> None:
-        await connection.execute(f"UPDATE {self._table} SET dead_lettered = true WHERE event_id = $1", event_id)
+        async with live_schema.writing(connection, self.schema):
+            await connection.execute(f"UPDATE {self._table} SET dead_lettered = true WHERE event_id = $1", event_id)
 
     async def retry_failed(self, connection: asyncpg.Connection, event_id: str, now: datetime) -> bool:
         """A failed delivery back to `pending`, due `now`; False when it is not failed."""
-        status = await connection.execute(
-            f"""UPDATE {self._table} SET status = {_PENDING}, next_attempt_at = $2, dead_lettered = false
-                WHERE event_id = $1 AND status = {_FAILED}""",
-            event_id,
-            now,
-        )
+        async with live_schema.writing(connection, self.schema):
+            status = await connection.execute(
+                f"""UPDATE {self._table} SET status = {_PENDING}, next_attempt_at = $2, dead_lettered = false
+                    WHERE event_id = $1 AND status = {_FAILED}""",
+                event_id,
+                now,
+            )
         return _count(status) > 0
 
     # the reader's side
