@@ -6,6 +6,11 @@ from typing import Any
 
 import pytest
 import schemathesis
+
+# Loaded now, at collection, not inside the module fixture while the edge's servers run: pytest rewrites
+# schemathesis's modules (a plugin), and Python 3.11.7's AST constructor once failed there in CI with
+# "AST constructor recursion depth mismatch", a CPython 3.11 bug seen once.
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
