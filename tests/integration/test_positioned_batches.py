@@ -9,8 +9,9 @@ state for the transaction, as the consumer's own read did."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -26,14 +27,18 @@ from shared.contract.events import Envelope, decode_envelope
 from tests.integration.histories import OrgHistory
 from tests.integration.test_audit_projection import T0
 
-PROJECTIONS = {"billing": BillingProjection, "audit": AuditProjection, "notifier": NotifierProjection}
+PROJECTIONS: dict[str, Callable[[str], Projection]] = {
+    "billing": BillingProjection,
+    "audit": AuditProjection,
+    "notifier": NotifierProjection,
+}
 ORGS = 3
 
 
 class OwnPositions:
     """The projection without `apply_positioned`: the consumer reads and writes the positions itself."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Projection) -> None:
         self.inner = inner
         self.schema = inner.schema
 
@@ -77,7 +82,10 @@ async def pool(database_url):
     await pool.close()
 
 
-async def fresh(pool: asyncpg.Pool, projection: Any) -> Any:
+P = TypeVar("P", bound=Projection)
+
+
+async def fresh(pool: asyncpg.Pool, projection: P) -> P:
     async with pool.acquire() as connection:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{projection.schema}" CASCADE')
         await prepare(connection, projection)
