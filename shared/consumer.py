@@ -80,6 +80,9 @@ def envelope_decoder(projection: Projection) -> Callable[[bytes], Envelope]:
     return decode_typed_envelope if getattr(projection, "typed_events", False) else decode_envelope
 
 
+DEFAULT_LINGER = 0.02  # seconds; `docs/decisions.md`, "Projectors linger"
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     durable: str
@@ -94,6 +97,10 @@ class ConsumerSettings:
     gap_patience: float | None = None
     # Which organizations this instance owns: all of them (MEMBERSHIP itself) unless PARTITIONS > 1.
     partition: Partition = field(default_factory=Partition)
+    # After a batch that did not fill, wait this long before fetching again, so that the next batch
+    # gathers what arrives meanwhile. A projector that keeps up otherwise fetches, commits and acks
+    # every event or two on its own; the lag it adds is at most this (`PROJECTION_LINGER_MS`).
+    linger: float = DEFAULT_LINGER
 
     def patience_for_gaps(self) -> float:
         """Seconds an event waits for its gap before it is parked: four times the longest a legitimate
@@ -265,7 +272,9 @@ class ProjectionConsumer:
                 while not stop.is_set() and not _lost(lock):
                     raise_if_cancel_pending()  # one nats-py's wait_for swallowed (consumer_info, on 3.11)
                     async with self._turn:
-                        await self._take_a_turn(pull)
+                        fetched = await self._take_a_turn(pull)
+                    if 0 < fetched < self.settings.batch_size:  # caught up: let the next batch gather
+                        await _unless_stopped(stop, self.settings.linger)
             finally:
                 await pull.stop()
                 await self.connection.let_go()
@@ -290,18 +299,17 @@ class ProjectionConsumer:
                     await self.pool.release(connection)  # the reset unlocks
                 except Exception as failure:
                     log.warning("pull lock connection not reset; dropped", error=repr(failure))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.retry_delay):  # not wait_for: it can drop a cancel on 3.11
-                    await stop.wait()
+            await _unless_stopped(stop, self.settings.retry_delay)
         yield None
 
-    async def _take_a_turn(self, pull: BatchPull) -> None:
+    async def _take_a_turn(self, pull: BatchPull) -> int:
+        """Fetches a batch and settles it; how many messages it fetched."""
         try:
             messages = await pull.fetch(self.settings.batch_size, timeout=1.0)
         except Exception as unavailable:  # NATS restarting, a cluster electing a leader: wait, fetch again
             log.warning("fetch failed; retrying", error=repr(unavailable))
             await asyncio.sleep(self.settings.retry_delay)
-            return
+            return 0
         try:
             if messages:
                 await self.handle(messages)
@@ -311,6 +319,8 @@ class ProjectionConsumer:
             # What was committed but not acked comes back after ack_wait and is skipped then.
             log.exception("batch not settled; its messages will be redelivered")
             await asyncio.sleep(self.settings.retry_delay)
+            return 0
+        return len(messages)
 
     async def _confirm_pending(self) -> None:
         """After a restart or a delivery this process did not see: does it hold every pending message?"""
@@ -600,3 +610,10 @@ async def save_positions(connection: asyncpg.Connection, schema: str, applied: l
     last = {event.org_id: event.sequence for event in applied}
     if last:  # one statement for the batch, not one per organization
         await connection.execute(moved_positions_sql(schema, 1, 2), list(last), list(last.values()))
+
+
+async def _unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Waits `seconds`, or until `stop` is set if that comes first."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):  # not wait_for: it can drop a cancel on 3.11
+            await stop.wait()

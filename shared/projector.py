@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import nats
 from . import subjects, telemetry
 from .bus import connect, declare_streams
 from .clock import Clock
-from .consumer import ConsumerSettings, Projection, ProjectionConsumer, prepare
+from .consumer import DEFAULT_LINGER, ConsumerSettings, Projection, ProjectionConsumer, prepare
 from .contract import queries as q
 from .dead_letters import DeadLetterDesk
 from .errors import Conflict
@@ -25,8 +26,10 @@ from .partitions import Partition
 from .rebuild import Rebuilder
 from .requests import reply_handler
 from .responder import Respond, Responder
-from .settings import Settings
+from .settings import ConfigurationError, Settings
 from .version import health
+
+MAX_LINGER_MS = 1000  # past a second, a projection's lag is the linger's, not the load's
 
 # What a service adds to its `projection_status`, besides the consumer's lag.
 StatusDetails = Callable[[], Awaitable[dict[str, Any]]]
@@ -59,12 +62,13 @@ async def projection_runtime(
 
     With a `partition` of N > 1, consumes only that partition's organizations (`shared/partitions.py`)."""
     partition = partition or Partition()
+    own = consumer_settings(service, projection, partition)  # a bad setting refuses the start before any connection
     await declare_streams(settings.nats_url, settings.stream_replicas, partition.count)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
     async with pool.acquire() as connection:
         await prepare(connection, projection)
     nc = await connect(settings.nats_url)
-    consumer = ProjectionConsumer(nc.jetstream(), pool, projection, consumer_settings(service, projection, partition), clock)
+    consumer = ProjectionConsumer(nc.jetstream(), pool, projection, own, clock)
     runtime = ProjectionRuntime(pool, nc, consumer, Responder(nc), clock)
     runtime.in_background(telemetry.sample(service, stopping, telemetry.consumer_probe(consumer)))
     consuming = asyncio.create_task(consumer.run(stopping))
@@ -83,11 +87,31 @@ async def projection_runtime(
         await pool.close()
 
 
-def consumer_settings(service: str, projection: Projection, partition: Partition) -> ConsumerSettings:
+def consumer_settings(
+    service: str, projection: Projection, partition: Partition, env: Mapping[str, str] | None = None
+) -> ConsumerSettings:
     """The service's consumer, with the projection's own largest batch if it names one (`consumer_batch`):
-    one that writes a batch in a few statements whatever its size catches up in fewer transactions."""
+    one that writes a batch in a few statements whatever its size catches up in fewer transactions;
+    and its linger from `PROJECTION_LINGER_MS`."""
     settings = ConsumerSettings.for_service(service, partition)
-    return dataclasses.replace(settings, batch_size=getattr(projection, "consumer_batch", settings.batch_size))
+    return dataclasses.replace(
+        settings,
+        batch_size=getattr(projection, "consumer_batch", settings.batch_size),
+        linger=linger_from_env(os.environ if env is None else env),
+    )
+
+
+def linger_from_env(env: Mapping[str, str]) -> float:
+    """`PROJECTION_LINGER_MS`, in seconds: a whole number of milliseconds from 0 (fetch again at once)
+    to `MAX_LINGER_MS`; unset, `DEFAULT_LINGER`."""
+    given = env.get("PROJECTION_LINGER_MS")
+    if given is None:
+        return DEFAULT_LINGER
+    if not (given.isascii() and given.isdigit()) or int(given) > MAX_LINGER_MS:
+        raise ConfigurationError(
+            f"PROJECTION_LINGER_MS must be a whole number of milliseconds from 0 to {MAX_LINGER_MS}, not {given!r}"
+        )
+    return int(given) / 1000
 
 
 def projection_routes(

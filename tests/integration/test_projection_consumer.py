@@ -447,11 +447,13 @@ async def acked_through(js, durable: str, last: int) -> bool:
     return await until(settled)
 
 
-def consumer_on(js, pool, durable: str, **settings) -> tuple[ProjectionConsumer, asyncio.Event, asyncio.Task[None]]:
+def consumer_on(
+    js, pool, durable: str, projection: AppliedLog | None = None, **settings
+) -> tuple[ProjectionConsumer, asyncio.Event, asyncio.Task[None]]:
     consumer = ProjectionConsumer(
         js,
         pool,
-        AppliedLog(),
+        projection or AppliedLog(),
         ConsumerSettings(durable=durable, service=durable, **{"retry_delay": 0.1, "gap_delay": 0.1, "ack_wait": 1.0, **settings}),
     )
     stop = asyncio.Event()
@@ -640,6 +642,52 @@ async def test_an_event_behind_a_failing_one_waits_even_after_its_organization_h
         assert await applied(pool, 3) == [("org-b", 1), ("org-b", 2), ("org-b", 3)]
         letters = await dead_letters(js, "applied-log")
         assert len(letters) == 1 and "it is sequence 99" in letters[0]["error"]  # only the bogus one parked
+    finally:
+        stop.set()
+        await task
+
+
+class NotesBatches(AppliedLog):
+    """Notes how many events each batch it applies holds."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def apply(self, connection, events):
+        self.batches.append(len(events))
+        await super().apply(connection, events)
+
+
+async def test_after_a_batch_that_did_not_fill_the_consumer_lingers_and_the_next_gathers_what_came_meanwhile(log_bus):
+    """Events published one at a time while the consumer lingers after the first arrive as one batch;
+    without the linger each would be fetched as soon as it came, in batches of one or two."""
+    js, pool = log_bus
+    projection = NotesBatches()
+    _, stop, task = consumer_on(js, pool, "applied-log", projection, linger=2.0)
+    try:
+        await publish(js, envelope("org-l", 1))
+        assert await applied(pool, 1) == [("org-l", 1)]
+        for sequence in range(2, 22):
+            await publish(js, envelope("org-l", sequence))
+            await asyncio.sleep(0.01)  # a trickle: each is in the stream well before the next
+        assert await applied(pool, 21) == [("org-l", n) for n in range(1, 22)]
+        assert projection.batches == [1, 20]
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_full_batch_is_followed_by_the_next_fetch_at_once(log_bus):
+    """A consumer behind the stream never lingers: 250 waiting events go in batches of 100, 100, 50
+    long before one linger of a minute would have passed."""
+    js, pool = log_bus
+    for sequence in range(1, 251):
+        await publish(js, envelope("org-f", sequence))
+    projection = NotesBatches()
+    _, stop, task = consumer_on(js, pool, "applied-log", projection, batch_size=100, linger=60.0)
+    try:
+        assert await applied(pool, 250, timeout=20) == [("org-f", n) for n in range(1, 251)]
+        assert projection.batches == [100, 100, 50]
     finally:
         stop.set()
         await task

@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from services.audit.projection import AuditProjection
 from services.billing.projection import BillingProjection
-from shared.consumer import ConsumerSettings
+from shared.consumer import DEFAULT_LINGER, ConsumerSettings
 from shared.contract import events as ev
 from shared.metrics import LagRecorder
 from shared.partitions import Partition
-from shared.projector import consumer_settings
+from shared.projector import MAX_LINGER_MS, consumer_settings, linger_from_env
+from shared.settings import ConfigurationError
 
 # -- the lag window, sorted only when it changed ---------------------------------------------
 
@@ -154,3 +155,19 @@ def test_billing_and_audit_catch_up_in_larger_batches_than_a_projection_that_nam
 
     third = consumer_settings("audit", Plain(), Partition(3, 2))  # type: ignore[arg-type]
     assert (third.batch_size, third.durable, third.partition) == (default, "audit-p2", Partition(3, 2))
+
+
+# -- how long a projector waits for its next batch to gather ---------------------------------------
+
+
+def test_the_linger_comes_from_projection_linger_ms_in_whole_milliseconds() -> None:
+    assert consumer_settings("billing", BillingProjection(), Partition(), env={}).linger == DEFAULT_LINGER
+    assert consumer_settings("billing", BillingProjection(), Partition(), env={"PROJECTION_LINGER_MS": "0"}).linger == 0
+    assert consumer_settings("audit", AuditProjection(), Partition(), env={"PROJECTION_LINGER_MS": "250"}).linger == 0.25
+    assert linger_from_env({"PROJECTION_LINGER_MS": str(MAX_LINGER_MS)}) == MAX_LINGER_MS / 1000
+
+
+@pytest.mark.parametrize("given", ["", " 20", "20ms", "-1", "0.5", "1e3", "٣", str(MAX_LINGER_MS + 1), "9" * 40])
+def test_a_linger_that_is_not_a_whole_number_of_milliseconds_up_to_the_most_refuses_the_start(given: str) -> None:
+    with pytest.raises(ConfigurationError, match="PROJECTION_LINGER_MS"):
+        linger_from_env({"PROJECTION_LINGER_MS": given})
