@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from services.audit.entries import ChainWalk
-from services.audit.projection import MIGRATIONS, SEARCH_INDEXES, AuditProjection, append_sql
+from services.audit.entries import ChainWalk, entry_for
+from services.audit.projection import MIGRATIONS, SEARCH_INDEXES, AppendBatch, AuditProjection, append_sql, new_chain
 from services.audit.read_model import entry_of
 from shared.consumer import prepare
 from shared.migrations import migrate
@@ -75,22 +75,9 @@ async def test_an_entry_at_a_taken_place_or_an_event_recorded_twice_is_refused(p
             await connection.execute(append_sql(NEW), *_one_more(event))
 
 
-def _one_more(event) -> list[list]:
-    """The append statement's arrays for `event` again, as a new entry after the head (seq 99)."""
-    columns = {
-        "entry_id": f"aud_{event.event_id}",
-        "org_id": event.org_id,
-        "seq": 99,
-        "occurred_at": event.occurred_at,
-        "action": "organization.created",
-        "actor": "{}",
-        "targets": "[]",
-        "metadata": "{}",
-        "event_id": event.event_id,
-        "command_id": None,
-        "correlation_id": None,
-        "prev_hash": "0" * 64,
-        "hash": "1" * 64,
-    }
-    no_chain_heads, no_positions = [[]] * 6, [[], []]
-    return [[value] for value in columns.values()] + [["{}"], [99]] + no_chain_heads + no_positions
+def _one_more(event) -> list:
+    """The append statement's arguments for `event` again, as a new entry after the head (seq 99)."""
+    batch = AppendBatch()
+    batch.add(entry_for(event, 99, "0" * 64), event, holds_float=False)
+    no_positions: list[list] = [[], []]
+    return [*batch.arguments({event.org_id: {**new_chain(), "last_seq": 99}}), *no_positions]
