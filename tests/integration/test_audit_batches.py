@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.audit import projection as audit_projection
 from services.audit.projection import AuditProjection
 from shared.consumer import apply_in_order, prepare
 from shared.contract.events import Envelope, decode_envelope
@@ -83,9 +84,15 @@ async def contents(pool: asyncpg.Pool, schema: str) -> dict[str, list[Any]]:
     }
 
 
+# A batch is written in chunks of `APPEND_CHUNK` rows; chunks of 3 make this stream's batches several.
+CHUNKS = pytest.mark.parametrize("chunk", [audit_projection.APPEND_CHUNK, 3])
+
+
+@CHUNKS
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(deliveries=DELIVERIES)
-async def test_any_batches_redeliveries_and_kills_end_as_every_event_applied_alone(pool, deliveries):
+async def test_any_batches_redeliveries_and_kills_end_as_every_event_applied_alone(pool, monkeypatch, chunk, deliveries):
+    monkeypatch.setattr(audit_projection, "APPEND_CHUNK", chunk)
     alone = await fresh(pool, ALONE)
     for event in STREAM:
         await deliver(pool, alone, [event])
@@ -94,4 +101,22 @@ async def test_any_batches_redeliveries_and_kills_end_as_every_event_applied_alo
         await deliver(pool, batched, STREAM[start : start + size], killed)
     await deliver(pool, batched, STREAM)  # the consumer redelivers everything not acknowledged, in order
 
+    assert await contents(pool, BATCHED) == await contents(pool, ALONE)
+
+
+async def test_a_chunk_that_cannot_be_built_while_the_one_before_is_written_rolls_the_batch_back(pool, monkeypatch):
+    """The statement in flight ends before the failure comes out: the transaction rolls back on a
+    connection that is free again, and the batch leaves nothing behind."""
+    monkeypatch.setattr(audit_projection, "APPEND_CHUNK", 3)
+    audit = await fresh(pool, BATCHED)
+    await deliver(pool, audit, STREAM[:2])
+    before = await contents(pool, BATCHED)
+    broken = msgspec.structs.replace(STREAM[8], event_type="MemberInvited", data={"email": "no-invitation@example.com"})
+    with pytest.raises(KeyError, match="invitation_id"):
+        await deliver(pool, audit, [*STREAM[2:8], broken, *STREAM[9:12]])
+    assert await contents(pool, BATCHED) == before
+    await deliver(pool, audit, STREAM)
+    alone = await fresh(pool, ALONE)
+    for event in STREAM:
+        await deliver(pool, alone, [event])
     assert await contents(pool, BATCHED) == await contents(pool, ALONE)
