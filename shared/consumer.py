@@ -198,6 +198,8 @@ def _lost(connection: asyncpg.Connection) -> bool:
 
 
 class ProjectionConsumer:
+    FETCH_WAIT = 1.0  # seconds an idle fetch waits for the stream's next message
+
     def __init__(
         self,
         js: JetStreamContext,
@@ -216,6 +218,7 @@ class ProjectionConsumer:
         self.decode = envelope_decoder(projection)
         self.connection = HeldConnection(pool, projection.schema)
         self._turn = asyncio.Lock()
+        self._pull: BatchPull | None = None  # while this instance pulls
         self.acks: AckFrontier[Msg] = AckFrontier()
         # Events applied (or found applied) and not yet acked, by stream sequence: measured when an ack covers them.
         self._to_measure: dict[int, datetime] = {}
@@ -224,7 +227,11 @@ class ProjectionConsumer:
 
     @asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
-        """No batch is in progress, and none starts, while this is held."""
+        """No batch is in progress, and none starts, while this is held. A fetch waiting for the
+        stream's next message is cut short, not waited out (`FETCH_WAIT`): a rebuild's swap or an
+        operator's retry would otherwise wait up to that long on an idle projector."""
+        if self._pull is not None:
+            self._pull.cut_short()
         async with self._turn:
             yield
 
@@ -253,7 +260,7 @@ class ProjectionConsumer:
         return pull
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consumes until `stop` is set (within a second: a fetch's longest wait)."""
+        """Consumes until `stop` is set (within `FETCH_WAIT`: a fetch's longest wait)."""
         async with self.pool.acquire() as connection:
             await prepare(connection, self.projection)
         while not stop.is_set():
@@ -267,7 +274,7 @@ class ProjectionConsumer:
         async with self._pulling_alone(stop) as lock:
             if lock is None:
                 return
-            pull = await self.subscribe()
+            pull = self._pull = await self.subscribe()
             try:
                 while not stop.is_set() and not _lost(lock):
                     raise_if_cancel_pending()  # one nats-py's wait_for swallowed (consumer_info, on 3.11)
@@ -276,6 +283,7 @@ class ProjectionConsumer:
                     if 0 < fetched < self.settings.batch_size:  # caught up: let the next batch gather
                         await _unless_stopped(stop, self.settings.linger)
             finally:
+                self._pull = None
                 await pull.stop()
                 await self.connection.let_go()
 
@@ -305,7 +313,7 @@ class ProjectionConsumer:
     async def _take_a_turn(self, pull: BatchPull) -> int:
         """Fetches a batch and settles it; how many messages it fetched."""
         try:
-            messages = await pull.fetch(self.settings.batch_size, timeout=1.0)
+            messages = await pull.fetch(self.settings.batch_size, timeout=self.FETCH_WAIT)
         except Exception as unavailable:  # NATS restarting, a cluster electing a leader: wait, fetch again
             log.warning("fetch failed; retrying", error=repr(unavailable))
             await asyncio.sleep(self.settings.retry_delay)

@@ -70,6 +70,11 @@ class BatchPull:
             raise FetchRefused(refusal)
         return messages
 
+    def cut_short(self) -> None:
+        """Ends the fetch under way, if any, now, with what it has delivered so far (perhaps nothing);
+        a message that comes later for its request is kept for the next fetch."""
+        self._end()
+
     async def _request(self, batch: int, timeout: float) -> list[Msg]:
         """The batch as it stood when the request ended: later arrivals are the next fetch's."""
         self._requests += 1

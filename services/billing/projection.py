@@ -5,7 +5,9 @@ Invoices are not stored: an invoice is its period's charges, grouped when asked 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from operator import attrgetter
 from typing import ClassVar
 
 import asyncpg
@@ -241,8 +243,7 @@ def _net_charges(entries: list[Entry]) -> tuple[list[Charge], list[tuple[str, da
     return charges, withdrawn
 
 
-def _row(charge: Charge) -> tuple:
-    return tuple(getattr(charge, column) for column in CHARGE_COLUMNS)
+_row: Callable[[Charge], tuple] = attrgetter(*CHARGE_COLUMNS)  # a charge's values in column order, in one call
 
 
 def account_of(row: asyncpg.Record) -> Account:

@@ -691,3 +691,26 @@ async def test_a_full_batch_is_followed_by_the_next_fetch_at_once(log_bus):
     finally:
         stop.set()
         await task
+
+
+async def test_a_pause_cuts_an_idle_fetch_short_and_what_comes_after_it_still_applies(log_bus, monkeypatch):
+    """A rebuild's swap pauses the consumer. On an idle stream the consumer is waiting in a fetch; the
+    pause ends that fetch instead of waiting it out (a minute here), and a message that arrives for
+    the ended request is applied by the next one."""
+    js, pool = log_bus
+    monkeypatch.setattr(ProjectionConsumer, "FETCH_WAIT", 60.0)
+    consumer, stop, task = consumer_on(js, pool, "applied-log")
+    try:
+        await publish(js, envelope("org-i", 1))
+        assert await applied(pool, 1) == [("org-i", 1)]
+        await asyncio.sleep(0.3)  # past the linger: in its next fetch, waiting on an idle stream
+        assert consumer._pull is not None and consumer._pull._done is not None
+        async with asyncio.timeout(20):  # a minute if the pause waited the fetch out
+            async with consumer.paused():
+                await publish(js, envelope("org-i", 2))
+        assert await applied(pool, 2) == [("org-i", 1), ("org-i", 2)]
+    finally:
+        stop.set()
+        if consumer._pull is not None:  # in its minute-long fetch again
+            consumer._pull.cut_short()
+        await task
