@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 
 from . import subjects
-from .settings import ConfigurationError
+from .settings import ConfigurationError, integer_setting
 
 MAX_PARTITIONS = 64  # a projector instance per core; far more than that is a mistake, not a plan
 PARTITIONED_STREAM_PREFIX = "MEMBERSHIP_PARTITIONED"
@@ -46,7 +46,7 @@ class Partition:
     def from_env(cls, env: dict[str, str] | None = None) -> Partition:
         """`PARTITIONS` (N, default 1) and `PARTITION` (this instance's p, default 0)."""
         env = dict(os.environ if env is None else env)
-        return cls(count=_integer(env, "PARTITIONS", 1), index=_integer(env, "PARTITION", 0))
+        return cls(count=integer_setting(env, "PARTITIONS", 1), index=integer_setting(env, "PARTITION", 0))
 
     @property
     def partitioned(self) -> bool:
@@ -87,13 +87,3 @@ def original_subject(subject: str) -> str:
         if len(parts) == 4:
             return parts[3]
     return subject
-
-
-def _integer(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None

@@ -26,7 +26,7 @@ from .partitions import Partition
 from .rebuild import Rebuilder
 from .requests import reply_handler
 from .responder import Respond, Responder
-from .settings import ConfigurationError, Settings
+from .settings import Settings, integer_setting
 from .version import health
 
 MAX_LINGER_MS = 1000  # past a second, a projection's lag is the linger's, not the load's
@@ -102,16 +102,10 @@ def consumer_settings(
 
 
 def linger_from_env(env: Mapping[str, str]) -> float:
-    """`PROJECTION_LINGER_MS`, in seconds: a whole number of milliseconds from 0 (fetch again at once)
-    to `MAX_LINGER_MS`; unset, `DEFAULT_LINGER`."""
-    given = env.get("PROJECTION_LINGER_MS")
-    if given is None:
-        return DEFAULT_LINGER
-    if not (given.isascii() and given.isdigit()) or int(given) > MAX_LINGER_MS:
-        raise ConfigurationError(
-            f"PROJECTION_LINGER_MS must be a whole number of milliseconds from 0 to {MAX_LINGER_MS}, not {given!r}"
-        )
-    return int(given) / 1000
+    """`PROJECTION_LINGER_MS`, in seconds: whole milliseconds from 0 (fetch again at once) to
+    `MAX_LINGER_MS`; unset or blank, `DEFAULT_LINGER`."""
+    default_ms = round(DEFAULT_LINGER * 1000)
+    return integer_setting(env, "PROJECTION_LINGER_MS", default_ms, 0, MAX_LINGER_MS) / 1000
 
 
 def projection_routes(

@@ -4,11 +4,15 @@ except the server secret, which has no default: a service without one refuses to
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 MINIMUM_SECRET_LENGTH = 32
+MAX_STREAM_REPLICAS = 5  # JetStream's own limit
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, and short enough for int() to be cheap
 HOW_TO_MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
@@ -49,9 +53,28 @@ class Settings:
             public_url=env.get("PUBLIC_URL", defaults.public_url).rstrip("/"),
             server_secret=server_secret,
             server_secret_source=server_secret_source,
-            stream_replicas=int(env.get("STREAM_REPLICAS", defaults.stream_replicas)),
+            stream_replicas=integer_setting(env, "STREAM_REPLICAS", defaults.stream_replicas, 1, MAX_STREAM_REPLICAS),
             log_level=env.get("LOG_LEVEL", defaults.log_level),
         )
+
+
+def integer_setting(env: Mapping[str, str], name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+    """A whole-number setting: unset or blank, `default`; else ASCII digits (perhaps a minus) within
+    `low`..`high` where given. Anything else is a ConfigurationError that names the setting and shows
+    the start of the value."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        raise ConfigurationError(f"{name} must be a whole number, not {_shortened(raw)}")
+    value = int(raw)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigurationError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _shortened(raw: str, keep: int = 40) -> str:
+    return repr(raw) if len(raw) <= keep else f"{raw[:keep]!r}... ({len(raw)} characters)"
 
 
 def server_secret_from(env: dict[str, str]) -> tuple[str, str]:

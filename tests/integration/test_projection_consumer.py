@@ -714,3 +714,34 @@ async def test_a_pause_cuts_an_idle_fetch_short_and_what_comes_after_it_still_ap
         if consumer._pull is not None:  # in its minute-long fetch again
             consumer._pull.cut_short()
         await task
+
+
+async def lingering(js, pool, linger: float):
+    """A consumer that has applied a batch of one and is now lingering `linger` seconds."""
+    consumer, stop, task = consumer_on(js, pool, "applied-log", NotesBatches(), linger=linger)
+    await publish(js, envelope("org-g", 1))
+    assert await applied(pool, 1) == [("org-g", 1)]
+    await asyncio.sleep(0.3)  # settled and acked: lingering now
+    return consumer, stop, task
+
+
+async def test_stop_ends_a_linger_at_once(log_bus):
+    js, pool = log_bus
+    _, stop, task = await lingering(js, pool, linger=60.0)
+    stop.set()
+    async with asyncio.timeout(10):  # the linger's minute if stop did not cut it short
+        await task
+
+
+async def test_a_lingering_consumer_is_paused_at_once(log_bus):
+    """A rebuild's swap, a dead letter's retry and billing's renewals take `paused()`: the linger is
+    outside the consumer's turn, so they never wait it out."""
+    js, pool = log_bus
+    consumer, stop, task = await lingering(js, pool, linger=60.0)
+    try:
+        async with asyncio.timeout(10):
+            async with consumer.paused():
+                pass
+    finally:
+        stop.set()
+        await task

@@ -167,7 +167,15 @@ def test_the_linger_comes_from_projection_linger_ms_in_whole_milliseconds() -> N
     assert linger_from_env({"PROJECTION_LINGER_MS": str(MAX_LINGER_MS)}) == MAX_LINGER_MS / 1000
 
 
-@pytest.mark.parametrize("given", ["", " 20", "20ms", "-1", "0.5", "1e3", "٣", str(MAX_LINGER_MS + 1), "9" * 40])
+def test_a_blank_linger_is_the_default_and_white_space_around_one_is_ignored() -> None:
+    assert linger_from_env({"PROJECTION_LINGER_MS": ""}) == linger_from_env({"PROJECTION_LINGER_MS": "  "}) == DEFAULT_LINGER
+    assert linger_from_env({"PROJECTION_LINGER_MS": " 35 "}) == 0.035
+
+
+@pytest.mark.parametrize(
+    "given", ["20ms", "-1", "0.5", "1e3", "٣", "²", "0x10", "1_000", "+5", str(MAX_LINGER_MS + 1), "9" * 40, "0" * 4301]
+)
 def test_a_linger_that_is_not_a_whole_number_of_milliseconds_up_to_the_most_refuses_the_start(given: str) -> None:
-    with pytest.raises(ConfigurationError, match="PROJECTION_LINGER_MS"):
+    with pytest.raises(ConfigurationError, match="PROJECTION_LINGER_MS must be ") as refused:
         linger_from_env({"PROJECTION_LINGER_MS": given})
+    assert len(str(refused.value)) < 120  # the value shown is cut short
