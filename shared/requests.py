@@ -29,6 +29,8 @@ def decode_strictly(body: bytes, kind: type[T]) -> T:
         raise Invalid(bounded(f"body is not valid JSON: {malformed}")) from None
     except UnicodeDecodeError:
         raise Invalid("body is not valid UTF-8") from None
+    except RecursionError:  # nested past what msgspec decodes (about a thousand levels)
+        raise Invalid("body is nested too deeply") from None
 
 
 def bounded(message: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -156,12 +158,23 @@ def entry_for(event: Envelope, seq: int, prev_hash: str) -> dict[str, Any]:
 
 
 def chained_entry(event: Envelope, seq: int, prev_hash: str) -> tuple[dict[str, Any], bool]:
-    """The entry, and whether its data holds a float (see `canonical_json`; `stored_json` needs to know)."""
+    """The entry, and whether its data holds a float (see `canonical_json`; `stored_json` needs to know).
+
+    The entry is hashed as PostgreSQL will give it back, or `verify` would find it edited: its time in
+    UTC (an envelope's time need only carry an offset; a `timestamptz` reads back as `Z`), and floats
+    as `jsonb` keeps them (`_as_jsonb_keeps`)."""
+    # Only what comes from the event's data can hold a float (the rest is text and integers), and
+    # targets and metadata only copy the data's values or add integers: one walk, over the data. A float
+    # in data the entry leaves out costs only the slower, byte-identical `json` spelling.
+    holds_float = _holds_float(event.data)
+    if holds_float:
+        event = msgspec.structs.replace(event, data=_as_jsonb_keeps(event.data))
+    occurred_at = event.occurred_at if event.occurred_at.tzinfo is UTC else event.occurred_at.astimezone(UTC)
     entry = {
         "entry_id": f"aud_{event.event_id}",
         "org_id": event.org_id,
         "seq": seq,
-        "occurred_at": rfc3339(event.occurred_at),
+        "occurred_at": rfc3339(occurred_at),
         "action": action_of(event.event_type),
         "actor": {"type": event.actor.type, "id": event.actor.id},
         "targets": targets_of(event),
@@ -170,10 +183,6 @@ def chained_entry(event: Envelope, seq: int, prev_hash: str) -> tuple[dict[str, 
         "command_id": event.command_id,
         "correlation_id": event.correlation_id,
     }
-    # Only what comes from the event's data can hold a float (the rest is text and integers), and
-    # targets and metadata only copy the data's values or add integers: one walk, over the data. A float
-    # in data the entry leaves out costs only the slower, byte-identical `json` spelling.
-    holds_float = _holds_float(event.data)
     body = _canonical(entry, holds_float)
     return {**entry, "prev_hash": prev_hash, "hash": _hash(prev_hash, body)}, holds_float
 
@@ -203,6 +212,23 @@ def _canonical(document: dict[str, Any], holds_float: bool) -> str:
     if holds_float:
         return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _sorted_compact(document).decode()
+
+
+def _as_jsonb_keeps(value: Any) -> Any:
+    """`value` with each float as a `jsonb` column gives it back: its `numeric` has no negative zero, and
+    a number Python spells with a positive exponent (`1e+16`, `1.5e+300`) comes back in whole digits,
+    which read as an integer. Every other float comes back as Python spells it."""
+    kind = type(value)
+    if kind is float:
+        if value == 0:
+            return 0.0
+        spelled = repr(value)
+        return int(Decimal(spelled)) if "e+" in spelled else value
+    if kind is dict:
+        return {key: _as_jsonb_keeps(item) for key, item in value.items()}
+    if kind is list:
+        return [_as_jsonb_keeps(item) for item in value]
+    return value
 
 
 def _holds_float(document: Any) -> bool:

@@ -429,7 +429,7 @@ class IndexFollower:
         org_id = message.subject.split(".")[2]
         try:
             sequence = _sequence_of(message.data).sequence
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             log.warning("access index: an event without a sequence", subject=message.subject)
             sequence = 0
         if sequence > self.index.version(org_id):

@@ -5,6 +5,7 @@ Consumers decode leniently: unknown fields are ignored so that producers may add
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -191,19 +192,50 @@ _raw_data_decoder = msgspec.json.Decoder(_EnvelopeOfRawData)
 _data_decoders = {name: msgspec.json.Decoder(cls, strict=False) for name, cls in EVENT_DATA.items()}
 
 
+# How deeply an envelope's objects and arrays may nest. Far past any event's (membership's nest three
+# or four levels), and far below what the code that walks an event's data can recurse through: past
+# about a thousand levels msgspec and Python raise RecursionError, which no consumer expects, so one
+# such message on the stream would stop every projector. Deeper is undecodable, like malformed JSON.
+MAX_NESTING = 128
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def refuse_deep_nesting(body: bytes) -> None:
+    """Raises msgspec.DecodeError when `body`, JSON already decoded once, nests objects and arrays
+    deeper than MAX_NESTING (its strings are whole, so taking them out is linear). Counting the brackets
+    bounds the depth at no cost for every body but one holding that many of them."""
+    if body.count(b"{") + body.count(b"[") <= MAX_NESTING:
+        return
+    depth = 0
+    for bracket in _BRACKET.finditer(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket.group() in (b"{", b"[") else -1
+        if depth > MAX_NESTING:
+            raise msgspec.DecodeError(f"JSON nested more than {MAX_NESTING} levels deep")
+
+
 def decode_envelope(body: bytes) -> Envelope:
-    return _envelope_decoder.decode(body)
+    try:
+        envelope = _envelope_decoder.decode(body)
+    except RecursionError:
+        raise msgspec.DecodeError(f"JSON nested more than {MAX_NESTING} levels deep") from None
+    refuse_deep_nesting(body)
+    return envelope
 
 
 def decode_typed_envelope(body: bytes) -> Envelope:
     """The envelope with its data decoded straight into its event type's struct, in one pass over the
     JSON (no dict in between); an unknown type's data stays as decoded. Data that does not fit its
     type is left as a dict too, so that it fails where `typed_data` is asked for, as it always has."""
-    envelope = _raw_data_decoder.decode(body)
-    decoder = _data_decoders.get(envelope.event_type)
     try:
-        data = decoder.decode(envelope.data) if decoder is not None else msgspec.json.decode(envelope.data)
-    except msgspec.ValidationError:
-        data = msgspec.json.decode(envelope.data)
+        envelope = _raw_data_decoder.decode(body)
+        decoder = _data_decoders.get(envelope.event_type)
+        try:
+            data = decoder.decode(envelope.data) if decoder is not None else msgspec.json.decode(envelope.data)
+        except msgspec.ValidationError:
+            data = msgspec.json.decode(envelope.data)
+    except RecursionError:
+        raise msgspec.DecodeError(f"JSON nested more than {MAX_NESTING} levels deep") from None
+    refuse_deep_nesting(body)
     # The same fields, the data swapped in place of its bytes: still an Envelope (a subclass).
     return msgspec.structs.replace(envelope, data=data)

@@ -15,6 +15,7 @@ import pytest
 from shared import subjects
 from shared.bus import declare_streams
 from shared.consumer import ConsumerSettings, ProjectionConsumer, prepare
+from shared.contract.events import MAX_NESTING
 from shared.dead_letters import parked as dead_letters
 
 POISON = "poison@example.com"
@@ -742,6 +743,27 @@ async def test_a_lingering_consumer_is_paused_at_once(log_bus):
         async with asyncio.timeout(10):
             async with consumer.paused():
                 pass
+    finally:
+        stop.set()
+        await task
+
+
+async def test_an_event_nested_past_the_limit_is_parked_undecodable_and_the_events_behind_it_apply(log_bus):
+    """Found by review: nested about 1,500 levels, an event made msgspec raise RecursionError, which the
+    consumer did not expect: its batch failed on every delivery, and nothing behind it ever applied."""
+    js, pool = log_bus
+    poison = envelope("org-deep", 1)
+    deep = b"[" * 1500 + b"1" + b"]" * 1500
+    await publish(js, poison, body=msgspec.json.encode(poison).replace(b'"data":{', b'"data":{"deep":' + deep + b",", 1))
+    for sequence in range(1, 4):
+        await publish(js, envelope("org-fine", sequence))
+    _, stop, task = consumer_on(js, pool, "applied-log")
+    try:
+        assert await applied(pool, 3) == [("org-fine", 1), ("org-fine", 2), ("org-fine", 3)]
+        parked = await dead_letters(js, "applied-log")
+        assert [letter["error"] for letter in parked] == [
+            f"undecodable envelope: JSON nested more than {MAX_NESTING} levels deep"
+        ]
     finally:
         stop.set()
         await task
