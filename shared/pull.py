@@ -46,6 +46,10 @@ class BatchPull:
         self._collected: list[Msg] = []
         self._done: asyncio.Future[list[Msg]] | None = None
         self._refusal: str | None = None
+        # Requests ended here while the server still holds them open (reply subject -> the loop time by
+        # which the server ends them at the latest): it may deliver to them first, before a later request.
+        self._open_elsewhere: dict[str, float] = {}
+        self._expires_at = 0.0  # of the request under way
 
     async def start(self) -> None:
         self._subscription = await self.nc.subscribe(f"{self.inbox}.*", cb=self._receive)
@@ -61,7 +65,7 @@ class BatchPull:
         Returns more than `batch` only when that many came, late, for a request given up on."""
         if self._subscription is None:
             raise RuntimeError("BatchPull.fetch before start")
-        if len(self._collected) >= batch:
+        if self._collected:  # late for a request given up on or cut short: theirs is the next batch, at once
             messages, self._collected = self._collected, []
             return messages
         messages = await self._request(batch, timeout)
@@ -71,8 +75,11 @@ class BatchPull:
         return messages
 
     def cut_short(self) -> None:
-        """Ends the fetch under way, if any, now, with what it has delivered so far (perhaps nothing);
-        a message that comes later for its request is kept for the next fetch."""
+        """Ends the fetch under way, if any, now, with what it has delivered so far (perhaps nothing).
+        The server keeps the request open until it expires and may still deliver to it, first in line:
+        such a message is the next fetch's, handed over as soon as it comes."""
+        if self._under_way():
+            self._open_elsewhere[self._reply] = self._expires_at
         self._end()
 
     async def _request(self, batch: int, timeout: float) -> list[Msg]:
@@ -80,7 +87,9 @@ class BatchPull:
         self._requests += 1
         self._reply = f"{self.inbox}.{self._requests}"
         self._wanted = batch
-        self._done = done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._done = done = loop.create_future()
+        self._expires_at = loop.time() + timeout + GRACE_SECONDS
         body = {"batch": batch - len(self._collected), "expires": int(timeout * 1e9), "no_wait": True}
         try:
             await self.nc.publish(self.next_subject, json.dumps(body).encode(), reply=self._reply)
@@ -101,13 +110,32 @@ class BatchPull:
             self._collected.append(message)
             if len(self._collected) >= self._wanted:
                 self._end()
-        elif status == HEARTBEAT or message.subject != self._reply:
-            return  # a heartbeat, or the end of a request already given up on
+            elif self._open_elsewhere and self._under_way() and self._delivering_elsewhere():
+                # for an earlier request, most likely: deliver it now, as this request may get nothing
+                # until that one is over; this one stays open on the server in turn
+                self._open_elsewhere[self._reply] = self._expires_at
+                self._end()
+        elif status == HEARTBEAT:
+            return
+        elif message.subject != self._reply:  # the end of a request given up on or cut short
+            if status in ENDED:
+                self._open_elsewhere.pop(message.subject, None)
         elif status in ENDED:
             self._end()
         else:
             self._refusal = f"{status} {headers.get('Description', '') if headers else ''}".strip()
             self._end()
+
+    def _under_way(self) -> bool:
+        return self._done is not None and not self._done.done()
+
+    def _delivering_elsewhere(self) -> bool:
+        """Whether a request ended here may still be open on the server (those past their end are forgotten)."""
+        now = asyncio.get_running_loop().time()
+        for reply, until in list(self._open_elsewhere.items()):
+            if until <= now:
+                del self._open_elsewhere[reply]
+        return bool(self._open_elsewhere)
 
     def _end(self) -> None:
         if self._done is not None and not self._done.done():

@@ -69,8 +69,14 @@ def integer_setting(env: Mapping[str, str], name: str, default: int, low: int | 
         raise ConfigurationError(f"{name} must be a whole number, not {_shortened(raw)}")
     value = int(raw)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigurationError(f"{name} must be between {low} and {high}, not {value}")
+        raise ConfigurationError(f"{name} must be {_range(low, high)}, not {value}")
     return value
+
+
+def _range(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    return f"at least {low}" if low is not None else f"at most {high}"
 
 
 def _shortened(raw: str, keep: int = 40) -> str:

@@ -696,11 +696,12 @@ async def test_a_full_batch_is_followed_by_the_next_fetch_at_once(log_bus):
 
 async def test_a_pause_cuts_an_idle_fetch_short_and_what_comes_after_it_still_applies(log_bus, monkeypatch):
     """A rebuild's swap pauses the consumer. On an idle stream the consumer is waiting in a fetch; the
-    pause ends that fetch instead of waiting it out (a minute here), and a message that arrives for
-    the ended request is applied by the next one."""
+    pause ends that fetch instead of waiting it out (a minute here). The server still holds the request
+    open and delivers what comes next to it: the next fetch hands that over at once, neither waiting out
+    its own minute-long request nor dropping it to a redelivery (a minute away too)."""
     js, pool = log_bus
     monkeypatch.setattr(ProjectionConsumer, "FETCH_WAIT", 60.0)
-    consumer, stop, task = consumer_on(js, pool, "applied-log")
+    consumer, stop, task = consumer_on(js, pool, "applied-log", ack_wait=60.0)
     try:
         await publish(js, envelope("org-i", 1))
         assert await applied(pool, 1) == [("org-i", 1)]
@@ -709,7 +710,13 @@ async def test_a_pause_cuts_an_idle_fetch_short_and_what_comes_after_it_still_ap
         async with asyncio.timeout(20):  # a minute if the pause waited the fetch out
             async with consumer.paused():
                 await publish(js, envelope("org-i", 2))
-        assert await applied(pool, 2) == [("org-i", 1), ("org-i", 2)]
+                for _ in range(500):  # until it is delivered to the request cut short
+                    if consumer._pull._collected:
+                        break
+                    await asyncio.sleep(0.01)
+        assert await applied(pool, 2, timeout=10) == [("org-i", 1), ("org-i", 2)]
+        await publish(js, envelope("org-i", 3))  # while the cut request may still be open on the server
+        assert await applied(pool, 3, timeout=10) == [("org-i", 1), ("org-i", 2), ("org-i", 3)]
     finally:
         stop.set()
         if consumer._pull is not None:  # in its minute-long fetch again

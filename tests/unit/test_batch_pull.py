@@ -4,8 +4,9 @@ Each round is one fetch; the script says what the server delivers in answer to i
 messages, heartbeats, statuses that belong to an earlier request, and how it ends (a 404/408/409 status,
 the batch filled, an error status, or silence: a connection lost mid-batch). Messages that come after a
 fetch has ended belong to the next one. The model: every message is returned exactly once, in delivery
-order, by the first fetch that ends after it arrived; a fetch ends at its own end status, at the batch
-count, or at its timeout, and never at a status of another request."""
+order, by the first fetch that ends after it arrived; a fetch that finds messages already arrived returns
+them at once, without a request; a fetch ends at its own end status, at the batch count, or at its
+timeout, and never at a status of another request."""
 
 from __future__ import annotations
 
@@ -109,14 +110,14 @@ async def play(script: list[Round]) -> None:
         await server.data(current.before)
         waiting += range(server.delivered - current.before + 1, server.delivered + 1)
         before_fetch = server.delivered
-        server.answer = current if len(waiting) < current.batch else None
+        server.answer = None if waiting else current
         outcome: list[int] | str
         try:
             outcome = [int(m.data) for m in await pull.fetch(current.batch, timeout=0.001)]
         except FetchRefused:
             outcome = "refused"
         answered = server.delivered - before_fetch
-        if len(waiting) >= current.batch:  # enough already: no request at all
+        if waiting:  # late ones of an earlier request: returned at once, no request at all
             assert len(server.requests) == requested
             assert outcome == waiting
             waiting = []
@@ -124,7 +125,7 @@ async def play(script: list[Round]) -> None:
             continue
         requested += 1
         assert len(server.requests) == requested
-        assert server.requests[-1]["batch"] == current.batch - len(waiting)
+        assert server.requests[-1]["batch"] == current.batch
         assert server.requests[-1]["no_wait"] is True
         # The answer's data messages, up to the batch, end the fetch; the rest wait for the next one.
         arrived = list(range(before_fetch + 1, before_fetch + answered + 1))

@@ -292,3 +292,24 @@ def test_period_starts_after_an_instant_read_in_a_zone_ahead_of_the_anchor_s_mis
             datetime(2025, 2, 28, 23, 0, tzinfo=UTC),
         ]
     )
+
+
+# An aware datetime at another offset is refused, not only a naive one (`_require_utc` takes `datetime.UTC` at once).
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+@pytest.mark.parametrize("which", ["anchor", "at"])
+def test_billing_period_refuses_an_aware_datetime_at_another_offset(which):
+    anchor, at = datetime(2024, 1, 31, tzinfo=UTC), datetime(2024, 2, 10, tzinfo=UTC)
+    if which == "anchor":
+        anchor = anchor.astimezone(PLUS_TWO)
+    else:
+        at = at.astimezone(PLUS_TWO)
+    with pytest.raises(ValueError, match="UTC"):
+        billing_period(anchor, at)
+
+
+def test_prorate_refuses_an_aware_datetime_at_another_offset():
+    start, end = datetime(2024, 1, 31, tzinfo=UTC), datetime(2024, 2, 29, tzinfo=UTC)
+    with pytest.raises(ValueError, match="UTC"):
+        prorate(1000, 1, start, end, datetime(2024, 2, 10, tzinfo=UTC).astimezone(PLUS_TWO))
