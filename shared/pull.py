@@ -79,6 +79,7 @@ class BatchPull:
         The server keeps the request open until it expires and may still deliver to it, first in line:
         such a message is the next fetch's, handed over as soon as it comes."""
         if self._under_way():
+            self._delivering_elsewhere()  # forget those the server has ended by now
             self._open_elsewhere[self._reply] = self._expires_at
         self._end()
 

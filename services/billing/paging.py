@@ -64,7 +64,7 @@ def _decode(cursor: str, kind: type[T]) -> T:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         return msgspec.json.decode(raw, type=kind)
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+    except (binascii.Error, ValueError, RecursionError, msgspec.DecodeError, msgspec.ValidationError):
         raise _not_ours() from None
 
 

@@ -195,7 +195,8 @@ _data_decoders = {name: msgspec.json.Decoder(cls, strict=False) for name, cls in
 # How deeply an envelope's objects and arrays may nest. Far past any event's (membership's nest three
 # or four levels), and far below what the code that walks an event's data can recurse through: past
 # about a thousand levels msgspec and Python raise RecursionError, which no consumer expects, so one
-# such message on the stream would stop every projector. Deeper is undecodable, like malformed JSON.
+# such message on the stream would stop every projector. Deeper is undecodable, like malformed JSON
+# (and like text that is not UTF-8, which msgspec refuses with a UnicodeDecodeError of its own).
 MAX_NESTING = 128
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
@@ -219,6 +220,8 @@ def decode_envelope(body: bytes) -> Envelope:
         envelope = _envelope_decoder.decode(body)
     except RecursionError:
         raise msgspec.DecodeError(f"JSON nested more than {MAX_NESTING} levels deep") from None
+    except UnicodeDecodeError:
+        raise msgspec.DecodeError("JSON text that is not UTF-8") from None
     refuse_deep_nesting(body)
     return envelope
 
@@ -236,6 +239,8 @@ def decode_typed_envelope(body: bytes) -> Envelope:
             data = msgspec.json.decode(envelope.data)
     except RecursionError:
         raise msgspec.DecodeError(f"JSON nested more than {MAX_NESTING} levels deep") from None
+    except UnicodeDecodeError:
+        raise msgspec.DecodeError("JSON text that is not UTF-8") from None
     refuse_deep_nesting(body)
     # The same fields, the data swapped in place of its bytes: still an Envelope (a subclass).
     return msgspec.structs.replace(envelope, data=data)

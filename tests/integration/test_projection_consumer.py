@@ -774,3 +774,19 @@ async def test_an_event_nested_past_the_limit_is_parked_undecodable_and_the_even
     finally:
         stop.set()
         await task
+
+
+async def test_an_event_whose_text_is_not_utf8_is_parked_undecodable_and_the_events_behind_it_apply(log_bus):
+    js, pool = log_bus
+    poison = envelope("org-bad", 1)
+    await publish(js, poison, body=msgspec.json.encode(poison).replace(b'"data":{', b'"data":{"bad":"\xff\xfe",', 1))
+    for sequence in range(1, 4):
+        await publish(js, envelope("org-fine", sequence))
+    _, stop, task = consumer_on(js, pool, "applied-log")
+    try:
+        assert await applied(pool, 3) == [("org-fine", 1), ("org-fine", 2), ("org-fine", 3)]
+        parked = await dead_letters(js, "applied-log")
+        assert [letter["error"] for letter in parked] == ["undecodable envelope: JSON text that is not UTF-8"]
+    finally:
+        stop.set()
+        await task

@@ -112,3 +112,13 @@ def test_around_the_limit_with_brackets_in_keys_and_strings(levels: int, text: s
             refuse_deep_nesting(body)
     else:
         refuse_deep_nesting(body)
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b"\xed\xa0\x80", b"\xc3"])
+def test_text_that_is_not_utf8_is_undecodable_not_a_unicode_error(decode, bad: bytes) -> None:
+    """Found by review: msgspec refuses it with a UnicodeDecodeError of its own, which escaped the
+    consumer as the RecursionError did."""
+    body = body_with("HERE").replace(b"HERE", bad)
+    with pytest.raises(msgspec.DecodeError, match="UTF-8"):
+        decode(body)
