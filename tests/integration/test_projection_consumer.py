@@ -755,38 +755,30 @@ async def test_a_lingering_consumer_is_paused_at_once(log_bus):
         await task
 
 
-async def test_an_event_nested_past_the_limit_is_parked_undecodable_and_the_events_behind_it_apply(log_bus):
-    """Found by review: nested about 1,500 levels, an event made msgspec raise RecursionError, which the
-    consumer did not expect: its batch failed on every delivery, and nothing behind it ever applied."""
-    js, pool = log_bus
-    poison = envelope("org-deep", 1)
-    deep = b"[" * 1500 + b"1" + b"]" * 1500
-    await publish(js, poison, body=msgspec.json.encode(poison).replace(b'"data":{', b'"data":{"deep":' + deep + b",", 1))
-    for sequence in range(1, 4):
-        await publish(js, envelope("org-fine", sequence))
-    _, stop, task = consumer_on(js, pool, "applied-log")
-    try:
-        assert await applied(pool, 3) == [("org-fine", 1), ("org-fine", 2), ("org-fine", 3)]
-        parked = await dead_letters(js, "applied-log")
-        assert [letter["error"] for letter in parked] == [
-            f"undecodable envelope: JSON nested more than {MAX_NESTING} levels deep"
-        ]
-    finally:
-        stop.set()
-        await task
-
-
-async def test_an_event_whose_text_is_not_utf8_is_parked_undecodable_and_the_events_behind_it_apply(log_bus):
+@pytest.mark.parametrize(
+    ("inserted", "why"),
+    [
+        (b'"deep":' + b"[" * 1500 + b"1" + b"]" * 1500, f"JSON nested more than {MAX_NESTING} levels deep"),
+        (b'"bad":"\xff\xfe"', "JSON text that is not UTF-8"),
+    ],
+    ids=["nested-1500-deep", "not-utf8"],
+)
+async def test_an_event_msgspec_refuses_in_its_own_way_is_parked_undecodable_and_the_events_behind_it_apply(
+    log_bus, inserted: bytes, why: str
+):
+    """Found by review: nested about 1,500 levels, or holding text that is not UTF-8, an event made msgspec
+    raise RecursionError or UnicodeDecodeError, which the consumer did not expect: its batch failed on
+    every delivery, and nothing behind it ever applied."""
     js, pool = log_bus
     poison = envelope("org-bad", 1)
-    await publish(js, poison, body=msgspec.json.encode(poison).replace(b'"data":{', b'"data":{"bad":"\xff\xfe",', 1))
+    await publish(js, poison, body=msgspec.json.encode(poison).replace(b'"data":{', b'"data":{' + inserted + b",", 1))
     for sequence in range(1, 4):
         await publish(js, envelope("org-fine", sequence))
     _, stop, task = consumer_on(js, pool, "applied-log")
     try:
         assert await applied(pool, 3) == [("org-fine", 1), ("org-fine", 2), ("org-fine", 3)]
         parked = await dead_letters(js, "applied-log")
-        assert [letter["error"] for letter in parked] == ["undecodable envelope: JSON text that is not UTF-8"]
+        assert [letter["error"] for letter in parked] == [f"undecodable envelope: {why}"]
     finally:
         stop.set()
         await task

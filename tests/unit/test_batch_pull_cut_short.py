@@ -22,15 +22,9 @@ from hypothesis import strategies as st
 
 import shared.pull
 from shared.pull import BatchPull
+from tests.unit.test_batch_pull import FakeMsg
 
 TIMEOUT = 0.03
-
-
-@dataclass
-class FakeMsg:
-    subject: str
-    data: bytes = b""
-    headers: dict[str, str] | None = None
 
 
 @dataclass
