@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.membership.config import MembershipSettings
+from services.notifier.config import NotifierSettings
 from shared.settings import ConfigurationError, integer_setting
 
 
@@ -39,3 +41,23 @@ def test_any_text_is_a_whole_number_in_range_or_one_configuration_error(text: st
         assert str(refused).startswith("N must be ") and len(str(refused)) < 500  # 40 characters, escaped
     else:
         assert value == (int(text.strip()) if text.strip() else 0)
+
+
+@pytest.mark.parametrize(
+    ("read", "name"),
+    [
+        (lambda env: MembershipSettings.from_env(env), "WORKER_THREADS"),
+        (lambda env: MembershipSettings.from_env(env), "RELAY_BATCH_SIZE"),
+        (lambda env: MembershipSettings.from_env(env), "COMMAND_RETENTION_HOURS"),
+        (lambda env: NotifierSettings.from_env(env), "NOTIFIER_SEND_BATCH"),
+        (lambda env: NotifierSettings.from_env(env), "SMTP_TIMEOUT_SECONDS"),
+        (lambda env: NotifierSettings.from_env(env), "NOTIFIER_POLL_SECONDS"),
+        (lambda env: MembershipSettings.from_env(env), "ACCESS_HEARTBEAT_SECONDS"),
+    ],
+)
+@pytest.mark.parametrize("given", ["abc", "0" * 4301, "-1", "nan", "inf"])
+def test_membership_and_notifier_settings_refuse_a_bad_value_as_a_configuration_error(read, name: str, given: str) -> None:
+    """Found by review: bare int() and float() gave a traceback and exit 1, not one line and exit 78."""
+    with pytest.raises(ConfigurationError) as refused:
+        read({name: given})
+    assert len(str(refused.value)) < 500
