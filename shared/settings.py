@@ -3,6 +3,7 @@ except the server secret, which has no default: a service without one refuses to
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -70,6 +71,21 @@ def integer_setting(env: Mapping[str, str], name: str, default: int, low: int | 
     value = int(raw)
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigurationError(f"{name} must be {_range(low, high)}, not {value}")
+    return value
+
+
+def positive_number_setting(env: Mapping[str, str], name: str, default: float) -> float:
+    """A setting that is a positive, finite number (a duration, say): unset or blank, `default`; anything
+    else is a ConfigurationError that names the setting and shows the start of the value."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a positive number, not {_shortened(raw)}") from None
+    if not 0 < value < math.inf:  # NaN fails both
+        raise ConfigurationError(f"{name} must be a positive number, not {_shortened(raw)}")
     return value
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from shared.settings import ConfigurationError, integer_setting
+from shared.settings import integer_setting, positive_number_setting
 
 MAX_WORKER_THREADS = 256
 MAX_RELAY_BATCH = 10_000  # events in flight before the relay awaits their acks
@@ -29,26 +28,13 @@ class MembershipSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> MembershipSettings:
         env = dict(os.environ if env is None else env)
         d = cls()
-        try:
-            settings = cls(
-                command_retention_hours=float(env.get("COMMAND_RETENTION_HOURS", d.command_retention_hours)),
-                command_cleanup_seconds=float(env.get("COMMAND_CLEANUP_SECONDS", d.command_cleanup_seconds)),
-                worker_threads=integer_setting(env, "WORKER_THREADS", d.worker_threads, 1, MAX_WORKER_THREADS),
-                relay_batch_size=integer_setting(env, "RELAY_BATCH_SIZE", d.relay_batch_size, 1, MAX_RELAY_BATCH),
-                access_heartbeat_seconds=float(env.get("ACCESS_HEARTBEAT_SECONDS", d.access_heartbeat_seconds)),
-            )
-        except ValueError as error:  # a float setting float() refused (ConfigurationError is one too: as it is)
-            if isinstance(error, ConfigurationError):
-                raise
-            raise ConfigurationError(f"a membership setting is not a number: {error}") from None
-        for name, value in (
-            ("COMMAND_RETENTION_HOURS", settings.command_retention_hours),
-            ("COMMAND_CLEANUP_SECONDS", settings.command_cleanup_seconds),
-            ("ACCESS_HEARTBEAT_SECONDS", settings.access_heartbeat_seconds),
-        ):
-            if not 0 < value < math.inf:  # NaN fails both
-                raise ConfigurationError(f"{name} must be a positive number, not {value}")
-        return settings
+        return cls(
+            command_retention_hours=positive_number_setting(env, "COMMAND_RETENTION_HOURS", d.command_retention_hours),
+            command_cleanup_seconds=positive_number_setting(env, "COMMAND_CLEANUP_SECONDS", d.command_cleanup_seconds),
+            worker_threads=integer_setting(env, "WORKER_THREADS", d.worker_threads, 1, MAX_WORKER_THREADS),
+            relay_batch_size=integer_setting(env, "RELAY_BATCH_SIZE", d.relay_batch_size, 1, MAX_RELAY_BATCH),
+            access_heartbeat_seconds=positive_number_setting(env, "ACCESS_HEARTBEAT_SECONDS", d.access_heartbeat_seconds),
+        )
 
     @property
     def command_retention(self) -> timedelta:

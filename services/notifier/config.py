@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
-from shared.settings import ConfigurationError, integer_setting
+from shared.settings import ConfigurationError, integer_setting, positive_number_setting
 
 from .deliveries import backoff
 
@@ -29,28 +28,15 @@ class NotifierSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> NotifierSettings:
         env = dict(os.environ if env is None else env)
         d = cls()
-        try:
-            settings = cls(
-                mail_from=env.get("MAIL_FROM", d.mail_from),
-                retry_base_seconds=float(env.get("SMTP_RETRY_BASE_SECONDS", d.retry_base_seconds)),
-                retry_max_seconds=float(env.get("SMTP_RETRY_MAX_SECONDS", d.retry_max_seconds)),
-                smtp_timeout_seconds=float(env.get("SMTP_TIMEOUT_SECONDS", d.smtp_timeout_seconds)),
-                sending_timeout_seconds=float(env.get("NOTIFIER_SENDING_TIMEOUT_SECONDS", d.sending_timeout_seconds)),
-                poll_seconds=float(env.get("NOTIFIER_POLL_SECONDS", d.poll_seconds)),
-                send_batch=integer_setting(env, "NOTIFIER_SEND_BATCH", d.send_batch, 1, MAX_SEND_BATCH),
-            )
-        except ValueError as error:  # a float setting float() refused (ConfigurationError is one too: as it is)
-            if isinstance(error, ConfigurationError):
-                raise
-            raise ConfigurationError(f"a SMTP_* or NOTIFIER_* setting is not a number: {error}") from None
-        for name, seconds in (
-            ("SMTP_RETRY_BASE_SECONDS", settings.retry_base_seconds),
-            ("SMTP_RETRY_MAX_SECONDS", settings.retry_max_seconds),
-            ("SMTP_TIMEOUT_SECONDS", settings.smtp_timeout_seconds),
-            ("NOTIFIER_POLL_SECONDS", settings.poll_seconds),
-        ):
-            if not 0 < seconds < math.inf:  # NaN fails both
-                raise ConfigurationError(f"{name} must be a positive number of seconds, not {seconds}")
+        settings = cls(
+            mail_from=env.get("MAIL_FROM", d.mail_from),
+            retry_base_seconds=positive_number_setting(env, "SMTP_RETRY_BASE_SECONDS", d.retry_base_seconds),
+            retry_max_seconds=positive_number_setting(env, "SMTP_RETRY_MAX_SECONDS", d.retry_max_seconds),
+            smtp_timeout_seconds=positive_number_setting(env, "SMTP_TIMEOUT_SECONDS", d.smtp_timeout_seconds),
+            sending_timeout_seconds=positive_number_setting(env, "NOTIFIER_SENDING_TIMEOUT_SECONDS", d.sending_timeout_seconds),
+            poll_seconds=positive_number_setting(env, "NOTIFIER_POLL_SECONDS", d.poll_seconds),
+            send_batch=integer_setting(env, "NOTIFIER_SEND_BATCH", d.send_batch, 1, MAX_SEND_BATCH),
+        )
         if settings.sending_timeout_seconds <= settings.smtp_timeout_seconds:
             raise ConfigurationError("NOTIFIER_SENDING_TIMEOUT_SECONDS must exceed SMTP_TIMEOUT_SECONDS")
         return settings
